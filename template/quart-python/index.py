@@ -1,0 +1,98 @@
+"""Entry point of every quart-python replica (the of-watchdog upstream in http mode).
+
+Kept small on purpose, like the upstream python3-http template: read the
+request, call ``handler.handle(event, context)``, turn the result into a
+response.  Heavy modules (torch) are imported once, *before* the handler, so
+that a later zygote can fork ready-to-serve children from this process.
+
+Environment (all optional):
+  QUART_HANDLER_DIR   handler package directory (default: ./function beside this file)
+  QUART_LISTEN_FD     an already-listening socket inherited from the provider
+  QUART_LISTEN_HOST / QUART_LISTEN_PORT   otherwise bind here (default 127.0.0.1:5000,
+                      the of-watchdog ``upstream_url`` default)
+  QUART_PRELOAD       comma-separated modules to import first (default "torch")
+  max_inflight        concurrent requests served by this replica (default 8)
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import socket
+import sys
+from pathlib import Path
+
+for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
+    importlib.import_module(_mod.strip())
+
+from flask import Flask, Response, request  # noqa: E402
+from waitress import serve  # noqa: E402
+
+
+def load_handler(handler_dir: Path):
+    """Import the handler folder as the package ``function`` (the name faas-cli gives it)."""
+    spec = importlib.util.spec_from_file_location(
+        "function", handler_dir / "__init__.py", submodule_search_locations=[str(handler_dir)]
+    )
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no handler package in {handler_dir}")
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["function"] = pkg
+    spec.loader.exec_module(pkg)
+    return importlib.import_module("function.handler")
+
+
+class Event:
+    def __init__(self) -> None:
+        self.body = request.get_data()
+        self.headers = request.headers
+        self.method = request.method
+        self.query = request.args
+        self.path = request.path
+
+
+class Context:
+    def __init__(self) -> None:
+        self.hostname = os.getenv("HOSTNAME", "localhost")
+
+
+def format_response(res) -> Response:
+    if res is None:
+        return Response("", status=200)
+    if isinstance(res, dict) and "statusCode" in res:
+        body = res.get("body", "")
+        return Response(body, status=int(res["statusCode"]), headers=res.get("headers") or {})
+    if isinstance(res, (str, bytes)):
+        return Response(res, status=200)
+    return Response(str(res), status=200)
+
+
+handler = load_handler(Path(os.environ.get("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
+app = Flask(__name__)
+
+
+@app.route("/_/health", methods=["GET"])
+def health():
+    return Response("OK", status=200)
+
+
+@app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
+@app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
+def call_handler(path: str):
+    return format_response(handler.handle(Event(), Context()))
+
+
+def main() -> None:
+    threads = int(os.environ.get("max_inflight", "8") or 8)
+    fd = os.environ.get("QUART_LISTEN_FD")
+    if fd:
+        sock = socket.socket(fileno=int(fd))
+        serve(app, sockets=[sock], threads=threads, ident=None, _quiet=True)
+    else:
+        host = os.environ.get("QUART_LISTEN_HOST", "127.0.0.1")
+        port = int(os.environ.get("QUART_LISTEN_PORT", "5000"))
+        serve(app, host=host, port=port, threads=threads, ident=None, _quiet=True)
+
+
+if __name__ == "__main__":
+    main()
