@@ -1,0 +1,210 @@
+"""Cut a BERT-family encoder into pipeline stages (``quart-faas partition``).
+
+Output (written to a temporary sibling directory, then renamed into place, so a
+failure never leaves a half-written partition where a replica could load it)::
+
+    OUT/manifest.json          model, config, and per stage: index, layer range,
+                               parameters, parameter bytes, sha256, dtype
+    OUT/stage-K.safetensors    the stage's tensors, original parameter names
+    OUT/tokenizer/             stage 0's tokenizer (tokenizer.json, vocab.txt, ...)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from functions.models import SYNTHETIC, ModelError, minilm_dir, resolve_model
+from functions.stage.bert import (EMBEDDING_PARAMS, MANIFEST, BertConfig, layer_param_names,
+                                  sha256_file)
+
+FORMAT = "quart-partition/1"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+class PartitionError(ValueError):
+    """Bad partitioning request; the message is meant for the user."""
+
+
+def split_layers(num_layers: int, num_stages: int, sizes: list[int] | None = None
+                 ) -> list[tuple[int, int]]:
+    """Contiguous layer ranges; balanced (earlier stages take the remainder) unless sizes given."""
+    if num_stages < 1:
+        raise PartitionError("--stages must be at least 1")
+    if num_stages > num_layers:
+        raise PartitionError(f"--stages {num_stages} is larger than the model's "
+                             f"{num_layers} layers: every stage needs at least one layer")
+    if sizes is None:
+        base, extra = divmod(num_layers, num_stages)
+        sizes = [base + (1 if i < extra else 0) for i in range(num_stages)]
+    if len(sizes) != num_stages or any(s < 1 for s in sizes) or sum(sizes) != num_layers:
+        raise PartitionError(f"--split {sizes} must be {num_stages} positive sizes "
+                             f"summing to {num_layers}")
+    ranges, start = [], 0
+    for s in sizes:
+        ranges.append((start, start + s))
+        start += s
+    return ranges
+
+
+def synthetic_tensor_fn(cfg: BertConfig, seed: int) -> Callable[[str], torch.Tensor]:
+    """Seeded weights, N(0, 0.02) like BERT's initializer; LayerNorm 1/0, biases 0.
+
+    Each tensor has its own generator seeded from (seed, name), so a stage's
+    weights do not depend on which other stages are generated.
+    """
+    shapes = _shapes(cfg)
+
+    def make(name: str) -> torch.Tensor:
+        shape = shapes[name]
+        if name.endswith("LayerNorm.weight"):
+            return torch.ones(shape)
+        if name.endswith(".bias"):
+            return torch.zeros(shape)
+        g = torch.Generator().manual_seed(_stable_seed(seed, name))
+        return torch.randn(shape, generator=g) * 0.02
+
+    return make
+
+
+def _stable_seed(seed: int, name: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
+
+
+def _shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
+    h, i = cfg.hidden_size, cfg.intermediate_size
+    s: dict[str, tuple[int, ...]] = {
+        "embeddings.word_embeddings.weight": (cfg.vocab_size, h),
+        "embeddings.position_embeddings.weight": (cfg.max_position_embeddings, h),
+        "embeddings.token_type_embeddings.weight": (cfg.type_vocab_size, h),
+        "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,),
+    }
+    for layer in range(cfg.num_hidden_layers):
+        for n in layer_param_names(layer):
+            suffix = n.split(f"encoder.layer.{layer}.")[1]
+            if suffix.startswith("intermediate.dense.weight"):
+                s[n] = (i, h)
+            elif suffix.startswith("intermediate.dense.bias"):
+                s[n] = (i,)
+            elif suffix.startswith("output.dense.weight"):
+                s[n] = (h, i)
+            elif suffix.endswith("weight") and "LayerNorm" not in suffix:
+                s[n] = (h, h)
+            else:
+                s[n] = (h,)
+    return s
+
+
+def partition(out: str | Path, stages: int, model: str | None = None,
+              synthetic: str | None = None, seed: int = 0, split: list[int] | None = None,
+              force: bool = False, max_seq_length: int = 256,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write a partition to ``out`` and return its manifest."""
+    say = progress or (lambda _m: None)
+    out = Path(out).expanduser().resolve()
+    if (model is None) == (synthetic is None):
+        raise PartitionError("give exactly one of --model or --synthetic")
+    if out.exists() and not force:
+        raise PartitionError(f"{out} already exists (use --force to replace it)")
+    tok_dir = minilm_dir()  # BERT uncased WordPiece vocabulary, shared by the synthetic models
+    if synthetic is not None:
+        if synthetic not in SYNTHETIC:
+            raise PartitionError(f"unknown synthetic model {synthetic!r}; "
+                                 f"choose one of {', '.join(SYNTHETIC)}")
+        cfg = SYNTHETIC[synthetic]
+        name, source = f"synthetic-{synthetic}", f"synthetic:{synthetic}:seed={seed}"
+        get = synthetic_tensor_fn(cfg, seed)
+    else:
+        try:
+            name, mdir = resolve_model(model or "")
+        except ModelError as e:
+            raise PartitionError(str(e)) from e
+        raw = json.loads((mdir / "config.json").read_text())
+        if raw.get("model_type") != "bert":
+            raise PartitionError(f"{model}: model_type {raw.get('model_type')!r} is not a "
+                                 "BERT-family encoder")
+        cfg = BertConfig.from_dict(raw)
+        source = str(mdir)
+        if (mdir / "tokenizer.json").is_file():
+            tok_dir = mdir
+        from safetensors import safe_open
+
+        handle = safe_open(str(mdir / "model.safetensors"), "pt")
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in handle.keys() else ""
+
+        def get(n: str) -> torch.Tensor:
+            return handle.get_tensor(prefix + n).contiguous()
+
+    ranges = split_layers(cfg.num_hidden_layers, stages, split)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
+    try:
+        manifest = _write(tmp, name, source, cfg, ranges, get, tok_dir, max_seq_length, say)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _write(tmp: Path, name: str, source: str, cfg: BertConfig, ranges: list[tuple[int, int]],
+           get: Callable[[str], torch.Tensor], tok_dir: Path, max_seq_length: int,
+           say: Callable[[str], None]) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    (tmp / "tokenizer").mkdir()
+    for f in TOKENIZER_FILES:
+        if (tok_dir / f).is_file():
+            shutil.copy2(tok_dir / f, tmp / "tokenizer" / f)
+    if not (tmp / "tokenizer" / "tokenizer.json").is_file():
+        raise PartitionError(f"{tok_dir} has no tokenizer.json")
+    entries = []
+    n = len(ranges)
+    for k, (a, b) in enumerate(ranges):
+        names = (EMBEDDING_PARAMS if k == 0 else []) + [
+            p for i in range(a, b) for p in layer_param_names(i)]
+        tensors = {p: get(p).to(torch.float32) for p in names}
+        fname = f"stage-{k}.safetensors"
+        save_file(tensors, str(tmp / fname), metadata={
+            "model": name, "stage": str(k), "layers": f"{a}-{b}", "format": FORMAT})
+        params = sum(t.numel() for t in tensors.values())
+        entries.append({
+            "index": k, "file": fname, "layers": [a, b], "embeddings": k == 0,
+            "tokenizer": k == 0, "pooling": "mean+l2norm" if k == n - 1 else None,
+            "parameters": params, "parameter_bytes": sum(t.numel() * t.element_size()
+                                                         for t in tensors.values()),
+            "file_bytes": (tmp / fname).stat().st_size,
+            "sha256": sha256_file(tmp / fname), "dtype": "float32",
+        })
+        del tensors
+        say(f"stage {k}: layers {a}..{b - 1}, {params / 1e6:.1f}M parameters")
+    manifest = {
+        "format": FORMAT, "model": name, "source": source, "architecture": "bert",
+        "config": cfg.to_dict(), "num_stages": n, "num_layers": cfg.num_hidden_layers,
+        "dtype": "float32", "pooling": "mean+l2norm", "max_seq_length": max_seq_length,
+        "tokenizer": "tokenizer/tokenizer.json", "stages": entries,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished directory into place; an old one is removed only afterwards."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

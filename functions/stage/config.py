@@ -1,0 +1,64 @@
+"""Stage configuration, parsed once from the environment (the OpenFaaS way).
+
+| variable              | default                        | meaning                                   |
+|-----------------------|--------------------------------|-------------------------------------------|
+| QUART_MODEL_DIR       | /var/openfaas/models/minilm    | a `quart-faas partition` output directory |
+| QUART_MODEL           | (manifest's model)             | expected model name, checked at start     |
+| QUART_STAGE           | 0                              | this function's stage index               |
+| QUART_STAGES          | (manifest's stage count)       | expected stage count, checked at start    |
+| QUART_NEXT_FUNCTION   | "" (last stage)                | function that runs the next stage         |
+| QUART_GATEWAY_URL     | http://gateway.openfaas:8080   | where the next stage is invoked           |
+| QUART_MAX_INPUTS      | 64                             | texts per request / batch size            |
+| QUART_MAX_INPUT_CHARS | 10000                          | characters per text                       |
+| QUART_MAX_BODY_BYTES  | 67108864 (64 MiB)              | request body limit (-> 413)               |
+| QUART_FORWARD_TIMEOUT_S | 120                          | timeout of the call to the next stage     |
+| QUART_TORCH_THREADS   | 1                              | intra-op threads per replica              |
+| QUART_VERIFY_SHA256   | 1                              | check the stage file against the manifest |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    model_dir: str
+    model: str
+    stage: int
+    stages: int | None
+    next_function: str
+    gateway_url: str
+    max_inputs: int
+    max_input_chars: int
+    max_body_bytes: int
+    forward_timeout_s: float
+    torch_threads: int
+    verify_sha256: bool
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "StageConfig":
+        e = os.environ if env is None else env
+
+        def num(name: str, default: str, kind=int):
+            raw = e.get(name, default) or default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise SystemExit(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+        stages = e.get("QUART_STAGES", "")
+        return cls(
+            model_dir=e.get("QUART_MODEL_DIR", "/var/openfaas/models/minilm"),
+            model=e.get("QUART_MODEL", ""),
+            stage=num("QUART_STAGE", "0"),
+            stages=int(stages) if stages.strip() else None,
+            next_function=e.get("QUART_NEXT_FUNCTION", "").strip(),
+            gateway_url=e.get("QUART_GATEWAY_URL", "http://gateway.openfaas:8080").rstrip("/"),
+            max_inputs=num("QUART_MAX_INPUTS", "64"),
+            max_input_chars=num("QUART_MAX_INPUT_CHARS", "10000"),
+            max_body_bytes=num("QUART_MAX_BODY_BYTES", str(64 << 20)),
+            forward_timeout_s=num("QUART_FORWARD_TIMEOUT_S", "120", float),
+            torch_threads=num("QUART_TORCH_THREADS", "1"),
+            verify_sha256=e.get("QUART_VERIFY_SHA256", "1") not in ("0", "false", "no"),
+        )

@@ -1,0 +1,104 @@
+"""``quart-faas`` command line: partition, up, down, serve."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+STATE_DIR = Path(os.environ.get("QUART_STATE_DIR", ".quart"))
+
+
+def cmd_partition(a: argparse.Namespace) -> int:
+    from functions.partitioner import PartitionError, partition
+
+    split = None
+    if a.split:
+        try:
+            split = [int(x) for x in a.split.split(",")]
+        except ValueError:
+            return _fail(f"--split {a.split!r} must be comma-separated integers, e.g. 2,2,2")
+    try:
+        m = partition(a.out, a.stages, model=a.model, synthetic=a.synthetic, seed=a.seed,
+                      split=split, force=a.force, max_seq_length=a.max_seq_length,
+                      progress=lambda s: print(f"  {s}", flush=True))
+    except (PartitionError, OSError) as e:
+        return _fail(str(e))
+    total = sum(s["parameter_bytes"] for s in m["stages"])
+    print(f"wrote {m['num_stages']} stages of {m['model']} ({total / 2**20:.1f} MiB) to "
+          f"{Path(a.out).resolve()}")
+    return 0
+
+
+def cmd_up(a: argparse.Namespace) -> int:
+    from quart_faas.deploy import DeployError, up
+
+    try:
+        up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
+           timeout_s=a.timeout)
+    except (DeployError, RuntimeError) as e:
+        return _fail(str(e))
+    return 0
+
+
+def cmd_down(a: argparse.Namespace) -> int:
+    from quart_faas.deploy import down
+
+    down(a.state_dir)
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from local_provider.__main__ import main as serve_main
+
+    return serve_main(a.rest) or 0
+
+
+def _fail(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="quart-faas", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("partition", help="cut a BERT-family encoder into pipeline stages")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="all-MiniLM-L6-v2 or a local Hugging Face model directory")
+    src.add_argument("--synthetic", help="seeded random weights: bert-large, bert-base, bert-mini")
+    s.add_argument("--stages", type=int, required=True, help="number of stages N")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--split", help="layers per stage, e.g. 2,2,2 (default: balanced)")
+    s.add_argument("--max-seq-length", type=int, default=256)
+    s.add_argument("--force", action="store_true", help="replace an existing output directory")
+    s.set_defaults(fn=cmd_partition)
+
+    s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")
+    s.add_argument("-f", "--file", default="stack.yml")
+    s.add_argument("-g", "--gateway", help="gateway URL (default: OPENFAAS_URL or the stack's)")
+    s.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
+    s.add_argument("--no-prometheus", action="store_true")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
+    s.set_defaults(fn=cmd_up)
+
+    s = sub.add_parser("down", help="stop what `up` started")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    s.set_defaults(fn=cmd_down)
+
+    s = sub.add_parser("serve", help="run the local gateway + provider in the foreground",
+                       add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    return int(a.fn(a))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
