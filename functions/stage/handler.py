@@ -1,160 +1,17 @@
 """Stage handler: ``handle(event, context)`` as in the OpenFaaS python3-http template.
 
-Stage 0 takes ``{"inputs": ["text", ...]}``; every stage runs its layers and,
-unless it is the last, POSTs the activations to ``{gateway}/function/{next}``
-and relays that answer (status, body, content type) to its caller.  The last
-stage answers ``{"embeddings": [[...]], "model": ..., "stages": n}``.
-
-Errors are answers: every refusal is a 4xx with ``{"error": ..., "stage": k}``
-and the replica keeps serving; a later stage's error reaches the client with
-that stage's status.  ``Server-Timing`` carries each stage's compute time.
-
-Compute is serialised by a lock: a replica is one server in the queueing
-sense, while requests waiting on the next stage do not hold it.
+The stage's weights load when this module is imported (index.py imports it
+once, before serving), so a forked replica inherits a ready model.  What a
+stage does is documented in ``server.py``; its environment in ``config.py``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
-import threading
-import time
 from typing import Any
 
-import requests
-import torch
-
-from .bert import Stage
-from .codec import CONTENT_TYPE, PayloadError, decode, encode
 from .config import StageConfig
-
-log = logging.getLogger("quart.stage")
-JSON = {"Content-Type": "application/json"}
-
-
-class StageServer:
-    def __init__(self, cfg: StageConfig):
-        self.cfg = cfg
-        torch.set_num_threads(max(1, cfg.torch_threads))
-        self.stage = Stage.load(cfg.model_dir, cfg.stage, verify=cfg.verify_sha256)
-        m = self.stage.manifest
-        if cfg.model and cfg.model.lower() != m["model"].lower():
-            raise SystemExit(f"QUART_MODEL={cfg.model!r} but {cfg.model_dir} holds {m['model']!r}")
-        if cfg.stages is not None and cfg.stages != m["num_stages"]:
-            raise SystemExit(f"QUART_STAGES={cfg.stages} but {cfg.model_dir} has "
-                             f"{m['num_stages']} stages")
-        if not self.stage.is_last and not cfg.next_function:
-            raise SystemExit(f"stage {cfg.stage} of {m['num_stages']} needs QUART_NEXT_FUNCTION")
-        self.model = m["model"]
-        self.n = m["num_stages"]
-        self.lock = threading.Lock()
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
-        self.session.mount("http://", adapter)
-
-    # -- request handling -------------------------------------------------
-    def handle(self, event: Any) -> dict[str, Any]:
-        try:
-            if event.method == "GET":
-                return self._json(200, self.describe())
-            if event.method != "POST":
-                raise PayloadError(f"method {event.method} not allowed; POST the inputs", 405)
-            if len(event.body) > self.cfg.max_body_bytes:
-                raise PayloadError(f"body of {len(event.body)} bytes exceeds the limit of "
-                                   f"{self.cfg.max_body_bytes} (QUART_MAX_BODY_BYTES)", 413)
-            x, mask = self._parse(event)
-            t0 = time.perf_counter()
-            with self.lock:
-                h = self.stage.forward(x, mask)
-                out = self.stage.pool(h, mask) if self.stage.is_last else None
-            timing = f"stage{self.cfg.stage};dur={(time.perf_counter() - t0) * 1e3:.2f}"
-            if out is not None:
-                body = {"embeddings": out.tolist(), "model": self.model, "stages": self.n}
-                return self._json(200, body, timing)
-            return self._forward(h, mask, timing, event.headers.get("X-Call-Id"))
-        except PayloadError as e:
-            return self._json(e.status, {"error": str(e), "stage": self.cfg.stage})
-        except Exception as e:  # noqa: BLE001 - an answer, never a stack trace to the client
-            log.exception("stage %s failed", self.cfg.stage)
-            return self._json(500, {"error": f"stage {self.cfg.stage} failed: "
-                                             f"{type(e).__name__}", "stage": self.cfg.stage})
-
-    def describe(self) -> dict[str, Any]:
-        info = self.stage.info
-        return {"model": self.model, "stage": self.cfg.stage, "stages": self.n,
-                "layers": info["layers"], "parameters": info["parameters"],
-                "next": self.cfg.next_function or None,
-                "accepts": "application/json" if self.stage.is_first else CONTENT_TYPE}
-
-    def _parse(self, event: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        ctype = (event.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if not self.stage.is_first:
-            if ctype != CONTENT_TYPE:
-                raise PayloadError(f"stage {self.cfg.stage} takes {CONTENT_TYPE}, got "
-                                   f"{ctype or 'no content type'}", 415)
-            return decode(event.body, self.stage.cfg.hidden_size, self.cfg.max_inputs,
-                          self.stage.max_seq_length, self.model, self.cfg.stage - 1)
-        if ctype == CONTENT_TYPE:
-            raise PayloadError('stage 0 takes JSON {"inputs": ["text", ...]}', 415)
-        try:
-            doc = json.loads(event.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError(f"malformed JSON: {e}") from e
-        if not isinstance(doc, dict) or "inputs" not in doc:
-            raise PayloadError('body must be a JSON object {"inputs": ["text", ...]}')
-        inputs = doc["inputs"]
-        if not isinstance(inputs, list):
-            raise PayloadError(f"'inputs' must be a list of strings, got {type(inputs).__name__}")
-        if not inputs:
-            raise PayloadError("'inputs' is empty")
-        if len(inputs) > self.cfg.max_inputs:
-            raise PayloadError(f"{len(inputs)} inputs exceed the limit of {self.cfg.max_inputs} "
-                               "(QUART_MAX_INPUTS)")
-        for i, s in enumerate(inputs):
-            if not isinstance(s, str):
-                raise PayloadError(f"inputs[{i}] must be a string, got {type(s).__name__}")
-            if len(s) > self.cfg.max_input_chars:
-                raise PayloadError(f"inputs[{i}] has {len(s)} characters, over the limit of "
-                                   f"{self.cfg.max_input_chars} (QUART_MAX_INPUT_CHARS)")
-        return self.stage.tokenize(inputs)
-
-    def _forward(self, h: torch.Tensor, mask: torch.Tensor, timing: str,
-                 call_id: str | None) -> dict[str, Any]:
-        nxt = self.cfg.next_function
-        payload = encode(h, mask, {"model": self.model, "stage": str(self.cfg.stage),
-                                   "stages": str(self.n)})
-        headers = {"Content-Type": CONTENT_TYPE}
-        if call_id:
-            headers["X-Call-Id"] = call_id
-        url = f"{self.cfg.gateway_url}/function/{nxt}"
-        try:
-            r = self.session.post(url, data=payload, headers=headers,
-                                  timeout=self.cfg.forward_timeout_s)
-        except requests.Timeout:
-            return self._json(504, {"error": f"next stage {nxt} did not answer within "
-                                             f"{self.cfg.forward_timeout_s:g}s",
-                                    "stage": self.cfg.stage + 1}, timing)
-        except requests.RequestException as e:
-            return self._json(502, {"error": f"next stage {nxt} unreachable at {url}: "
-                                             f"{type(e).__name__}", "stage": self.cfg.stage + 1},
-                              timing)
-        down = r.headers.get("Server-Timing")
-        out_headers = {"Content-Type": r.headers.get("Content-Type", "application/json"),
-                       "Server-Timing": f"{timing}, {down}" if down else timing}
-        body = r.content
-        if r.status_code >= 400 and "json" not in out_headers["Content-Type"]:
-            body = json.dumps({"error": r.text[:500] or r.reason,
-                               "stage": self.cfg.stage + 1}).encode()
-            out_headers["Content-Type"] = "application/json"
-        return {"statusCode": r.status_code, "body": body, "headers": out_headers}
-
-    @staticmethod
-    def _json(status: int, doc: dict[str, Any], timing: str | None = None) -> dict[str, Any]:
-        headers = dict(JSON)
-        if timing:
-            headers["Server-Timing"] = timing
-        return {"statusCode": status, "body": json.dumps(doc), "headers": headers}
-
+from .server import StageServer
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                     format="%(asctime)s %(name)s %(levelname)s %(message)s")

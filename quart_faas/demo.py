@@ -1,0 +1,149 @@
+"""``make demo``: the MiniLM pipeline on this machine, under a bursty load.
+
+Starts what is missing (local gateway + provider, Prometheus), deploys
+stack.yml, scales one stage to show a replica being added, sends an
+open-loop burst (gamma inter-arrivals, CV > 1) through the pipeline with a
+progress bar, prints a per-stage table read back from Prometheus, and stops
+everything it started — on Ctrl-C too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from benchmark import openloop
+from quart_faas import deploy, services
+from quart_faas.metrics_query import GatewayMetrics
+from quart_faas.stack import load_stack
+
+SENTENCES = [
+    "Serverless platforms scale functions with the load.",
+    "A large model is cut into stages that run as a pipeline.",
+    "Bursts travel down the pipeline from stage to stage.",
+    "Copy-on-write forking makes a new replica cheap.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Latency is set by the slowest, most congested stage.",
+    "OpenFaaS exposes gateway metrics to Prometheus.",
+    "Embeddings map sentences to points in a vector space.",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("-f", "--file", default="stack.yml")
+    p.add_argument("--gateway", default="http://127.0.0.1:8080")
+    p.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
+    p.add_argument("--state-dir", type=Path, default=Path(".quart"))
+    p.add_argument("--requests", type=int, default=150)
+    p.add_argument("--rate", type=float, default=10.0, help="mean requests per second")
+    p.add_argument("--cv", type=float, default=3.0, help="burstiness (CV of inter-arrivals)")
+    p.add_argument("--inputs", type=int, default=4, help="sentences per request")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    con = Console()
+    before = {s.name for s in services.recorded(a.state_dir)}
+    try:
+        return _run(a, con)
+    except KeyboardInterrupt:
+        con.print("[yellow]interrupted[/yellow]")
+        return 130
+    except (deploy.DeployError, RuntimeError, requests.RequestException) as e:
+        con.print(f"[red]error:[/red] {e}")
+        return 1
+    finally:
+        for svc in services.recorded(a.state_dir):
+            if svc.name not in before:
+                services.stop(a.state_dir, svc)
+        con.print("stopped everything the demo started")
+
+
+def _run(a: argparse.Namespace, con: Console) -> int:
+    stack = load_stack(a.file)
+    fn0 = stack.functions[next(iter(stack.functions))]
+    model_dir = fn0.environment.get("QUART_MODEL_DIR", ".quart/models/minilm-3")
+    if not (stack.root / model_dir / "manifest.json").exists():
+        from functions.partitioner import partition
+
+        con.print(f"partitioning {fn0.environment.get('QUART_MODEL')} into "
+                  f"{fn0.environment.get('QUART_STAGES')} stages -> {model_dir}")
+        partition(stack.root / model_dir, int(fn0.environment.get("QUART_STAGES", "3")),
+                  model=fn0.environment.get("QUART_MODEL", "all-MiniLM-L6-v2"))
+    t0 = time.perf_counter()
+    stack, ep = deploy.up(a.file, a.gateway, a.state_dir, a.prometheus_url, say=con.print)
+    con.print(f"pipeline ready in {time.perf_counter() - t0:.1f}s")
+    auth = (deploy.USER, deploy.password_file(a.state_dir).read_text().strip())
+    names = list(stack.functions)
+
+    # Show a scale-up through the gateway's REST API, as the plugin will do.
+    mid = names[len(names) // 2]
+    t1 = time.perf_counter()
+    requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
+                  json={"serviceName": mid, "replicas": 2}).raise_for_status()
+    _wait_available(ep.gateway, auth, mid, 2)
+    con.print(f"scaled {mid} to 2 replicas: ready in {time.perf_counter() - t1:.2f}s "
+              "(a fresh process; keys_manager's fork scale-up comes next)")
+
+    url = f"{ep.gateway}/function/{names[0]}"
+    body = json.dumps({"inputs": SENTENCES[: a.inputs]}).encode()
+    for _ in range(3):  # warm-up, not counted in the burst
+        requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    metrics = GatewayMetrics(ep.prometheus)
+    time.sleep(2.5)
+    counts0 = metrics.invocations()
+    offsets = openloop.gamma_arrivals(a.rate, a.cv, a.requests, a.seed)
+    con.print(f"sending {a.requests} requests open-loop: mean {a.rate:g}/s, CV {a.cv:g}, "
+              f"{a.inputs} sentences each, over {offsets[-1]:.1f}s")
+    start = time.time()
+    with tqdm(total=a.requests, unit="req", desc="burst") as bar:
+        results = openloop.run(url, body, offsets, on_done=lambda r: bar.update(1))
+    time.sleep(3.0)  # let Prometheus scrape the last counts (1 s interval)
+    window = f"{int(time.time() - start) + 5}s"
+    _report(con, names, results, metrics, counts0, window)
+    return 0 if all(r.status == 200 for r in results) else 1
+
+
+def _wait_available(gateway: str, auth: tuple[str, str], name: str, n: int,
+                    timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        r = requests.get(f"{gateway}/system/function/{name}", auth=auth, timeout=5)
+        if r.ok and r.json().get("availableReplicas", 0) >= n:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not reach {n} available replicas in {timeout_s:.0f}s")
+
+
+def _report(con: Console, names: list[str], results: list[openloop.Result],
+            metrics: GatewayMetrics, counts0: dict[str, float], window: str) -> None:
+    counts = metrics.invocations()
+    ok = metrics.invocations("200")
+    p50 = metrics.latency_quantile(0.5, window)
+    p99 = metrics.latency_quantile(0.99, window)
+    reps = metrics.replicas()
+    t = Table(title="Per stage, read back from Prometheus (gateway metrics)")
+    for col in ("function", "requests", "non-200", "p50 ms", "p99 ms", "replicas"):
+        t.add_column(col, justify="right" if col != "function" else "left")
+    for n in names:
+        req = counts.get(n, 0) - counts0.get(n, 0)
+        t.add_row(n, f"{req:.0f}", f"{max(0.0, counts.get(n, 0) - ok.get(n, 0)):.0f}",
+                  f"{p50.get(n, float('nan')) * 1e3:.1f}", f"{p99.get(n, float('nan')) * 1e3:.1f}",
+                  f"{reps.get(n, 0):.0f}")
+    con.print(t)
+    lat = np.array([r.latency_s for r in results if r.status == 200]) * 1e3
+    failed = sum(r.status != 200 for r in results)
+    if lat.size:
+        con.print(f"client (end to end, from planned send time): {lat.size} ok, {failed} failed, "
+                  f"p50 {np.percentile(lat, 50):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms")
+    con.print("a stage's gateway latency includes the stages after it (synchronous chain)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
