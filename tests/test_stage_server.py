@@ -24,7 +24,7 @@ def server(model_dir, stage, **env):
     base = {"QUART_MODEL_DIR": str(model_dir), "QUART_STAGE": str(stage),
             "QUART_NEXT_FUNCTION": "" if stage == 2 else f"s{stage + 1}",
             "QUART_GATEWAY_URL": "http://127.0.0.1:9", "QUART_MAX_INPUTS": "4",
-            "QUART_MAX_INPUT_CHARS": "100", "QUART_MAX_BODY_BYTES": "200000"}
+            "QUART_MAX_INPUT_CHARS": "100", "QUART_MAX_BODY_BYTES": "500000"}
     base.update(env)
     return StageServer(StageConfig.from_env(base))
 
@@ -66,7 +66,7 @@ def acts(minilm3):
     (js(inputs=[None]), 400, "inputs[0] must be a string"),
     (js(inputs=["x"] * 5), 400, "limit of 4"),
     (js(inputs=["x" * 101]), 400, "over the limit of 100"),
-    (Event(b'{"inputs": ["' + b"x" * 200001 + b'"]}', {}), 413, "exceeds the limit"),
+    (Event(b'{"inputs": ["' + b"x" * 500001 + b'"]}', {}), 413, "exceeds the limit"),
     (Event(b"", {"Content-Type": CONTENT_TYPE}), 415, "stage 0 takes JSON"),
     (Event(b"", {}, "DELETE"), 405, "not allowed"),
 ])
@@ -115,7 +115,9 @@ def test_last_stage_refuses_bad_tensors(s2, acts):
         (_payload(h, m[:, :3].contiguous()), 400, "does not match"),
         (_payload(h[0], m), 400, "shape"),
         (_payload(torch.zeros(5, 2, 384), torch.ones(5, 2, dtype=torch.int64)), 400, "outside 1..4"),
-        (_payload(torch.zeros(1, 300, 384), torch.ones(1, 300, dtype=torch.int64)), 400,
+        (_payload(torch.zeros(1, 300, 8), torch.ones(1, 300, dtype=torch.int64)), 400,
+         "[batch, seq, 384]"),
+        (_payload(torch.zeros(1, 257, 384), torch.ones(1, 257, dtype=torch.int64)), 400,
          "outside 1..256"),
         (_payload(h, m * 2), 400, "0/1"),
         (_payload(h * float("nan"), m), 400, "NaN"),
