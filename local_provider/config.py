@@ -1,0 +1,192 @@
+"""Configuration of the local provider and gateway, parsed once from the environment.
+
+Upstream OpenFaaS names are kept where upstream has the knob (``basic_auth``,
+``secret_mount_path``, ``functions_provider_url``); everything else is ours and
+prefixed ``QUART_``.
+
+| variable                        | default                  | meaning                                       |
+|---------------------------------|--------------------------|-----------------------------------------------|
+| QUART_BIND                      | 127.0.0.1                | address every listener binds                  |
+| QUART_GATEWAY_PORT              | 8080                     | gateway (``/function/*``, ``/system/*``); 0 = any free port |
+| QUART_PROVIDER_PORT             | 8081                     | faas-provider REST API; 0 = any free port     |
+| QUART_METRICS_PORT              | 8082                     | gateway ``/metrics``; 0 = any free port       |
+| QUART_STATE_DIR                 | .quart                   | logs, ``serve.json``, generated password      |
+| functions_provider_url          | http://127.0.0.1:8081/   | provider used by a gateway-only process       |
+| basic_auth                      | true                     | protect ``/system/*`` with HTTP basic auth    |
+| secret_mount_path               | (unset)                  | folder with ``basic-auth-user``/``basic-auth-password`` |
+| QUART_BASIC_AUTH_PASSWORD_FILE  | (unset)                  | file holding the password of user ``admin``   |
+| QUART_QUEUE_SIZE                | 256                      | requests waiting per function (-> 429)        |
+| QUART_QUEUE_TIMEOUT_S           | 30                       | longest wait for a free replica (-> 504)      |
+| QUART_UPSTREAM_TIMEOUT_S        | 60                       | longest replica call (-> 504)                 |
+| QUART_MAX_BODY_BYTES            | 67108864 (64 MiB)        | request body limit (-> 413)                   |
+| QUART_MAX_REPLICAS              | 32                       | hard cap per function (no CE 5-replica cap)   |
+| QUART_START_TIMEOUT_S           | 120                      | a replica not healthy by then is killed       |
+| QUART_RECONCILE_PERIOD_S        | 0.25                     | replica reconcile loop period                 |
+| QUART_DRAIN_TIMEOUT_S           | 5                        | wait for in-flight calls before stopping a replica |
+| QUART_STOP_GRACE_S              | 5                        | SIGTERM -> SIGKILL grace of a replica          |
+| QUART_SERVER_THREADS            | QUART_QUEUE_SIZE + 128   | waitress threads of gateway and provider      |
+| QUART_TEMPLATE_DIR              | <repo>/template/quart-python | template used without the template annotation |
+
+A queued request holds a server thread while it waits, so the thread count
+defaults above the queue size: otherwise waitress would queue requests where
+nobody can count or bound them.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+NAMESPACE = "openfaas-fn"
+DEFAULT_TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "template" / "quart-python"
+
+
+class ConfigError(ValueError):
+    """A variable that cannot be parsed; the message names it."""
+
+
+def _get(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "")
+    return raw.strip() if raw.strip() else default
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _get(env, name, str(default))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be > 0")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name, "true" if default else "false").lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """Knobs of the replica manager and the per-function router."""
+
+    state_dir: Path = Path(".quart")
+    namespace: str = NAMESPACE
+    queue_size: int = 256
+    queue_timeout_s: float = 30.0
+    upstream_timeout_s: float = 60.0
+    max_body_bytes: int = 64 << 20
+    max_replicas: int = 32
+    start_timeout_s: float = 120.0
+    reconcile_period_s: float = 0.25
+    drain_timeout_s: float = 5.0
+    stop_grace_s: float = 5.0
+    template_dir: Path = DEFAULT_TEMPLATE_DIR
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ProviderConfig:
+        e = os.environ if env is None else env
+        return cls(
+            state_dir=Path(_get(e, "QUART_STATE_DIR", ".quart")),
+            queue_size=_int(e, "QUART_QUEUE_SIZE", 256),
+            queue_timeout_s=_float(e, "QUART_QUEUE_TIMEOUT_S", 30.0),
+            upstream_timeout_s=_float(e, "QUART_UPSTREAM_TIMEOUT_S", 60.0),
+            max_body_bytes=_int(e, "QUART_MAX_BODY_BYTES", 64 << 20, minimum=1),
+            max_replicas=_int(e, "QUART_MAX_REPLICAS", 32, minimum=1),
+            start_timeout_s=_float(e, "QUART_START_TIMEOUT_S", 120.0),
+            reconcile_period_s=_float(e, "QUART_RECONCILE_PERIOD_S", 0.25),
+            drain_timeout_s=_float(e, "QUART_DRAIN_TIMEOUT_S", 5.0),
+            stop_grace_s=_float(e, "QUART_STOP_GRACE_S", 5.0),
+            template_dir=Path(_get(e, "QUART_TEMPLATE_DIR", str(DEFAULT_TEMPLATE_DIR))),
+        )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Basic auth of ``/system/*`` (upstream: user ``admin``, password from a secret)."""
+
+    enabled: bool = True
+    user: str = "admin"
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+    secret_mount_path: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuthConfig:
+        e = os.environ if env is None else env
+        pw_file = _get(e, "QUART_BASIC_AUTH_PASSWORD_FILE", "")
+        mount = _get(e, "secret_mount_path", "")
+        return cls(
+            enabled=_bool(e, "basic_auth", True),
+            password_file=Path(pw_file) if pw_file else None,
+            secret_mount_path=Path(mount) if mount else None,
+        )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything ``serve()`` needs: listeners, the provider URL and both components."""
+
+    bind: str = "127.0.0.1"
+    gateway_port: int = 8080
+    provider_port: int = 8081
+    metrics_port: int = 8082
+    provider_url: str = "http://127.0.0.1:8081/"
+    state_dir: Path = Path(".quart")
+    server_threads: int = 384
+    auth: AuthConfig = AuthConfig()
+    provider: ProviderConfig = ProviderConfig()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServeConfig:
+        """Read the environment, then apply keyword overrides (command-line flags).
+
+        Overrides whose value is None are ignored, so argparse results can be
+        passed through as they are.  Accepted keys: every field of this class
+        plus ``auth_password_file``.
+        """
+        e = os.environ if env is None else env
+        provider = ProviderConfig.from_env(e)
+        auth = AuthConfig.from_env(e)
+        cfg = cls(
+            bind=_get(e, "QUART_BIND", "127.0.0.1"),
+            gateway_port=_int(e, "QUART_GATEWAY_PORT", 8080),
+            provider_port=_int(e, "QUART_PROVIDER_PORT", 8081),
+            metrics_port=_int(e, "QUART_METRICS_PORT", 8082),
+            provider_url=_get(e, "functions_provider_url", "http://127.0.0.1:8081/"),
+            state_dir=provider.state_dir,
+            server_threads=_int(e, "QUART_SERVER_THREADS", provider.queue_size + 128, minimum=8),
+            auth=auth,
+            provider=provider,
+        )
+        given = {k: v for k, v in overrides.items() if v is not None}
+        pw_file = given.pop("auth_password_file", None)
+        if pw_file is not None:
+            auth = replace(auth, password_file=Path(pw_file))
+            given["auth"] = auth
+        if "state_dir" in given:
+            given["state_dir"] = Path(given["state_dir"])
+            given["provider"] = replace(given.get("provider", provider),
+                                        state_dir=given["state_dir"])
+        return replace(cfg, **given)

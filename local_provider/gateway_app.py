@@ -1,0 +1,182 @@
+"""The gateway surface: ``/function/*`` with upstream metrics, ``/system/*`` behind basic auth.
+
+Like the upstream gateway, it records ``started`` when a call begins and the
+total/histogram with the final status when it ends, whoever produced that
+status (the replica, the queue's 429/504, a 413 on the body).  Calls to a
+function that does not exist get a 404 and are *not* recorded, so metric
+labels stay bounded by the deployed functions.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Protocol
+
+import requests
+from flask import Flask, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from local_provider.auth import BasicAuth
+from local_provider.config import NAMESPACE
+from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
+from local_provider.proxy import InvokeResult, http_call, pooled_session, target_url
+from local_provider.registry import Registry
+from local_provider.web import (FUNCTION_METHODS, install_basic_auth, json_error,
+                                register_error_handlers, request_parts, result_response,
+                                split_function_name)
+
+log = logging.getLogger("local_provider.gateway")
+
+
+class Invoker(Protocol):
+    def invoke(self, name: str, path: str, method: str, query: str,
+               headers: Iterable[tuple[str, str]], body: bytes) -> InvokeResult: ...
+
+
+class Directory(Protocol):
+    """What the gateway knows about deployed functions, without owning them."""
+
+    def exists(self, name: str) -> bool: ...
+
+    def gauges(self) -> dict[str, FunctionGauges]: ...
+
+
+def _gauges(stats: dict[str, dict[str, int]]) -> dict[str, FunctionGauges]:
+    return {function_label(name): FunctionGauges(s.get("availableReplicas", 0),
+                                                 s.get("replicas", 0), s.get("inflight", 0),
+                                                 s.get("queueDepth", 0))
+            for name, s in stats.items()}
+
+
+class LocalDirectory:
+    """Gateway and provider in one process: read the registry directly."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def exists(self, name: str) -> bool:
+        return self.registry.exists(name)
+
+    def gauges(self) -> dict[str, FunctionGauges]:
+        return _gauges(self.registry.stats())
+
+
+class RemoteDirectory:
+    """Gateway alone: poll the provider's stats (cached briefly, refreshed on a miss)."""
+
+    def __init__(self, provider_url: str, auth: BasicAuth | None, max_age_s: float = 1.0) -> None:
+        self.url = provider_url.rstrip("/") + "/system/quart/stats"
+        self.auth = auth
+        self.max_age_s = max_age_s
+        self.session = pooled_session(8)
+        self._lock = threading.Lock()
+        self._stats: dict[str, dict[str, int]] | None = None
+        self._at = 0.0
+
+    def _fetch(self, max_age_s: float) -> dict[str, dict[str, int]] | None:
+        with self._lock:
+            if self._stats is not None and time.monotonic() - self._at < max_age_s:
+                return self._stats
+            headers = {"Authorization": self.auth.header()} if self.auth else {}
+            try:
+                r = self.session.get(self.url, headers=headers, timeout=2)
+                r.raise_for_status()
+                self._stats, self._at = r.json(), time.monotonic()
+            except (requests.RequestException, ValueError) as e:
+                log.warning("provider stats unavailable (%s): %s", self.url, e)
+                self._stats, self._at = None, time.monotonic()
+            return self._stats
+
+    def exists(self, name: str) -> bool:
+        stats = self._fetch(self.max_age_s)
+        if stats is not None and name not in stats:
+            stats = self._fetch(0.2)  # just deployed? look again (rate-limited)
+        return stats is None or name in stats  # provider down: let the call report 502
+
+    def gauges(self) -> dict[str, FunctionGauges]:
+        return _gauges(self._fetch(self.max_age_s) or {})
+
+
+def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
+                       provider_url: str, auth: BasicAuth | None, max_body_bytes: int,
+                       system_timeout_s: float = 60.0) -> Flask:
+    app = Flask("local_provider.gateway")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    register_error_handlers(app)
+    install_basic_auth(app, auth)
+    system = pooled_session(16)
+    provider = provider_url.rstrip("/")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("OK", mimetype="text/plain")
+
+    @app.get("/metrics")
+    def metrics_here() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def system_forward(path: str) -> Response:
+        method, query, headers, body = request_parts()
+        try:
+            result = http_call(system, method, target_url(provider, f"system/{path}", query),
+                               headers, body, system_timeout_s)
+        except requests.RequestException as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        return result_response(result)
+
+    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    @app.route("/function/<fn>/", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
+    def function(fn: str, path: str) -> Response:
+        name, namespace = split_function_name(fn)
+        if namespace != NAMESPACE:
+            return json_error(400, f"namespace must be: {NAMESPACE} (got {namespace!r})")
+        if not directory.exists(name):
+            return json_error(404, f"function not found: {name}")
+        label = function_label(name, namespace)
+        metrics.started(label)
+        t0 = time.perf_counter()
+        result: InvokeResult | None = None
+        try:
+            try:
+                method, query, headers, body = request_parts()
+            except RequestEntityTooLarge:
+                result = InvokeResult.error(413, f"request body larger than {max_body_bytes} "
+                                                 "bytes (QUART_MAX_BODY_BYTES)")
+            else:
+                if not any(k.lower() == "x-call-id" for k, _ in headers):
+                    headers.append(("X-Call-Id", str(uuid.uuid4())))
+                result = invoker.invoke(name, path, method, query, headers, body)
+        except Exception:
+            log.exception("invoking %s failed", name)
+            result = InvokeResult.error(500, f"gateway error invoking {name}")
+        finally:
+            seconds = time.perf_counter() - t0
+            status = result.status if result is not None else 500
+            metrics.finished(label, status, seconds, result.rejected if result else "")
+        assert result is not None
+        result.set_header("X-Duration-Seconds", f"{seconds:.6f}")
+        return result_response(result)
+
+    return app
+
+
+def create_metrics_app(metrics: GatewayMetrics) -> Flask:
+    """The upstream gateway serves Prometheus on its own port (8082)."""
+    app = Flask("local_provider.metrics")
+    register_error_handlers(app)
+
+    @app.get("/metrics")
+    def metrics_route() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("OK", mimetype="text/plain")
+
+    return app
+

@@ -1,0 +1,146 @@
+"""Gateway metrics in Prometheus text format 0.0.4, with the upstream gateway's names.
+
+Written by hand rather than with prometheus_client on purpose: the upstream
+gateway exposes the counter ``gateway_function_invocation_started`` without a
+``_total`` suffix, and prometheus_client appends ``_total`` to every counter
+it renders.  Dashboards, alert rules (``gateway_function_invocation_total``)
+and our autoscaler's PromQL must see exactly the upstream names, and the
+format is small: HELP/TYPE lines, samples, escaped label values.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from local_provider.config import NAMESPACE
+
+# prometheus_client's (and Go client's) default histogram buckets.
+DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")
+
+
+def format_value(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    if math.isnan(v):
+        return "NaN"
+    f = float(v)
+    # Like Go's strconv 'g' formatting used by the upstream gateway: le="1", not le="1.0".
+    return str(int(f)) if f.is_integer() and abs(f) < 1e15 else repr(f)
+
+
+def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs) + "}"
+
+
+def function_label(name: str, namespace: str = NAMESPACE) -> str:
+    return f"{name}.{namespace}"
+
+
+@dataclass
+class _Histogram:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(DEFAULT_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, v: float) -> None:
+        for i, le in enumerate(DEFAULT_BUCKETS):
+            if v <= le:
+                self.buckets[i] += 1
+        self.total += v
+        self.count += 1
+
+
+@dataclass(frozen=True)
+class FunctionGauges:
+    """Live figures of one function, read at scrape time from the provider."""
+
+    available_replicas: int
+    desired_replicas: int
+    inflight: int
+    queue_depth: int
+
+
+class GatewayMetrics:
+    """Counters the gateway updates per call; gauges come from a callback at scrape time."""
+
+    def __init__(self, gauges: Callable[[], dict[str, FunctionGauges]] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._started: dict[str, int] = {}
+        self._total: dict[tuple[str, str], int] = {}
+        self._seconds: dict[tuple[str, str], _Histogram] = {}
+        self._rejected: dict[tuple[str, str], int] = {}
+        self._gauges = gauges or (lambda: {})
+
+    def started(self, function: str) -> None:
+        with self._lock:
+            self._started[function] = self._started.get(function, 0) + 1
+
+    def finished(self, function: str, code: int, seconds: float, rejected: str = "") -> None:
+        key = (function, str(code))
+        with self._lock:
+            self._total[key] = self._total.get(key, 0) + 1
+            self._seconds.setdefault(key, _Histogram()).observe(seconds)
+            if rejected:
+                rk = (function, rejected)
+                self._rejected[rk] = self._rejected.get(rk, 0) + 1
+
+    def render(self) -> str:
+        with self._lock:
+            started = sorted(self._started.items())
+            total = sorted(self._total.items())
+            seconds = sorted((k, _Histogram(list(h.buckets), h.total, h.count))
+                             for k, h in self._seconds.items())
+            rejected = sorted(self._rejected.items())
+        gauges = sorted(self._gauges().items())
+        out: list[str] = []
+
+        def family(name: str, kind: str, help_: str) -> None:
+            out.append(f"# HELP {name} {help_}")
+            out.append(f"# TYPE {name} {kind}")
+
+        def sample(name: str, labels: tuple[tuple[str, str], ...], value: float) -> None:
+            out.append(f"{name}{_labels(labels)} {format_value(value)}")
+
+        family("gateway_function_invocation_started", "counter",
+               "The total number of function HTTP requests started.")
+        for fn, n in started:
+            sample("gateway_function_invocation_started", (("function_name", fn),), n)
+        family("gateway_function_invocation_total", "counter",
+               "Function metrics")
+        for (fn, code), n in total:
+            sample("gateway_function_invocation_total", (("function_name", fn), ("code", code)), n)
+        family("gateway_functions_seconds", "histogram", "Function time taken")
+        for (fn, code), h in seconds:
+            base = (("function_name", fn), ("code", code))
+            for le, n in zip(DEFAULT_BUCKETS, h.buckets):
+                sample("gateway_functions_seconds_bucket", base + (("le", format_value(le)),), n)
+            sample("gateway_functions_seconds_sum", base, h.total)
+            sample("gateway_functions_seconds_count", base, h.count)
+        family("gateway_service_count", "gauge", "Current count of replicas for function")
+        for fn, g in gauges:
+            sample("gateway_service_count", (("function_name", fn),), g.available_replicas)
+        family("quart_function_inflight", "gauge",
+               "Requests being served by replicas of the function")
+        for fn, g in gauges:
+            sample("quart_function_inflight", (("function_name", fn),), g.inflight)
+        family("quart_function_queue_depth", "gauge",
+               "Requests waiting in the function's queue for a free replica")
+        for fn, g in gauges:
+            sample("quart_function_queue_depth", (("function_name", fn),), g.queue_depth)
+        family("quart_function_replicas_desired", "gauge", "Desired replicas of the function")
+        for fn, g in gauges:
+            sample("quart_function_replicas_desired", (("function_name", fn),), g.desired_replicas)
+        family("quart_function_rejected_total", "counter",
+               "Requests turned away by the function's queue (queue_full or timeout)")
+        for (fn, reason), n in rejected:
+            sample("quart_function_rejected_total", (("function_name", fn), ("reason", reason)), n)
+        return "\n".join(out) + "\n"

@@ -1,0 +1,123 @@
+"""The faas-provider REST API (what the upstream gateway calls ``functions_provider_url``).
+
+One handler per route as in faas-provider; status codes follow faas-netes:
+202 for accepted deploy/update/delete/scale, 404 for an unknown function,
+400 for a request we refuse (nothing changes), 409 when deploying a name that
+exists.  Invocation lives here too, so the upstream gateway can use us as is.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from local_provider.auth import BasicAuth
+from local_provider.config import NAMESPACE, ProviderConfig
+from local_provider.proxy import ReplicaProxy
+from local_provider.registry import FunctionExists, FunctionNotFound, Registry
+from local_provider.types import (DeleteFunctionRequest, FunctionDeployment, ProviderInfo,
+                                  ScaleServiceRequest, ValidationError, check_namespace)
+from local_provider.web import (FUNCTION_METHODS, install_basic_auth, json_error,
+                                register_error_handlers, request_parts, result_response,
+                                split_function_name)
+
+
+def _body() -> Any:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ValidationError("body", "empty; a JSON object is required")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValidationError("body", f"malformed JSON: {e}") from None
+
+
+def _query_namespace() -> None:
+    check_namespace(request.args.get("namespace"), "namespace (query)")
+
+
+def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: ProviderConfig,
+                        auth: BasicAuth | None, info: ProviderInfo | None = None) -> Flask:
+    app = Flask("local_provider.provider")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    register_error_handlers(app)
+    install_basic_auth(app, auth)
+    provider_info = info or ProviderInfo()
+
+    @app.errorhandler(ValidationError)
+    def _invalid(e: ValidationError) -> Response:
+        return json_error(400, str(e))
+
+    @app.errorhandler(FunctionNotFound)
+    def _unknown(e: FunctionNotFound) -> Response:
+        return json_error(404, f"function not found: {e.args[0]}")
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return Response("OK", mimetype="text/plain")
+
+    @app.get("/system/functions")
+    def list_functions() -> Response:
+        _query_namespace()
+        return jsonify([s.to_json() for s in registry.statuses()])
+
+    @app.post("/system/functions")
+    def deploy() -> Response:
+        dep = FunctionDeployment.from_json(_body(), config.max_replicas)
+        try:
+            registry.deploy(dep)
+        except FunctionExists:
+            return json_error(409, f"function {dep.service} already exists; "
+                                   "use PUT /system/functions to update it")
+        return Response(status=202)
+
+    @app.put("/system/functions")
+    def update() -> Response:
+        dep = FunctionDeployment.from_json(_body(), config.max_replicas)
+        registry.update(dep)  # FunctionNotFound -> 404, faas-cli then POSTs
+        return Response(status=202)
+
+    @app.delete("/system/functions")
+    def delete() -> Response:
+        _query_namespace()
+        req = DeleteFunctionRequest.from_json(_body())
+        registry.delete(req.functionName)
+        return Response(status=202)
+
+    @app.get("/system/function/<name>")
+    def get_function(name: str) -> Response:
+        _query_namespace()
+        return jsonify(registry.status(name).to_json())
+
+    @app.post("/system/scale-function/<name>")
+    def scale(name: str) -> Response:
+        _query_namespace()
+        req = ScaleServiceRequest.from_json(_body(), name, config.max_replicas)
+        registry.scale(name, req.replicas)
+        return Response(status=202)
+
+    @app.get("/system/info")
+    def system_info() -> Response:
+        return jsonify(provider_info.to_json())
+
+    @app.get("/system/namespaces")
+    def namespaces() -> Response:
+        return jsonify([NAMESPACE])
+
+    @app.get("/system/quart/stats")
+    def stats() -> Response:
+        """Ours: queue depth and in-flight per function, for a gateway in another process."""
+        return jsonify(registry.stats())
+
+    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    @app.route("/function/<fn>/", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
+    def invoke(fn: str, path: str) -> Response:
+        name, namespace = split_function_name(fn)
+        if namespace != NAMESPACE:
+            return json_error(400, f"namespace must be: {NAMESPACE} (got {namespace!r})")
+        method, query, headers, body = request_parts()
+        return result_response(proxy.invoke(name, path, method, query, headers, body))
+
+    return app

@@ -1,0 +1,373 @@
+"""Function records and the reconcile loop that keeps running replicas == desired.
+
+Like a Kubernetes Deployment controller, but for local processes: the REST
+handlers only change the desired state (deployment, replica count); one loop
+compares it with the replicas that exist and starts, drains or replaces them.
+An update that changes how replicas run (handler, template, env, ...) bumps a
+generation and rolls: old replicas keep serving until new ones are ready.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+from local_provider.config import ProviderConfig
+from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
+from local_provider.router import FunctionPool, Replica
+from local_provider.types import (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, FunctionDeployment,
+                                  FunctionStatus)
+
+log = logging.getLogger("local_provider.registry")
+
+BACKOFF_MAX_S = 30.0
+
+
+class FunctionExists(Exception):
+    pass
+
+
+class FunctionNotFound(KeyError):
+    pass
+
+
+def launch_key(dep: FunctionDeployment) -> tuple[object, ...]:
+    """What a running replica was started from; limits and labels are not part of it."""
+    a = dep.annotations
+    return (dep.image, dep.envProcess, tuple(sorted(dep.envVars.items())), a.get(ANN_HANDLER),
+            a.get(ANN_TEMPLATE), a.get(ANN_WORKDIR), tuple(dep.secrets))
+
+
+@dataclass
+class FunctionRecord:
+    deployment: FunctionDeployment
+    desired: int
+    pool: FunctionPool
+    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    generation: int = 1
+    invocation_count: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.deployment.service
+
+
+class Registry:
+    """In-memory function store; every read and write goes through ``self.lock``."""
+
+    def __init__(self, config: ProviderConfig, launcher: ReplicaLauncher,
+                 replica_env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.launcher = launcher
+        # Defaults for every replica's environment (e.g. QUART_GATEWAY_URL); envVars win.
+        self.replica_env = dict(replica_env or {})
+        self.lock = threading.RLock()
+        self._functions: dict[str, FunctionRecord] = {}
+        self._stopping = threading.Event()
+        self._loop: threading.Thread | None = None
+        self._workers: set[threading.Thread] = set()
+        self._workers_lock = threading.Lock()
+        self._probe = requests.Session()
+
+    # -- desired state (REST handlers) -----------------------------------------
+
+    def deploy(self, dep: FunctionDeployment) -> FunctionRecord:
+        with self.lock:
+            if dep.service in self._functions:
+                raise FunctionExists(dep.service)
+            rec = FunctionRecord(dep, dep.min_replicas,
+                                 FunctionPool(dep.service, dep.max_inflight,
+                                              self.config.queue_size))
+            self._functions[dep.service] = rec
+        log.info("deploy %s: %d replica(s), handler %s", dep.service, rec.desired,
+                 dep.annotations.get(ANN_HANDLER))
+        self.kick()
+        return rec
+
+    def update(self, dep: FunctionDeployment) -> FunctionRecord:
+        with self.lock:
+            rec = self._functions.get(dep.service)
+            if rec is None:
+                raise FunctionNotFound(dep.service)
+            rolled = launch_key(dep) != launch_key(rec.deployment)
+            rec.deployment = dep
+            rec.desired = max(rec.desired, dep.min_replicas) if dep.min_replicas else rec.desired
+            if rolled:
+                rec.generation += 1
+                rec.failures, rec.not_before = 0, 0.0
+            rec.pool.set_max_inflight(dep.max_inflight)
+        log.info("update %s: %s", dep.service,
+                 f"rolling replicas to generation {rec.generation}" if rolled
+                 else "metadata only, replicas kept")
+        self.kick()
+        return rec
+
+    def delete(self, name: str) -> None:
+        with self.lock:
+            rec = self._functions.pop(name, None)
+            if rec is None:
+                raise FunctionNotFound(name)
+        rec.pool.close()
+        for r in list(rec.pool.replicas):
+            self._drain(rec, r)
+        log.info("delete %s: stopping %d replica(s)", name, len(rec.pool.replicas))
+
+    def scale(self, name: str, replicas: int) -> None:
+        with self.lock:
+            rec = self._functions.get(name)
+            if rec is None:
+                raise FunctionNotFound(name)
+            old, rec.desired = rec.desired, replicas
+        log.info("scale %s: %d -> %d replica(s)", name, old, replicas)
+        self.kick()
+
+    # -- reads -------------------------------------------------------------------
+
+    def get(self, name: str) -> FunctionRecord:
+        with self.lock:
+            rec = self._functions.get(name)
+        if rec is None:
+            raise FunctionNotFound(name)
+        return rec
+
+    def exists(self, name: str) -> bool:
+        with self.lock:
+            return name in self._functions
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return sorted(self._functions)
+
+    def status(self, name: str) -> FunctionStatus:
+        rec = self.get(name)
+        with self.lock:
+            return FunctionStatus(rec.deployment, rec.invocation_count, rec.desired,
+                                  rec.pool.ready_count(), rec.created_at)
+
+    def statuses(self) -> list[FunctionStatus]:
+        out = []
+        for name in self.names():
+            try:
+                out.append(self.status(name))
+            except FunctionNotFound:
+                pass
+        return out
+
+    def count_invocation(self, rec: FunctionRecord) -> None:
+        with self.lock:
+            rec.invocation_count += 1
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per-function load figures for the gateway's metrics."""
+        with self.lock:
+            recs = list(self._functions.values())
+        out = {}
+        for rec in recs:
+            snap = rec.pool.snapshot()
+            snap["replicas"] = rec.desired
+            snap["invocationCount"] = rec.invocation_count
+            out[rec.name] = snap
+        return out
+
+    # -- reconcile -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = threading.Thread(target=self._run, name="reconcile", daemon=True)
+        self._loop.start()
+
+    def kick(self) -> None:
+        """Reconcile now instead of at the next tick (deploy and scale feel instant)."""
+        self._spawn(self.reconcile_once, "reconcile-kick")
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.config.reconcile_period_s):
+            try:
+                self.reconcile_once()
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("reconcile tick failed")
+
+    def reconcile_once(self) -> None:
+        with self.lock:
+            recs = list(self._functions.values())
+        for rec in recs:
+            self._reconcile(rec)
+
+    def _reconcile(self, rec: FunctionRecord) -> None:
+        pool = rec.pool
+        with self.lock, pool.cond:
+            if self._stopping.is_set() or self._functions.get(rec.name) is not rec:
+                return
+            for r in list(pool.replicas):
+                if r.handle is not None and not r.dead and not r.handle.alive():
+                    self._died(rec, r)
+            live = [r for r in pool.replicas if not r.draining and not r.dead]
+            current = [r for r in live if r.generation == rec.generation]
+            old = [r for r in live if r.generation != rec.generation]
+            missing = rec.desired - len(current)
+            if missing > 0 and time.monotonic() >= rec.not_before:
+                for _ in range(missing):
+                    self._start(rec)
+            elif missing < 0:
+                for r in _stop_order(current)[:-missing]:
+                    self._drain(rec, r)
+            keep_old = max(0, rec.desired - sum(1 for r in current if r.ready))
+            for r in _stop_order(old)[:max(0, len(old) - keep_old)]:
+                self._drain(rec, r)
+
+    def _died(self, rec: FunctionRecord, r: Replica) -> None:
+        if rec.pool.set_dead(r):
+            code = getattr(r.handle, "returncode", lambda: None)()
+            log.warning("replica %s%s of %s (pid %s) died (exit %s, %d in flight); replacing it",
+                        rec.name, r.name, rec.name, r.handle.pid if r.handle else "-", code,
+                        r.inflight)
+        rec.pool.remove(r)
+
+    def mark_dead(self, name: str, r: Replica) -> None:
+        """The proxy saw a refused connection: stop routing there before the next tick."""
+        try:
+            rec = self.get(name)
+        except FunctionNotFound:
+            return
+        if r.handle is not None and not r.handle.alive():
+            with self.lock, rec.pool.cond:
+                self._died(rec, r)
+            self.kick()
+
+    def _start(self, rec: FunctionRecord) -> None:
+        used = {r.index for r in rec.pool.replicas if not r.dead}
+        index = next(i for i in range(len(used) + 1) if i not in used)
+        r = Replica(index=index, generation=rec.generation)
+        rec.pool.add(r)
+        dep = rec.deployment
+        spec = ReplicaSpec(
+            function=rec.name, index=index,
+            handler_dir=Path(dep.annotations[ANN_HANDLER]),
+            template_dir=Path(dep.annotations.get(ANN_TEMPLATE) or self.config.template_dir),
+            workdir=Path(dep.annotations.get(ANN_WORKDIR) or os.getcwd()),
+            env=env_for(dep.envVars, {**self.replica_env, "HOSTNAME": f"{rec.name}-{index}"}),
+            log_path=self.config.log_dir / f"{rec.name}-{index}.log",
+            max_inflight=dep.max_inflight, labels=dict(dep.labels),
+            annotations=dict(dep.annotations))
+        self._spawn(lambda: self._bring_up(rec, r, spec), f"start-{rec.name}-{index}")
+
+    def _bring_up(self, rec: FunctionRecord, r: Replica, spec: ReplicaSpec) -> None:
+        t0 = time.monotonic()
+        pool = rec.pool
+        try:
+            handle = self.launcher.launch(spec)
+        except Exception as e:
+            log.error("replica %s%s could not be launched: %s", rec.name, r.name, e)
+            pool.set_dead(r)
+            pool.remove(r)
+            self._backoff(rec)
+            return
+        with pool.cond:
+            r.handle = handle
+            abort = r.draining or self._stopping.is_set()
+        if abort:
+            handle.terminate(self.config.stop_grace_s)
+            pool.remove(r)
+            return
+        ok = wait_healthy(handle, self.config.start_timeout_s,
+                          lambda: r.draining or r.dead or self._stopping.is_set(), self._probe)
+        if ok and handle.alive():
+            pool.set_ready(r)
+            with self.lock:
+                rec.failures, rec.not_before = 0, 0.0
+            log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
+                     time.monotonic() - t0, handle.pid, handle.url, handle.info.get("tier"))
+            return
+        if r.draining or self._stopping.is_set():
+            return  # the drain (or shutdown) owns the handle now
+        why = "exited" if not handle.alive() else f"not healthy after {self.config.start_timeout_s:g}s"
+        log.error("replica %s%s (pid %d) %s during start; see %s", rec.name, r.name, handle.pid,
+                  why, spec.log_path)
+        pool.set_dead(r)
+        handle.terminate(self.config.stop_grace_s)
+        pool.remove(r)
+        self._backoff(rec)
+
+    def _backoff(self, rec: FunctionRecord) -> None:
+        with self.lock:
+            rec.failures += 1
+            delay = min(BACKOFF_MAX_S, 0.5 * 2 ** (rec.failures - 1))
+            rec.not_before = time.monotonic() + delay
+        log.warning("%s: %d failed start(s) in a row; next attempt in %.1fs", rec.name,
+                    rec.failures, delay)
+
+    def _drain(self, rec: FunctionRecord, r: Replica) -> None:
+        """Stop routing to ``r``, wait for its in-flight calls (bounded), then stop it."""
+        pool = rec.pool
+        with pool.cond:
+            if r.draining:
+                return
+            pool.set_draining(r)
+            handle = r.handle
+        if handle is None:
+            return  # still launching: _bring_up sees ``draining`` and stops it
+
+        def run() -> None:
+            if r.ready and not pool.wait_idle(r, self.config.drain_timeout_s):
+                log.warning("replica %s%s still had %d call(s) in flight after %.1fs drain",
+                            rec.name, r.name, r.inflight, self.config.drain_timeout_s)
+            handle.terminate(self.config.stop_grace_s)
+            pool.remove(r)
+            log.info("replica %s%s stopped (pid %d, served %d)", rec.name, r.name,
+                     handle.pid, r.served)
+
+        self._spawn(run, f"drain-{rec.name}-{r.index}")
+
+    def _spawn(self, fn, name: str) -> None:  # type: ignore[no-untyped-def]
+        def wrapped() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("%s failed", name)
+            finally:
+                with self._workers_lock:
+                    self._workers.discard(threading.current_thread())
+
+        t = threading.Thread(target=wrapped, name=name, daemon=True)
+        with self._workers_lock:
+            self._workers.add(t)
+        t.start()
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def stop_all(self, timeout_s: float | None = None) -> None:
+        """Stop the loop and every replica (SIGTERM, SIGKILL after the grace period)."""
+        self._stopping.set()
+        if self._loop is not None:
+            self._loop.join(timeout=5)
+        with self.lock:
+            recs = list(self._functions.values())
+        handles = []
+        for rec in recs:
+            rec.pool.close()
+            with rec.pool.cond:
+                handles += [r.handle for r in rec.pool.replicas if r.handle is not None]
+        stoppers = [threading.Thread(target=h.terminate, args=(self.config.stop_grace_s,))
+                    for h in handles]
+        for t in stoppers:
+            t.start()
+        deadline = time.monotonic() + (timeout_s or self.config.stop_grace_s + 5)
+        for t in stoppers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._workers_lock:
+            workers = list(self._workers)
+        for t in workers:  # launches in progress terminate what they started
+            t.join(max(0.1, deadline - time.monotonic()))
+        log.info("stopped %d replica(s)", len(handles))
+
+
+def _stop_order(replicas: list[Replica]) -> list[Replica]:
+    """Which replicas to stop first: not yet ready, then idle, then least busy; newest first."""
+    return sorted(replicas, key=lambda r: (r.ready, r.inflight, -r.index))

@@ -1,0 +1,164 @@
+"""Run the provider and/or the gateway with waitress, until SIGTERM/SIGINT.
+
+``serve()`` is the one entry point (``python -m local_provider`` and
+``quart-faas serve`` call it).  Listeners are bound before anything is
+announced, so ports given as 0 are known and written to
+``<state_dir>/serve.json`` for whoever started us.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from waitress import create_server
+
+from local_provider import auth as auth_mod
+from local_provider.config import ServeConfig
+from local_provider.gateway_app import (LocalDirectory, RemoteDirectory, create_gateway_app,
+                                        create_metrics_app)
+from local_provider.metrics import GatewayMetrics
+from local_provider.provider_app import create_provider_app
+from local_provider.proxy import HttpInvoker, ReplicaProxy
+from local_provider.registry import Registry
+from local_provider.replicas import ProcessLauncher, ReplicaLauncher
+
+log = logging.getLogger("local_provider.server")
+
+ROLES = ("all", "gateway", "provider")
+
+
+def _server(app: Flask, host: str, port: int, threads: int) -> Any:
+    # connection_limit above the thread count: queued calls hold connections too.
+    return create_server(app, host=host, port=port, threads=threads,
+                         connection_limit=threads * 2 + 64, backlog=2048, channel_timeout=300,
+                         ident="quart-faas", clear_untrusted_proxy_headers=True)
+
+
+def _url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def serve(config: ServeConfig | None = None, role: str = "all", *,
+          stop: threading.Event | None = None,
+          launcher: ReplicaLauncher | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set); stop every replica; return 0.
+
+    config:   ``ServeConfig.from_env()`` when None (env vars documented in config.py).
+    role:     "all" (gateway + provider in one process, in-process invocation),
+              "gateway" (proxies to ``config.provider_url``) or "provider".
+    stop:     set it to shut down from another thread (embedding, tests); signal
+              handlers are installed only when called from the main thread.
+    launcher: how replicas become processes (default: one ``python index.py`` each).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    cfg = config or ServeConfig.from_env()
+    stop = stop or threading.Event()
+    cfg = replace(cfg, auth=auth_mod.resolve(cfg.auth, cfg.state_dir))
+    basic = auth_mod.from_config(cfg.auth)
+    servers: list[tuple[str, Any]] = []
+    urls: dict[str, str] = {}
+    registry: Registry | None = None
+
+    if role in ("all", "provider"):
+        registry = Registry(cfg.provider, launcher or ProcessLauncher())
+        proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
+        papp = create_provider_app(registry, proxy, cfg.provider, basic)
+        psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
+        servers.append(("provider", psrv))
+        urls["provider_url"] = _url(cfg.bind, psrv.effective_port)
+
+    if role in ("all", "gateway"):
+        if registry is not None:
+            invoker: Any = proxy
+            directory: Any = LocalDirectory(registry)
+            provider_url = urls["provider_url"]
+        else:
+            provider_url = cfg.provider_url
+            invoker = HttpInvoker(provider_url, cfg.provider.queue_timeout_s
+                                  + cfg.provider.upstream_timeout_s + 10,
+                                  pool_maxsize=cfg.server_threads)
+            directory = RemoteDirectory(provider_url, basic)
+        metrics = GatewayMetrics(directory.gauges)
+        gapp = create_gateway_app(invoker, directory, metrics, provider_url, basic,
+                                  cfg.provider.max_body_bytes)
+        gsrv = _server(gapp, cfg.bind, cfg.gateway_port, cfg.server_threads)
+        msrv = _server(create_metrics_app(metrics), cfg.bind, cfg.metrics_port, 8)
+        servers += [("gateway", gsrv), ("metrics", msrv)]
+        urls["gateway_url"] = _url(cfg.bind, gsrv.effective_port)
+        urls["metrics_url"] = _url(cfg.bind, msrv.effective_port)
+        if registry is not None:
+            # Pipeline stages call the next stage through this gateway (envVars win).
+            registry.replica_env.setdefault("QUART_GATEWAY_URL", urls["gateway_url"])
+
+    if registry is not None:
+        registry.start()
+    for name, srv in servers:
+        threading.Thread(target=srv.run, name=f"waitress-{name}", daemon=True).start()
+
+    state_file = cfg.state_dir / "serve.json"
+    _write_json(state_file, {**urls, "role": role, "pid": os.getpid(),
+                             "auth_password_file": str(cfg.auth.password_file or "")})
+    log.info("serving role=%s %s (state %s)", role,
+             " ".join(f"{k.removesuffix('_url')}={v}" for k, v in urls.items()), state_file)
+
+    restore = _install_signals(stop)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        log.info("shutting down")
+        for _, srv in servers:
+            try:
+                srv.close()
+            except Exception:  # closing a listener must not keep replicas alive
+                log.exception("closing a listener failed")
+        if registry is not None:
+            registry.stop_all()
+        for _, srv in servers:
+            srv.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        _remove_if_ours(state_file)
+        restore()
+    return 0
+
+
+def _install_signals(stop: threading.Event) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+def _remove_if_ours(path: Path) -> None:
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
