@@ -225,9 +225,8 @@ class Registry:
     def _died(self, rec: FunctionRecord, r: Replica) -> None:
         if rec.pool.set_dead(r):
             code = getattr(r.handle, "returncode", lambda: None)()
-            log.warning("replica %s%s of %s (pid %s) died (exit %s, %d in flight); replacing it",
-                        rec.name, r.name, rec.name, r.handle.pid if r.handle else "-", code,
-                        r.inflight)
+            log.warning("replica %s%s (pid %s) died (exit %s, %d call(s) in flight); replacing it",
+                        rec.name, r.name, r.handle.pid if r.handle else "-", code, r.inflight)
         rec.pool.remove(r)
 
     def mark_dead(self, name: str, r: Replica) -> None:
