@@ -43,6 +43,9 @@ class Directory(Protocol):
 
     def gauges(self) -> dict[str, FunctionGauges]: ...
 
+    def invalidate(self) -> None:
+        """A /system/* change went through the gateway: forget cached knowledge."""
+
 
 def _gauges(stats: dict[str, dict[str, int]]) -> dict[str, FunctionGauges]:
     return {function_label(name): FunctionGauges(s.get("availableReplicas", 0),
@@ -62,6 +65,9 @@ class LocalDirectory:
 
     def gauges(self) -> dict[str, FunctionGauges]:
         return _gauges(self.registry.stats())
+
+    def invalidate(self) -> None:
+        pass
 
 
 class RemoteDirectory:
@@ -99,6 +105,10 @@ class RemoteDirectory:
     def gauges(self) -> dict[str, FunctionGauges]:
         return _gauges(self._fetch(self.max_age_s) or {})
 
+    def invalidate(self) -> None:
+        with self._lock:
+            self._stats = None
+
 
 def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
                        provider_url: str, auth: BasicAuth | None, max_body_bytes: int,
@@ -126,6 +136,8 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
                                headers, body, system_timeout_s)
         except requests.RequestException as e:
             return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        if method != "GET" and result.status < 300:
+            directory.invalidate()
         return result_response(result)
 
     @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS)

@@ -83,6 +83,11 @@ class Server:
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
+    def front(self) -> str:
+        """Where API calls go: the gateway, or the provider of a provider-only server."""
+        return self.urls.get("gateway_url") or self.urls["provider_url"]
+
+    @property
     def gateway(self) -> str:
         return self.urls["gateway_url"]
 
@@ -101,7 +106,7 @@ class Server:
     def api(self, method: str, path: str, base: str | None = None, **kw: Any) -> requests.Response:
         kw.setdefault("auth", self.auth)
         kw.setdefault("timeout", 30)
-        return self.session.request(method, (base or self.gateway) + path, **kw)
+        return self.session.request(method, (base or self.front) + path, **kw)
 
     def call(self, name: str, path: str = "", base: str | None = None,
              **kw: Any) -> requests.Response:
