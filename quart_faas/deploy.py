@@ -141,7 +141,9 @@ def wait_ready(stack: Stack, gateway: str, auth: tuple[str, str], names: list[st
 
 
 def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: str | None,
-       say: Callable[[str], None] = print, timeout_s: float = 300) -> tuple[Stack, Endpoints]:
+       say: Callable[[str], None] = print, timeout_s: float = 300,
+       provider_port: int | None = None, metrics_port: int | None = None
+       ) -> tuple[Stack, Endpoints]:
     gw = (gateway or os.environ.get("OPENFAAS_URL") or "").rstrip("/")
     env = dict(os.environ)
     if gw:
@@ -154,8 +156,8 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
     env.setdefault("QUART_GATEWAY_URL", gw)  # replicas call the next stage through this gateway
     stack = load_stack(stack_file, env)
     check_local(stack)
-    ep = endpoints(gw, prometheus_url=prometheus_url if prometheus_url is not None
-                   else "http://127.0.0.1:9090")
+    ep = endpoints(gw, provider_port, metrics_port,
+                   prometheus_url if prometheus_url is not None else "http://127.0.0.1:9090")
     start_local(state_dir, ep, say)
     auth = (USER, password_file(state_dir).read_text().strip())
     names = deploy(stack, ep.gateway, auth)
