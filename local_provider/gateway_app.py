@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import requests
-from flask import Flask, Response, request
+from flask import Flask, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from local_provider.auth import BasicAuth
@@ -24,9 +24,15 @@ from local_provider.config import NAMESPACE
 from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
 from local_provider.proxy import InvokeResult, http_call, pooled_session, target_url
 from local_provider.registry import Registry
-from local_provider.web import (FUNCTION_METHODS, install_basic_auth, json_error,
-                                register_error_handlers, request_parts, result_response,
-                                split_function_name)
+from local_provider.web import (
+    FUNCTION_METHODS,
+    install_basic_auth,
+    json_error,
+    register_error_handlers,
+    request_parts,
+    result_response,
+    split_function_name,
+)
 
 log = logging.getLogger("local_provider.gateway")
 
@@ -140,8 +146,9 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
             directory.invalidate()
         return result_response(result)
 
-    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS)
-    @app.route("/function/<fn>/", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
+    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
+               strict_slashes=False)
     @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
     def function(fn: str, path: str) -> Response:
         name, namespace = split_function_name(fn)

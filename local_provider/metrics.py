@@ -78,7 +78,7 @@ class GatewayMetrics:
         self._total: dict[tuple[str, str], int] = {}
         self._seconds: dict[tuple[str, str], _Histogram] = {}
         self._rejected: dict[tuple[str, str], int] = {}
-        self._gauges = gauges or (lambda: {})
+        self._gauges = gauges or (dict)
 
     def started(self, function: str) -> None:
         with self._lock:

@@ -16,11 +16,23 @@ from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
 from local_provider.proxy import ReplicaProxy
 from local_provider.registry import FunctionExists, FunctionNotFound, Registry
-from local_provider.types import (DeleteFunctionRequest, FunctionDeployment, ProviderInfo,
-                                  ScaleServiceRequest, ValidationError, check_namespace)
-from local_provider.web import (FUNCTION_METHODS, install_basic_auth, json_error,
-                                register_error_handlers, request_parts, result_response,
-                                split_function_name)
+from local_provider.types import (
+    DeleteFunctionRequest,
+    FunctionDeployment,
+    ProviderInfo,
+    ScaleServiceRequest,
+    ValidationError,
+    check_namespace,
+)
+from local_provider.web import (
+    FUNCTION_METHODS,
+    install_basic_auth,
+    json_error,
+    register_error_handlers,
+    request_parts,
+    result_response,
+    split_function_name,
+)
 
 
 def _body() -> Any:
@@ -110,8 +122,9 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
         """Ours: queue depth and in-flight per function, for a gateway in another process."""
         return jsonify(registry.stats())
 
-    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS)
-    @app.route("/function/<fn>/", defaults={"path": ""}, methods=FUNCTION_METHODS)
+    # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
+    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
+               strict_slashes=False)
     @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
     def invoke(fn: str, path: str) -> Response:
         name, namespace = split_function_name(fn)

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
@@ -21,8 +21,13 @@ import requests
 from local_provider.config import ProviderConfig
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
-from local_provider.types import (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, FunctionDeployment,
-                                  FunctionStatus)
+from local_provider.types import (
+    ANN_HANDLER,
+    ANN_TEMPLATE,
+    ANN_WORKDIR,
+    FunctionDeployment,
+    FunctionStatus,
+)
 
 log = logging.getLogger("local_provider.registry")
 
@@ -49,7 +54,7 @@ class FunctionRecord:
     deployment: FunctionDeployment
     desired: int
     pool: FunctionPool
-    created_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     generation: int = 1
     invocation_count: int = 0
     failures: int = 0
@@ -262,7 +267,7 @@ class Registry:
         pool = rec.pool
         try:
             handle = self.launcher.launch(spec)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any launcher failure means "retry later"
             log.error("replica %s%s could not be launched: %s", rec.name, r.name, e)
             pool.set_dead(r)
             pool.remove(r)
@@ -328,7 +333,7 @@ class Registry:
         def wrapped() -> None:
             try:
                 fn()
-            except Exception:
+            except Exception:  # a worker thread must log, not vanish
                 log.exception("%s failed", name)
             finally:
                 with self._workers_lock:

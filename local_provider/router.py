@@ -86,9 +86,9 @@ class FunctionPool:
     def _pick(self) -> Replica | None:
         best: Replica | None = None
         for r in self.replicas:
-            if r.routable and r.inflight < self.max_inflight:
-                if best is None or r.inflight < best.inflight:
-                    best = r
+            if (r.routable and r.inflight < self.max_inflight
+                    and (best is None or r.inflight < best.inflight)):
+                best = r
         return best
 
     def acquire(self, timeout_s: float) -> Replica:

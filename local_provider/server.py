@@ -21,8 +21,12 @@ from waitress import create_server
 
 from local_provider import auth as auth_mod
 from local_provider.config import ServeConfig
-from local_provider.gateway_app import (LocalDirectory, RemoteDirectory, create_gateway_app,
-                                        create_metrics_app)
+from local_provider.gateway_app import (
+    LocalDirectory,
+    RemoteDirectory,
+    create_gateway_app,
+    create_metrics_app,
+)
 from local_provider.metrics import GatewayMetrics
 from local_provider.provider_app import create_provider_app
 from local_provider.proxy import HttpInvoker, ReplicaProxy

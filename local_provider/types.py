@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from local_provider.config import NAMESPACE
@@ -125,7 +125,7 @@ class FunctionResources:
             raise ValidationError(key, "must be an object with optional 'memory' and 'cpu'")
         extra = set(value) - {"memory", "cpu"}
         if extra:
-            raise ValidationError(f"{key}.{sorted(extra)[0]}", "unknown field (memory, cpu)")
+            raise ValidationError(f"{key}.{min(extra)}", "unknown field (memory, cpu)")
         for k in ("memory", "cpu"):
             if value.get(k) is not None and not isinstance(value[k], str):
                 raise ValidationError(f"{key}.{k}", "must be a string, e.g. \"512Mi\" or \"500m\"")
@@ -231,7 +231,7 @@ class FunctionStatus:
             "invocationCount": self.invocationCount,
             "replicas": self.replicas,
             "availableReplicas": self.availableReplicas,
-            "createdAt": self.createdAt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "createdAt": self.createdAt.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         }
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_provider_helpers import ECHO, Server, deployment, pid_alive, start_server, wait_for
 
 STATUS_FIELDS = {"name", "image", "namespace", "envProcess", "envVars", "constraints", "secrets",

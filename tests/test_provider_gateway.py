@@ -5,9 +5,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
 
 from local_provider.metrics import escape_label
-from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
 
 FN = "counted.openfaas-fn"
 BUCKETS = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]

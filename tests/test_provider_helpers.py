@@ -106,11 +106,13 @@ class Server:
     def api(self, method: str, path: str, base: str | None = None, **kw: Any) -> requests.Response:
         kw.setdefault("auth", self.auth)
         kw.setdefault("timeout", 30)
+        kw.setdefault("allow_redirects", False)
         return self.session.request(method, (base or self.front) + path, **kw)
 
     def call(self, name: str, path: str = "", base: str | None = None,
              **kw: Any) -> requests.Response:
         kw.setdefault("timeout", 60)
+        kw.setdefault("allow_redirects", False)  # an invocation is never redirected
         method = kw.pop("method", "POST")
         return requests.request(method, f"{base or self.gateway}/function/{name}{path}", **kw)
 

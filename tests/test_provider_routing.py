@@ -13,9 +13,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
 
 from local_provider.router import FunctionPool, QueueFull, QueueTimeout, Replica
-from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
 
 ENV = {"QUART_QUEUE_SIZE": "2", "QUART_QUEUE_TIMEOUT_S": "1", "QUART_UPSTREAM_TIMEOUT_S": "2.5",
        "QUART_MAX_BODY_BYTES": "65536"}
@@ -53,7 +53,7 @@ def _pool(n: int, max_inflight: int, queue_size: int = 8) -> tuple[FunctionPool,
 
 
 def test_router_least_inflight_and_cap() -> None:
-    pool, reps = _pool(3, 2)
+    pool, _ = _pool(3, 2)
     taken = [pool.acquire(0.1) for _ in range(6)]
     assert Counter(r.index for r in taken) == {0: 2, 1: 2, 2: 2}
     with pytest.raises(QueueTimeout):
@@ -63,7 +63,7 @@ def test_router_least_inflight_and_cap() -> None:
 
 
 def test_router_fifo_queue_bound_and_timeout() -> None:
-    pool, (rep,) = _pool(1, 1, queue_size=3)
+    pool, _ = _pool(1, 1, queue_size=3)
     first = pool.acquire(0.1)
     order: list[int] = []
 
@@ -78,7 +78,7 @@ def test_router_fifo_queue_bound_and_timeout() -> None:
         t = threading.Thread(target=waiter, args=(i,))
         t.start()
         threads.append(t)
-        wait_for(lambda: pool.snapshot()["queueDepth"] == i + 1, 2)
+        wait_for(lambda n=i + 1: pool.snapshot()["queueDepth"] == n, 2)
     with pytest.raises(QueueFull):
         pool.acquire(1)
     pool.release(first)
@@ -164,6 +164,8 @@ def test_status_and_headers_pass_through(server: Server) -> None:
     assert seen["headers"]["X-Custom"] == "v" and "X-Hop" not in seen["headers"]
     assert seen["headers"]["X-Call-Id"] == r.headers["X-Call-Id"]
     assert server.call("echo.openfaas-fn", method="GET").status_code == 200
+    assert server.call("echo", "/").json()["path"] == "/"  # no redirect either way
+    assert server.call("echo", "", base=server.provider).json()["path"] == "/"
     assert server.call("echo.other-ns").status_code == 400
     assert server.call("echo", method="DELETE").json()["method"] == "DELETE"
 
