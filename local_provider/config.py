@@ -158,6 +158,11 @@ class ServeConfig:
     auth: AuthConfig = AuthConfig()
     provider: ProviderConfig = ProviderConfig()
 
+    def __post_init__(self) -> None:
+        # One state dir: ``replace(cfg, state_dir=...)`` must move the replica logs too.
+        if self.provider.state_dir != self.state_dir:
+            object.__setattr__(self, "provider", replace(self.provider, state_dir=self.state_dir))
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServeConfig:
         """Read the environment, then apply keyword overrides (command-line flags).
@@ -187,6 +192,4 @@ class ServeConfig:
             given["auth"] = auth
         if "state_dir" in given:
             given["state_dir"] = Path(given["state_dir"])
-            given["provider"] = replace(given.get("provider", provider),
-                                        state_dir=given["state_dir"])
         return replace(cfg, **given)
