@@ -1,0 +1,61 @@
+"""A real deployment for the end-to-end tests: `quart-faas up -f stack.yml` on free ports.
+
+Gateway + provider + replicas + Prometheus are real processes; `quart-faas down`
+stops them, and the fixture checks nothing is left behind.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from quart_faas import services
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Deployment:
+    gateway: str
+    metrics: str
+    prometheus: str
+    state: Path
+    auth: tuple[str, str]
+    env: dict[str, str]
+
+
+def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "quart_faas.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml") -> Deployment:
+    gw, pv, mp, pp = (services.free_port() for _ in range(4))
+    env = {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STATE_DIR": str(state)}
+    env.pop("QUART_GATEWAY_URL", None)
+    gateway = f"http://127.0.0.1:{gw}"
+    r = cli(["up", "-f", str(stack), "-g", gateway, "--provider-port", str(pv),
+             "--metrics-port", str(mp), "--prometheus-url", f"http://127.0.0.1:{pp}",
+             "--state-dir", str(state)], env)
+    if r.returncode != 0:
+        cli(["down", "--state-dir", str(state)], env)
+        raise AssertionError(f"quart-faas up failed:\n{r.stdout}\n{r.stderr}")
+    password = (state / "basic-auth-password").read_text().strip()
+    return Deployment(gateway, f"http://127.0.0.1:{mp}", f"http://127.0.0.1:{pp}", state,
+                      ("admin", password), env)
+
+
+def replica_pids(function: str) -> list[int]:
+    """Replica processes of a function, found by the QUART_FUNCTION_NAME in their environment."""
+    want = f"QUART_FUNCTION_NAME={function}".encode()
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if want in (d / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return sorted(pids)

@@ -1,0 +1,77 @@
+"""The quart-faas CLI: clear errors, non-zero exits, nothing half-done."""
+from __future__ import annotations
+
+import os
+
+from quart_faas import services
+from tests import pipeline_env
+
+
+def env(state):
+    return {**os.environ, "QUART_STATE_DIR": str(state)}
+
+
+def test_partition_errors_exit_nonzero_with_a_message(tmp_path):
+    e = env(tmp_path / "s")
+    for args, needle in [
+        (["--model", "all-MiniLM-L6-v2", "--stages", "9"], "larger than the model's 6 layers"),
+        (["--model", "gpt-17", "--stages", "2"], "unknown model"),
+        (["--synthetic", "bert-huge", "--stages", "2"], "unknown synthetic"),
+        (["--model", "all-MiniLM-L6-v2", "--stages", "3", "--split", "a,b"], "comma-separated"),
+        (["--model", "all-MiniLM-L6-v2", "--stages", "3", "--split", "1,1,1"], "summing to 6"),
+    ]:
+        r = pipeline_env.cli(["partition", *args, "--out", str(tmp_path / "out")], e)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
+    r = pipeline_env.cli(["partition", "--model", "x", "--synthetic", "bert-mini", "--stages", "2",
+                          "--out", str(tmp_path / "out")], e)
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_up_refuses_a_bad_stack_before_starting_anything(tmp_path):
+    state = tmp_path / "state"
+    bad = tmp_path / "stack.yml"
+    bad.write_text("version: 1.0\nprovider: {name: openfaas}\nfunctions:\n"
+                   "  a: {lang: quart-python, handler: ./functions/stage, image: x}\n"
+                   "  b: {lang: quart-python, handler: ./functions/stage, image: x,\n"
+                   "      labels: {com.openfaas.scale.target: '50'}}\n")
+    gw = f"http://127.0.0.1:{services.free_port()}"
+    r = pipeline_env.cli(["up", "-f", str(bad), "-g", gw, "--state-dir", str(state),
+                          "--no-prometheus"], env(state))
+    assert r.returncode == 2 and "functions.b.labels" in r.stderr and "Pro label" in r.stderr
+    assert services.recorded(state) == [] and not services.answers(f"{gw}/healthz")
+
+
+def test_up_refuses_a_missing_partition_or_handler(tmp_path):
+    state = tmp_path / "state"
+    gw = f"http://127.0.0.1:{services.free_port()}"
+    e = {**env(state), "QUART_MODEL_DIR": str(tmp_path / "missing")}
+    r = pipeline_env.cli(["up", "-f", str(pipeline_env.REPO / "stack.yml"), "-g", gw,
+                          "--state-dir", str(state), "--no-prometheus"], e)
+    assert r.returncode == 2 and "quart-faas partition" in r.stderr
+    assert services.recorded(state) == []
+    stack = tmp_path / "s.yml"
+    stack.write_text("provider: {name: openfaas}\nfunctions:\n"
+                     "  a: {lang: quart-python, handler: ./nowhere, image: x}\n")
+    r = pipeline_env.cli(["up", "-f", str(stack), "-g", gw, "--state-dir", str(state),
+                          "--no-prometheus"], e)
+    assert r.returncode == 2 and "has no handler.py" in r.stderr
+    r = pipeline_env.cli(["up", "-f", str(tmp_path / "none.yml"), "-g", gw,
+                          "--state-dir", str(state)], e)
+    assert r.returncode == 2 and "stack file not found" in r.stderr
+
+
+def test_deploy_names_unknown_functions(tmp_path):
+    import pytest
+
+    from quart_faas.deploy import DeployError, deploy
+    from quart_faas.stack import load_stack
+
+    stack = load_stack(pipeline_env.REPO / "stack.yml", {})
+    with pytest.raises(DeployError, match="unknown function"):
+        deploy(stack, "http://127.0.0.1:9", ("admin", "x"), only=["minilm-stage-9"])
+
+
+def test_down_with_nothing_running(tmp_path):
+    r = pipeline_env.cli(["down", "--state-dir", str(tmp_path)], env(tmp_path))
+    assert r.returncode == 0 and "nothing to stop" in r.stdout
