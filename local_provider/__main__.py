@@ -43,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return serve(cfg, role=a.role)
+    try:
+        return serve(cfg, role=a.role)
+    except OSError as e:  # typically a port already in use; nothing was started yet
+        print(f"error: cannot listen on {cfg.bind}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

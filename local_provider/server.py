@@ -57,30 +57,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def serve(config: ServeConfig | None = None, role: str = "all", *,
-          stop: threading.Event | None = None,
-          launcher: ReplicaLauncher | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set); stop every replica; return 0.
-
-    config:   ``ServeConfig.from_env()`` when None (env vars documented in config.py).
-    role:     "all" (gateway + provider in one process, in-process invocation),
-              "gateway" (proxies to ``config.provider_url``) or "provider".
-    stop:     set it to shut down from another thread (embedding, tests); signal
-              handlers are installed only when called from the main thread.
-    launcher: how replicas become processes (default: one ``python index.py`` each).
-    """
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    cfg = config or ServeConfig.from_env()
-    stop = stop or threading.Event()
-    cfg = replace(cfg, auth=auth_mod.resolve(cfg.auth, cfg.state_dir))
-    basic = auth_mod.from_config(cfg.auth)
-    servers: list[tuple[str, Any]] = []
+def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
+           servers: list[tuple[str, Any]]) -> tuple[dict[str, str], Registry | None]:
+    """Create the apps and bind their listeners (appended to ``servers`` as they bind)."""
     urls: dict[str, str] = {}
     registry: Registry | None = None
 
     if role in ("all", "provider"):
-        registry = Registry(cfg.provider, launcher or ProcessLauncher())
+        registry = Registry(cfg.provider, launcher)
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
         papp = create_provider_app(registry, proxy, cfg.provider, basic)
         psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
@@ -102,13 +86,43 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
         gapp = create_gateway_app(invoker, directory, metrics, provider_url, basic,
                                   cfg.provider.max_body_bytes)
         gsrv = _server(gapp, cfg.bind, cfg.gateway_port, cfg.server_threads)
+        servers.append(("gateway", gsrv))
         msrv = _server(create_metrics_app(metrics), cfg.bind, cfg.metrics_port, 8)
-        servers += [("gateway", gsrv), ("metrics", msrv)]
+        servers.append(("metrics", msrv))
         urls["gateway_url"] = _url(cfg.bind, gsrv.effective_port)
         urls["metrics_url"] = _url(cfg.bind, msrv.effective_port)
         if registry is not None:
             # Pipeline stages call the next stage through this gateway (envVars win).
             registry.replica_env.setdefault("QUART_GATEWAY_URL", urls["gateway_url"])
+
+    return urls, registry
+
+
+def serve(config: ServeConfig | None = None, role: str = "all", *,
+          stop: threading.Event | None = None,
+          launcher: ReplicaLauncher | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set); stop every replica; return 0.
+
+    config:   ``ServeConfig.from_env()`` when None (env vars documented in config.py).
+    role:     "all" (gateway + provider in one process, in-process invocation),
+              "gateway" (proxies to ``config.provider_url``) or "provider".
+    stop:     set it to shut down from another thread (embedding, tests); signal
+              handlers are installed only when called from the main thread.
+    launcher: how replicas become processes (default: one ``python index.py`` each).
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    cfg = config or ServeConfig.from_env()
+    stop = stop or threading.Event()
+    cfg = replace(cfg, auth=auth_mod.resolve(cfg.auth, cfg.state_dir))
+    basic = auth_mod.from_config(cfg.auth)
+    servers: list[tuple[str, Any]] = []
+    try:
+        urls, registry = _build(cfg, role, basic, launcher or ProcessLauncher(), servers)
+    except OSError:
+        for _, srv in servers:  # a port in use: release what was already bound
+            srv.close()
+        raise
 
     if registry is not None:
         registry.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from test_provider_helpers import ECHO, Server, pid_alive, start_server, wait_for
@@ -69,3 +70,46 @@ def test_sigterm_while_replicas_start_leaves_nothing(tmp_path_factory) -> None:
     assert s.function("late")["availableReplicas"] == 0
     assert s.stop() == 0
     assert not [p for p in pids if pid_alive(p)]
+
+
+def test_serve_embedded_with_stop_event(tmp_path) -> None:
+    """The CLI's way: serve(config, role) in-process; here stopped by an Event, not a signal."""
+    import json
+    import socket
+
+    import requests
+    from test_provider_helpers import PASSWORD, deployment
+
+    from local_provider.config import ServeConfig
+    from local_provider.server import serve
+
+    (tmp_path / "pw").write_text(PASSWORD)
+    cfg = ServeConfig.from_env({}, gateway_port=0, provider_port=0, metrics_port=0,
+                               state_dir=str(tmp_path / "st"),
+                               auth_password_file=str(tmp_path / "pw"))
+    # A port in use is an OSError, and nothing stays bound or running.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    with pytest.raises(OSError):
+        serve(replace(cfg, gateway_port=busy.getsockname()[1]))
+    busy.close()
+
+    stop = threading.Event()
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(serve(cfg, "all", stop=stop)))
+    t.start()
+    urls = wait_for(lambda: (tmp_path / "st" / "serve.json").is_file()
+                    and json.loads((tmp_path / "st" / "serve.json").read_text()), 10)
+    auth = ("admin", PASSWORD)
+    r = requests.post(urls["gateway_url"] + "/system/functions", json=deployment("emb"),
+                      auth=auth)
+    assert r.status_code == 202
+    answer = wait_for(lambda: (r := requests.post(urls["gateway_url"] + "/function/emb",
+                                                  data=b"x")).ok and r.json(), 20)
+    assert answer["body"] == "x"
+    stop.set()
+    t.join(20)
+    assert result == [0]
+    assert not pid_alive(answer["pid"])
+    assert not (tmp_path / "st" / "serve.json").exists()
