@@ -81,6 +81,7 @@ class Registry:
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
         self._probe = requests.Session()
+        self._probe.trust_env = False  # health probes of 127.0.0.1 never go through a proxy
 
     # -- desired state (REST handlers) -----------------------------------------
 
