@@ -14,14 +14,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from functions.models import SYNTHETIC, ModelError, minilm_dir, resolve_model
-from functions.stage.bert import (EMBEDDING_PARAMS, MANIFEST, BertConfig, layer_param_names,
-                                  sha256_file)
+from functions.stage.bert import (
+    EMBEDDING_PARAMS,
+    MANIFEST,
+    BertConfig,
+    layer_param_names,
+    sha256_file,
+)
 
 FORMAT = "quart-partition/1"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
@@ -138,7 +144,8 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         from safetensors import safe_open
 
         handle = safe_open(str(mdir / "model.safetensors"), "pt")
-        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in handle.keys() else ""
+        names = set(handle.keys())  # safe_open has no __contains__
+        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in names else ""
 
         def get(n: str) -> torch.Tensor:
             return handle.get_tensor(prefix + n).contiguous()

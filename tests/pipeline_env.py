@@ -28,7 +28,7 @@ class Deployment:
 
 def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "quart_faas.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml") -> Deployment:

@@ -44,9 +44,9 @@ def test_manifest_describes_each_stage(minilm3):
         path = minilm3 / s["file"]
         assert sha256_file(path) == s["sha256"]
         with safe_open(str(path), "pt") as f:
-            n = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+            n = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
             assert n == s["parameters"] and s["parameter_bytes"] == 4 * n
-            layer_ids = {int(k.split(".")[2]) for k in f.keys() if k.startswith("encoder.layer.")}
+            layer_ids = {int(k.split(".")[2]) for k in f.keys() if k.startswith("encoder.layer.")}  # noqa: SIM118
             assert layer_ids == set(range(*s["layers"]))
     # all-MiniLM-L6-v2 has 22.7M parameters, of which the unused pooler's 0.15M are left out
     total = sum(s["parameters"] for s in m["stages"])

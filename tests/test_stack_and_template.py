@@ -1,7 +1,6 @@
 """stack.yml is valid for faas-cli and OpenFaaS CE; the template works in faas-cli's layout."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -13,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from quart_faas.stack import (ANN_HANDLER, StackError, ce_label_errors, load_stack, substitute)
+from quart_faas.stack import ANN_HANDLER, StackError, ce_label_errors, load_stack, substitute
 from tests.conftest import REPO
 
 
@@ -78,10 +77,10 @@ def test_ce_rejects(labels, needle):
     ("provider: {name: openfaas}\nfunctions:\n  Bad_Name: {lang: x, handler: y, image: z}\n",
      "DNS-1123"),
     ("provider: {name: openfaas}\nfunctions:\n  f: {lang: x, handler: y}\n", "functions.f.image"),
-    ("provider: {name: openfaas}\nfunctions:\n  f: {lang: x, handler: y, image: z, "
-     "labels: {com.openfaas.scale.max: 10}}\n", "functions.f.labels"),
-    ("provider: {name: openfaas}\nfunctions:\n  f: {lang: x, handler: y, image: z, "
-     "limits: {gpu: 1}}\n", "functions.f.limits"),
+    (("provider: {name: openfaas}\nfunctions:\n  f: {lang: x, handler: y, image: z, "
+     "labels: {com.openfaas.scale.max: 10}}\n"), "functions.f.labels"),
+    (("provider: {name: openfaas}\nfunctions:\n  f: {lang: x, handler: y, image: z, "
+     "limits: {gpu: 1}}\n"), "functions.f.limits"),
     ("provider: [\n", "not valid YAML"),
 ])
 def test_bad_stacks_name_the_field(tmp_path, doc, needle):

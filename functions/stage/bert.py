@@ -39,7 +39,7 @@ class BertConfig:
     hidden_act: str = "gelu"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+    def from_dict(cls, d: dict[str, Any]) -> BertConfig:
         names = cls.__dataclass_fields__.keys()
         return cls(**{k: d[k] for k in names if k in d})
 
@@ -170,7 +170,7 @@ class Stage:
             self.tokenizer = tok
 
     @classmethod
-    def load(cls, model_dir: str | Path, index: int, verify: bool = True) -> "Stage":
+    def load(cls, model_dir: str | Path, index: int, verify: bool = True) -> Stage:
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir)

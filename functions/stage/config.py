@@ -37,7 +37,7 @@ class StageConfig:
     verify_sha256: bool
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "StageConfig":
+    def from_env(cls, env: dict[str, str] | None = None) -> StageConfig:
         e = os.environ if env is None else env
 
         def num(name: str, default: str, kind=int):

@@ -76,7 +76,7 @@ class StageServer:
             return self._forward(h, mask, timing, event.headers.get("X-Call-Id"))
         except PayloadError as e:
             return self._json(e.status, {"error": str(e), "stage": self.cfg.stage})
-        except Exception as e:  # noqa: BLE001 - an answer, never a stack trace to the client
+        except Exception as e:
             log.exception("stage %s failed", self.cfg.stage)
             return self._json(500, {"error": f"stage {self.cfg.stage} failed: "
                                              f"{type(e).__name__}", "stage": self.cfg.stage})

@@ -25,8 +25,8 @@ from pathlib import Path
 for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
     importlib.import_module(_mod.strip())
 
-from flask import Flask, Response, request  # noqa: E402
-from waitress import serve  # noqa: E402
+from flask import Flask, Response, request
+from waitress import serve
 
 
 def load_handler(handler_dir: Path):
