@@ -36,13 +36,17 @@ from local_provider.replicas import ProcessLauncher, ReplicaLauncher
 log = logging.getLogger("local_provider.server")
 
 ROLES = ("all", "gateway", "provider")
+BUFFER_BYTES = 64 << 20
 
 
 def _server(app: Flask, host: str, port: int, threads: int) -> Any:
     # connection_limit above the thread count: queued calls hold connections too.
+    # Buffers: waitress spills bodies over 512 KiB (in) / 1 MiB (out) to temp files;
+    # activations of a 32-sentence batch are ~1.2 MB per hop, so keep them in memory.
     return create_server(app, host=host, port=port, threads=threads,
                          connection_limit=threads * 2 + 64, backlog=2048, channel_timeout=300,
-                         ident="quart-faas", clear_untrusted_proxy_headers=True)
+                         ident="quart-faas", clear_untrusted_proxy_headers=True,
+                         inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
 
 
 def _url(host: str, port: int) -> str:

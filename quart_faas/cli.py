@@ -48,12 +48,6 @@ def cmd_down(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(a: argparse.Namespace) -> int:
-    from local_provider.__main__ import main as serve_main
-
-    return serve_main(a.rest) or 0
-
-
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
@@ -90,15 +84,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--state-dir", type=Path, default=STATE_DIR)
     s.set_defaults(fn=cmd_down)
 
-    s = sub.add_parser("serve", help="run the local gateway + provider in the foreground",
-                       add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(fn=cmd_serve)
+    sub.add_parser("serve", help="run the local gateway + provider in the foreground "
+                                 "(quart-faas serve --help)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:  # every flag belongs to the server's own parser
+        from local_provider.__main__ import main as serve_main
+
+        return serve_main(args[1:]) or 0
+    a = parser().parse_args(args)
     return int(a.fn(a))
 
 

@@ -75,3 +75,31 @@ def test_deploy_names_unknown_functions(tmp_path):
 def test_down_with_nothing_running(tmp_path):
     r = pipeline_env.cli(["down", "--state-dir", str(tmp_path)], env(tmp_path))
     assert r.returncode == 0 and "nothing to stop" in r.stdout
+
+
+def test_serve_runs_in_the_foreground_and_stops_on_sigterm(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+
+    state = tmp_path / "serve"
+    proc = subprocess.Popen([sys.executable, "-m", "quart_faas.cli", "serve", "--gateway-port", "0",
+                             "--provider-port", "0", "--metrics-port", "0", "--state-dir",
+                             str(state)], cwd=pipeline_env.REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "serve.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        urls = json.loads((state / "serve.json").read_text())
+        assert requests.get(urls["gateway_url"] + "/healthz", timeout=5).ok
+        assert requests.get(urls["gateway_url"] + "/system/info", timeout=5).status_code == 401
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -84,14 +84,17 @@ def call_handler(path: str):
 
 def main() -> None:
     threads = int(os.environ.get("max_inflight", "8") or 8)
+    # keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
+    buffers = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
     fd = os.environ.get("QUART_LISTEN_FD")
     if fd:
         sock = socket.socket(fileno=int(fd))
-        serve(app, sockets=[sock], threads=threads, ident=None, _quiet=True)
+        serve(app, sockets=[sock], threads=threads, ident=None, _quiet=True, **buffers)
     else:
         host = os.environ.get("QUART_LISTEN_HOST", "127.0.0.1")
         port = int(os.environ.get("QUART_LISTEN_PORT", "5000"))
-        serve(app, host=host, port=port, threads=threads, ident=None, _quiet=True)
+        serve(app, host=host, port=port, threads=threads, ident=None, _quiet=True,
+              **buffers)
 
 
 if __name__ == "__main__":
