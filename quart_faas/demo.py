@@ -87,7 +87,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     t1 = time.perf_counter()
     requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
                   json={"serviceName": mid, "replicas": 2}).raise_for_status()
-    _wait_available(ep.gateway, auth, mid, 2)
+    deploy.wait_available(ep.gateway, auth, {mid: 2}, 120)
     con.print(f"scaled {mid} to 2 replicas: ready in {time.perf_counter() - t1:.2f}s "
               "(a fresh process; keys_manager's fork scale-up comes next)")
 
@@ -108,17 +108,6 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     window = f"{int(time.time() - start) + 5}s"
     _report(con, names, results, metrics, counts0, window)
     return 0 if all(r.status == 200 for r in results) else 1
-
-
-def _wait_available(gateway: str, auth: tuple[str, str], name: str, n: int,
-                    timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        r = requests.get(f"{gateway}/system/function/{name}", auth=auth, timeout=5)
-        if r.ok and r.json().get("availableReplicas", 0) >= n:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{name} did not reach {n} available replicas in {timeout_s:.0f}s")
 
 
 def _report(con: Console, names: list[str], results: list[openloop.Result],

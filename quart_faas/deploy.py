@@ -120,24 +120,21 @@ def deploy(stack: Stack, gateway: str, auth: tuple[str, str], local: bool = True
     return names
 
 
-def wait_ready(stack: Stack, gateway: str, auth: tuple[str, str], names: list[str],
-               timeout_s: float = 300, progress: Callable[[str, int, int], None] | None = None
-               ) -> None:
+def wait_available(gateway: str, auth: tuple[str, str], wanted: dict[str, int],
+                   timeout_s: float = 300) -> None:
+    """Poll /system/function/{name} until each function has its wanted available replicas."""
     deadline = time.monotonic() + timeout_s
-    pending = {n: min_replicas(stack.functions[n]) for n in names}
+    pending = dict(wanted)
     while pending:
         for name, want in list(pending.items()):
             r = requests.get(f"{gateway}/system/function/{name}", auth=auth, timeout=5)
-            have = r.json().get("availableReplicas", 0) if r.ok else 0
-            if progress:
-                progress(name, have, want)
-            if have >= want:
+            if r.ok and r.json().get("availableReplicas", 0) >= want:
                 del pending[name]
         if pending and time.monotonic() > deadline:
             raise DeployError(f"not ready after {timeout_s:.0f}s: {sorted(pending)} "
                               "(see the replica logs under .quart/logs)")
         if pending:
-            time.sleep(0.3)
+            time.sleep(0.2)
 
 
 def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: str | None,
@@ -162,8 +159,8 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
     auth = (USER, password_file(state_dir).read_text().strip())
     names = deploy(stack, ep.gateway, auth)
     say(f"deployed {len(names)} function(s); waiting for replicas")
-    wait_ready(stack, ep.gateway, auth, names, timeout_s,
-               lambda n, have, want: None)
+    wait_available(ep.gateway, auth, {n: min_replicas(stack.functions[n]) for n in names},
+                   timeout_s)
     for n in names:
         say(f"  {n:<24} {ep.gateway}/function/{n}")
     say(f"login: cat {password_file(state_dir)} | faas-cli login --username {USER} "

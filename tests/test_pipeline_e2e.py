@@ -14,6 +14,7 @@ import torch
 
 from functions.stage.bert import Monolith
 from functions.stage.codec import CONTENT_TYPE, encode
+from quart_faas.deploy import wait_available
 from quart_faas.metrics_query import GatewayMetrics
 from tests import pipeline_env
 from tests.conftest import SENTENCES
@@ -112,13 +113,7 @@ def test_later_stage_error_reaches_the_client_with_its_status(dep, minilm3, tmp_
     r = requests.post(f"{dep.gateway}/system/functions", json=body, auth=dep.auth, timeout=10)
     assert r.status_code in (200, 202), r.text
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            st = requests.get(f"{dep.gateway}/system/function/mismatch-stage-0", auth=dep.auth,
-                              timeout=5).json()
-            if st["availableReplicas"] >= 1:
-                break
-            time.sleep(0.3)
+        wait_available(dep.gateway, dep.auth, {"mismatch-stage-0": 1}, 120)
         r = invoke(dep, ["hello"], fn="mismatch-stage-0")
         assert r.status_code == 400, r.text
         assert r.json()["stage"] == 1 and "[batch, seq, 384]" in r.json()["error"]
