@@ -102,6 +102,19 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     return urls, registry
 
 
+def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
+    """``QUART_LAUNCHER=fork``: replicas forked from warm zygotes (keys_manager);
+    otherwise (``process``, the default for now) one fresh process per replica."""
+    kind = os.environ.get("QUART_LAUNCHER", "process").strip().lower()
+    if kind == "fork":
+        from keys_manager.launcher import ForkLauncher
+
+        return ForkLauncher(cfg.state_dir, start_timeout_s=cfg.provider.start_timeout_s)
+    if kind != "process":
+        raise ValueError(f"QUART_LAUNCHER={kind!r}: use 'process' or 'fork'")
+    return ProcessLauncher()
+
+
 def serve(config: ServeConfig | None = None, role: str = "all", *,
           stop: threading.Event | None = None,
           launcher: ReplicaLauncher | None = None) -> int:
@@ -121,8 +134,9 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
     cfg = replace(cfg, auth=auth_mod.resolve(cfg.auth, cfg.state_dir))
     basic = auth_mod.from_config(cfg.auth)
     servers: list[tuple[str, Any]] = []
+    launcher = launcher or default_launcher(cfg)
     try:
-        urls, registry = _build(cfg, role, basic, launcher or ProcessLauncher(), servers)
+        urls, registry = _build(cfg, role, basic, launcher, servers)
     except OSError:
         for _, srv in servers:  # a port in use: release what was already bound
             srv.close()
@@ -152,6 +166,9 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
                 log.exception("closing a listener failed")
         if registry is not None:
             registry.stop_all()
+        close = getattr(launcher, "close", None)
+        if close is not None:  # e.g. the fork launcher's zygotes
+            close()
         for _, srv in servers:
             srv.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
         _remove_if_ours(state_file)

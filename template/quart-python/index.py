@@ -12,6 +12,8 @@ Environment (all optional):
                       the of-watchdog ``upstream_url`` default)
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
   max_inflight        concurrent requests served by this replica (default 8)
+  QUART_ZYGOTE_SOCKET become a zygote serving fork requests there (keys_manager.zygote),
+                      when keys_manager is importable; otherwise start plainly
 """
 from __future__ import annotations
 
@@ -82,19 +84,36 @@ def call_handler(path: str):
     return format_response(handler.handle(Event(), Context()))
 
 
-def main() -> None:
+def serve_fd(fd: int) -> None:
+    """Serve on an inherited, already-listening socket."""
     threads = int(os.environ.get("max_inflight", "8") or 8)
-    # keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
-    buffers = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
+    serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
+          **BUFFERS)
+
+
+# keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
+BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
+
+
+def main() -> None:
+    zygote = os.environ.get("QUART_ZYGOTE_SOCKET")
+    if zygote:
+        try:  # a keys_manager on this node: become the warm parent replicas fork from
+            from keys_manager.zygote import serve_zygote
+        except ImportError:
+            zygote = None  # stock OpenFaaS node: a plain start
+    if zygote:
+        serve_zygote(zygote, serve_fd)
+        return
+    threads = int(os.environ.get("max_inflight", "8") or 8)
     fd = os.environ.get("QUART_LISTEN_FD")
     if fd:
-        sock = socket.socket(fileno=int(fd))
-        serve(app, sockets=[sock], threads=threads, ident=None, _quiet=True, **buffers)
+        serve_fd(int(fd))
     else:
         host = os.environ.get("QUART_LISTEN_HOST", "127.0.0.1")
         port = int(os.environ.get("QUART_LISTEN_PORT", "5000"))
         serve(app, host=host, port=port, threads=threads, ident=None, _quiet=True,
-              **buffers)
+              **BUFFERS)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""A warm zygote: one process per stage that has imported torch and the handler
+(and so mapped the stage's weights) and fork()s new replicas on request.
+
+Why fork: a fresh replica pays ~2.5 s to import torch plus the weight load; a
+child of a loaded parent shares all of it copy-on-write and only has to start
+its HTTP server.
+
+Protocol: a Unix stream socket (mode 0600), one JSON line in, one JSON line out.
+  {"op": "ping"}                                   -> {"ok": true, "pid": P}
+  {"op": "spawn", "name": N, "log": PATH} + 1 fd   -> {"ok": true, "pid": C, "fork_ms": F}
+The fd (SCM_RIGHTS) is the replica's listening socket, bound by the caller, so
+the child opens no port of its own choosing and the caller knows the URL.
+
+Fork safety: the zygote stays single-threaded and never runs a forward pass,
+so no intra-op thread pool exists to be lost in fork(); each child sets its
+torch thread count *after* fork (the pool is created in the child), re-seeds
+every RNG, closes the zygote's sockets and resets signal handlers.  A zygote
+never initialises CUDA (a CUDA context cannot be used in a forked child).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+MAX_REQUEST_BYTES = 65536
+
+
+def _reseed() -> None:
+    seed = int.from_bytes(os.urandom(8), "little")
+    random.seed(seed)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.manual_seed(seed)
+        torch.set_num_threads(max(1, int(os.environ.get("QUART_TORCH_THREADS", "1") or 1)))
+
+
+def _child(fd: int, name: str, log: str, serve_fd: Callable[[int], None]) -> None:
+    """Runs in the forked replica; never returns."""
+    code = 0
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.setsid()  # its own session: a signal to the zygote's group does not reach it
+        if log:
+            out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            os.close(out)
+        os.environ["HOSTNAME"] = name or os.environ.get("HOSTNAME", "")
+        _reseed()
+        serve_fd(fd)
+    except BaseException:  # noqa: BLE001 - report, then leave without running zygote code
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def serve_zygote(path: str, serve_fd: Callable[[int], None]) -> None:
+    """Accept spawn requests on the Unix socket at ``path`` until SIGTERM."""
+    if os.path.exists(path):
+        os.unlink(path)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        srv.bind(path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    srv.listen(16)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print(f"zygote pid {os.getpid()} ready on {path}", flush=True)
+    try:
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                _one(conn, srv, serve_fd)
+    finally:
+        srv.close()
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _one(conn: socket.socket, srv: socket.socket, serve_fd: Callable[[int], None]) -> None:
+    conn.settimeout(5)
+    try:
+        data, fds, _flags, _addr = socket.recv_fds(conn, MAX_REQUEST_BYTES, 1)
+        req = json.loads(data.decode() or "{}")
+    except (OSError, ValueError) as e:
+        _reply(conn, {"ok": False, "error": f"bad request: {e}"})
+        return
+    if not isinstance(req, dict):
+        req = {}
+    op = req.get("op")
+    if op == "ping":
+        for fd in fds:
+            os.close(fd)
+        _reply(conn, {"ok": True, "pid": os.getpid()})
+        return
+    if op != "spawn" or len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        _reply(conn, {"ok": False, "error": "expected op ping, or spawn with one socket fd"})
+        return
+    t0 = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        srv.close()
+        conn.close()
+        _child(fds[0], str(req.get("name", "")), str(req.get("log", "")), serve_fd)
+    os.close(fds[0])
+    _reply(conn, {"ok": True, "pid": pid, "fork_ms": (time.perf_counter() - t0) * 1e3})
+
+
+def _reply(conn: socket.socket, doc: dict) -> None:
+    try:
+        conn.sendall(json.dumps(doc).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def request(path: str, doc: dict, fd: int | None = None, timeout_s: float = 10.0) -> dict:
+    """Client side: send one request (and optionally a socket fd), return the answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout_s)
+        s.connect(path)
+        socket.send_fds(s, [json.dumps(doc).encode()], [fd] if fd is not None else [])
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    answer = json.loads(buf.decode() or "{}")
+    if not answer.get("ok"):
+        raise RuntimeError(f"zygote at {path}: {answer.get('error', 'no answer')}")
+    return answer
