@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from functions.stage.bert import read_manifest
-from keys_manager.segment import (TMP_PREFIX, SegmentCorrupt, StageKey, copy_verified,
-                                  map_stage, parse_threshold, sha256_of, write_json_atomic)
+from keys_manager.segment import (
+    TMP_PREFIX,
+    SegmentCorrupt,
+    StageKey,
+    copy_verified,
+    map_stage,
+    parse_threshold,
+    sha256_of,
+    write_json_atomic,
+)
 
 __all__ = ["CacheFull", "Entry", "ParamCache", "StageKey", "map_stage", "parse_threshold"]
 

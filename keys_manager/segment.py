@@ -210,7 +210,7 @@ def read_header(path: Path) -> tuple[list[TensorSpec], int]:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: header is not JSON: {e}") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path}: header is not a JSON object")
+        raise ValueError(f"{path}: header is not a JSON object")  # noqa: TRY004 - a malformed file, not a caller bug
     base, data_len = 8 + n, size - 8 - n
     specs = [_spec(path, name, v, base, data_len) for name, v in header.items()
              if name != "__metadata__"]
@@ -220,7 +220,7 @@ def read_header(path: Path) -> tuple[list[TensorSpec], int]:
 
 def _spec(path: Path, name: str, v: object, base: int, data_len: int) -> TensorSpec:
     if not isinstance(v, dict):
-        raise ValueError(f"{path}: entry {name!r} is not an object")
+        raise ValueError(f"{path}: entry {name!r} is not an object")  # noqa: TRY004
     dt = DTYPES.get(v.get("dtype"))  # type: ignore[arg-type]
     if dt is None:
         raise ValueError(f"{path}: {name!r} has unsupported dtype {v.get('dtype')!r}")

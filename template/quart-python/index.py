@@ -97,23 +97,17 @@ BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
 
 def main() -> None:
     zygote = os.environ.get("QUART_ZYGOTE_SOCKET")
-    if zygote:
-        try:  # a keys_manager on this node: become the warm parent replicas fork from
-            from keys_manager.zygote import serve_zygote
-        except ImportError:
-            zygote = None  # stock OpenFaaS node: a plain start
-    if zygote:
+    if zygote and importlib.util.find_spec("keys_manager") is not None:
+        from keys_manager.zygote import serve_zygote  # become the parent replicas fork from
+
         serve_zygote(zygote, serve_fd)
         return
-    threads = int(os.environ.get("max_inflight", "8") or 8)
-    fd = os.environ.get("QUART_LISTEN_FD")
-    if fd:
-        serve_fd(int(fd))
-    else:
-        host = os.environ.get("QUART_LISTEN_HOST", "127.0.0.1")
-        port = int(os.environ.get("QUART_LISTEN_PORT", "5000"))
-        serve(app, host=host, port=port, threads=threads, ident=None, _quiet=True,
-              **BUFFERS)
+    fd = os.environ.get("QUART_LISTEN_FD")  # else a plain start, e.g. on a stock OpenFaaS node
+    if not fd:
+        addr = (os.environ.get("QUART_LISTEN_HOST", "127.0.0.1"),
+                int(os.environ.get("QUART_LISTEN_PORT", "5000")))
+        fd = str(socket.create_server(addr, backlog=1024).detach())
+    serve_fd(int(fd))
 
 
 if __name__ == "__main__":
