@@ -1,0 +1,283 @@
+"""Pipeline-aware replica correction: M/M/c feedforward + PID feedback (Eq. 1-3).
+
+Per stage, the M/M/c model (Eq. 1) gives the fewest replicas that meet the
+stage's share of the pipeline SLO at the observed arrival and service rates.
+That model assumes Poisson arrivals and exponential service; real stages are
+burstier, and the p99 is not the mean.  A PID on the observed latency error
+(Eq. 2) learns that bias and scales the model's count up (Eq. 3):
+
+    corrected = c_mmc * (1 + u),     decision = max(c_mmc, corrected)
+
+so the model reacts to load at once (feedforward) and the PID removes what
+the model gets wrong (feedback; Åström & Murray, *Feedback Systems*, ch. 8 on
+combining feedforward and feedback).  Because the decision never goes below
+``c_mmc``, a negative output would have no effect: the PID's lower output
+limit defaults to 0 and its anti-windup treats that as saturation.
+
+While a stage runs *fewer* replicas than the model already asks for, its
+latency is explained by that gap; feeding it to the PID would add the same
+correction twice and overshoot, so the PID then only contributes the bias it
+has already learned (its integral) and does not integrate.
+
+Flapping is damped the HPA way: a tolerance band on the ratio desired/current,
+scale-up at once, scale-down only after ``scale_down_periods`` consecutive
+periods that want less (to the largest of those wishes).  Missing metrics hold
+the current count (the M/M/c floor may still raise it) and never scale down.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .mmc import min_replicas_for
+from .observation import PipelineObservation, StageObservation, topological_order
+from .pid import PIDConfig, PIDState, pid_step
+
+__all__ = [
+    "CorrectorConfig",
+    "CorrectorState",
+    "Correction",
+    "split_slo",
+    "critical_stages",
+    "correct_pipeline",
+]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class CorrectorConfig:
+    pid: PIDConfig = field(default_factory=PIDConfig)
+    min_replicas: int = 1
+    max_replicas: int = 20  # OpenFaaS's default com.openfaas.scale.max
+    tolerance: float = 0.1
+    scale_down_periods: int = 3
+    latency_statistic: str = "p99"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError("need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+        if not 0 <= self.tolerance < 1:
+            raise ValueError("tolerance must be in [0, 1)")
+        if self.scale_down_periods < 1:
+            raise ValueError("scale_down_periods must be >= 1")
+        if self.latency_statistic not in ("mean", "p99"):
+            raise ValueError("latency_statistic must be 'mean' or 'p99'")
+
+
+@dataclass(frozen=True)
+class CorrectorState:
+    pid: PIDState = field(default_factory=PIDState)
+    down_streak: int = 0
+    down_target: int = 0
+
+
+@dataclass(frozen=True)
+class Correction:
+    name: str
+    replicas: int
+    budget_s: float
+    mmc_replicas: int | None
+    pid_output: float
+    critical: bool
+    reason: str
+    state: CorrectorState
+
+
+def split_slo(
+    service_times: Sequence[float],
+    slo_s: float,
+    edges: Sequence[tuple[int, int]] | None = None,
+) -> list[float]:
+    """Each stage's latency budget, in proportion to its service time.
+
+    On a chain, stage i gets ``slo * s_i / sum(s)``.  On a DAG a request only
+    pays for one path at a time, so stage i gets ``slo * s_i / L_i`` with L_i
+    the longest path (by service time) through i: every root-to-sink path then
+    sums to at most the SLO, and the critical path to exactly it.
+    """
+    n = len(service_times)
+    if n == 0:
+        return []
+    if not (math.isfinite(slo_s) and slo_s > 0):
+        raise ValueError(f"slo_s must be a finite number > 0, got {slo_s!r}")
+    if any(not (math.isfinite(s) and s > 0) for s in service_times):
+        raise ValueError("service times must be finite numbers > 0")
+    pairs = [(i, i + 1) for i in range(n - 1)] if edges is None else list(edges)
+    order = topological_order(n, pairs)
+    parents: list[list[int]] = [[] for _ in range(n)]
+    children: list[list[int]] = [[] for _ in range(n)]
+    for a, b in pairs:
+        parents[b].append(a)
+        children[a].append(b)
+    to_node = [0.0] * n  # longest path ending at i, including i
+    for i in order:
+        to_node[i] = service_times[i] + max((to_node[p] for p in parents[i]), default=0.0)
+    from_node = [0.0] * n  # longest path starting at i, including i
+    for i in reversed(order):
+        from_node[i] = service_times[i] + max((from_node[c] for c in children[i]), default=0.0)
+    return [slo_s * s / (to_node[i] + from_node[i] - s) for i, s in enumerate(service_times)]
+
+
+def critical_stages(
+    latencies: Sequence[float | None],
+    budgets: Sequence[float],
+    queue_depths: Sequence[float | None],
+) -> list[bool]:
+    """Flag the stage(s) using most of their latency share, and the longest queue.
+
+    A stage's share is ``latency / budget``; budgets are already proportional
+    to service times, so this asks "who is furthest over (or least under) its
+    fair part of the SLO", which is where a burst is hurting.  Ties flag all.
+    """
+    flags = [False] * len(budgets)
+    ratios = [None if lat is None else lat / b for lat, b in zip(latencies, budgets, strict=True)]
+    known = [r for r in ratios if r is not None]
+    if known:
+        top = max(known)
+        for i, r in enumerate(ratios):
+            if r is not None and r >= top - _EPS:
+                flags[i] = True
+    queues = [q for q in queue_depths if q is not None]
+    if queues and max(queues) > 0:
+        top_q = max(queues)
+        for i, q in enumerate(queue_depths):
+            if q is not None and q >= top_q - _EPS:
+                flags[i] = True
+    return flags
+
+
+def _stage_budgets(obs: PipelineObservation) -> list[float]:
+    times = [s.service_time_s for s in obs.stages]
+    known = [t for t in times if t is not None]
+    # A stage without a service-time sample gets the mean of the others: the
+    # split only needs weights, and equal weights are the honest default.
+    fill = sum(known) / len(known) if known else 1.0
+    return split_slo([fill if t is None else t for t in times], obs.slo_s, obs.edge_indices())
+
+
+def _round(value: float, critical: bool) -> int:
+    # Critical stages round up (any fraction of a replica short is a miss);
+    # the others round to nearest so a rounding artefact does not cost a replica.
+    if critical:
+        return math.ceil(value - _EPS)
+    return math.floor(value + 0.5)
+
+
+def correct_pipeline(
+    obs: PipelineObservation,
+    states: Mapping[str, CorrectorState],
+    dt_s: float | None,
+    config: CorrectorConfig,
+) -> tuple[list[Correction], dict[str, CorrectorState]]:
+    """One control period of replica correction for every stage of a pipeline."""
+    budgets = _stage_budgets(obs)
+    stat = config.latency_statistic
+    latencies = [s.latency(stat) for s in obs.stages]
+    critical = critical_stages(latencies, budgets, [s.queue_depth for s in obs.stages])
+    out: list[Correction] = []
+    new_states: dict[str, CorrectorState] = {}
+    for i, stage in enumerate(obs.stages):
+        prev = states.get(stage.name, CorrectorState())
+        corr = _correct_stage(stage, latencies[i], budgets[i], critical[i], prev, dt_s, config)
+        out.append(corr)
+        new_states[stage.name] = corr.state
+    return out, new_states
+
+
+def _correct_stage(
+    stage: StageObservation,
+    latency: float | None,
+    budget: float,
+    critical: bool,
+    prev: CorrectorState,
+    dt_s: float | None,
+    config: CorrectorConfig,
+) -> Correction:
+    current = stage.replicas
+    lo, hi = config.min_replicas, config.max_replicas
+    lam, service = stage.arrival_rate, stage.service_time_s
+    mmc: int | None = None
+    if lam is not None and service is not None:
+        mmc = min_replicas_for(lam, 1.0 / service, budget, hi)
+
+    stat_name = f"latency_{config.latency_statistic}_s"
+    missing = [
+        name
+        for name, value in ((stat_name, latency), ("arrival_rate", lam), ("service_time_s", service))
+        if value is None
+    ]
+    if missing:
+        target = max(current, lo, mmc if mmc is not None else 0)
+        why = f"missing {', '.join(missing)}: hold {current}, no scale-down on missing data"
+        if target > current:
+            why += f"; raised to {target} (M/M/c floor / min_replicas)"
+        state = CorrectorState(pid=prev.pid, down_streak=0, down_target=0)
+        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state)
+
+    assert latency is not None and lam is not None and service is not None
+    hopeless = budget <= service
+    if mmc is not None:
+        base = mmc
+        model_note = f"M/M/c needs {mmc} for {budget * 1e3:.1f} ms"
+    elif hopeless:
+        # No replica count beats the bare service time; CPU can, replicas
+        # cannot.  Keep the queueing wait within the tolerance of it and do
+        # not let the PID chase an error that replicas cannot remove.
+        relaxed = min_replicas_for(lam, 1.0 / service, service * (1.0 + config.tolerance), hi)
+        base = hi if relaxed is None else relaxed
+        model_note = (
+            f"budget {budget * 1e3:.1f} ms <= service time {service * 1e3:.1f} ms: "
+            f"replicas cannot meet it, keep {base} (wait within {config.tolerance:.0%})"
+        )
+    else:
+        base = hi
+        model_note = f"M/M/c cannot meet {budget * 1e3:.1f} ms within {hi} replicas"
+
+    under = current < base
+    step = pid_step(budget, latency, dt_s, prev.pid, config.pid, freeze_integral=under or hopeless)
+    u = step.output
+    if hopeless:
+        u = 0.0
+    elif under:
+        u = min(max(step.i_term, config.pid.output_min), config.pid.output_max)
+    desired_real = max(float(base), base * (1.0 + u))
+    desired = _round(desired_real, critical)
+    desired = min(max(desired, base, lo), hi)
+    note = (
+        f"{model_note}; latency {latency * 1e3:.1f} ms vs {budget * 1e3:.1f} ms "
+        f"(e={step.error:+.2f}, u={u:.2f}"
+        + (", feedforward only: below model" if under else "")
+        + ")"
+    )
+
+    in_band = current > 0 and abs(desired_real / current - 1.0) <= config.tolerance
+    if in_band and desired != current and base <= current and lo <= current <= hi:
+        # Never hold below the model's minimum: the band damps corrections,
+        # it does not excuse under-provisioning.
+        desired = current
+        note += f"; within ±{config.tolerance:.0%} band"
+
+    streak, pending = 0, 0
+    if desired > current:
+        reason = f"scale up {current}->{desired}: {note}"
+        replicas = desired
+    elif desired == current:
+        reason = f"hold {current}: {note}"
+        replicas = current
+    else:
+        streak = prev.down_streak + 1
+        pending = max(prev.down_target, desired) if prev.down_streak else desired
+        if streak >= config.scale_down_periods:
+            replicas = pending
+            reason = f"scale down {current}->{pending} after {streak} periods: {note}"
+            streak, pending = 0, 0
+        else:
+            replicas = current
+            reason = (
+                f"hold {current}, wants {desired} "
+                f"({streak}/{config.scale_down_periods} periods): {note}"
+            )
+    state = CorrectorState(pid=step.state, down_streak=streak, down_target=pending)
+    return Correction(stage.name, replicas, budget, mmc, u, critical, reason, state)
