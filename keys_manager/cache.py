@@ -52,6 +52,8 @@ class Entry:
     origin: Path
     bytes: int
     sha256: str
+    segment_id: str = ""  # changes whenever the T1 file is replaced (rebuilt after corruption)
+    evicted: tuple[StageKey, ...] = ()  # stages this call evicted from T1 to make room
 
 
 @dataclass
@@ -83,6 +85,8 @@ class ParamCache:
         self._t1: OrderedDict[StageKey, int] = OrderedDict()  # LRU order -> bytes
         self._t2: dict[StageKey, int] = {}
         self._pins: Counter[StageKey] = Counter()
+        self._fp: dict[StageKey, tuple[int, ...] | None] = {}  # verified T1 fingerprints
+        self._evicted: list[StageKey] = []
         self.hits: dict[str, int] = dict.fromkeys(TIERS, 0)
         self.misses: dict[str, int] = dict.fromkeys(TIERS, 0)
         self.bytes_promoted: dict[str, int] = dict.fromkeys(("T1", "T2"), 0)
@@ -92,6 +96,22 @@ class ParamCache:
             self.recover()
 
     # ------------------------------------------------------------ paths and bookkeeping
+
+    def segment_id(self, key: StageKey) -> str:
+        """Identity of the T1 file as verified: its inode, new on every rebuild (an inode
+        cannot be reused while a process still maps the old file)."""
+        with self._lock:
+            fp = self._fp.get(key)
+            return str(fp[0]) if fp else ""
+
+    def _fingerprint(self, key: StageKey) -> tuple[int, ...] | None:
+        """Inode, size, mtime and ctime: any write, truncation, chmod or replacement of the
+        T1 file changes one of them, so an unchanged fingerprint needs no re-hash."""
+        try:
+            st = self.shm_path(key).stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def shm_path(self, key: StageKey) -> Path:
         return self.shm_dir / key.filename
@@ -147,19 +167,29 @@ class ParamCache:
         known = self._index.get(key)
         if known is not None and known.sha256 != rec.sha256:
             self._drop(key, disk=True)  # stale: same name, other content
-        if key in self._t1 and self._valid(self.shm_path(key), rec, verify):
+        if key in self._t1 and self._t1_valid(key, rec, verify):
             self.hits["T1"] += 1
             self._t1.move_to_end(key)
             return self._entry(key, "T1", rec)
         self.misses["T1"] += 1
         self._discard_t1(key)
+        self._evicted = []
         try:
             tier = self._ensure_disk(key, rec, verify)
             self._index[key] = rec
             self._publish(key, rec)
         finally:
             self._save_index()
-        return self._entry(key, tier, rec)
+        return self._entry(key, tier, rec, tuple(self._evicted))
+
+    def _t1_valid(self, key: StageKey, rec: _Record, verify: bool) -> bool:
+        fp = self._fingerprint(key)
+        if fp is not None and fp == self._fp.get(key):
+            return True  # untouched since we verified and published it
+        ok = self._valid(self.shm_path(key), rec, verify)
+        if ok and verify:
+            self._fp[key] = self._fingerprint(key)
+        return ok
 
     def _ensure_disk(self, key: StageKey, rec: _Record, verify: bool) -> str:
         """Make T2 hold a verified copy; return the tier that served it (T2 or T3)."""
@@ -195,6 +225,7 @@ class ParamCache:
             self.disk_path(key).unlink(missing_ok=True)
             self._ensure_disk(key, rec, verify=True)
             copy_verified(self.disk_path(key), self.shm_path(key), rec.sha256, rec.bytes)
+        self._fp[key] = self._fingerprint(key)
         self._t1[key] = rec.bytes
         self.bytes_promoted["T1"] += rec.bytes
 
@@ -211,9 +242,10 @@ class ParamCache:
             return False
         return True
 
-    def _entry(self, key: StageKey, tier: str, rec: _Record) -> Entry:
+    def _entry(self, key: StageKey, tier: str, rec: _Record,
+               evicted: tuple[StageKey, ...] = ()) -> Entry:
         return Entry(key, tier, self.shm_path(key), self.disk_path(key), Path(rec.origin),
-                     rec.bytes, rec.sha256)
+                     rec.bytes, rec.sha256, self.segment_id(key), evicted)
 
     # ------------------------------------------------------------ threshold, eviction, pins
 
@@ -235,9 +267,11 @@ class ParamCache:
         for k in victims:
             self._discard_t1(k)
             self.evictions += 1
+            self._evicted.append(k)
 
     def _discard_t1(self, key: StageKey) -> None:
         self._t1.pop(key, None)
+        self._fp.pop(key, None)
         self.shm_path(key).unlink(missing_ok=True)
 
     def _drop(self, key: StageKey, disk: bool) -> None:
@@ -273,6 +307,26 @@ class ParamCache:
                 self.evictions += 1
                 self._save_index()
             return present
+
+    def scrub(self) -> list[StageKey]:
+        """Re-hash every T1 segment (writes through a shared mapping of a tmpfs file need not
+        change its mtime, so fingerprints alone cannot see them); rebuild the bad ones from
+        T2/T3.  Returns the keys rebuilt: their old pages may still be mapped by replicas."""
+        rebuilt = []
+        with self._lock:
+            for key in list(self._t1):
+                rec = self._index.get(key)
+                if rec is not None and self._valid(self.shm_path(key), rec, True):
+                    self._fp[key] = self._fingerprint(key)
+                    continue
+                self._discard_t1(key)
+                if rec is not None:
+                    self._evicted = []
+                    self._ensure_disk(key, rec, True)
+                    self._publish(key, rec)
+                    rebuilt.append(key)
+            self._save_index()
+        return rebuilt
 
     # ------------------------------------------------------------ restart and shutdown
 

@@ -57,6 +57,14 @@ class StageKey:
         return f"{self.model}--stage-{self.stage}"
 
     @classmethod
+    def parse(cls, text: str) -> StageKey:
+        """Inverse of ``str(key)``; ValueError for anything else."""
+        key = cls.from_filename(f"{text}{SUFFIX}")
+        if key is None:
+            raise ValueError(f"invalid stage key {text!r}: expected MODEL--stage-N")
+        return key
+
+    @classmethod
     def from_filename(cls, name: str) -> StageKey | None:
         """The key a segment file name stands for, or None for anything else (stray files)."""
         m = _SEGMENT_RE.fullmatch(name)

@@ -284,6 +284,7 @@ class Registry:
         ok = wait_healthy(handle, self.config.start_timeout_s,
                           lambda: r.draining or r.dead or self._stopping.is_set(), self._probe)
         if ok and handle.alive():
+            handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
             pool.set_ready(r)
             with self.lock:
                 rec.failures, rec.not_before = 0, 0.0

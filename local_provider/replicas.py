@@ -158,7 +158,7 @@ def wait_healthy(handle: ReplicaHandle, timeout_s: float, stop: Callable[[], boo
                 return True
         except requests.RequestException:
             pass
-        time.sleep(0.02)
+        time.sleep(0.005)
     return False
 
 

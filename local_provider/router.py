@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from local_provider.replicas import ReplicaHandle
 
@@ -195,7 +196,7 @@ class FunctionPool:
     def ready_count(self) -> int:
         return sum(1 for r in self.replicas if r.routable)
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, Any]:
         with self.cond:
             return {
                 "inflight": sum(r.inflight for r in self.replicas),
@@ -203,4 +204,8 @@ class FunctionPool:
                 "availableReplicas": self.ready_count(),
                 "rejectedQueueFull": self.rejected["queue_full"],
                 "rejectedTimeout": self.rejected["timeout"],
+                "instances": [{"index": r.index, "ready": r.ready, "inflight": r.inflight,
+                               "served": r.served,
+                               **({"pid": r.handle.pid, **r.handle.info} if r.handle else {})}
+                              for r in self.replicas],
             }

@@ -103,13 +103,14 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
 
 
 def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
-    """``QUART_LAUNCHER=fork``: replicas forked from warm zygotes (keys_manager);
-    otherwise (``process``, the default for now) one fresh process per replica."""
-    kind = os.environ.get("QUART_LAUNCHER", "process").strip().lower()
+    """``QUART_LAUNCHER=fork`` (the default): every replica is spawned by the node's
+    keys_manager, forked from a warm zygote (started on demand); ``process``: one fresh
+    ``python index.py`` per replica, for a node without keys_manager."""
+    kind = (os.environ.get("QUART_LAUNCHER") or "fork").strip().lower()
     if kind == "fork":
-        from keys_manager.launcher import ForkLauncher
+        from keys_manager.client import AgentLauncher
 
-        return ForkLauncher(cfg.state_dir, start_timeout_s=cfg.provider.start_timeout_s)
+        return AgentLauncher(cfg.state_dir)
     if kind != "process":
         raise ValueError(f"QUART_LAUNCHER={kind!r}: use 'process' or 'fork'")
     return ProcessLauncher()

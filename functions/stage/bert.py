@@ -170,7 +170,11 @@ class Stage:
             self.tokenizer = tok
 
     @classmethod
-    def load(cls, model_dir: str | Path, index: int, verify: bool = True) -> Stage:
+    def load(cls, model_dir: str | Path, index: int, verify: bool = True,
+             weights_path: str | Path | None = None) -> Stage:
+        """Read the stage from ``model_dir``; or, with ``weights_path`` (keys_manager's T1
+        segment, verified against the manifest before it was published), map that file
+        copy-on-write so every replica on the node shares one copy of the pages."""
         from safetensors.torch import load_file
 
         model_dir = Path(model_dir)
@@ -179,6 +183,14 @@ class Stage:
         if not 0 <= index < n:
             raise ValueError(f"stage {index} out of range: {model_dir} has {n} stages")
         info = manifest["stages"][index]
+        if weights_path is not None:
+            from keys_manager.segment import map_stage
+
+            path = Path(weights_path)
+            if path.stat().st_size != int(info["file_bytes"]):
+                raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says "
+                                 f"{info['file_bytes']} (truncated segment?)")
+            return cls(manifest, index, map_stage(path), model_dir)
         path = model_dir / info["file"]
         if verify and sha256_file(path) != info["sha256"]:
             raise ValueError(f"{path}: sha256 does not match the manifest (corrupted file?)")

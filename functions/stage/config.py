@@ -14,6 +14,7 @@
 | QUART_FORWARD_TIMEOUT_S | 120                          | timeout of the call to the next stage     |
 | QUART_TORCH_THREADS   | 1                              | intra-op threads per replica              |
 | QUART_VERIFY_SHA256   | 1                              | check the stage file against the manifest |
+| QUART_WEIGHTS_PATH    | "" (the manifest's file)        | a verified copy to map copy-on-write instead (set by keys_manager: its T1 segment) |
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class StageConfig:
     forward_timeout_s: float
     torch_threads: int
     verify_sha256: bool
+    weights_path: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> StageConfig:
@@ -61,4 +63,5 @@ class StageConfig:
             forward_timeout_s=num("QUART_FORWARD_TIMEOUT_S", "120", float),
             torch_threads=num("QUART_TORCH_THREADS", "1"),
             verify_sha256=e.get("QUART_VERIFY_SHA256", "1") not in ("0", "false", "no"),
+            weights_path=e.get("QUART_WEIGHTS_PATH", "").strip(),
         )

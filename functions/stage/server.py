@@ -40,7 +40,8 @@ class StageServer:
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
         torch.set_num_threads(max(1, cfg.torch_threads))
-        self.stage = Stage.load(cfg.model_dir, cfg.stage, verify=cfg.verify_sha256)
+        self.stage = Stage.load(cfg.model_dir, cfg.stage, verify=cfg.verify_sha256,
+                                weights_path=cfg.weights_path or None)
         m = self.stage.manifest
         if cfg.model and cfg.model.lower() != m["model"].lower():
             raise SystemExit(f"QUART_MODEL={cfg.model!r} but {cfg.model_dir} holds {m['model']!r}")

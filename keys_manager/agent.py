@@ -1,0 +1,413 @@
+"""The node agent: one parameter cache, one warm zygote per function, every replica of the node.
+
+``spawn`` is the provider's way to make a replica.  A model stage's weights
+are made resident in T1 first (``ParamCache.ensure``: a stat when they
+already are), then the replica is fork()ed from the function's zygote, which
+is started (paying the imports once) when missing, dead, configured
+differently, or mapping a segment that has since been rebuilt.  Running
+replicas pin their stage in T1; a stage evicted to make room takes its
+zygote with it (the zygote's mapping would otherwise keep the memory).
+
+Everything needed to carry on after a crash is in ``state.json``: a
+restarted agent adopts the zygotes and replicas that are still alive (their
+pid and start time), re-pins their stages and deletes what it cannot vouch
+for, so nothing leaks in ``/dev/shm``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keys_manager.cache import Entry, ParamCache, StageKey
+from keys_manager.config import AgentConfig
+from keys_manager.procs import Proc, start_time
+from keys_manager.segment import write_json_atomic
+from keys_manager.zygote import request as zygote_request
+
+log = logging.getLogger("keys_manager.agent")
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+PER_REPLICA_ENV = frozenset({"HOSTNAME", "QUART_LISTEN_FD"})
+MODES = ("fork", "process")
+WEIGHT_TIERS = ("T1", "T2", "T3")
+UNIX_PATH_MAX = 107
+
+
+class SpawnError(RuntimeError):
+    """The replica could not be made; the message says why (and where the log is)."""
+
+
+@dataclass(frozen=True)
+class ReplicaRequest:
+    """What the provider asks for, validated: it arrives as JSON over the agent's socket."""
+
+    function: str
+    index: int
+    handler_dir: Path
+    template_dir: Path
+    workdir: Path
+    env: dict[str, str]
+    log_path: Path
+    max_inflight: int = 8
+
+    @classmethod
+    def from_json(cls, d: Any) -> ReplicaRequest:
+        if not isinstance(d, dict):
+            raise ValueError("replica must be an object")
+        fn = d.get("function")
+        if not isinstance(fn, str) or not NAME_RE.match(fn):
+            raise ValueError(f"invalid function name {fn!r}: lowercase letters, digits and '-'")
+        idx, mi = d.get("index", 0), d.get("max_inflight", 8)
+        for name, v, hi in (("index", idx, 10**6), ("max_inflight", mi, 10**5)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [0, {hi}]")
+        env = d.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in env.items()):
+            raise ValueError("env must map strings to strings")
+        paths = {}
+        for name in ("handler_dir", "template_dir", "workdir", "log_path"):
+            v = d.get(name)
+            if not isinstance(v, str) or not os.path.isabs(v) or "\0" in v:
+                raise ValueError(f"{name} must be an absolute path")
+            paths[name] = Path(v)
+        if not (paths["template_dir"] / "index.py").is_file():
+            raise ValueError(f"template_dir {paths['template_dir']} has no index.py")
+        return cls(fn, idx, env=dict(env), max_inflight=max(1, mi), **paths)
+
+    def config_key(self) -> str:
+        """Same key, same zygote: per-replica variables (set in the child) are left out."""
+        env = sorted((k, v) for k, v in self.env.items() if k not in PER_REPLICA_ENV)
+        doc = json.dumps([str(self.handler_dir), str(self.template_dir), str(self.workdir), env,
+                          self.max_inflight])
+        return hashlib.sha256(doc.encode()).hexdigest()[:12]
+
+    def stage(self) -> tuple[Path, int, str | None] | None:
+        """(partition dir, stage, model) when the function is a model stage, else None."""
+        md = self.env.get("QUART_MODEL_DIR")
+        if not md:
+            return None
+        origin = (self.workdir / md).resolve()
+        if not (origin / "manifest.json").is_file():
+            raise ValueError(f"{self.function}: QUART_MODEL_DIR={md} holds no partition "
+                             f"(no {origin / 'manifest.json'})")
+        try:
+            idx = int(self.env.get("QUART_STAGE") or 0)
+        except ValueError:
+            raise ValueError(f"QUART_STAGE={self.env['QUART_STAGE']!r} is not an integer") from None
+        return origin, idx, self.env.get("QUART_MODEL") or None
+
+
+class KeysManager:
+    """Thread-safe; one lock per function so a cold zygote start does not stall the others."""
+
+    def __init__(self, cfg: AgentConfig, on_spawn=None) -> None:
+        self.cfg = cfg
+        self.zygote_dir = cfg.keys_dir / "zygotes"
+        for d in (cfg.keys_dir, self.zygote_dir):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.state_file = cfg.keys_dir / "state.json"
+        self.cache = ParamCache(cfg.disk_dir, cfg.shm_dir, cfg.memory_threshold_bytes)
+        self.zygotes: dict[str, Proc] = {}
+        self.replicas: dict[int, Proc] = {}
+        self.lock = threading.RLock()
+        self._flocks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.on_spawn = on_spawn or (lambda tier, seconds: None)
+        self.recycled = 0
+        self._restore()
+
+    # ------------------------------------------------------------------ API
+
+    def ensure(self, origin: Path, stage: int, model: str | None = None) -> Entry:
+        entry = self.cache.ensure(origin, stage, model, verify=self.cfg.verify)
+        self._drop_evicted(entry.evicted)
+        return entry
+
+    def spawn(self, req: ReplicaRequest, mode: str = "fork", weights: str = "T1") -> dict:
+        """Make a replica; returns its record (pid, url, tier, spawn_ms, zygote_pid...)."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if weights not in WEIGHT_TIERS:
+            raise ValueError(f"weights must be one of {WEIGHT_TIERS}")
+        t0 = time.perf_counter()
+        with self._flocks[req.function]:
+            st = req.stage()
+            entry = self.ensure(*st) if st else None
+            if mode == "process":
+                proc, tier = self._start_process(req, entry, weights), ("cold" if weights == "T3"
+                                                                         else weights)
+            else:
+                z, tier = self._zygote_for(req, entry)
+                proc = self._fork(z, req)
+            proc.stage = str(entry.key) if entry else ""
+            proc.spawn_ms = round((time.perf_counter() - t0) * 1e3, 3)
+            proc.tier = tier
+            with self.lock:
+                if entry and (mode == "fork" or weights == "T1"):
+                    proc.segment = entry.segment_id
+                    self.cache.pin(entry.key)
+                self.replicas[proc.pid] = proc
+                self._save()
+        self.on_spawn(tier, proc.spawn_ms / 1e3)
+        log.info("spawned %s-%d pid %d tier %s in %.1f ms", req.function, req.index, proc.pid,
+                 tier, proc.spawn_ms)
+        return proc.to_json()
+
+    def kill(self, pid: int, grace_s: float = 5.0) -> bool:
+        with self.lock:
+            proc = self.replicas.get(pid)
+        if proc is None:
+            return False
+        proc.terminate(grace_s)
+        self._forget(proc)
+        return True
+
+    def reap(self) -> int:
+        """Forget replicas and zygotes that died (crash, OOM kill, kill -9); unpin their stages."""
+        with self.lock:
+            dead = [p for p in self.replicas.values() if not p.alive()]
+            deadz = [f for f, z in self.zygotes.items() if not z.alive()]
+        for p in dead:
+            self._forget(p)
+        with self.lock:
+            for f in deadz:
+                z = self.zygotes.get(f)
+                if z is not None and not z.alive():
+                    del self.zygotes[f]
+                    Path(z.sock).unlink(missing_ok=True)
+            if deadz:
+                self._save()
+        return len(dead) + len(deadz)
+
+    def scrub(self) -> list[str]:
+        """Full re-hash of T1; zygotes and replicas mapping a rebuilt segment are recycled."""
+        rebuilt = self.cache.scrub()
+        for key in rebuilt:
+            log.error("T1 segment %s was corrupt: rebuilt from the lower tier", key)
+            self._recycle(str(key))
+        return [str(k) for k in rebuilt]
+
+    def evict(self, key: StageKey, disk: bool = False) -> bool:
+        present = self.cache.evict(key, disk)  # refused (ValueError) while pinned
+        self._drop_evicted((key,))
+        return present
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            zy = [z.to_json() | {"alive": z.alive()} for z in self.zygotes.values()]
+            reps = [r.to_json() | {"alive": r.alive()} for r in self.replicas.values()]
+        return {"pid": os.getpid(), "cache": self.cache.status(), "zygotes": zy,
+                "replicas": reps, "recycled": self.recycled,
+                "shm_dir": str(self.cfg.shm_dir), "disk_dir": str(self.cfg.disk_dir)}
+
+    def shutdown(self) -> None:
+        """Stop the zygotes and release T1 (running replicas keep their private mappings:
+        unlinking a mapped file frees its memory only when the last mapping goes)."""
+        with self.lock:
+            for z in self.zygotes.values():
+                z.terminate(5.0)
+                Path(z.sock).unlink(missing_ok=True)
+            self.zygotes.clear()
+            self._save()
+        self.cache.close(remove_shm=True)
+
+    # ------------------------------------------------------------------ zygotes
+
+    def _zygote_for(self, req: ReplicaRequest, entry: Entry | None) -> tuple[Proc, str]:
+        key = req.config_key()
+        with self.lock:
+            z = self.zygotes.get(req.function)
+        if z is not None and z.alive() and z.key == key and \
+                (entry is None or z.segment == entry.segment_id):
+            return z, "T0"
+        if z is not None:
+            if entry is not None and z.key == key and z.segment != entry.segment_id:
+                log.warning("%s: segment replaced since its zygote mapped it", req.function)
+                self._recycle(z.stage)
+            else:
+                self._stop_zygote(req.function)
+        z = self._start_zygote(req, key, entry)
+        return z, (entry.tier if entry else "cold")
+
+    def _start_zygote(self, req: ReplicaRequest, key: str, entry: Entry | None) -> Proc:
+        sock = self.zygote_dir / f"{req.function}-{key}.sock"
+        if len(str(sock)) > UNIX_PATH_MAX:
+            raise SpawnError(f"socket path {sock} is longer than {UNIX_PATH_MAX} bytes: "
+                             f"use a shorter QUART_KEYS_DIR")
+        env = dict(req.env)
+        env.pop("QUART_LISTEN_FD", None)
+        env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
+                    "QUART_ZYGOTE_SOCKET": str(sock), "max_inflight": str(req.max_inflight)})
+        if entry is not None:
+            env["QUART_WEIGHTS_PATH"] = str(entry.path)
+        logp = req.log_path.with_name(f"{req.function}-zygote.log")
+        logp.parent.mkdir(parents=True, exist_ok=True)
+        sock.unlink(missing_ok=True)
+        with open(logp, "ab") as out:
+            popen = subprocess.Popen([self.cfg.python, str(req.template_dir / "index.py")],
+                                     cwd=str(req.workdir), env=env, stdin=subprocess.DEVNULL,
+                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        z = Proc("zygote", req.function, popen.pid, start_time(popen.pid), sock=str(sock),
+                 key=key, stage=str(entry.key) if entry else "",
+                 segment=entry.segment_id if entry else "", log=str(logp), popen=popen)
+        deadline = time.monotonic() + self.cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise SpawnError(f"zygote of {req.function} exited with {popen.returncode}; "
+                                 f"see {logp}")
+            if sock.exists():
+                try:
+                    zygote_request(str(sock), {"op": "ping"}, timeout_s=2)
+                    break
+                except (OSError, RuntimeError, ValueError):
+                    pass
+            time.sleep(0.02)
+        else:
+            z.terminate(0)
+            raise SpawnError(f"zygote of {req.function} not ready in "
+                             f"{self.cfg.start_timeout_s:g}s; see {logp}")
+        with self.lock:
+            self.zygotes[req.function] = z
+            self._save()
+        log.info("zygote of %s ready (pid %d, weights %s)", req.function, z.pid,
+                 entry.tier if entry else "none")
+        return z
+
+    def _fork(self, z: Proc, req: ReplicaRequest) -> Proc:
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            lsock.bind(("127.0.0.1", 0))
+            lsock.listen(1024)
+            port = lsock.getsockname()[1]
+            ans = zygote_request(z.sock, {"op": "spawn", "name": f"{req.function}-{req.index}",
+                                          "log": str(req.log_path)}, fd=lsock.fileno())
+        except (OSError, RuntimeError, ValueError) as e:
+            raise SpawnError(f"zygote of {req.function} (pid {z.pid}) did not fork: {e}") from e
+        finally:
+            lsock.close()
+        pid = int(ans["pid"])
+        return Proc("replica", req.function, pid, start_time(pid), url=f"http://127.0.0.1:{port}",
+                    key=z.key, zygote_pid=z.pid, index=req.index, log=str(req.log_path))
+
+    def _start_process(self, req: ReplicaRequest, entry: Entry | None, weights: str) -> Proc:
+        """A fresh ``python index.py`` (no zygote): the cold baseline, or T1/T2 without fork."""
+        env = dict(req.env)
+        env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
+                    "max_inflight": str(req.max_inflight)})
+        env.pop("QUART_ZYGOTE_SOCKET", None)
+        env.pop("QUART_WEIGHTS_PATH", None)
+        if entry is not None and weights != "T3":
+            env["QUART_WEIGHTS_PATH"] = str(entry.path if weights == "T1" else entry.disk_path)
+        lsock = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        env["QUART_LISTEN_FD"] = str(lsock.fileno())
+        req.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(req.log_path, "ab") as out:
+                popen = subprocess.Popen(
+                    [self.cfg.python, str(req.template_dir / "index.py")], cwd=str(req.workdir),
+                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    pass_fds=(lsock.fileno(),), start_new_session=True)
+            port = lsock.getsockname()[1]
+        finally:
+            lsock.close()
+        return Proc("replica", req.function, popen.pid, start_time(popen.pid),
+                    url=f"http://127.0.0.1:{port}", index=req.index, log=str(req.log_path),
+                    popen=popen)
+
+    def _stop_zygote(self, function: str) -> None:
+        with self.lock:
+            z = self.zygotes.pop(function, None)
+            self._save()
+        if z is not None:
+            z.terminate(5.0)
+            Path(z.sock).unlink(missing_ok=True)
+
+    def _recycle(self, stage: str) -> None:
+        """The segment of ``stage`` was replaced: its zygote and the replicas forked from it
+        map pages that may be corrupt.  Stop them; the provider replaces the replicas."""
+        with self.lock:
+            zs = [f for f, z in self.zygotes.items() if z.stage == stage]
+            victims = [r for r in self.replicas.values() if r.stage == stage and r.segment and
+                       r.segment != self._segment_now(stage)]
+        for f in zs:
+            self._stop_zygote(f)
+        for r in victims:
+            log.error("stopping replica pid %d of %s: it maps a replaced segment", r.pid, stage)
+            r.terminate(2.0)
+            self._forget(r)
+            self.recycled += 1
+
+    def _segment_now(self, stage: str) -> str:
+        return self.cache.segment_id(StageKey.parse(stage))
+
+    def _drop_evicted(self, keys: tuple[StageKey, ...]) -> None:
+        names = {str(k) for k in keys}
+        with self.lock:
+            fns = [f for f, z in self.zygotes.items() if z.stage in names]
+        for f in fns:
+            log.info("stage of %s evicted from T1: stopping its zygote", f)
+            self._stop_zygote(f)
+
+    def _forget(self, proc: Proc) -> None:
+        with self.lock:
+            if self.replicas.pop(proc.pid, None) is None:
+                return
+            if proc.segment:
+                try:
+                    self.cache.unpin(StageKey.parse(proc.stage))
+                except ValueError:
+                    pass
+            self._save()
+
+    # ------------------------------------------------------------------ persistence
+
+    def _save(self) -> None:
+        with self.lock:
+            write_json_atomic(self.state_file, {
+                "zygotes": [z.to_json() for z in self.zygotes.values()],
+                "replicas": [r.to_json() for r in self.replicas.values()]})
+
+    def _restore(self) -> None:
+        """Adopt what survived a crash of the previous agent; clean up the rest."""
+        try:
+            doc = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            doc = {}
+        keep = set()
+        for d in doc.get("zygotes", []):
+            z = Proc.from_json(d)
+            if z.alive() and _answers(z.sock):
+                self.zygotes[z.function] = z
+                keep.add(Path(z.sock).name)
+                log.info("adopted zygote of %s (pid %d)", z.function, z.pid)
+            else:
+                z.terminate(2.0)
+        for p in self.zygote_dir.glob("*.sock"):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+        for d in doc.get("replicas", []):
+            r = Proc.from_json(d)
+            if not r.alive():
+                continue
+            self.replicas[r.pid] = r
+            if r.segment:
+                self.cache.pin(StageKey.parse(r.stage))
+        self._save()
+
+
+def _answers(sock: str) -> bool:
+    try:
+        zygote_request(sock, {"op": "ping"}, timeout_s=2)
+        return True
+    except (OSError, RuntimeError, ValueError):
+        return False

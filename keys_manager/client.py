@@ -1,0 +1,161 @@
+"""Talking to the node's keys_manager, and the provider's launcher built on it.
+
+``AgentLauncher`` is the local provider's default ``ReplicaLauncher``: every
+replica is spawned by the agent (forked from a warm zygote).  It starts the
+agent when none answers on the socket and starts it again if it died, so a
+``kill -9`` of the agent costs one restart on the next scale-up, while
+replicas already running keep serving (they are not the agent's threads).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from keys_manager.procs import alive, start_time, terminate
+
+log = logging.getLogger("keys_manager.client")
+
+
+class AgentError(RuntimeError):
+    def __init__(self, message: str, kind: str = "unavailable") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+    """One request on the agent's socket; AgentError when it fails or answers ok=false."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout_s)
+            s.connect(str(sock))
+            s.sendall(json.dumps(doc).encode() + b"\n")
+            buf = bytearray()
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError as e:
+        raise AgentError(f"keys_manager at {sock}: {e}") from e
+    try:
+        ans = json.loads(buf.decode() or "{}")
+    except ValueError as e:
+        raise AgentError(f"keys_manager at {sock}: unreadable answer: {e}") from e
+    if not ans.get("ok"):
+        raise AgentError(f"keys_manager: {ans.get('error', 'no answer')}", ans.get("kind", ""))
+    return ans
+
+
+class ForkedHandle:
+    """A replica the agent made: not our child, so liveness is read from /proc."""
+
+    def __init__(self, launcher: AgentLauncher, doc: dict[str, Any]) -> None:
+        self.launcher = launcher
+        self.pid = int(doc["pid"])
+        self.url = str(doc["url"])
+        self._started = doc.get("started") or start_time(self.pid)
+        self.info = {k: doc.get(k) for k in ("tier", "spawn_ms", "zygote_pid", "stage", "log")}
+
+    def alive(self) -> bool:
+        return alive(self.pid, self._started)
+
+    def terminate(self, grace_s: float) -> None:
+        try:
+            call(self.launcher.socket, {"op": "kill", "pid": self.pid, "grace_s": grace_s},
+                 timeout_s=grace_s + 15)
+        except AgentError as e:  # the agent is down: stop it ourselves, it reaps on restart
+            log.warning("kill of pid %d through keys_manager failed (%s): signalling it", self.pid,
+                        e)
+        terminate(self.pid, self._started, grace_s)
+
+
+class AgentLauncher:
+    """``launch(spec)`` -> a replica spawned by the node's keys_manager (started on demand)."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str] | None = None,
+                 python: str = sys.executable, start_timeout_s: float = 30.0) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("QUART_STATE_DIR", str(self.state_dir))
+        self.socket = Path(self.env.get("QUART_KEYS_SOCKET") or
+                           self.state_dir / "keys_manager.sock").absolute()
+        self.env["QUART_KEYS_SOCKET"] = str(self.socket)
+        self.python = python
+        self.start_timeout_s = start_timeout_s
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def ensure_agent(self) -> int:
+        """The agent's pid: the one answering, or one we start now."""
+        try:
+            return int(call(self.socket, {"op": "ping"}, timeout_s=5)["pid"])
+        except AgentError:
+            pass
+        with self._lock:
+            try:
+                return int(call(self.socket, {"op": "ping"}, timeout_s=5)["pid"])
+            except AgentError:
+                return self._start()
+
+    def _start(self) -> int:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()  # ours, but not answering: replace it
+            self._proc.wait()
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "keys_manager.log", "ab") as out:
+            self._proc = subprocess.Popen([self.python, "-m", "keys_manager"], env=self.env,
+                                          stdin=subprocess.DEVNULL, stdout=out,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise AgentError(f"keys_manager exited with {self._proc.returncode}; see "
+                                 f"{logs / 'keys_manager.log'}")
+            try:
+                pid = int(call(self.socket, {"op": "ping"}, timeout_s=2)["pid"])
+                log.info("keys_manager started (pid %d, socket %s)", pid, self.socket)
+                return pid
+            except AgentError:
+                time.sleep(0.05)
+        self._proc.kill()
+        raise AgentError(f"keys_manager not answering on {self.socket} after "
+                         f"{self.start_timeout_s:g}s")
+
+    def launch(self, spec: Any) -> ForkedHandle:
+        self.ensure_agent()
+        doc = {"op": "spawn", "replica": {
+            "function": spec.function, "index": spec.index,
+            "handler_dir": str(Path(spec.handler_dir).absolute()),
+            "template_dir": str(Path(spec.template_dir).absolute()),
+            "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
+            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight}}
+        ans = call(self.socket, doc, timeout_s=600)
+        return ForkedHandle(self, ans["replica"])
+
+    def status(self) -> dict[str, Any]:
+        return call(self.socket, {"op": "status"})["status"]
+
+    def close(self) -> None:
+        """Stop the agent if we started it (an agent someone else runs is left alone)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            call(self.socket, {"op": "shutdown"}, timeout_s=5)
+            proc.wait(timeout=30)
+        except (AgentError, subprocess.TimeoutExpired):
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,153 @@
+"""The keys_manager process on its own: real agent, real zygotes, real forked replicas, real
+MiniLM weights in a real /dev/shm segment."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from functions.stage.bert import read_manifest
+from keys_manager.client import AgentError, call
+from keys_manager.procs import alive, start_time
+from quart_faas import services
+
+REPO = Path(__file__).resolve().parents[1]
+COW = REPO / "tests" / "fixtures" / "cow"
+TEMPLATE = REPO / "template" / "quart-python"
+
+
+class Agent:
+    def __init__(self, root: Path, threshold: str = "1G") -> None:
+        self.root = root
+        self.sock = root / "km.sock"
+        self.shm = Path(f"/dev/shm/quart-test-{uuid.uuid4().hex[:8]}")
+        self.port = services.free_port()
+        self.env = {**os.environ, "QUART_KEYS_SOCKET": str(self.sock),
+                    "QUART_KEYS_DIR": str(root / "keys"), "QUART_SHM_DIR": str(self.shm),
+                    "QUART_MEMORY_THRESHOLD": threshold, "QUART_KEYS_METRICS_PORT": str(self.port),
+                    "QUART_KEYS_REAP_S": "0.1", "QUART_KEYS_SCRUB_S": "0"}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "keys_manager"], env=self.env,
+                                     cwd=REPO, stdout=open(self.root / "agent.log", "ab"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                call(self.sock, {"op": "ping"}, 2)
+                return
+            except AgentError:
+                assert self.proc.poll() is None, (self.root / "agent.log").read_text()
+                time.sleep(0.05)
+        raise AssertionError("agent did not start")
+
+    def __call__(self, doc: dict, timeout: float = 120) -> dict:
+        return call(self.sock, doc, timeout)
+
+    def spawn(self, model_dir: Path, stage: int, name: str = "cow", index: int = 0,
+              **extra) -> dict:
+        rep = {"function": f"{name}-{stage}", "index": index, "handler_dir": str(COW),
+               "template_dir": str(TEMPLATE), "workdir": str(REPO),
+               "env": {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STAGE": str(stage)},
+               "log_path": str(self.root / "logs" / f"{name}-{stage}-{index}.log"),
+               "max_inflight": 4}
+        return self({"op": "spawn", "replica": rep, **extra}, 300)["replica"]
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+
+
+def embed(rep: dict, op: str = "embed", tries: int = 200) -> dict:
+    for _ in range(tries):
+        try:
+            r = requests.post(rep["url"], json={"op": op}, timeout=30)
+            assert r.status_code == 200, r.text
+            return r.json()
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise AssertionError(f"replica {rep['pid']} never answered")
+
+
+def kill_all(status: dict) -> None:
+    for p in status["replicas"] + status["zygotes"]:
+        if alive(p["pid"], p["started"]):
+            os.kill(p["pid"], signal.SIGKILL)
+
+
+@pytest.fixture
+def agent(tmp_path_factory):
+    a = Agent(tmp_path_factory.mktemp("ka"))
+    a.start()
+    yield a
+    st = a({"op": "status"})["status"] if a.proc.poll() is None else None
+    a.stop()
+    if st:
+        kill_all(st)
+    assert not a.shm.exists(), "T1 left behind in /dev/shm"
+
+
+def test_forked_replicas_share_the_zygote_and_answer_alike(agent, minilm3):
+    first = agent.spawn(minilm3, 1)
+    assert first["tier"] == "T3"  # cold: T3 -> T2 -> T1, then the zygote started
+    second = agent.spawn(minilm3, 1, index=1)
+    assert second["tier"] == "T0" and second["zygote_pid"] == first["zygote_pid"]
+    a, b = embed(first), embed(second)
+    assert a["digest"] == b["digest"] and a["mapped"] and b["pid"] != a["pid"]
+    st = agent({"op": "status"})["status"]
+    assert st["cache"]["pinned"] == {"all-MiniLM-L6-v2--stage-1": 2}
+    assert [z["pid"] for z in st["zygotes"]] == [first["zygote_pid"]]
+    seg = agent.shm / "all-MiniLM-L6-v2--stage-1.safetensors"
+    assert seg.is_file() and (seg.stat().st_mode & 0o777) == 0o600
+
+
+def test_copy_on_write_a_replica_scribbling_on_its_weights_changes_nobody_else(agent, minilm3):
+    a = agent.spawn(minilm3, 2)
+    b = agent.spawn(minilm3, 2, index=1)
+    before = embed(b)
+    sha = read_manifest(minilm3)["stages"][2]["sha256"]
+    scribbled = embed(a, "scribble")
+    assert scribbled["digest"] != before["digest"]  # its own weights are zeros now
+    assert embed(b) == before  # the sibling computes what it did
+    c = agent.spawn(minilm3, 2, index=2)  # a new fork from the zygote, after the scribble
+    assert embed(c)["digest"] == before["digest"]
+    assert agent({"op": "scrub"})["rebuilt"] == []  # the T1 file still has the manifest's sha256
+    from functions.stage.bert import sha256_file
+    assert sha256_file(agent.shm / "all-MiniLM-L6-v2--stage-2.safetensors") == sha
+
+
+def test_eviction_respects_the_threshold_and_never_evicts_a_running_stage(tmp_path_factory,
+                                                                          minilm3):
+    sizes = [s["file_bytes"] for s in read_manifest(minilm3)["stages"]]
+    a = Agent(tmp_path_factory.mktemp("ke"), threshold=str(sizes[0] + sizes[1] + 1024))
+    a.start()
+    try:
+        r0, r1 = a.spawn(minilm3, 0), a.spawn(minilm3, 1)
+        with pytest.raises(AgentError) as e:  # both stages run replicas: nothing may go
+            a({"op": "ensure", "model_dir": str(minilm3), "stage": 2})
+        assert e.value.kind == "cache_full" and "pinned" in str(e.value)
+        assert a({"op": "kill", "pid": r1["pid"]})["killed"] is True
+        ens = a({"op": "ensure", "model_dir": str(minilm3), "stage": 2})
+        assert ens["tier"] == "T2"  # the refused attempt had reached T2; only T1 was full
+        st = a({"op": "status"})["status"]
+        cached = {k: v["T1"] for k, v in st["cache"]["entries"].items()}
+        assert cached == {"all-MiniLM-L6-v2--stage-0": True, "all-MiniLM-L6-v2--stage-1": False,
+                          "all-MiniLM-L6-v2--stage-2": True}
+        assert st["cache"]["bytes"]["T1"] <= sizes[0] + sizes[1] + 1024
+        assert [z["function"] for z in st["zygotes"]] == ["cow-0"]  # stage 1's zygote went too
+        assert embed(r0)["mapped"]  # the pinned stage kept serving
+    finally:
+        st = a({"op": "status"})["status"]
+        a.stop()
+        kill_all(st)
+    assert not a.shm.exists()
