@@ -151,3 +151,108 @@ def test_eviction_respects_the_threshold_and_never_evicts_a_running_stage(tmp_pa
         a.stop()
         kill_all(st)
     assert not a.shm.exists()
+
+
+@pytest.mark.parametrize("doc, needle", [
+    ({"op": "nope"}, "unknown op"),
+    ([1, 2], "JSON object"),
+    ({"op": "spawn", "replica": {"function": "../etc"}}, "invalid function name"),
+    ({"op": "spawn", "replica": {"function": "ok", "handler_dir": "rel", "template_dir": "/",
+                                 "workdir": "/", "log_path": "/x"}}, "absolute path"),
+    ({"op": "spawn", "replica": {"function": "ok", "env": {"A": 1}}}, "env must map"),
+    ({"op": "ensure", "model_dir": "/nonexistent", "stage": 0}, "not found"),
+    ({"op": "evict", "stage": "../../etc/passwd--stage-0"}, "invalid"),
+    ({"op": "kill", "pid": "1"}, "pid must be an integer"),
+])
+def test_bad_requests_get_clear_errors_and_the_agent_keeps_serving(agent, doc, needle):
+    with pytest.raises(AgentError) as e:
+        agent(doc)
+    assert e.value.kind == "bad_request" and needle in str(e.value)
+    assert agent({"op": "ping"})["pid"] == agent.proc.pid
+
+
+def test_invalid_json_and_oversized_lines(agent):
+    import socket as so
+
+    for payload in (b"{not json\n", b"x" * ((1 << 20) + 10) + b"\n"):
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as s:
+            s.connect(str(agent.sock))
+            try:
+                s.sendall(payload)
+            except BrokenPipeError:
+                pass  # the agent stopped reading at the limit and answered
+            ans = json.loads(s.makefile().readline())
+        assert ans["ok"] is False and ans["kind"] == "bad_request"
+    assert agent({"op": "ping"})["ok"]
+    assert (agent.sock.stat().st_mode & 0o777) == 0o600
+
+
+def test_kill9_of_agent_and_zygote_serving_goes_on_and_nothing_leaks(agent, minilm3):
+    r = agent.spawn(minilm3, 1)
+    ref = embed(r)
+    zpid = r["zygote_pid"]
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait()
+    assert embed(r) == ref  # the replica is not the agent's thread
+    agent.start()  # a new agent: adopts the zygote and the replica, re-pins the stage
+    st = agent({"op": "status"})["status"]
+    assert [z["pid"] for z in st["zygotes"]] == [zpid]
+    assert [x["pid"] for x in st["replicas"]] == [r["pid"]]
+    assert st["cache"]["pinned"] == {"all-MiniLM-L6-v2--stage-1": 1}
+    assert agent.spawn(minilm3, 1, index=1)["tier"] == "T0"  # the adopted zygote forks
+    os.kill(zpid, signal.SIGKILL)
+    time.sleep(0.3)
+    assert embed(r) == ref  # nor its zygote's
+    again = agent.spawn(minilm3, 1, index=2)
+    assert again["tier"] == "T1" and again["zygote_pid"] != zpid  # rebuilt from shared memory
+    assert embed(again)["digest"] == ref["digest"]
+
+
+def test_kill9_leftovers_are_cleaned_on_restart(tmp_path_factory, minilm3):
+    a = Agent(tmp_path_factory.mktemp("kl"))
+    a.start()
+    r = a.spawn(minilm3, 2)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    os.kill(r["pid"], signal.SIGKILL)  # its replica died while no agent watched
+    stray = a.shm / ".tmp-half-written"
+    stray.write_bytes(b"partial")  # e.g. a publish cut short by the crash
+    a.start()
+    st = a({"op": "status"})["status"]
+    assert st["replicas"] == [] and st["cache"]["pinned"] == {}
+    assert not stray.exists()
+    a.stop()
+    assert not alive(r["zygote_pid"], start_time(r["zygote_pid"]) or -1)
+    assert not a.shm.exists()
+
+
+def test_corrupt_segment_is_detected_rebuilt_and_its_replicas_recycled(agent, minilm3):
+    r = agent.spawn(minilm3, 2)
+    ref = embed(r)
+    seg = agent.shm / "all-MiniLM-L6-v2--stage-2.safetensors"
+    with open(seg, "r+b") as f:  # flip bytes in the tensor data, size unchanged
+        f.seek(seg.stat().st_size // 2)
+        f.write(b"\xff" * 64)
+    nxt = agent.spawn(minilm3, 2, index=1)  # the fingerprint changed: re-hashed, rebuilt
+    assert nxt["tier"] == "T2" and nxt["zygote_pid"] != r["zygote_pid"]
+    assert embed(nxt)["digest"] == ref["digest"]
+    st = agent({"op": "status"})["status"]
+    assert st["cache"]["corruptions"] == 1 and st["recycled"] == 1
+    assert r["pid"] not in [x["pid"] for x in st["replicas"]]  # it mapped the bad pages
+    time.sleep(0.2)
+    assert not alive(r["pid"], r["started"])
+    seg.write_bytes(seg.read_bytes()[:-100])  # truncated: caught by the periodic scrub too
+    assert agent({"op": "scrub"})["rebuilt"] == ["all-MiniLM-L6-v2--stage-2"]
+
+
+def test_metrics(agent, minilm3):
+    agent.spawn(minilm3, 1)
+    agent.spawn(minilm3, 1, index=1)
+    text = requests.get(f"http://127.0.0.1:{agent.port}/metrics", timeout=5).text
+    for line in ('quart_keys_spawn_seconds_count{tier="T0"} 1.0',
+                 'quart_keys_spawn_seconds_count{tier="T3"} 1.0',
+                 "quart_keys_zygotes_alive 1.0", 'quart_keys_cache_hits_total{tier="T1"} 1.0',
+                 'quart_keys_replicas{function_name="cow-1"} 2.0'):
+        assert line in text, line
+    assert 'quart_keys_cache_bytes{tier="T1"}' in text
+    assert requests.get(f"http://127.0.0.1:{agent.port}/healthz", timeout=5).status_code == 200
