@@ -1,0 +1,205 @@
+"""CV-based pipeline smoothing (Eq. 6): move replicas to where burstiness is heading.
+
+The replica corrector sizes each stage for the traffic it saw.  A burst that
+has just entered stage 0 reaches stage 2 one or two periods later; the CV
+predictor (Eq. 4-5, ``cv_predict``) says so in advance.  Smoothing rescales
+each stage's corrected count by how much that change in arrival CV changes
+the replicas a G/G/c queue needs.
+
+Allen-Cunneen (Allen, *Probability, Statistics, and Queueing Theory*, 2nd ed.,
+1990; Gross & Harris, Sec. 7.x on G/G/c approximations) scales the M/M/c wait
+by the variability of arrivals and service:
+
+    W_q(G/G/c) ~= W_q(M/M/c) * (c_a^2 + c_s^2) / 2
+
+Let ``g(c_a)`` be the smallest replica count whose Allen-Cunneen delay meets
+the stage budget.  Eq. 6 keeps the correction the PID has learned and scales
+it by the change in that need:
+
+    r' = r * g(c_a_predicted) / g(c_a_observed)                    (Eq. 6)
+
+    rising CV  -> r' rounded up (headroom before the burst lands)
+    falling CV -> r' rounded to nearest, released only after
+                  ``release_periods`` consecutive falling forecasts, never for
+                  a critical stage, and never below the M/M/c floor for the
+                  stage budget (``min_replicas_for``) or ``min_replicas``.
+
+With ``max_pipeline_replicas`` set, increases are funded first by the
+replicas other stages release, critical stages served first, and capped at
+the pipeline's total: that is the "reallocation" of the paper in a cluster
+that cannot grow.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .mmc import min_replicas_for
+
+__all__ = [
+    "SmootherConfig",
+    "SmootherState",
+    "SmoothingInput",
+    "Smoothed",
+    "allen_cunneen_wait",
+    "min_replicas_ggc",
+    "smooth_pipeline",
+]
+
+
+@dataclass(frozen=True)
+class SmootherConfig:
+    cv_tolerance: float = 0.1
+    release_periods: int = 2
+    min_replicas: int = 1
+    max_replicas: int = 20
+    max_pipeline_replicas: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.cv_tolerance < 1:
+            raise ValueError("cv_tolerance must be in [0, 1)")
+        if self.release_periods < 1:
+            raise ValueError("release_periods must be >= 1")
+        if not 0 <= self.min_replicas <= self.max_replicas:
+            raise ValueError("need 0 <= min_replicas <= max_replicas")
+
+
+@dataclass(frozen=True)
+class SmootherState:
+    falling_streak: int = 0
+
+
+@dataclass(frozen=True)
+class SmoothingInput:
+    name: str
+    replicas: int
+    budget_s: float
+    arrival_rate: float | None
+    service_time_s: float | None
+    service_cv: float | None
+    arrival_cv: float | None
+    predicted_cv: float | None
+    critical: bool = False
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    name: str
+    replicas: int
+    mmc_floor: int | None
+    reason: str
+    state: SmootherState
+
+
+def allen_cunneen_wait(
+    arrival_rate: float, service_rate: float, replicas: int, arrival_cv: float, service_cv: float
+) -> float:
+    """G/G/c mean queueing wait by Allen-Cunneen; ``math.inf`` when unstable."""
+    from .mmc import mmc_queue_wait
+
+    factor = (arrival_cv**2 + service_cv**2) / 2.0
+    wait = mmc_queue_wait(arrival_rate, service_rate, replicas)
+    return wait if math.isinf(wait) else wait * factor
+
+
+def min_replicas_ggc(
+    arrival_rate: float,
+    service_rate: float,
+    budget_s: float,
+    arrival_cv: float,
+    service_cv: float,
+    max_replicas: int | None = None,
+) -> int | None:
+    """Smallest c whose Allen-Cunneen delay W_q + 1/mu meets the budget, else None.
+
+    The AC wait is the M/M/c wait times a constant k, so this is the M/M/c
+    search with the queueing part of the budget divided by k.
+    """
+    if arrival_cv < 0 or service_cv < 0 or not (math.isfinite(arrival_cv) and math.isfinite(service_cv)):
+        raise ValueError("CVs must be finite numbers >= 0")
+    k = (arrival_cv**2 + service_cv**2) / 2.0
+    service_time = 1.0 / service_rate
+    if k == 0.0:  # deterministic: no wait once stable
+        if budget_s < service_time:
+            return None
+        c = math.floor(arrival_rate / service_rate) + 1 if arrival_rate > 0 else 1
+        return c if max_replicas is None or c <= max_replicas else None
+    if budget_s <= service_time:
+        return min_replicas_for(arrival_rate, service_rate, budget_s, max_replicas)
+    scaled = service_time + (budget_s - service_time) / k
+    return min_replicas_for(arrival_rate, service_rate, scaled, max_replicas)
+
+
+def _stage(
+    x: SmoothingInput, prev: SmootherState, config: SmootherConfig
+) -> tuple[int, int | None, str, SmootherState]:
+    r = x.replicas
+    if x.arrival_rate is None or x.service_time_s is None:
+        return r, None, "smoothing: no rates, unchanged", SmootherState()
+    mu = 1.0 / x.service_time_s
+    hi = config.max_replicas
+    floor = min_replicas_for(x.arrival_rate, mu, x.budget_s, hi)
+    ok = lambda v: v is not None and math.isfinite(v) and v > 0  # noqa: E731
+    if not ok(x.arrival_cv) or not ok(x.predicted_cv):
+        return r, floor, "smoothing: no observed/predicted CV, unchanged", SmootherState()
+    assert x.arrival_cv is not None and x.predicted_cv is not None
+    cs = x.service_cv if x.service_cv is not None else 1.0  # exponential if unknown
+    now, nxt = x.arrival_cv, x.predicted_cv
+    cv_note = f"arrival CV {now:.2f}->{nxt:.2f}"
+    if abs(nxt - now) <= config.cv_tolerance * now:
+        return r, floor, f"smoothing: {cv_note} steady", SmootherState()
+    need_now = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, now, cs, hi)
+    need_next = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, nxt, cs, hi)
+    if need_now is None or need_next is None:
+        return r, floor, f"smoothing: {cv_note}, budget out of reach, unchanged", SmootherState()
+    scaled = r * need_next / need_now
+    g_note = f"G/G/c need {need_now}->{need_next}"
+    if nxt > now:
+        target = min(max(math.ceil(scaled - 1e-9), r), hi)
+        verb = f"+{target - r} headroom" if target > r else "no change"
+        return target, floor, f"smoothing: {cv_note} rising, {g_note}: {verb}", SmootherState()
+    # falling
+    if x.critical:
+        return r, floor, f"smoothing: {cv_note} falling, critical stage keeps {r}", SmootherState()
+    streak = prev.falling_streak + 1
+    lowest = max(floor if floor is not None else r, config.min_replicas)
+    target = min(r, max(math.floor(scaled + 0.5), lowest))
+    if streak < config.release_periods:
+        why = f"smoothing: {cv_note} falling ({streak}/{config.release_periods}), keeps {r}"
+        return r, floor, why, SmootherState(falling_streak=streak)
+    if target == r:
+        why = f"smoothing: {cv_note} falling, {g_note}, M/M/c floor {floor}: keeps {r}"
+        return r, floor, why, SmootherState(falling_streak=streak)
+    why = f"smoothing: {cv_note} falling, {g_note}: release {r - target} (M/M/c floor {floor})"
+    return target, floor, why, SmootherState()
+
+
+def smooth_pipeline(
+    stages: Sequence[SmoothingInput],
+    states: Mapping[str, SmootherState],
+    config: SmootherConfig,
+) -> tuple[list[Smoothed], dict[str, SmootherState]]:
+    """Eq. 6 for every stage of one pipeline, then the optional pipeline cap."""
+    results = [_stage(x, states.get(x.name, SmootherState()), config) for x in stages]
+    replicas = [r for r, _, _, _ in results]
+    reasons = [why for _, _, why, _ in results]
+    cap = config.max_pipeline_replicas
+    if cap is not None and sum(replicas) > cap:
+        base = [min(x.replicas, r) for x, r in zip(stages, replicas, strict=True)]
+        room = cap - sum(base)
+        order = sorted(
+            (i for i, x in enumerate(stages) if replicas[i] > base[i]),
+            key=lambda i: (not stages[i].critical, -(replicas[i] - base[i])),
+        )
+        for i in order:
+            grant = max(min(replicas[i] - base[i], room), 0)
+            if grant < replicas[i] - base[i]:
+                reasons[i] += f"; pipeline cap {cap}: granted +{grant} of +{replicas[i] - base[i]}"
+            replicas[i] = base[i] + grant
+            room -= grant
+    out = [
+        Smoothed(x.name, replicas[i], results[i][1], reasons[i], results[i][3])
+        for i, x in enumerate(stages)
+    ]
+    return out, {s.name: s.state for s in out}
