@@ -90,6 +90,9 @@ class AgentLauncher:
         self.env["QUART_KEYS_SOCKET"] = str(self.socket)
         self.python = python
         self.start_timeout_s = start_timeout_s
+        # how replicas are made: "fork" from the warm zygote (production), or "process"
+        # (a fresh interpreter, weights from tier ``weights``: the baselines of benchmark.scaleup)
+        self.mode, self.weights = "fork", "T1"
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
 
@@ -137,7 +140,8 @@ class AgentLauncher:
             "handler_dir": str(Path(spec.handler_dir).absolute()),
             "template_dir": str(Path(spec.template_dir).absolute()),
             "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
-            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight}}
+            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
+            "mode": self.mode, "weights": self.weights}
         ans = call(self.socket, doc, timeout_s=600)
         return ForkedHandle(self, ans["replica"])
 
