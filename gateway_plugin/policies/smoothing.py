@@ -35,7 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .mmc import min_replicas_for
+from .mmc import min_replicas_for, mmc_queue_wait
 
 __all__ = [
     "SmootherConfig",
@@ -96,8 +96,6 @@ def allen_cunneen_wait(
     arrival_rate: float, service_rate: float, replicas: int, arrival_cv: float, service_cv: float
 ) -> float:
     """G/G/c mean queueing wait by Allen-Cunneen; ``math.inf`` when unstable."""
-    from .mmc import mmc_queue_wait
-
     factor = (arrival_cv**2 + service_cv**2) / 2.0
     wait = mmc_queue_wait(arrival_rate, service_rate, replicas)
     return wait if math.isinf(wait) else wait * factor
@@ -116,7 +114,9 @@ def min_replicas_ggc(
     The AC wait is the M/M/c wait times a constant k, so this is the M/M/c
     search with the queueing part of the budget divided by k.
     """
-    if arrival_cv < 0 or service_cv < 0 or not (math.isfinite(arrival_cv) and math.isfinite(service_cv)):
+    if not (math.isfinite(arrival_cv) and math.isfinite(service_cv)):
+        raise ValueError("CVs must be finite numbers >= 0")
+    if arrival_cv < 0 or service_cv < 0:
         raise ValueError("CVs must be finite numbers >= 0")
     k = (arrival_cv**2 + service_cv**2) / 2.0
     service_time = 1.0 / service_rate
@@ -131,6 +131,10 @@ def min_replicas_ggc(
     return min_replicas_for(arrival_rate, service_rate, scaled, max_replicas)
 
 
+def _positive(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value > 0
+
+
 def _stage(
     x: SmoothingInput, prev: SmootherState, config: SmootherConfig
 ) -> tuple[int, int | None, str, SmootherState]:
@@ -140,8 +144,7 @@ def _stage(
     mu = 1.0 / x.service_time_s
     hi = config.max_replicas
     floor = min_replicas_for(x.arrival_rate, mu, x.budget_s, hi)
-    ok = lambda v: v is not None and math.isfinite(v) and v > 0  # noqa: E731
-    if not ok(x.arrival_cv) or not ok(x.predicted_cv):
+    if not (_positive(x.arrival_cv) and _positive(x.predicted_cv)):
         return r, floor, "smoothing: no observed/predicted CV, unchanged", SmootherState()
     assert x.arrival_cv is not None and x.predicted_cv is not None
     cs = x.service_cv if x.service_cv is not None else 1.0  # exponential if unknown
