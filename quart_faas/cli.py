@@ -35,7 +35,8 @@ def cmd_up(a: argparse.Namespace) -> int:
 
     try:
         up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
-           timeout_s=a.timeout, provider_port=a.provider_port, metrics_port=a.metrics_port)
+           timeout_s=a.timeout, provider_port=a.provider_port, metrics_port=a.metrics_port,
+           keys_metrics_port=a.keys_metrics_port)
     except (DeployError, RuntimeError) as e:
         return _fail(str(e))
     return 0
@@ -76,6 +77,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--no-prometheus", action="store_true")
     s.add_argument("--provider-port", type=int, help="default: gateway port + 1")
     s.add_argument("--metrics-port", type=int, help="default: gateway port + 2")
+    s.add_argument("--keys-metrics-port", type=int,
+                   help="keys_manager /metrics; default: gateway port + 3")
     s.add_argument("--state-dir", type=Path, default=STATE_DIR)
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
     s.set_defaults(fn=cmd_up)

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", type=float, default=3.0, help="burstiness (CV of inter-arrivals)")
     p.add_argument("--inputs", type=int, default=4, help="sentences per request")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale-to", type=int, default=4,
+                   help="replicas of the middle stage in the scale-up shown first")
     a = p.parse_args(argv)
     con = Console()
     before = {s.name for s in services.recorded(a.state_dir)}
@@ -86,10 +88,11 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     mid = names[len(names) // 2]
     t1 = time.perf_counter()
     requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
-                  json={"serviceName": mid, "replicas": 2}).raise_for_status()
-    deploy.wait_available(ep.gateway, auth, {mid: 2}, 120)
-    con.print(f"scaled {mid} to 2 replicas: ready in {time.perf_counter() - t1:.2f}s "
-              "(a fresh process; keys_manager's fork scale-up comes next)")
+                  json={"serviceName": mid, "replicas": a.scale_to}).raise_for_status()
+    deploy.wait_available(ep.gateway, auth, {mid: a.scale_to}, 120)
+    con.print(f"scaled {mid} 1 -> {a.scale_to} replicas: all ready "
+              f"{(time.perf_counter() - t1) * 1e3:.0f} ms after the request")
+    _spawn_table(con, ep.gateway, auth, names)
 
     url = f"{ep.gateway}/function/{names[0]}"
     body = json.dumps({"inputs": SENTENCES[: a.inputs]}).encode()
@@ -108,6 +111,22 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     window = f"{int(time.time() - start) + 5}s"
     _report(con, names, results, metrics, counts0, window)
     return 0 if all(r.status == 200 for r in results) else 1
+
+
+def _spawn_table(con: Console, gateway: str, auth: tuple[str, str], names: list[str]) -> None:
+    """How each replica was made: T0 = forked from the stage's warm zygote (keys_manager),
+    T1/T2/T3 = the zygote had to start, its weights found in shared memory / node disk /
+    the origin partition."""
+    stats = requests.get(f"{gateway}/system/quart/stats", auth=auth, timeout=10).json()
+    t = Table(title="Replicas and how they started (keys_manager)")
+    for col in ("function", "replica", "pid", "tier", "spawn ms", "ready ms", "zygote"):
+        t.add_column(col, justify="left" if col in ("function", "tier") else "right")
+    for n in names:
+        for i in sorted(stats.get(n, {}).get("instances", []), key=lambda i: i["index"]):
+            t.add_row(n, str(i["index"]), str(i.get("pid", "")), str(i.get("tier", "")),
+                      f"{i.get('spawn_ms') or 0:.1f}", f"{i.get('ready_ms') or 0:.1f}",
+                      str(i.get("zygote_pid") or ""))
+    con.print(t)
 
 
 def _report(con: Console, names: list[str], results: list[openloop.Result],

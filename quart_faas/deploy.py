@@ -46,6 +46,12 @@ class Endpoints:
     provider_port: int
     metrics_port: int
     prometheus: str
+    keys_metrics_port: int = 8083
+
+    @property
+    def keys_metrics(self) -> str:
+        host = urlparse(self.gateway).hostname or "127.0.0.1"
+        return f"http://{host}:{self.keys_metrics_port}"
 
     @property
     def metrics(self) -> str:
@@ -54,10 +60,11 @@ class Endpoints:
 
 
 def endpoints(gateway: str, provider_port: int | None = None, metrics_port: int | None = None,
-              prometheus_url: str = "http://127.0.0.1:9090") -> Endpoints:
+              prometheus_url: str = "http://127.0.0.1:9090",
+              keys_metrics_port: int | None = None) -> Endpoints:
     port = urlparse(gateway).port or 8080
     return Endpoints(gateway.rstrip("/"), provider_port or port + 1, metrics_port or port + 2,
-                     prometheus_url.rstrip("/"))
+                     prometheus_url.rstrip("/"), keys_metrics_port or port + 3)
 
 
 def start_local(state_dir: Path, ep: Endpoints, say: Callable[[str], None]) -> None:
@@ -69,16 +76,19 @@ def start_local(state_dir: Path, ep: Endpoints, say: Callable[[str], None]) -> N
                "--provider-port", str(ep.provider_port), "--metrics-port", str(ep.metrics_port),
                "--state-dir", str(state_dir),
                "--auth-password-file", str(password_file(state_dir))]
-        svc = services.start(state_dir, "gateway", cmd, ep.gateway)
+        env = {**os.environ, "QUART_KEYS_METRICS_PORT": str(ep.keys_metrics_port)}
+        svc = services.start(state_dir, "gateway", cmd, ep.gateway, env=env)
         if not services.wait_http(f"{ep.gateway}/healthz", 60, lambda: services.pid_alive(svc.pid)):
             services.stop(state_dir, svc)
             raise DeployError(f"the local gateway did not start on {ep.gateway}; see {svc.log}")
         say(f"started the local gateway on {ep.gateway} (provider :{ep.provider_port}, "
-            f"metrics {ep.metrics}/metrics), log {svc.log}")
+            f"metrics {ep.metrics}/metrics, keys_manager {ep.keys_metrics}/metrics), "
+            f"log {svc.log}")
     if ep.prometheus and not services.answers(f"{ep.prometheus}/-/ready"):
         port = urlparse(ep.prometheus).port or 9090
         metrics_target = urlparse(ep.metrics).netloc
-        prometheus.start(state_dir, port, {"openfaas-gateway": [metrics_target]},
+        prometheus.start(state_dir, port, {"openfaas-gateway": [metrics_target],
+                                           "keys-manager": [urlparse(ep.keys_metrics).netloc]},
                          scrape_interval_s=1.0)
         say(f"started Prometheus on {ep.prometheus} scraping {metrics_target}")
 
@@ -139,8 +149,8 @@ def wait_available(gateway: str, auth: tuple[str, str], wanted: dict[str, int],
 
 def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: str | None,
        say: Callable[[str], None] = print, timeout_s: float = 300,
-       provider_port: int | None = None, metrics_port: int | None = None
-       ) -> tuple[Stack, Endpoints]:
+       provider_port: int | None = None, metrics_port: int | None = None,
+       keys_metrics_port: int | None = None) -> tuple[Stack, Endpoints]:
     gw = (gateway or os.environ.get("OPENFAAS_URL") or "").rstrip("/")
     env = dict(os.environ)
     if gw:
@@ -154,7 +164,8 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
     stack = load_stack(stack_file, env)
     check_local(stack)
     ep = endpoints(gw, provider_port, metrics_port,
-                   prometheus_url if prometheus_url is not None else "http://127.0.0.1:9090")
+                   prometheus_url if prometheus_url is not None else "http://127.0.0.1:9090",
+                   keys_metrics_port)
     start_local(state_dir, ep, say)
     auth = (USER, password_file(state_dir).read_text().strip())
     names = deploy(stack, ep.gateway, auth)

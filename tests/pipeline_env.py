@@ -32,12 +32,12 @@ def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subproces
 
 
 def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml") -> Deployment:
-    gw, pv, mp, pp = (services.free_port() for _ in range(4))
+    gw, pv, mp, pp, kp = (services.free_port() for _ in range(5))
     env = {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STATE_DIR": str(state)}
     env.pop("QUART_GATEWAY_URL", None)
     gateway = f"http://127.0.0.1:{gw}"
     r = cli(["up", "-f", str(stack), "-g", gateway, "--provider-port", str(pv),
-             "--metrics-port", str(mp), "--prometheus-url", f"http://127.0.0.1:{pp}",
+             "--metrics-port", str(mp), "--keys-metrics-port", str(kp), "--prometheus-url", f"http://127.0.0.1:{pp}",
              "--state-dir", str(state)], env)
     if r.returncode != 0:
         cli(["down", "--state-dir", str(state)], env)
@@ -59,3 +59,12 @@ def replica_pids(function: str) -> list[int]:
             except OSError:
                 continue
     return sorted(pids)
+
+
+def serving_pids(dep: Deployment, function: str) -> list[int]:
+    """Pids of the function's replicas as the provider lists them (zygotes are not replicas)."""
+    import requests
+
+    r = requests.get(f"{dep.gateway}/system/quart/stats", auth=dep.auth, timeout=5)
+    r.raise_for_status()
+    return sorted(i["pid"] for i in r.json().get(function, {}).get("instances", []) if "pid" in i)

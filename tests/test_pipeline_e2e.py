@@ -183,7 +183,7 @@ def test_basic_auth_protects_system_not_functions(dep):
 
 
 def test_killed_replica_is_replaced_under_load(dep):
-    pids = pipeline_env.replica_pids(FN[1])
+    pids = pipeline_env.serving_pids(dep, FN[1])
     assert len(pids) == 1
     stop = threading.Event()
     codes: list[int] = []
@@ -202,7 +202,7 @@ def test_killed_replica_is_replaced_under_load(dep):
     os.kill(pids[0], signal.SIGKILL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        new = pipeline_env.replica_pids(FN[1])
+        new = pipeline_env.serving_pids(dep, FN[1])
         st = requests.get(f"{dep.gateway}/system/function/{FN[1]}", auth=dep.auth, timeout=5).json()
         if new and new != pids and st["availableReplicas"] >= 1:
             break
@@ -211,7 +211,7 @@ def test_killed_replica_is_replaced_under_load(dep):
     stop.set()
     for t in threads:
         t.join()
-    assert pipeline_env.replica_pids(FN[1]) not in ([], pids)
+    assert pipeline_env.serving_pids(dep, FN[1]) not in ([], pids)
     assert codes.count(200) > 0
     later = [invoke(dep, ["after the kill"]).status_code for _ in range(5)]
     assert later == [200] * 5
@@ -228,7 +228,7 @@ def test_scale_through_the_gateway(dep):
             break
         time.sleep(0.2)
     assert st["replicas"] == 2 and st["availableReplicas"] == 2
-    assert len(pipeline_env.replica_pids(FN[2])) == 2
+    assert len(pipeline_env.serving_pids(dep, FN[2])) == 2
     results = {json.dumps(invoke(dep, ["same answer"]).json()["embeddings"]) for _ in range(6)}
     assert len(results) == 1  # both replicas compute the same thing
     requests.post(url, json={"serviceName": FN[2], "replicas": 1}, auth=dep.auth, timeout=5)

@@ -158,7 +158,11 @@ def start_server(tmp: Path, env: dict[str, str] | None = None, role: str = "all"
     pw = tmp / "password"
     pw.write_text(PASSWORD + "\n")
     log_path = state / "server.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # These tests pin the provider's own behaviour (routing, queueing, drain, crash handling)
+    # with child-process replicas, whose pids they can read as the provider's children; the
+    # default fork launcher is exercised by test_keys_pipeline and test_pipeline_e2e.
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "QUART_LAUNCHER": "process",
+                **(env or {})}
     cmd = [sys.executable, "-m", "local_provider", "--role", role, "--gateway-port", "0",
            "--provider-port", "0", "--metrics-port", "0", "--state-dir", str(state),
            "--auth-password-file", str(pw), *(args or [])]
