@@ -372,8 +372,10 @@ class KeysManager:
     # ------------------------------------------------------------------ persistence
 
     def _save(self) -> None:
+        """Atomic (rename) but not fsync'ed: it describes live processes, which a machine
+        crash takes with it; an fsync per spawn would cost milliseconds on the hot path."""
         with self.lock:
-            write_json_atomic(self.state_file, {
+            write_json_atomic(self.state_file, durable=False, obj={
                 "zygotes": [z.to_json() for z in self.zygotes.values()],
                 "replicas": [r.to_json() for r in self.replicas.values()]})
 

@@ -178,14 +178,15 @@ def fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: object) -> None:
+def write_json_atomic(path: Path, obj: object, durable: bool = True) -> None:
     """JSON written like a segment: temp file, fsync, rename; never a torn index."""
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, sort_keys=True)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,7 @@ never initialises CUDA (a CUDA context cannot be used in a forked child).
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import random
@@ -79,6 +80,11 @@ def serve_zygote(path: str, serve_fd: Callable[[int], None]) -> None:
     os.chmod(path, 0o600)
     srv.listen(16)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    # Move every object allocated so far (torch, the handler, the model) out of the
+    # collector's reach: a child's first collections would otherwise write to the header
+    # of each of them and copy-on-write-fault hundreds of MB of pages it never changes.
+    gc.collect()
+    gc.freeze()
     print(f"zygote pid {os.getpid()} ready on {path}", flush=True)
     try:
         while True:

@@ -100,6 +100,7 @@ def main() -> None:
     if zygote and importlib.util.find_spec("keys_manager") is not None:
         from keys_manager.zygote import serve_zygote  # become the parent replicas fork from
 
+        app.test_client().get("/_/health")  # build Flask's lazy state once, not per child
         serve_zygote(zygote, serve_fd)
         return
     fd = os.environ.get("QUART_LISTEN_FD")  # else a plain start, e.g. on a stock OpenFaaS node
