@@ -11,6 +11,7 @@ running replica pins are evicted to make room.
 """
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import threading
@@ -225,6 +226,13 @@ class ParamCache:
             self.disk_path(key).unlink(missing_ok=True)
             self._ensure_disk(key, rec, verify=True)
             copy_verified(self.disk_path(key), self.shm_path(key), rec.sha256, rec.bytes)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EDQUOT):
+                raise
+            # the threshold allowed it but the tmpfs is smaller (or shared with others):
+            # the temp copy is gone (copy_verified), nothing half-written is visible
+            raise CacheFull(f"{key}: {self.shm_dir} is out of space ({e.strerror}); lower "
+                            f"QUART_MEMORY_THRESHOLD or grow the tmpfs") from None
         self._fp[key] = self._fingerprint(key)
         self._t1[key] = rec.bytes
         self.bytes_promoted["T1"] += rec.bytes

@@ -38,10 +38,11 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from keys_manager.agent import KeysManager, ReplicaRequest, SpawnError
+from keys_manager.agent import KeysManager, SpawnError
 from keys_manager.cache import CacheFull, StageKey
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
+from keys_manager.request import ReplicaRequest
 from keys_manager.segment import SegmentCorrupt
 
 log = logging.getLogger("keys_manager")
@@ -98,7 +99,7 @@ def handle(agent: KeysManager, req: Any, stop: threading.Event) -> dict[str, Any
         return {"ok": False, "kind": "spawn_failed", "error": str(e)}
     except (ValueError, TypeError, FileNotFoundError) as e:
         return {"ok": False, "kind": "bad_request", "error": str(e)}
-    except Exception as e:  # noqa: BLE001 - the agent keeps serving; the caller sees why
+    except Exception as e:
         log.exception("request %r failed", req.get("op") if isinstance(req, dict) else req)
         return {"ok": False, "kind": "internal", "error": f"{type(e).__name__}: {e}"}
 
@@ -132,7 +133,7 @@ class _ApiHandler(socketserver.StreamRequestHandler):
 
 def _metrics_server(cfg: AgentConfig, metrics: AgentMetrics) -> ThreadingHTTPServer:
     class H(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.split("?")[0] == "/metrics":
                 body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
             elif self.path == "/healthz":

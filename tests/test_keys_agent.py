@@ -37,9 +37,9 @@ class Agent:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "keys_manager"], env=self.env,
-                                     cwd=REPO, stdout=open(self.root / "agent.log", "ab"),
-                                     stderr=subprocess.STDOUT)
+        with open(self.root / "agent.log", "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "keys_manager"], env=self.env,
+                                         cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
