@@ -1,4 +1,5 @@
 """Eq. 7-10 (CPU demand) and Algorithm 2 (incremental allocation with rollback)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Eq. 4-5: CV propagation baselines, the simulator that feeds them, and the GAT."""
+
 from __future__ import annotations
 
 import math
@@ -67,7 +68,9 @@ def test_baselines_on_a_hand_graph() -> None:
     got = cp.baseline_predict("copy_upstream", raw, up)
     assert got == pytest.approx([1.0, 3.0, math.sqrt(7.0)])
     # upstream_departure: sqrt((1*0.81 + 3*4)/4) = sqrt(3.2025) = 1.789553
-    assert cp.baseline_predict("upstream_departure", raw, up)[2] == pytest.approx(1.789553, rel=1e-5)
+    assert cp.baseline_predict("upstream_departure", raw, up)[2] == pytest.approx(
+        1.789553, rel=1e-5
+    )
     # qna: node 1 -> c_d^2 = 1 + (1 - 0.09)*8 = 8.28; node 0 -> 1;
     # merged sqrt((1*1 + 3*8.28)/4) = sqrt(6.46) = 2.541653
     assert cp.baseline_predict("qna", raw, up)[2] == pytest.approx(2.541653, rel=1e-5)
@@ -128,7 +131,9 @@ def test_gat_beats_copy_upstream_on_held_out_pipelines(data, trained) -> None:
         (s, i)
         for s in held_out
         for i, up in enumerate(s.upstream)
-        if up and s.features[up[0], 1] > 2.0 and s.features[up[0], 6] > 0.7
+        if up
+        and s.features[up[0], 1] > 2.0
+        and s.features[up[0], 6] > 0.7
         and np.isfinite(s.target[i])
     ]
     assert len(bursty) >= 20

@@ -1,4 +1,5 @@
 """Eq. 1 (M/M/c, Erlang C) against values worked out by hand and textbook closed forms."""
+
 from __future__ import annotations
 
 import math

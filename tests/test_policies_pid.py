@@ -1,4 +1,5 @@
 """Eq. 2-3: PID sign, anti-windup, derivative on measurement; replica correction."""
+
 from __future__ import annotations
 
 import pytest

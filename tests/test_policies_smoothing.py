@@ -1,4 +1,5 @@
 """Eq. 6: Allen-Cunneen rescaling of corrected replicas by the predicted arrival CV."""
+
 from __future__ import annotations
 
 import random
@@ -59,7 +60,9 @@ def _x(r: int, cv: float | None, pred: float | None, **kw) -> SmoothingInput:
 
 
 def _one(x: SmoothingInput, state: SmootherState | None = None, **cfg):
-    out, states = smooth_pipeline([x], {} if state is None else {x.name: state}, SmootherConfig(**cfg))
+    out, states = smooth_pipeline(
+        [x], {} if state is None else {x.name: state}, SmootherConfig(**cfg)
+    )
     return out[0], states[x.name]
 
 
@@ -78,7 +81,13 @@ SMOOTH_TABLE = [
 
 @pytest.mark.parametrize(("r", "cv", "pred", "budget", "periods", "expected", "why"), SMOOTH_TABLE)
 def test_smoothing_table(
-    r: int, cv: float | None, pred: float | None, budget: float, periods: int, expected: int, why: str
+    r: int,
+    cv: float | None,
+    pred: float | None,
+    budget: float,
+    periods: int,
+    expected: int,
+    why: str,
 ) -> None:
     got, _ = _one(_x(r, cv, pred, budget=budget), release_periods=periods)
     assert got.replicas == expected, why
@@ -109,8 +118,14 @@ def test_never_below_mmc_floor_on_random_inputs() -> None:
         if floor is None:
             continue
         x = SmoothingInput(
-            "s", rng.randint(floor, 20), budget, lam, s, rng.uniform(0.1, 2.0),
-            rng.uniform(0.2, 4.0), rng.uniform(0.2, 4.0),
+            "s",
+            rng.randint(floor, 20),
+            budget,
+            lam,
+            s,
+            rng.uniform(0.1, 2.0),
+            rng.uniform(0.2, 4.0),
+            rng.uniform(0.2, 4.0),
         )
         out, _ = smooth_pipeline([x], {}, cfg)
         assert floor <= out[0].replicas <= 20, (x, out[0])
@@ -124,9 +139,13 @@ def test_pipeline_cap_funds_increases_from_releases_critical_first() -> None:
     out, _ = smooth_pipeline([a, b, c], {}, SmootherConfig(release_periods=1))
     assert [o.replicas for o in out] == [6, 4, 3]
     # cap 11: base after releases is 4 + 4 + 2 = 10, room 1 -> the critical stage c gets it
-    out, _ = smooth_pipeline([a, b, c], {}, SmootherConfig(release_periods=1, max_pipeline_replicas=11))
+    out, _ = smooth_pipeline(
+        [a, b, c], {}, SmootherConfig(release_periods=1, max_pipeline_replicas=11)
+    )
     assert [o.replicas for o in out] == [4, 4, 3]
     assert "granted +0 of +2" in out[0].reason
     # cap 12: c takes +1, a the remaining +1 of its +2; b's release paid for both
-    out, _ = smooth_pipeline([a, b, c], {}, SmootherConfig(release_periods=1, max_pipeline_replicas=12))
+    out, _ = smooth_pipeline(
+        [a, b, c], {}, SmootherConfig(release_periods=1, max_pipeline_replicas=12)
+    )
     assert [o.replicas for o in out] == [5, 4, 3]

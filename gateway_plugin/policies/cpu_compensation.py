@@ -30,19 +30,21 @@ Algorithm 2 (incremental allocation, one step per control period):
 
 Missing metrics hold the allocation and leave a pending step unjudged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 __all__ = [
     "CPUConfig",
-    "CPUState",
-    "CPUInput",
     "CPUDecision",
-    "cpu_demand",
+    "CPUInput",
+    "CPUState",
     "compensate",
     "compensate_pipeline",
+    "cpu_demand",
 ]
 
 
@@ -76,7 +78,7 @@ class CPUState:
     plateau_demand: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CPUInput:
     name: str
     replicas_before: int
@@ -89,7 +91,7 @@ class CPUInput:
     cpu_cores: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CPUDecision:
     name: str
     cpu: float
@@ -128,16 +130,23 @@ def compensate(x: CPUInput, state: CPUState, config: CPUConfig) -> CPUDecision:
     demand: float | None = None
     if x.arrival_rate is not None and x.cpu_s_per_request is not None and x.replicas_after >= 1:
         demand = cpu_demand(
-            x.arrival_rate, x.cpu_s_per_request, x.replicas_after, config, x.arrival_cv, x.service_cv
+            x.arrival_rate,
+            x.cpu_s_per_request,
+            x.replicas_after,
+            config,
+            x.arrival_cv,
+            x.service_cv,
         )
     consolidated = 0 < x.replicas_after < x.replicas_before
+    if not (state.active or consolidated):
+        # the common case, kept cheap: a thousand stages go through here each period
+        kept = state if state.cpu == cpu else CPUState(cpu=cpu)
+        return CPUDecision(x.name, cpu, demand, f"cpu {cpu:.2f}: no consolidation, unchanged", kept)
     here = replace(state, cpu=cpu)
 
-    def out(new_cpu: float, why: str, **changes: object) -> CPUDecision:
+    def out(new_cpu: float, why: str, **changes: Any) -> CPUDecision:
         return CPUDecision(x.name, new_cpu, demand, why, replace(here, cpu=new_cpu, **changes))
 
-    if not (state.active or consolidated):
-        return out(cpu, f"cpu {cpu:.2f}: no consolidation, unchanged")
     if demand is None or x.latency_s is None:
         return out(cpu, f"cpu {cpu:.2f}: missing rate/CPU time/latency, hold")
     d_note = f"demand {demand:.2f}"
@@ -170,9 +179,7 @@ def compensate(x: CPUInput, state: CPUState, config: CPUConfig) -> CPUDecision:
         why = f"cpu {cpu:.2f}->{new:.2f}: step {new - cpu:.2f} towards {d_note}"
         if consolidated:
             why += f" (consolidated {x.replicas_before}->{x.replicas_after})"
-        return out(
-            new, why, last_step=new - cpu, latency_before=x.latency_s, plateau_demand=None
-        )
+        return out(new, why, last_step=new - cpu, latency_before=x.latency_s, plateau_demand=None)
     return out(cpu, f"cpu {cpu:.2f}: meets {d_note}")
 
 
@@ -181,4 +188,3 @@ def compensate_pipeline(
 ) -> tuple[list[CPUDecision], dict[str, CPUState]]:
     decisions = [compensate(x, states.get(x.name, CPUState()), config) for x in inputs]
     return decisions, {d.name: d.state for d in decisions}
-

@@ -28,6 +28,7 @@ The running system must not act on random weights: a GAT is used only when a
 trained checkpoint beat every baseline on held-out data (``select_predictor``).
 Checkpoints are safetensors bytes plus JSON metadata, never pickle.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,18 +45,21 @@ import torch
 from torch import nn
 
 __all__ = [
-    "FEATURES",
     "BASELINES",
-    "CVSample",
     "CVGAT",
+    "FEATURES",
+    "CVSample",
     "TrainResult",
-    "encode_features",
-    "predict",
-    "train",
-    "evaluate",
-    "select_predictor",
-    "checkpoint_to_bytes",
+    "baseline_predict",
+    "baseline_predict_many",
     "checkpoint_from_bytes",
+    "checkpoint_to_bytes",
+    "encode_features",
+    "evaluate",
+    "predict",
+    "qna_departure_cv",
+    "select_predictor",
+    "train",
 ]
 
 FEATURES = (
@@ -86,44 +90,60 @@ class CVSample:
 # ---------------------------------------------------------------- baselines
 
 
-def _superpose(rates: np.ndarray, cvs: np.ndarray, parents: Sequence[int]) -> float:
-    lam = np.nan_to_num(rates[list(parents)], nan=0.0)
-    c2 = cvs[list(parents)] ** 2
-    if lam.sum() <= 0:
-        return float(math.sqrt(np.mean(c2)))
-    return float(math.sqrt(np.sum(lam * c2) / lam.sum()))
-
-
 def qna_departure_cv(arrival_cv: float, service_cv: float, rho: float, servers: int) -> float:
     """Whitt (1983) m-server linking equation; rho is capped at 1 (a saturated
     server emits at its service rhythm whatever comes in)."""
-    r2 = min(max(rho, 0.0), 1.0) ** 2
-    c2 = 1.0 + (1.0 - r2) * (arrival_cv**2 - 1.0) + r2 * (service_cv**2 - 1.0) / math.sqrt(servers)
-    return math.sqrt(max(c2, 0.0))
+    one = [np.array([float(v)]) for v in (arrival_cv, service_cv, rho, servers)]
+    return float(_qna(*one)[0])
+
+
+def _qna(ca: np.ndarray, cs: np.ndarray, rho: np.ndarray, m: np.ndarray) -> np.ndarray:
+    r2 = np.clip(rho, 0.0, 1.0) ** 2
+    c2 = 1.0 + (1.0 - r2) * (ca**2 - 1.0) + r2 * (cs**2 - 1.0) / np.sqrt(np.maximum(m, 1.0))
+    return np.sqrt(np.maximum(c2, 0.0))
 
 
 def baseline_predict(name: str, raw: np.ndarray, upstream: Sequence[Sequence[int]]) -> np.ndarray:
     """Next-period arrival CV per stage; a source stage keeps its own arrival CV."""
-    out = raw[:, _ACV].astype(float).copy()
+    return baseline_predict_many(name, [(raw, upstream)])[0]
+
+
+def baseline_predict_many(
+    name: str, graphs: Sequence[tuple[np.ndarray, Sequence[Sequence[int]]]]
+) -> list[np.ndarray]:
+    """``baseline_predict`` for many pipelines at once, vectorised over all stages."""
+    if not graphs:
+        return []
+    raw = np.concatenate([np.asarray(g, dtype=float).reshape(-1, len(FEATURES)) for g, _ in graphs])
     if name == "copy_upstream":
         source = raw[:, _ACV]
     elif name == "upstream_departure":
         source = raw[:, _DCV]
     elif name == "qna":
-        source = np.array(
-            [
-                qna_departure_cv(row[_ACV], row[_SCV], row[_UTIL], max(int(row[_REPL]), 1))
-                if np.isfinite(row[[_ACV, _SCV, _UTIL]]).all()
-                else math.nan
-                for row in raw
-            ]
-        )
+        source = _qna(raw[:, _ACV], raw[:, _SCV], raw[:, _UTIL], raw[:, _REPL])
     else:
         raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
-    for i, parents in enumerate(upstream):
-        if parents:
-            out[i] = _superpose(raw[:, _RATE], source, parents)
-    return out
+    out = raw[:, _ACV].copy()
+    single_dst, single_src = [], []
+    offset = 0
+    for g_raw, upstream in graphs:
+        for i, parents in enumerate(upstream):
+            if len(parents) == 1:
+                single_dst.append(offset + i)
+                single_src.append(offset + parents[0])
+            elif parents:
+                # superposition (QNA): c^2 = sum_j (lambda_j / lambda) c_j^2
+                idx = [offset + p for p in parents]
+                lam = np.nan_to_num(raw[idx, _RATE], nan=0.0)
+                c2 = source[idx] ** 2
+                total = lam.sum()
+                out[offset + i] = math.sqrt(
+                    float(np.sum(lam * c2) / total) if total > 0 else float(np.mean(c2))
+                )
+        offset += len(upstream)
+    out[single_dst] = source[single_src]
+    sizes = np.cumsum([len(up) for _, up in graphs])[:-1]
+    return np.split(out, sizes)
 
 
 # ---------------------------------------------------------------- GAT (Eq. 4-5)
@@ -207,19 +227,31 @@ class CVGAT(nn.Module):
 def _batch(
     graphs: Sequence[tuple[np.ndarray, Sequence[Sequence[int]]]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pad pipelines to the longest: x [B, N, F], adjacency [B, N, N], node mask [B, N]."""
-    n_max = max(len(up) for _, up in graphs)
+    """Pad pipelines to the longest: x [B, N, F], adjacency [B, N, N], node mask [B, N].
+
+    Built with one encode over all stages and index arrays, because the
+    control loop batches hundreds of pipelines into a single call.
+    """
+    sizes = [len(up) for _, up in graphs]
+    n_max = max(sizes)
+    rows = np.repeat(np.arange(len(graphs)), sizes)
+    cols = np.concatenate([np.arange(n) for n in sizes])
+    flat_up = [parents for _, up in graphs for parents in up]
+    raw = np.concatenate([np.asarray(r, dtype=float).reshape(-1, len(FEATURES)) for r, _ in graphs])
     x = np.zeros((len(graphs), n_max, N_INPUTS), dtype=np.float32)
-    adj = np.zeros((len(graphs), n_max, n_max), dtype=bool)
+    x[rows, cols] = encode_features(raw, flat_up)
     mask = np.zeros((len(graphs), n_max), dtype=bool)
+    mask[rows, cols] = True
+    adj = np.zeros((len(graphs), n_max, n_max), dtype=bool)
     idx = np.arange(n_max)
     adj[:, idx, idx] = True  # self-loops, also on padding so no row is all -inf
-    for b, (raw, upstream) in enumerate(graphs):
-        n = len(upstream)
-        x[b, :n] = encode_features(raw, upstream)
-        mask[b, :n] = True
-        for i, parents in enumerate(upstream):
-            adj[b, i, list(parents)] = True
+    eb, ei, ej = [], [], []
+    for k, parents in enumerate(flat_up):
+        for j in parents:
+            eb.append(rows[k])
+            ei.append(cols[k])
+            ej.append(j)
+    adj[eb, ei, ej] = True
     return torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(mask)
 
 
@@ -339,10 +371,8 @@ def evaluate(
     ``downstream_only`` scores only stages with an upstream, where the
     predictors differ (all of them keep a source stage's own CV).
     """
-    preds: dict[str, list[np.ndarray]] = {
-        name: [baseline_predict(name, s.features, s.upstream) for s in samples]
-        for name in BASELINES
-    }
+    graphs = [(s.features, s.upstream) for s in samples]
+    preds = {name: baseline_predict_many(name, graphs) for name in BASELINES}
     if model is not None:
         preds["gat"] = predict(model, [(s.features, s.upstream) for s in samples])
     errors: dict[str, float] = {}

@@ -21,6 +21,7 @@ Erlang C is computed from the Erlang-B recursion
 ``C = B / (1 - rho*(1 - B))`` (Gross & Harris, Sec. 2.5), which never forms
 ``a**c`` or ``c!`` and therefore stays accurate for thousands of replicas.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,9 +29,9 @@ import math
 __all__ = [
     "erlang_b",
     "erlang_c",
+    "min_replicas_for",
     "mmc_queue_wait",
     "mmc_stage_delay",
-    "min_replicas_for",
 ]
 
 

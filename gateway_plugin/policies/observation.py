@@ -5,6 +5,7 @@ missing value must be told apart from a zero: a stage with no latency sample
 is not a stage with zero latency (Knative's ``ScaleValid: false``).  The
 policies hold, and never scale down, on what they cannot see.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["StageObservation", "PipelineObservation", "topological_order"]
+__all__ = ["PipelineObservation", "StageObservation", "topological_order"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class StageObservation:
 
     def __post_init__(self) -> None:
         if isinstance(self.replicas, bool) or not isinstance(self.replicas, int):
-            raise ValueError(f"{self.name}: replicas must be an int, got {self.replicas!r}")
+            raise TypeError(f"{self.name}: replicas must be an int, got {self.replicas!r}")
         if self.replicas < 0:
             raise ValueError(f"{self.name}: replicas must be >= 0, got {self.replicas}")
         for f in fields(self):

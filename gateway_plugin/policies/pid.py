@@ -24,10 +24,11 @@ Control* (2006), ch. 3:
 Time is an input (``dt_s``), never read from a clock.  ``dt_s`` of 0 or a
 first call (no previous measurement) contributes neither I nor D.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 __all__ = ["PIDConfig", "PIDState", "PIDStep", "pid_step", "relative_error"]
 
@@ -60,7 +61,7 @@ class PIDState:
     last_measurement: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PIDStep:
     output: float
     error: float
@@ -82,7 +83,7 @@ def relative_error(setpoint: float, measurement: float) -> float:
 
 
 def _clamp(value: float, low: float, high: float) -> float:
-    return low if value < low else high if value > high else value
+    return max(low, min(value, high))
 
 
 def pid_step(
@@ -123,7 +124,7 @@ def pid_step(
     i_term = config.ki * integral
     unsaturated = p_term + i_term + d_term
     output = _clamp(unsaturated, config.output_min, config.output_max)
-    new_state = replace(state, integral=integral, last_measurement=measurement)
+    new_state = PIDState(integral=integral, last_measurement=measurement)
     return PIDStep(
         output=output,
         error=error,

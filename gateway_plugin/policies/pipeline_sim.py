@@ -14,6 +14,7 @@ itself an approximation (Whitt 1983 reports errors of tens of percent for
 bursty input), and the point of learning a predictor is to beat it where it is
 wrong; training against the formula would only teach the formula.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -25,7 +26,7 @@ import numpy as np
 
 from .cv_predict import FEATURES, CVSample
 
-__all__ = ["StageSpec", "gamma_intervals", "simulate_ggc", "simulate_pipeline", "make_samples"]
+__all__ = ["StageSpec", "gamma_intervals", "make_samples", "simulate_ggc", "simulate_pipeline"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def simulate_ggc(arrivals: Sequence[float], services: Sequence[float], servers: 
     out = []
     push = heapq.heapreplace
     for t, s in zip(arrivals, services, strict=True):
-        start = free[0] if free[0] > t else t
+        start = free[0] if free[0] > t else t  # noqa: FURB136 (hot loop: no call)
         done = start + s
         push(free, done)
         out.append(done)

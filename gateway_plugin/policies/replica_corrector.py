@@ -24,6 +24,7 @@ scale-up at once, scale-down only after ``scale_down_periods`` consecutive
 periods that want less (to the largest of those wishes).  Missing metrics hold
 the current count (the M/M/c floor may still raise it) and never scale down.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,12 +36,12 @@ from .observation import PipelineObservation, StageObservation, topological_orde
 from .pid import PIDConfig, PIDState, pid_step
 
 __all__ = [
+    "Correction",
     "CorrectorConfig",
     "CorrectorState",
-    "Correction",
-    "split_slo",
-    "critical_stages",
     "correct_pipeline",
+    "critical_stages",
+    "split_slo",
 ]
 
 _EPS = 1e-9
@@ -73,7 +74,7 @@ class CorrectorState:
     down_target: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Correction:
     name: str
     replicas: int
@@ -104,7 +105,10 @@ def split_slo(
         raise ValueError(f"slo_s must be a finite number > 0, got {slo_s!r}")
     if any(not (math.isfinite(s) and s > 0) for s in service_times):
         raise ValueError("service times must be finite numbers > 0")
-    pairs = [(i, i + 1) for i in range(n - 1)] if edges is None else list(edges)
+    if edges is None:  # a chain: the plain proportional split
+        total = sum(service_times)
+        return [slo_s * s / total for s in service_times]
+    pairs = list(edges)
     order = topological_order(n, pairs)
     parents: list[list[int]] = [[] for _ in range(n)]
     children: list[list[int]] = [[] for _ in range(n)]
@@ -154,7 +158,8 @@ def _stage_budgets(obs: PipelineObservation) -> list[float]:
     # A stage without a service-time sample gets the mean of the others: the
     # split only needs weights, and equal weights are the honest default.
     fill = sum(known) / len(known) if known else 1.0
-    return split_slo([fill if t is None else t for t in times], obs.slo_s, obs.edge_indices())
+    edges = None if obs.edges is None else obs.edge_indices()
+    return split_slo([fill if t is None else t for t in times], obs.slo_s, edges)
 
 
 def _round(value: float, critical: bool) -> int:
@@ -205,7 +210,11 @@ def _correct_stage(
     stat_name = f"latency_{config.latency_statistic}_s"
     missing = [
         name
-        for name, value in ((stat_name, latency), ("arrival_rate", lam), ("service_time_s", service))
+        for name, value in (
+            (stat_name, latency),
+            ("arrival_rate", lam),
+            ("service_time_s", service),
+        )
         if value is None
     ]
     if missing:

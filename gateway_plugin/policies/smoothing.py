@@ -29,6 +29,7 @@ replicas other stages release, critical stages served first, and capped at
 the pipeline's total: that is the "reallocation" of the paper in a cluster
 that cannot grow.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,10 +39,10 @@ from dataclasses import dataclass
 from .mmc import min_replicas_for, mmc_queue_wait
 
 __all__ = [
+    "Smoothed",
     "SmootherConfig",
     "SmootherState",
     "SmoothingInput",
-    "Smoothed",
     "allen_cunneen_wait",
     "min_replicas_ggc",
     "smooth_pipeline",
@@ -70,7 +71,10 @@ class SmootherState:
     falling_streak: int = 0
 
 
-@dataclass(frozen=True)
+_STEADY = SmootherState()  # shared: frozen, and most stages are steady most periods
+
+
+@dataclass(slots=True)
 class SmoothingInput:
     name: str
     replicas: int
@@ -81,9 +85,10 @@ class SmoothingInput:
     arrival_cv: float | None
     predicted_cv: float | None
     critical: bool = False
+    mmc_floor: int | None = None  # min_replicas_for(budget) if the caller has it already
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Smoothed:
     name: str
     replicas: int
@@ -140,31 +145,33 @@ def _stage(
 ) -> tuple[int, int | None, str, SmootherState]:
     r = x.replicas
     if x.arrival_rate is None or x.service_time_s is None:
-        return r, None, "smoothing: no rates, unchanged", SmootherState()
+        return r, None, "smoothing: no rates, unchanged", _STEADY
     mu = 1.0 / x.service_time_s
     hi = config.max_replicas
-    floor = min_replicas_for(x.arrival_rate, mu, x.budget_s, hi)
+    floor = x.mmc_floor
+    if floor is None:
+        floor = min_replicas_for(x.arrival_rate, mu, x.budget_s, hi)
     if not (_positive(x.arrival_cv) and _positive(x.predicted_cv)):
-        return r, floor, "smoothing: no observed/predicted CV, unchanged", SmootherState()
+        return r, floor, "smoothing: no observed/predicted CV, unchanged", _STEADY
     assert x.arrival_cv is not None and x.predicted_cv is not None
     cs = x.service_cv if x.service_cv is not None else 1.0  # exponential if unknown
     now, nxt = x.arrival_cv, x.predicted_cv
     cv_note = f"arrival CV {now:.2f}->{nxt:.2f}"
     if abs(nxt - now) <= config.cv_tolerance * now:
-        return r, floor, f"smoothing: {cv_note} steady", SmootherState()
+        return r, floor, f"smoothing: {cv_note} steady", _STEADY
     need_now = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, now, cs, hi)
     need_next = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, nxt, cs, hi)
     if need_now is None or need_next is None:
-        return r, floor, f"smoothing: {cv_note}, budget out of reach, unchanged", SmootherState()
+        return r, floor, f"smoothing: {cv_note}, budget out of reach, unchanged", _STEADY
     scaled = r * need_next / need_now
     g_note = f"G/G/c need {need_now}->{need_next}"
     if nxt > now:
         target = min(max(math.ceil(scaled - 1e-9), r), hi)
         verb = f"+{target - r} headroom" if target > r else "no change"
-        return target, floor, f"smoothing: {cv_note} rising, {g_note}: {verb}", SmootherState()
+        return target, floor, f"smoothing: {cv_note} rising, {g_note}: {verb}", _STEADY
     # falling
     if x.critical:
-        return r, floor, f"smoothing: {cv_note} falling, critical stage keeps {r}", SmootherState()
+        return r, floor, f"smoothing: {cv_note} falling, critical stage keeps {r}", _STEADY
     streak = prev.falling_streak + 1
     lowest = max(floor if floor is not None else r, config.min_replicas)
     target = min(r, max(math.floor(scaled + 0.5), lowest))
@@ -175,7 +182,7 @@ def _stage(
         why = f"smoothing: {cv_note} falling, {g_note}, M/M/c floor {floor}: keeps {r}"
         return r, floor, why, SmootherState(falling_streak=streak)
     why = f"smoothing: {cv_note} falling, {g_note}: release {r - target} (M/M/c floor {floor})"
-    return target, floor, why, SmootherState()
+    return target, floor, why, _STEADY
 
 
 def smooth_pipeline(
@@ -184,7 +191,7 @@ def smooth_pipeline(
     config: SmootherConfig,
 ) -> tuple[list[Smoothed], dict[str, SmootherState]]:
     """Eq. 6 for every stage of one pipeline, then the optional pipeline cap."""
-    results = [_stage(x, states.get(x.name, SmootherState()), config) for x in stages]
+    results = [_stage(x, states.get(x.name, _STEADY), config) for x in stages]
     replicas = [r for r, _, _, _ in results]
     reasons = [why for _, _, why, _ in results]
     cap = config.max_pipeline_replicas

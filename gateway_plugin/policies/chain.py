@@ -1,0 +1,332 @@
+"""QuartScaler: ReplicaCorrector -> PipelineSmoother -> CPUCompensator as one pure call.
+
+``decide(observations, state, config) -> (decisions, new_state)`` is what the
+control loop runs every period and what the simulator runs at cluster scale.
+The state is plain data: ``QuartState.to_json()`` is JSON for Redis, and the
+only non-JSON part, the GAT checkpoint, travels as safetensors bytes beside it.
+
+Many pipelines go through one call so the CV predictor runs once, batched
+over every pipeline (one padded forward pass), rather than once per pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import cv_predict
+from .cpu_compensation import CPUConfig, CPUInput, CPUState, compensate_pipeline
+from .observation import PipelineObservation
+from .pid import PIDState
+from .replica_corrector import CorrectorConfig, CorrectorState, correct_pipeline
+from .smoothing import SmootherConfig, SmootherState, SmoothingInput, smooth_pipeline
+
+__all__ = [
+    "PipelineState",
+    "QuartConfig",
+    "QuartState",
+    "StageDecision",
+    "decide",
+    "graph_features",
+    "samples_from_history",
+    "with_trained_predictor",
+]
+
+
+@dataclass(frozen=True)
+class QuartConfig:
+    """One config per component; replica bounds come from ``corrector``."""
+
+    corrector: CorrectorConfig = field(default_factory=CorrectorConfig)
+    smoother: SmootherConfig = field(default_factory=SmootherConfig)
+    cpu: CPUConfig = field(default_factory=CPUConfig)
+    smoothing: bool = True
+    cpu_compensation: bool = True
+
+
+@dataclass(slots=True)
+class StageDecision:
+    pipeline: str
+    name: str
+    replicas: int
+    cpu: float | None
+    predictor: str
+    critical: bool
+    reason: str
+    budget_s: float
+    mmc_replicas: int | None
+    corrected_replicas: int
+    predicted_cv: float | None
+
+
+@dataclass(frozen=True)
+class PipelineState:
+    last_now_s: float | None = None
+    corrector: Mapping[str, CorrectorState] = field(default_factory=dict)
+    smoother: Mapping[str, SmootherState] = field(default_factory=dict)
+    cpu: Mapping[str, CPUState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuartState:
+    pipelines: Mapping[str, PipelineState] = field(default_factory=dict)
+    predictor: str = "qna"
+    predictor_reason: str = "qna: no validated GAT yet"
+    gat_checkpoint: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the checkpoint, as JSON-ready dicts (store the bytes beside it)."""
+        return {
+            "predictor": self.predictor,
+            "predictor_reason": self.predictor_reason,
+            "pipelines": {k: _pipeline_json(v) for k, v in self.pipelines.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], gat_checkpoint: bytes | None = None) -> QuartState:
+        pipelines = {}
+        for name, p in data.get("pipelines", {}).items():
+            pipelines[name] = PipelineState(
+                last_now_s=p.get("last_now_s"),
+                corrector={
+                    k: CorrectorState(
+                        pid=PIDState(**v["pid"]),
+                        down_streak=v["down_streak"],
+                        down_target=v["down_target"],
+                    )
+                    for k, v in p.get("corrector", {}).items()
+                },
+                smoother={k: SmootherState(**v) for k, v in p.get("smoother", {}).items()},
+                cpu={k: CPUState(**v) for k, v in p.get("cpu", {}).items()},
+            )
+        return cls(
+            pipelines=pipelines,
+            predictor=str(data.get("predictor", "qna")),
+            predictor_reason=str(data.get("predictor_reason", "")),
+            gat_checkpoint=gat_checkpoint,
+        )
+
+
+def _pipeline_json(p: PipelineState) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies recursively and costs ~60 ms at 1000 stages;
+    # the state classes hold only scalars, so their __dict__ is already JSON.
+    return {
+        "last_now_s": p.last_now_s,
+        "corrector": {
+            k: {
+                "pid": dict(vars(v.pid)),
+                "down_streak": v.down_streak,
+                "down_target": v.down_target,
+            }
+            for k, v in p.corrector.items()
+        },
+        "smoother": {k: dict(vars(v)) for k, v in p.smoother.items()},
+        "cpu": {k: dict(vars(v)) for k, v in p.cpu.items()},
+    }
+
+
+def _plan_cv(predicted: float, observed: float | None) -> float | None:
+    # CPU for a consolidated stage is planned for the burstiness smoothing expects
+    return float(predicted) if np.isfinite(predicted) else observed
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def graph_features(obs: PipelineObservation) -> tuple[np.ndarray, tuple[tuple[int, ...], ...]]:
+    """Raw CV-predictor features (``cv_predict.FEATURES``) and upstream lists of a pipeline."""
+    raw = np.array(
+        [
+            (
+                _nan(s.arrival_rate),
+                _nan(s.arrival_cv),
+                _nan(s.departure_cv),
+                _nan(s.service_time_s),
+                _nan(s.service_cv),
+                float(s.replicas),
+                _nan(s.utilisation()),
+            )
+            for s in obs.stages
+        ],
+        dtype=np.float64,
+    )
+    return raw, tuple(tuple(u) for u in obs.upstream())
+
+
+def samples_from_history(history: Sequence[PipelineObservation]) -> list[cv_predict.CVSample]:
+    """Training samples from what the control loop observed: features of a pipeline
+    at one period, target its stages' arrival CV at the next period it was seen."""
+    by_pipeline: dict[str, list[PipelineObservation]] = {}
+    for obs in history:
+        by_pipeline.setdefault(obs.name, []).append(obs)
+    samples = []
+    for group, name in enumerate(sorted(by_pipeline)):
+        seq = sorted(by_pipeline[name], key=lambda o: o.now_s)
+        for now, nxt in itertools.pairwise(seq):
+            if [s.name for s in now.stages] != [s.name for s in nxt.stages]:
+                continue  # the pipeline was redeployed with other stages
+            raw, upstream = graph_features(now)
+            target = np.array([_nan(s.arrival_cv) for s in nxt.stages])
+            samples.append(cv_predict.CVSample(raw, upstream, target, group))
+    return samples
+
+
+def with_trained_predictor(
+    state: QuartState,
+    samples: Sequence[cv_predict.CVSample],
+    *,
+    epochs: int = 150,
+    lr: float = 2e-2,
+    seed: int = 0,
+    hidden: int = 8,
+    heads: int = 2,
+) -> tuple[QuartState, dict[str, float]]:
+    """Train a GAT, score it and the baselines on held-out pipelines, keep the winner.
+
+    The checkpoint is stored even when a baseline wins, so the next round can
+    be compared against it; ``predictor`` says what ``decide`` will use.
+    """
+    result = cv_predict.train(
+        cv_predict.CVGAT(hidden=hidden, heads=heads, seed=seed), samples, epochs, lr, seed
+    )
+    held_out = [s for s in samples if s.group in set(result.val_groups)]
+    errors = cv_predict.evaluate(result.model, held_out)
+    name, reason = cv_predict.select_predictor(errors)
+    blob = cv_predict.checkpoint_to_bytes(
+        result.model,
+        {"validation_mae": errors, "epochs": epochs, "best_epoch": result.best_epoch, "seed": seed},
+    )
+    return dataclasses.replace(
+        state, predictor=name, predictor_reason=reason, gat_checkpoint=blob
+    ), errors
+
+
+@functools.lru_cache(maxsize=2)
+def _load_gat(blob: bytes) -> cv_predict.CVGAT:
+    # A memo, not state: the same bytes always give the same model.
+    return cv_predict.checkpoint_from_bytes(blob)[0]
+
+
+def _predict_cvs(
+    observations: Sequence[PipelineObservation], state: QuartState
+) -> tuple[list[np.ndarray], str]:
+    graphs = [graph_features(o) for o in observations]
+    name = state.predictor
+    if name == "gat":
+        if state.gat_checkpoint is not None:
+            return cv_predict.predict(_load_gat(state.gat_checkpoint), graphs), "gat"
+        name = "qna"
+    if name not in cv_predict.BASELINES:
+        name = "qna"
+    return cv_predict.baseline_predict_many(name, graphs), name
+
+
+def decide(
+    observations: PipelineObservation | Sequence[PipelineObservation],
+    state: QuartState,
+    config: QuartConfig,
+) -> tuple[dict[str, list[StageDecision]], QuartState]:
+    """One control period for one or many pipelines; time comes from ``now_s``."""
+    if isinstance(observations, PipelineObservation):
+        observations = [observations]
+    smoother_cfg = dataclasses.replace(
+        config.smoother,
+        min_replicas=config.corrector.min_replicas,
+        max_replicas=config.corrector.max_replicas,
+    )
+    if config.smoothing:
+        predictions, predictor = _predict_cvs(observations, state)
+    else:
+        predictions, predictor = [np.full(len(o.stages), np.nan) for o in observations], "none"
+    decisions: dict[str, list[StageDecision]] = {}
+    new_pipelines = dict(state.pipelines)
+    for obs, predicted in zip(observations, predictions, strict=True):
+        prev = state.pipelines.get(obs.name, PipelineState())
+        dt = None if prev.last_now_s is None else obs.now_s - prev.last_now_s
+        if dt is not None and dt < 0:
+            dt = None  # a clock that went backwards: skip I and D this period
+        corrections, c_states = correct_pipeline(obs, prev.corrector, dt, config.corrector)
+        if config.smoothing:
+            smoothed, s_states = smooth_pipeline(
+                [
+                    SmoothingInput(
+                        s.name,
+                        c.replicas,
+                        c.budget_s,
+                        s.arrival_rate,
+                        s.service_time_s,
+                        s.service_cv,
+                        s.arrival_cv,
+                        float(p) if np.isfinite(p) else None,
+                        c.critical,
+                        c.mmc_replicas,
+                    )
+                    for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
+                ],
+                prev.smoother,
+                smoother_cfg,
+            )
+            replicas = [x.replicas for x in smoothed]
+            s_reasons = [x.reason for x in smoothed]
+        else:
+            s_states, replicas, s_reasons = (
+                {},
+                [c.replicas for c in corrections],
+                [""] * len(corrections),
+            )
+        stat = config.corrector.latency_statistic
+        if config.cpu_compensation:
+            cpu_out, cpu_states = compensate_pipeline(
+                [
+                    CPUInput(
+                        s.name,
+                        c.replicas,
+                        r,
+                        s.arrival_rate,
+                        s.cpu_s_per_request,
+                        s.latency(stat),
+                        _plan_cv(p, s.arrival_cv),
+                        s.service_cv,
+                        s.cpu_cores,
+                    )
+                    for s, c, r, p in zip(obs.stages, corrections, replicas, predicted, strict=True)
+                ],
+                prev.cpu,
+                config.cpu,
+            )
+            cpus: list[float | None] = [d.cpu for d in cpu_out]
+            cpu_reasons = [d.reason for d in cpu_out]
+        else:
+            cpu_states, cpus, cpu_reasons = (
+                {},
+                [s.cpu_cores for s in obs.stages],
+                [""] * len(corrections),
+            )
+        decisions[obs.name] = [
+            StageDecision(
+                pipeline=obs.name,
+                name=s.name,
+                replicas=replicas[i],
+                cpu=cpus[i],
+                predictor=predictor,
+                critical=corrections[i].critical,
+                reason=" | ".join(
+                    r for r in (corrections[i].reason, s_reasons[i], cpu_reasons[i]) if r
+                ),
+                budget_s=corrections[i].budget_s,
+                mmc_replicas=corrections[i].mmc_replicas,
+                corrected_replicas=corrections[i].replicas,
+                predicted_cv=float(predicted[i]) if np.isfinite(predicted[i]) else None,
+            )
+            for i, s in enumerate(obs.stages)
+        ]
+        new_pipelines[obs.name] = PipelineState(obs.now_s, c_states, s_states, cpu_states)
+    return decisions, dataclasses.replace(state, pipelines=new_pipelines)
