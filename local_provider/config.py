@@ -26,6 +26,7 @@ prefixed ``QUART_``.
 | QUART_STOP_GRACE_S              | 5                        | SIGTERM -> SIGKILL grace of a replica          |
 | QUART_SERVER_THREADS            | QUART_QUEUE_SIZE + 128   | waitress threads of gateway and provider      |
 | QUART_TEMPLATE_DIR              | <repo>/template/quart-python | template used without the template annotation |
+| QUART_CPU_LIMITS                | auto                     | ``auto``: limits.cpu of a function becomes a CFS quota per replica (cgroup v2 or v1, when writable; see ``GET /system/quart/capabilities``); ``off``: metadata only |
 | QUART_LAUNCHER                  | fork                     | ``fork``: replicas from keys_manager's warm zygotes (its settings: keys_manager/config.py); ``process``: a fresh process each |
 
 A queued request holds a server thread while it waits, so the thread count

@@ -117,6 +117,15 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def namespaces() -> Response:
         return jsonify([NAMESPACE])
 
+    @app.get("/system/quart/capabilities")
+    def capabilities() -> Response:
+        """Ours: what this provider enforces, e.g. whether limits.cpu becomes a cgroup quota."""
+        lim = registry.limiter
+        return jsonify({"cpu_limits": lim.describe() if lim is not None else
+                        {"available": False, "cgroup": None, "path": None,
+                         "reason": "QUART_CPU_LIMITS=off"},
+                        "max_replicas": config.max_replicas})
+
     @app.get("/system/quart/stats")
     def stats() -> Response:
         """Ours: queue depth and in-flight per function, for a gateway in another process."""

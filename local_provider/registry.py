@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from local_provider.config import ProviderConfig
+from local_provider.cpulimit import CpuLimiter, parse_cpu
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
 from local_provider.types import (
@@ -69,9 +70,11 @@ class Registry:
     """In-memory function store; every read and write goes through ``self.lock``."""
 
     def __init__(self, config: ProviderConfig, launcher: ReplicaLauncher,
-                 replica_env: dict[str, str] | None = None) -> None:
+                 replica_env: dict[str, str] | None = None,
+                 limiter: CpuLimiter | None = None) -> None:
         self.config = config
         self.launcher = launcher
+        self.limiter = limiter
         # Defaults for every replica's environment (e.g. QUART_GATEWAY_URL); envVars win.
         self.replica_env = dict(replica_env or {})
         self.lock = threading.RLock()
@@ -205,6 +208,25 @@ class Registry:
             recs = list(self._functions.values())
         for rec in recs:
             self._reconcile(rec)
+        if self.limiter is not None and not self._stopping.is_set():
+            self.limiter.sync(self._cpu_wanted(recs))
+
+    def _cpu_wanted(self, recs: list[FunctionRecord]
+                    ) -> dict[tuple[str, int], tuple[int, float | None]]:
+        """limits.cpu of each function for each of its live replicas (per replica, as a
+        container limit is on faas-netes)."""
+        want = {}
+        for rec in recs:
+            lim = rec.deployment.limits
+            try:
+                cpus = parse_cpu(lim.cpu) if lim else None
+            except ValueError:
+                cpus = None  # refused at deploy time; never reached
+            with rec.pool.cond:
+                for r in rec.pool.replicas:
+                    if r.handle is not None and not r.dead:
+                        want[(rec.name, r.index)] = (r.handle.pid, cpus)
+        return want
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool

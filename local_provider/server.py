@@ -7,6 +7,7 @@ announced, so ports given as 0 are known and written to
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from waitress import create_server
 
 from local_provider import auth as auth_mod
 from local_provider.config import ServeConfig
+from local_provider.cpulimit import CpuLimiter
 from local_provider.gateway_app import (
     LocalDirectory,
     RemoteDirectory,
@@ -68,7 +70,7 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     registry: Registry | None = None
 
     if role in ("all", "provider"):
-        registry = Registry(cfg.provider, launcher)
+        registry = Registry(cfg.provider, launcher, limiter=_limiter(cfg))
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
         papp = create_provider_app(registry, proxy, cfg.provider, basic)
         psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
@@ -100,6 +102,21 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
             registry.replica_env.setdefault("QUART_GATEWAY_URL", urls["gateway_url"])
 
     return urls, registry
+
+
+def _limiter(cfg: ServeConfig) -> CpuLimiter | None:
+    """``QUART_CPU_LIMITS=auto`` (default): enforce limits.cpu with cgroups when writable;
+    ``off``: keep them as metadata.  One cgroup tree per state dir."""
+    mode = (os.environ.get("QUART_CPU_LIMITS") or "auto").strip().lower()
+    if mode == "off":
+        return None
+    if mode != "auto":
+        raise ValueError(f"QUART_CPU_LIMITS={mode!r}: use 'auto' or 'off'")
+    tag = hashlib.sha256(str(cfg.state_dir.absolute()).encode()).hexdigest()[:8]
+    lim = CpuLimiter(f"quart-{tag}")
+    if not lim.available:
+        log.warning("%s", lim.reason)
+    return lim
 
 
 def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
@@ -167,6 +184,8 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
                 log.exception("closing a listener failed")
         if registry is not None:
             registry.stop_all()
+            if registry.limiter is not None:
+                registry.limiter.close()
         close = getattr(launcher, "close", None)
         if close is not None:  # e.g. the fork launcher's zygotes
             close()

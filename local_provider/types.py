@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from local_provider.config import NAMESPACE
+from local_provider.cpulimit import parse_cpu
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 63
@@ -129,6 +130,10 @@ class FunctionResources:
         for k in ("memory", "cpu"):
             if value.get(k) is not None and not isinstance(value[k], str):
                 raise ValidationError(f"{key}.{k}", "must be a string, e.g. \"512Mi\" or \"500m\"")
+        try:
+            parse_cpu(value.get("cpu") or "")
+        except ValueError as e:
+            raise ValidationError(f"{key}.cpu", str(e)) from None
         return cls(memory=value.get("memory") or "", cpu=value.get("cpu") or "")
 
     def to_json(self) -> dict[str, str]:

@@ -1,0 +1,153 @@
+"""``limits.cpu`` applied to replica processes as a CFS quota (cgroup v2 or v1).
+
+Why: CPU compensation (the plugin's third policy) changes a function's
+``limits.cpu`` through ``PUT /system/functions`` and expects it to bite, as
+it does for a container on faas-netes.  Here a replica is a process, so each
+replica gets its own cgroup with ``quota = cpu * period`` (the Kubernetes
+meaning of a CPU limit: that many CPUs' worth of time per period), and a
+limit change rewrites the quota in place; the replica keeps running.
+
+Where no cgroup hierarchy is writable (an unprivileged container, a
+read-only /sys/fs/cgroup), ``available`` is False with the reason, the
+provider says so in ``GET /system/quart/capabilities``, and limits stay
+metadata only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+log = logging.getLogger("local_provider.cpulimit")
+PERIOD_US = 100_000
+_QTY = re.compile(r"^(?P<num>[0-9]+(?:\.[0-9]+)?)(?P<milli>m?)$")
+
+
+def parse_cpu(value: str) -> float | None:
+    """A Kubernetes CPU quantity ("500m", "1", "1.5") in CPUs; None for "" (no limit)."""
+    v = (value or "").strip()
+    if not v:
+        return None
+    m = _QTY.match(v)
+    if m is None:
+        raise ValueError(f"invalid cpu quantity {value!r}: use e.g. \"500m\", \"1\" or \"1.5\"")
+    cpus = float(m["num"]) / (1000 if m["milli"] else 1)
+    if cpus <= 0:
+        raise ValueError(f"cpu quantity {value!r} must be > 0")
+    return cpus
+
+
+def _writable_dir(p: Path) -> bool:
+    return p.is_dir() and os.access(p, os.W_OK)
+
+
+class CpuLimiter:
+    """One cgroup per replica under ``<root>/<group>/<function>/<index>``."""
+
+    def __init__(self, group: str, root: Path = Path("/sys/fs/cgroup")) -> None:
+        self.mode, self.base, self.reason = "", None, ""
+        self._lock = threading.Lock()
+        self._assigned: dict[tuple[str, int], tuple[int, float | None]] = {}
+        v2 = root / "cgroup.controllers"
+        if v2.is_file() and "cpu" in v2.read_text().split() and _writable_dir(root):
+            self.mode, parent = "v2", root
+        elif _writable_dir(root / "cpu") and (root / "cpu" / "cpu.cfs_quota_us").exists():
+            self.mode, parent = "v1", root / "cpu"
+        else:
+            self.reason = (f"no writable cgroup cpu controller under {root} (cgroup v2 with the "
+                           f"cpu controller, or v1 cpu): limits.cpu is recorded, not enforced")
+            return
+        base = parent / group
+        try:
+            base.mkdir(exist_ok=True)
+            if self.mode == "v2":
+                (base / "cgroup.subtree_control").write_text("+cpu")
+            self.base = base
+        except OSError as e:
+            self.mode, self.reason = "", f"cannot create {base}: {e}; limits.cpu not enforced"
+
+    @property
+    def available(self) -> bool:
+        return self.base is not None
+
+    def describe(self) -> dict[str, object]:
+        return {"available": self.available, "cgroup": self.mode or None,
+                "path": str(self.base) if self.base else None, "reason": self.reason}
+
+    def _dir(self, function: str, index: int) -> Path:
+        assert self.base is not None
+        return self.base / function / str(index)
+
+    def sync(self, want: dict[tuple[str, int], tuple[int, float | None]]) -> None:
+        """Make the cgroups match ``{(function, index): (pid, cpus)}``: new replicas are
+        placed, changed quotas rewritten in place, cgroups of gone replicas removed.
+        Idempotent, so the reconcile loop calls it every tick."""
+        if self.base is None:
+            return
+        with self._lock:
+            for (fn, idx), (pid, cpus) in want.items():
+                if self._assigned.get((fn, idx)) == (pid, cpus):
+                    continue
+                d = self._dir(fn, idx)
+                try:
+                    d.parent.mkdir(exist_ok=True)
+                    if self.mode == "v2":
+                        (d.parent / "cgroup.subtree_control").write_text("+cpu")
+                    d.mkdir(exist_ok=True)
+                    self._write_quota(d, cpus)
+                    (d / "cgroup.procs").write_text(str(pid))
+                    self._assigned[(fn, idx)] = (pid, cpus)
+                    log.info("cpu limit of %s #%d (pid %d): %s", fn, idx, pid,
+                             "none" if cpus is None else f"{cpus:g} CPU")
+                except OSError as e:
+                    log.warning("cpu limit of %s #%d (pid %d) not applied: %s", fn, idx, pid, e)
+            for key in [k for k in self._assigned if k not in want]:
+                del self._assigned[key]
+                for d in (self._dir(*key), self.base / key[0]):
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        break  # a process is still inside, or sibling replicas remain
+
+    def _write_quota(self, d: Path, cpus: float | None) -> None:
+        quota = -1 if cpus is None else max(1000, round(cpus * PERIOD_US))
+        if self.mode == "v2":
+            (d / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {PERIOD_US}")
+        else:
+            (d / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (d / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def quota(self, function: str, index: int) -> float | None:
+        """The quota in force, in CPUs (None: unlimited or not managed)."""
+        if self.base is None:
+            return None
+        d = self._dir(function, index)
+        try:
+            if self.mode == "v2":
+                q, p = (d / "cpu.max").read_text().split()
+                return None if q == "max" else int(q) / int(p)
+            q = int((d / "cpu.cfs_quota_us").read_text())
+            return None if q < 0 else q / int((d / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self.base is None:
+            return
+        for fdir in sorted(self.base.glob("*")):
+            for d in sorted(fdir.glob("*")):
+                if d.is_dir():
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+            try:
+                fdir.rmdir()
+            except OSError:
+                pass
+        try:
+            self.base.rmdir()
+        except OSError as e:
+            log.warning("cgroup %s not removed: %s", self.base, e)

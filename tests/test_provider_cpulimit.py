@@ -1,0 +1,68 @@
+"""limits.cpu enforced as a cgroup CFS quota per replica, changed in place by PUT."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from test_provider_helpers import Server, deployment, start_server, wait_for
+
+from local_provider.cpulimit import CpuLimiter, parse_cpu
+
+
+@pytest.mark.parametrize("text, cpus", [("500m", 0.5), ("1", 1.0), ("1.5", 1.5), ("", None),
+                                        ("2000m", 2.0)])
+def test_parse_cpu(text, cpus):
+    assert parse_cpu(text) == cpus
+
+
+@pytest.mark.parametrize("text", ["-1", "0", "1 cpu", "5k", "m"])
+def test_parse_cpu_rejects(text):
+    with pytest.raises(ValueError):
+        parse_cpu(text)
+
+
+def test_unwritable_hierarchy_is_reported_not_fatal(tmp_path):
+    lim = CpuLimiter("quart-x", root=tmp_path)  # no controllers there
+    assert not lim.available and "not enforced" in lim.reason
+    lim.sync({("f", 0): (1, 0.5)})  # a no-op, never an error
+    assert lim.describe()["available"] is False
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Server:
+    s = start_server(tmp_path_factory.mktemp("cpu"))
+    yield s
+    assert s.stop() == 0
+
+
+def cgroup_of(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    return next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] in ("cpu", "cpu,cpuacct", "")
+                 and "quart-" in ln), "")
+
+
+def test_limits_cpu_becomes_a_quota_and_changes_in_place(server):
+    caps = server.api("GET", "/system/quart/capabilities").json()["cpu_limits"]
+    if not caps["available"]:
+        pytest.skip(caps["reason"])
+    server.deploy("burner", limits={"cpu": "100m"})
+    pid = server.call("burner").json()["pid"]
+    wait_for(lambda: cgroup_of(pid).endswith("/burner/0"), 5, what="replica in its cgroup")
+    quota = Path(caps["path"]) / "burner" / "0"
+    read = (lambda: (quota / "cpu.max").read_text().split()[0]) if caps["cgroup"] == "v2" else \
+        (lambda: (quota / "cpu.cfs_quota_us").read_text().strip())
+    assert read() == "10000"  # 0.1 CPU of a 100 ms period
+    slow = server.call("burner", json={"burn_ms": 150}).json()["burn_wall_s"]
+    assert slow > 4 * 0.150, f"150 ms of CPU under a 0.1 CPU quota took only {slow:.3f}s"
+
+    body = deployment("burner", limits={"cpu": "1500m"})
+    assert server.api("PUT", "/system/functions", json=body).status_code == 202
+    wait_for(lambda: read() == "150000", 5, what="quota rewritten")
+    assert server.call("burner").json()["pid"] == pid  # the replica kept running
+
+    bad = deployment("burner", limits={"cpu": "lots"})
+    r = server.api("PUT", "/system/functions", json=bad)
+    assert r.status_code == 400 and "limits.cpu" in r.json()["error"]
+    assert server.api("DELETE", "/system/functions", json={"functionName": "burner"}).status_code \
+        in (200, 202)
+    wait_for(lambda: not (Path(caps["path"]) / "burner").exists(), 10, what="cgroup removed")
