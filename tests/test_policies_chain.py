@@ -107,6 +107,15 @@ def test_state_json_round_trip_continues_identically() -> None:
     assert s_mem.pipelines["bert"].corrector["a"].pid.integral == pytest.approx(1.0)
 
 
+def test_smoothing_does_not_release_a_stage_with_missing_latency() -> None:
+    # b as in the hand case (forecast 1.0 < observed 2.0 would release 2), but no latency:
+    # the corrector holds on missing data and smoothing must not scale it down either.
+    decisions, _ = decide(_three_stages(b={"latency_p99_s": None}), STATE, CONFIG)
+    b = decisions["bert"][1]
+    assert b.replicas == 6 and "missing data" in b.reason
+    assert b.cpu == 1.0  # nothing consolidated, nothing to compensate
+
+
 def test_blind_period_holds_everything() -> None:
     stages = tuple(StageObservation(n, r) for n, r in (("a", 3), ("b", 1)))
     decisions, _ = decide(PipelineObservation("p", 1.0, 0.0, stages), QuartState(), QuartConfig())
@@ -126,6 +135,64 @@ def test_gat_used_only_from_a_checkpoint() -> None:
     # asked for the GAT without a checkpoint: never random weights, fall back to QNA
     decisions, _ = decide(_three_stages(), QuartState(predictor="gat"), CONFIG)
     assert {d.predictor for d in decisions["bert"]} == {"qna"}
+
+
+def test_dag_pipeline_uses_longest_path_budgets() -> None:
+    # Diamond a->b, a->c, b->d, c->d with service times .1/.3/.1/.1 and SLO 1 s:
+    # budgets 0.2, 0.6, 1/3, 0.2 (see test_policies_pid). c is off the critical path.
+    times = {"a": 0.1, "b": 0.3, "c": 0.1, "d": 0.1}
+    stages = tuple(
+        StageObservation(
+            n,
+            2,
+            arrival_rate=4.0,
+            service_time_s=t,
+            latency_p99_s=t * 1.5,
+            arrival_cv=1.5,
+            departure_cv=1.2,
+            service_cv=0.5,
+        )
+        for n, t in times.items()
+    )
+    edges = (("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"))
+    obs = PipelineObservation("dag", 1.0, 0.0, stages, edges)
+    for state in (
+        QuartState(),
+        QuartState(
+            predictor="gat",
+            gat_checkpoint=cp.checkpoint_to_bytes(cp.CVGAT(hidden=8, heads=2, seed=0)),
+        ),
+    ):
+        decisions, _ = decide(obs, state, CONFIG)
+        budgets = [d.budget_s for d in decisions["dag"]]
+        assert budgets == pytest.approx([0.2, 0.6, 1 / 3, 0.2])
+        assert all(d.predicted_cv is not None for d in decisions["dag"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"edges": (("a", "b"), ("b", "a"))}, "cycle"),
+        ({"edges": (("a", "zz"),)}, "unknown stage"),
+        ({"slo_s": 0.0}, "slo_s"),
+    ],
+)
+def test_bad_pipelines_are_rejected(kwargs: dict, error: str) -> None:
+    base = {
+        "name": "p",
+        "slo_s": 1.0,
+        "now_s": 0.0,
+        "stages": (StageObservation("a", 1), StageObservation("b", 1)),
+    }
+    with pytest.raises(ValueError, match=error):
+        PipelineObservation(**{**base, **kwargs})
+
+
+def test_bad_stage_metrics_are_rejected() -> None:
+    with pytest.raises(ValueError, match="arrival_rate"):
+        StageObservation("a", 1, arrival_rate=-1.0)
+    with pytest.raises(TypeError, match="replicas"):
+        StageObservation("a", 1.5)  # type: ignore[arg-type]
 
 
 def test_samples_from_history() -> None:

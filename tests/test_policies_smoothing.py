@@ -149,3 +149,14 @@ def test_pipeline_cap_funds_increases_from_releases_critical_first() -> None:
         [a, b, c], {}, SmootherConfig(release_periods=1, max_pipeline_replicas=12)
     )
     assert [o.replicas for o in out] == [5, 4, 3]
+
+
+def test_no_release_when_the_corrector_held_on_missing_data() -> None:
+    x = _x(6, 2.0, 1.0)
+    x.may_release = False
+    got, _ = _one(x, release_periods=1)
+    assert got.replicas == 6 and "missing data" in got.reason
+    # adding headroom is still allowed: missing data only forbids scaling down
+    y = _x(2, 1.0, 2.0)
+    y.may_release = False
+    assert _one(y, release_periods=1)[0].replicas == 3

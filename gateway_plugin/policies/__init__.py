@@ -20,6 +20,7 @@ Alg. 2     incremental CPU allocation with rollback         ``cpu_compensation.c
 
 ``chain.decide`` runs ReplicaCorrector -> PipelineSmoother -> CPUCompensator.
 """
+
 from typing import Any
 
 from .observation import PipelineObservation, StageObservation

@@ -268,6 +268,7 @@ def decide(
                         float(p) if np.isfinite(p) else None,
                         c.critical,
                         c.mmc_replicas,
+                        not c.missing,
                     )
                     for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
                 ],

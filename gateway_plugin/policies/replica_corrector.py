@@ -84,6 +84,7 @@ class Correction:
     critical: bool
     reason: str
     state: CorrectorState
+    missing: tuple[str, ...] = ()  # metrics that were absent: later steps must not scale down
 
 
 def split_slo(
@@ -223,7 +224,9 @@ def _correct_stage(
         if target > current:
             why += f"; raised to {target} (M/M/c floor / min_replicas)"
         state = CorrectorState(pid=prev.pid, down_streak=0, down_target=0)
-        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state)
+        return Correction(
+            stage.name, target, budget, mmc, 0.0, critical, why, state, tuple(missing)
+        )
 
     assert latency is not None and lam is not None and service is not None
     hopeless = budget <= service

@@ -86,6 +86,7 @@ class SmoothingInput:
     predicted_cv: float | None
     critical: bool = False
     mmc_floor: int | None = None  # min_replicas_for(budget) if the caller has it already
+    may_release: bool = True  # False when the corrector held on missing data
 
 
 @dataclass(slots=True)
@@ -172,6 +173,8 @@ def _stage(
     # falling
     if x.critical:
         return r, floor, f"smoothing: {cv_note} falling, critical stage keeps {r}", _STEADY
+    if not x.may_release:
+        return r, floor, f"smoothing: {cv_note} falling, keeps {r} (missing data)", _STEADY
     streak = prev.falling_streak + 1
     lowest = max(floor if floor is not None else r, config.min_replicas)
     target = min(r, max(math.floor(scaled + 0.5), lowest))
