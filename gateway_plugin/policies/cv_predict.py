@@ -10,7 +10,7 @@ Predictors, all over the same raw per-stage features (``FEATURES``):
 * ``copy_upstream``: a stage will see the arrival CV its upstream sees now,
   i.e. queues do not reshape traffic.  Cheap, and visibly wrong at high load.
 * ``qna``: Whitt's QNA linking equation for a stage with m servers (Whitt,
-  "The Queueing Network Analyzer", Bell Syst. Tech. J. 62(9), 1983, Sec. 4):
+  "The Queueing Network Analyzer", Bell Syst. Tech. J. 62(9), 1983):
   ``c_d^2 = 1 + (1 - rho^2)(c_a^2 - 1) + rho^2 (c_s^2 - 1) / sqrt(m)``, and
   for a stage fed by several upstreams the rate-weighted superposition
   ``c_a^2 = sum_j (lambda_j / lambda) c_j^2`` (QNA's asymptotic method).

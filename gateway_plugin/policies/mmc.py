@@ -18,7 +18,8 @@ pin the correct value.
 
 Erlang C is computed from the Erlang-B recursion
 ``B(0) = 1, B(k) = a*B(k-1) / (k + a*B(k-1))`` and
-``C = B / (1 - rho*(1 - B))`` (Gross & Harris, Sec. 2.5), which never forms
+``C = B / (1 - rho*(1 - B))`` (the standard relation between Erlang's loss
+and delay formulas, e.g. in Gross & Harris), which never forms
 ``a**c`` or ``c!`` and therefore stays accurate for thousands of replicas.
 """
 

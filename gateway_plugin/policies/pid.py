@@ -6,8 +6,8 @@ positive output, which the replica corrector turns into *more* replicas.  A
 public reconstruction used ``setpoint - measurement`` with the same positive
 gains and therefore removed replicas from a stage that was too slow.
 
-Implementation choices follow Åström & Murray, *Feedback Systems* (2nd ed.),
-ch. 10 "PID Control", Sec. 10.4-10.5, and Åström & Hägglund, *Advanced PID
+Implementation choices follow Åström & Murray, *Feedback Systems* (2008),
+ch. 10 "PID Control" (integrator windup; implementation), and Åström & Hägglund, *Advanced PID
 Control* (2006), ch. 3:
 
 * **Anti-windup.**  The output drives an actuator with hard limits (replica

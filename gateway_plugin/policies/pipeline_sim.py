@@ -10,9 +10,9 @@ and utilisation.  The arrival rate and CV drift between periods (a log random
 walk), so "next period's arrival CV" is a forecast, not a copy.
 
 Why simulate rather than use the closed forms: the QNA linking equation is
-itself an approximation (Whitt 1983 reports errors of tens of percent for
-bursty input), and the point of learning a predictor is to beat it where it is
-wrong; training against the formula would only teach the formula.
+itself a two-moment approximation (Whitt presents it as a heuristic), and the
+point of learning a predictor is to beat it where it is wrong; training
+against the formula would only teach the formula.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ burstier, and the p99 is not the mean.  A PID on the observed latency error
     corrected = c_mmc * (1 + u),     decision = max(c_mmc, corrected)
 
 so the model reacts to load at once (feedforward) and the PID removes what
-the model gets wrong (feedback; Åström & Murray, *Feedback Systems*, ch. 8 on
-combining feedforward and feedback).  Because the decision never goes below
+the model gets wrong (feedback): the two-degree-of-freedom structure that
+Åström & Murray, *Feedback Systems*, recommend for combining the two.  Because the decision never goes below
 ``c_mmc``, a negative output would have no effect: the PID's lower output
 limit defaults to 0 and its anti-windup treats that as saturation.
 

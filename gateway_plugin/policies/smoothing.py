@@ -7,7 +7,7 @@ each stage's corrected count by how much that change in arrival CV changes
 the replicas a G/G/c queue needs.
 
 Allen-Cunneen (Allen, *Probability, Statistics, and Queueing Theory*, 2nd ed.,
-1990; Gross & Harris, Sec. 7.x on G/G/c approximations) scales the M/M/c wait
+1990; also in Gross & Harris among the G/G/c approximations) scales the M/M/c wait
 by the variability of arrivals and service:
 
     W_q(G/G/c) ~= W_q(M/M/c) * (c_a^2 + c_s^2) / 2
