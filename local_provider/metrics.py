@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,11 +79,23 @@ class GatewayMetrics:
         self._total: dict[tuple[str, str], int] = {}
         self._seconds: dict[tuple[str, str], _Histogram] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self._last_arrival: dict[str, float] = {}
+        self._gaps: dict[str, list[float]] = {}  # function -> [count, sum, sum of squares]
         self._gauges = gauges or (dict)
+        self._clock = time.monotonic
 
     def started(self, function: str) -> None:
+        now = self._clock()
         with self._lock:
             self._started[function] = self._started.get(function, 0) + 1
+            last = self._last_arrival.get(function)
+            self._last_arrival[function] = now
+            if last is not None:  # inter-arrival moments: any window's CV comes from rate()
+                dt = now - last
+                m = self._gaps.setdefault(function, [0, 0.0, 0.0])
+                m[0] += 1
+                m[1] += dt
+                m[2] += dt * dt
 
     def finished(self, function: str, code: int, seconds: float, rejected: str = "") -> None:
         key = (function, str(code))
@@ -100,6 +113,7 @@ class GatewayMetrics:
             seconds = sorted((k, _Histogram(list(h.buckets), h.total, h.count))
                              for k, h in self._seconds.items())
             rejected = sorted(self._rejected.items())
+            gaps = sorted((k, tuple(v)) for k, v in self._gaps.items())
         gauges = sorted(self._gauges().items())
         out: list[str] = []
 
@@ -143,4 +157,13 @@ class GatewayMetrics:
                "Requests turned away by the function's queue (queue_full or timeout)")
         for (fn, reason), n in rejected:
             sample("quart_function_rejected_total", (("function_name", fn), ("reason", reason)), n)
+        for suffix, i, help_ in (
+                ("count", 0, "Inter-arrival gaps observed (requests after the first)"),
+                ("sum", 1, "Sum of the gaps between consecutive requests, in seconds"),
+                ("squares_sum", 2, "Sum of the squared gaps, in seconds^2: with _count and _sum "
+                                   "gives the arrival CV of any window through rate()")):
+            family(f"quart_function_interarrival_seconds_{suffix}", "counter", help_)
+            for fn, m in gaps:
+                sample(f"quart_function_interarrival_seconds_{suffix}", (("function_name", fn),),
+                       m[i])
         return "\n".join(out) + "\n"
