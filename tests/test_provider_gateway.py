@@ -81,7 +81,13 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
         "quart_function_queue_depth": "gauge",
         "quart_function_replicas_desired": "gauge",
         "quart_function_rejected_total": "counter",
+        "quart_function_interarrival_seconds_count": "counter",
+        "quart_function_interarrival_seconds_sum": "counter",
+        "quart_function_interarrival_seconds_squares_sum": "counter",
     }
+    # every call after the first one adds one gap
+    assert m.value("quart_function_interarrival_seconds_count", function_name=FN) == \
+        sum(sent.values()) - 1
     assert "gateway_function_invocation_started_total" not in r.text
     total = sum(sent.values())
     assert m.value("gateway_function_invocation_started", function_name=FN) == total
