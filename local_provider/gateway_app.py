@@ -178,10 +178,30 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
             status = result.status if result is not None else 500
             metrics.finished(label, status, seconds, result.rejected if result else "")
         assert result is not None
+        if status < 400:
+            own = server_timing_first(result.header("Server-Timing"))
+            if own is not None:
+                metrics.computed(label, own)
         result.set_header("X-Duration-Seconds", f"{seconds:.6f}")
         return result_response(result)
 
     return app
+
+
+def server_timing_first(value: str | None) -> float | None:
+    """Seconds of the first metric of a ``Server-Timing`` header (``name;dur=ms``): a stage
+    puts its own compute first, then the downstream stages' (functions/stage/server.py)."""
+    if not value:
+        return None
+    for param in value.split(",", 1)[0].split(";")[1:]:
+        k, _, v = param.strip().partition("=")
+        if k.strip().lower() == "dur":
+            try:
+                ms = float(v.strip().strip('"'))
+            except ValueError:
+                return None
+            return ms / 1e3 if 0 <= ms < 1e9 else None
+    return None
 
 
 def create_metrics_app(metrics: GatewayMetrics) -> Flask:

@@ -81,6 +81,7 @@ class GatewayMetrics:
         self._rejected: dict[tuple[str, str], int] = {}
         self._last_arrival: dict[str, float] = {}
         self._gaps: dict[str, list[float]] = {}  # function -> [count, sum, sum of squares]
+        self._compute: dict[str, list[float]] = {}  # the same for own compute time
         self._gauges = gauges or (dict)
         self._clock = time.monotonic
 
@@ -96,6 +97,15 @@ class GatewayMetrics:
                 m[0] += 1
                 m[1] += dt
                 m[2] += dt * dt
+
+    def computed(self, function: str, seconds: float) -> None:
+        """A replica's own compute time for one call (its first ``Server-Timing`` entry): the
+        stage's service time, which the gateway latency (it includes downstream stages) hides."""
+        with self._lock:
+            m = self._compute.setdefault(function, [0, 0.0, 0.0])
+            m[0] += 1
+            m[1] += seconds
+            m[2] += seconds * seconds
 
     def finished(self, function: str, code: int, seconds: float, rejected: str = "") -> None:
         key = (function, str(code))
@@ -114,6 +124,7 @@ class GatewayMetrics:
                              for k, h in self._seconds.items())
             rejected = sorted(self._rejected.items())
             gaps = sorted((k, tuple(v)) for k, v in self._gaps.items())
+            compute = sorted((k, tuple(v)) for k, v in self._compute.items())
         gauges = sorted(self._gauges().items())
         out: list[str] = []
 
@@ -166,4 +177,11 @@ class GatewayMetrics:
             for fn, m in gaps:
                 sample(f"quart_function_interarrival_seconds_{suffix}", (("function_name", fn),),
                        m[i])
+        for suffix, i, help_ in (
+                ("count", 0, "Calls that reported their own compute time (Server-Timing)"),
+                ("sum", 1, "Sum of the functions' own compute time per call, in seconds"),
+                ("squares_sum", 2, "Sum of squared compute times: the service-time CV")):
+            family(f"quart_function_compute_seconds_{suffix}", "counter", help_)
+            for fn, m in compute:
+                sample(f"quart_function_compute_seconds_{suffix}", (("function_name", fn),), m[i])
         return "\n".join(out) + "\n"

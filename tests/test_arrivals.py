@@ -65,3 +65,13 @@ def test_count_dispersion_fallback():
 
 def test_function_name_with_and_without_namespace():
     assert strip_namespace("minilm-stage-0.openfaas-fn") == strip_namespace("minilm-stage-0")
+
+
+@pytest.mark.parametrize("header, seconds", [
+    ("stage1;dur=12.5, stage2;dur=3", 0.0125), ('db;desc="x";dur="7"', 0.007),
+    ("cache;desc=hit", None), ("", None), (None, None), ("a;dur=abc", None)])
+def test_server_timing_first_entry(header, seconds):
+    from local_provider.gateway_app import server_timing_first
+
+    got = server_timing_first(header)
+    assert got == (pytest.approx(seconds) if seconds is not None else None)

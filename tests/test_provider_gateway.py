@@ -84,6 +84,9 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
         "quart_function_interarrival_seconds_count": "counter",
         "quart_function_interarrival_seconds_sum": "counter",
         "quart_function_interarrival_seconds_squares_sum": "counter",
+        "quart_function_compute_seconds_count": "counter",
+        "quart_function_compute_seconds_sum": "counter",
+        "quart_function_compute_seconds_squares_sum": "counter",
     }
     # every call after the first one adds one gap
     assert m.value("quart_function_interarrival_seconds_count", function_name=FN) == \
