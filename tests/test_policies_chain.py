@@ -116,6 +116,20 @@ def test_smoothing_does_not_release_a_stage_with_missing_latency() -> None:
     assert b.cpu == 1.0  # nothing consolidated, nothing to compensate
 
 
+def test_components_can_be_switched_off() -> None:
+    # smoothing off: b keeps its corrected 6 and nobody is consolidated, so no CPU step
+    off = dataclasses.replace(CONFIG, smoothing=False)
+    decisions, _ = decide(_three_stages(), STATE, off)
+    b = decisions["bert"][1]
+    assert (b.replicas, b.cpu, b.predictor, b.predicted_cv) == (6, 1.0, "none", None)
+    # CPU compensation off: the release still happens, the CPU limit is left as observed
+    decisions, _ = decide(
+        _three_stages(), STATE, dataclasses.replace(CONFIG, cpu_compensation=False)
+    )
+    b = decisions["bert"][1]
+    assert (b.replicas, b.cpu) == (4, 1.0) and b.reason.count(" | ") == 1
+
+
 def test_blind_period_holds_everything() -> None:
     stages = tuple(StageObservation(n, r) for n, r in (("a", 3), ("b", 1)))
     decisions, _ = decide(PipelineObservation("p", 1.0, 0.0, stages), QuartState(), QuartConfig())

@@ -132,9 +132,9 @@ def _pipeline_json(p: PipelineState) -> dict[str, Any]:
     }
 
 
-def _plan_cv(predicted: float, observed: float | None) -> float | None:
+def _plan_cv(predicted: float | None, observed: float | None) -> float | None:
     # CPU for a consolidated stage is planned for the burstiness smoothing expects
-    return float(predicted) if np.isfinite(predicted) else observed
+    return observed if predicted is None else predicted
 
 
 def _nan(value: float | None) -> float:
@@ -248,7 +248,9 @@ def decide(
         predictions, predictor = [np.full(len(o.stages), np.nan) for o in observations], "none"
     decisions: dict[str, list[StageDecision]] = {}
     new_pipelines = dict(state.pipelines)
-    for obs, predicted in zip(observations, predictions, strict=True):
+    for obs, forecast in zip(observations, predictions, strict=True):
+        # plain floats (None for no forecast): numpy scalars are slow one at a time
+        predicted = [v if math.isfinite(v) else None for v in forecast.tolist()]
         prev = state.pipelines.get(obs.name, PipelineState())
         dt = None if prev.last_now_s is None else obs.now_s - prev.last_now_s
         if dt is not None and dt < 0:
@@ -265,7 +267,7 @@ def decide(
                         s.service_time_s,
                         s.service_cv,
                         s.arrival_cv,
-                        float(p) if np.isfinite(p) else None,
+                        p,
                         c.critical,
                         c.mmc_replicas,
                         not c.missing,
@@ -325,7 +327,7 @@ def decide(
                 budget_s=corrections[i].budget_s,
                 mmc_replicas=corrections[i].mmc_replicas,
                 corrected_replicas=corrections[i].replicas,
-                predicted_cv=float(predicted[i]) if np.isfinite(predicted[i]) else None,
+                predicted_cv=predicted[i],
             )
             for i, s in enumerate(obs.stages)
         ]

@@ -122,16 +122,17 @@ def min_replicas_for(
     wait_budget = budget_s - service_time
     a = arrival_rate / service_rate
     first_stable = math.floor(a) + 1
+    limit = math.inf if max_replicas is None else max_replicas
+    if first_stable > limit:
+        return None
     b = 1.0
-    c = 0
-    while True:
-        c += 1
-        if max_replicas is not None and c > max_replicas:
-            return None
+    for k in range(1, first_stable):  # unstable counts: only carry the recursion
+        b = a * b / (k + a * b)
+    c = first_stable
+    while c <= limit:
         b = a * b / (c + a * b)
-        if c < first_stable:
-            continue
-        rho = a / c
-        erlang_c_value = b / (1.0 - rho * (1.0 - b))
-        if erlang_c_value / (c * service_rate - arrival_rate) <= wait_budget:
+        # W_q = C / (c*mu - lambda) with C = B / (1 - rho*(1 - B)), rho = a/c
+        if b / ((1.0 - a / c * (1.0 - b)) * (c * service_rate - arrival_rate)) <= wait_budget:
             return c
+        c += 1
+    return None

@@ -208,25 +208,24 @@ def _correct_stage(
     if lam is not None and service is not None:
         mmc = min_replicas_for(lam, 1.0 / service, budget, hi)
 
-    stat_name = f"latency_{config.latency_statistic}_s"
-    missing = [
-        name
-        for name, value in (
-            (stat_name, latency),
-            ("arrival_rate", lam),
-            ("service_time_s", service),
+    missing: tuple[str, ...] = ()
+    if latency is None or lam is None or service is None:
+        missing = tuple(
+            name
+            for name, value in (
+                (f"latency_{config.latency_statistic}_s", latency),
+                ("arrival_rate", lam),
+                ("service_time_s", service),
+            )
+            if value is None
         )
-        if value is None
-    ]
     if missing:
         target = max(current, lo, mmc if mmc is not None else 0)
         why = f"missing {', '.join(missing)}: hold {current}, no scale-down on missing data"
         if target > current:
             why += f"; raised to {target} (M/M/c floor / min_replicas)"
         state = CorrectorState(pid=prev.pid, down_streak=0, down_target=0)
-        return Correction(
-            stage.name, target, budget, mmc, 0.0, critical, why, state, tuple(missing)
-        )
+        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state, missing)
 
     assert latency is not None and lam is not None and service is not None
     hopeless = budget <= service
