@@ -209,7 +209,7 @@ class GATLayer(nn.Module):
 class CVGAT(nn.Module):
     """Two GAT layers (ELU) and a linear read-out of log(next arrival CV)."""
 
-    def __init__(self, hidden: int = 16, heads: int = 2, seed: int = 0) -> None:
+    def __init__(self, hidden: int = 8, heads: int = 2, seed: int = 0) -> None:
         super().__init__()
         self.config = {"hidden": hidden, "heads": heads, "inputs": N_INPUTS}
         with torch.random.fork_rng(devices=[]):
@@ -307,8 +307,8 @@ def split_groups(
 def train(
     model: CVGAT,
     samples: Sequence[CVSample],
-    epochs: int = 300,
-    lr: float = 5e-3,
+    epochs: int = 150,
+    lr: float = 2e-2,
     seed: int = 0,
     *,
     val_fraction: float = 0.25,
