@@ -1,4 +1,4 @@
-"""``quart-faas`` command line: partition, up, down, serve."""
+"""``quart-faas`` command line: partition, up, down, serve, plugin."""
 from __future__ import annotations
 
 import argparse
@@ -89,6 +89,8 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run the local gateway + provider in the foreground "
                                  "(quart-faas serve --help)")
+    sub.add_parser("plugin", help="run the autoscaling plugin in the foreground; settings "
+                                  "from the environment (gateway_plugin/config.py)")
     return p
 
 
@@ -98,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         from local_provider.__main__ import main as serve_main
 
         return serve_main(args[1:]) or 0
+    if args[:1] == ["plugin"]:
+        from gateway_plugin.main import main as plugin_main
+
+        return plugin_main(args[1:]) or 0
     a = parser().parse_args(args)
     return int(a.fn(a))
 

@@ -1,0 +1,160 @@
+"""Talking to the OpenFaaS gateway's REST API: discover pipelines, scale, set CPU.
+
+Only the public gateway API with basic auth, the way faas-cli and the
+upstream autoscaler use it, so the same code drives the embedded provider
+and a real faas-netes/faasd gateway.  Calls are idempotent (set replicas to
+N, set limits.cpu to X), so a retry after a timeout cannot overshoot.
+
+Pipelines are described by function annotations (stack.yml sets them):
+``com.openfaas.quart.pipeline`` (name), ``com.openfaas.quart.stage`` (index),
+``com.openfaas.quart.stages`` (count) and optionally ``com.openfaas.quart.slo``
+(seconds).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+log = logging.getLogger("gateway_plugin.actuate")
+ANN_PIPELINE = "com.openfaas.quart.pipeline"
+ANN_STAGE = "com.openfaas.quart.stage"
+ANN_SLO = "com.openfaas.quart.slo"
+
+
+class GatewayError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    replicas: int
+    available: int
+    cpu: float | None
+    min_replicas: int
+    max_replicas: int | None
+    body: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    stages: tuple[Function, ...]  # in stage order
+    slo_s: float | None
+
+
+def _cpu(limits: dict[str, Any] | None) -> float | None:
+    from local_provider.cpulimit import parse_cpu
+
+    try:
+        return parse_cpu((limits or {}).get("cpu") or "")
+    except ValueError:
+        return None
+
+
+def _int_label(labels: dict[str, str], key: str) -> int | None:
+    try:
+        return int(labels[key])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class Gateway:
+    def __init__(self, url: str, auth: tuple[str, str] | None, timeout_s: float = 5.0,
+                 retries: int = 3, backoff_s: float = 0.2) -> None:
+        self.url, self.auth = url.rstrip("/"), auth
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.s = requests.Session()
+        self.s.trust_env = False
+
+    def _call(self, method: str, path: str, **kw: Any) -> requests.Response:
+        """Retry connection errors and 5xx with exponential backoff; 4xx is final."""
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.s.request(method, self.url + path, auth=self.auth,
+                                   timeout=self.timeout_s, **kw)
+                if r.status_code < 500:
+                    if r.status_code == 401:
+                        raise GatewayError(f"{self.url} refused the credentials (401)")
+                    return r
+                last = GatewayError(f"{method} {path}: {r.status_code} {r.text[:200]}")
+            except requests.RequestException as e:
+                last = e
+            if attempt < self.retries:
+                time.sleep(self.backoff_s * 2**attempt)
+        raise GatewayError(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
+
+    def functions(self) -> list[Function]:
+        r = self._call("GET", "/system/functions")
+        if r.status_code != 200:
+            raise GatewayError(f"GET /system/functions: {r.status_code} {r.text[:200]}")
+        out = []
+        for f in r.json():
+            labels = f.get("labels") or {}
+            out.append(Function(
+                name=f["name"], replicas=int(f.get("replicas") or 0),
+                available=int(f.get("availableReplicas") or 0), cpu=_cpu(f.get("limits")),
+                min_replicas=_int_label(labels, "com.openfaas.scale.min") or 1,
+                max_replicas=_int_label(labels, "com.openfaas.scale.max"), body=f))
+        return out
+
+    def pipelines(self, functions: list[Function] | None = None) -> list[Pipeline]:
+        groups: dict[str, list[tuple[int, Function]]] = {}
+        slos: dict[str, float] = {}
+        for f in functions if functions is not None else self.functions():
+            ann = f.body.get("annotations") or {}
+            name = ann.get(ANN_PIPELINE)
+            if not name:
+                continue
+            try:
+                idx = int(ann.get(ANN_STAGE, ""))
+            except ValueError:
+                log.warning("%s: annotation %s=%r is not an integer; ignored", f.name, ANN_STAGE,
+                            ann.get(ANN_STAGE))
+                continue
+            groups.setdefault(name, []).append((idx, f))
+            try:
+                if ann.get(ANN_SLO):
+                    slos[name] = float(ann[ANN_SLO])
+            except ValueError:
+                log.warning("%s: %s=%r is not a number", f.name, ANN_SLO, ann.get(ANN_SLO))
+        return [Pipeline(n, tuple(f for _, f in sorted(fs, key=lambda x: x[0])), slos.get(n))
+                for n, fs in sorted(groups.items())]
+
+    def is_community_edition(self) -> bool:
+        """The embedded provider answers /system/quart/capabilities; a stock CE gateway does
+        not (and caps functions at 5 replicas)."""
+        try:
+            return self._call("GET", "/system/quart/capabilities").status_code == 404
+        except GatewayError:
+            return True
+
+    def capabilities(self) -> dict[str, Any]:
+        r = self._call("GET", "/system/quart/capabilities")
+        return r.json() if r.status_code == 200 else {}
+
+    def scale(self, name: str, replicas: int) -> None:
+        r = self._call("POST", f"/system/scale-function/{name}",
+                       json={"serviceName": name, "replicas": int(replicas)})
+        if r.status_code not in (200, 202):
+            raise GatewayError(f"scale {name} to {replicas}: {r.status_code} {r.text[:200]}")
+
+    def set_cpu(self, fn: Function, cpus: float) -> None:
+        """PUT the function back with a new limits.cpu (millicores), everything else as is."""
+        body = {k: fn.body.get(k) for k in ("service", "image", "namespace", "envProcess",
+                                             "envVars", "constraints", "secrets", "labels",
+                                             "annotations", "requests",
+                                             "readOnlyRootFilesystem") if fn.body.get(k)
+                is not None}
+        body["service"] = fn.name
+        body["image"] = fn.body.get("image", "")
+        body["limits"] = {**(fn.body.get("limits") or {}), "cpu": f"{round(cpus * 1000)}m"}
+        r = self._call("PUT", "/system/functions", json=body)
+        if r.status_code not in (200, 202):
+            raise GatewayError(f"set cpu of {fn.name} to {cpus:g}: {r.status_code} "
+                               f"{r.text[:200]}")

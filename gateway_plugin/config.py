@@ -1,0 +1,136 @@
+"""The plugin's settings: one dataclass, every field from an environment variable.
+
+| variable                      | default                  | meaning |
+|-------------------------------|--------------------------|---------|
+| OPENFAAS_URL                  | http://127.0.0.1:8080    | the gateway (REST API for scaling, as faas-cli uses it) |
+| basic_auth_user / QUART_BASIC_AUTH_USER | admin          | gateway user |
+| QUART_BASIC_AUTH_PASSWORD_FILE| (unset)                  | file with the gateway password; else ``$secret_mount_path/basic-auth-password`` (the OpenFaaS way), else ``.quart/basic-auth-password`` |
+| PROMETHEUS_URL                | http://127.0.0.1:9090    | where the gateway's metrics are scraped to |
+| REDIS_URL                     | redis://127.0.0.1:6379/0 | all scaling state |
+| QUART_REDIS_PREFIX            | quart:                   | key prefix (several deployments per Redis) |
+| QUART_CONTROL_PERIOD_S        | 5                        | control period |
+| QUART_SLO_S                   | 0.5                      | pipeline latency SLO (seed's target_latency) unless a function says ``com.openfaas.quart.slo`` |
+| QUART_LATENCY_STATISTIC       | p99                      | what the SLO bounds: ``p99`` or ``mean`` |
+| QUART_KP / QUART_KI / QUART_KD| 2.0 / 0.3 / 0.1          | PID gains (seed 001) |
+| QUART_MIN_REPLICAS / QUART_MAX_REPLICAS | 1 / 20         | replica bounds; on an OpenFaaS CE gateway the max is capped at 5 |
+| QUART_CE_MAX_REPLICAS         | 5                        | the CE cap (set higher on Pro/Enterprise) |
+| QUART_MIN_CPU / QUART_MAX_CPU | 1.0 / 16.0               | CPU compensation bounds, CPUs per replica (seed 001) |
+| QUART_INCREMENT_RATIO         | 0.25                     | share of the CPU gap allocated per step (seed 001) |
+| QUART_MEMORY_THRESHOLD        | 0.65                     | keys_manager T1 budget, passed through for placement |
+| QUART_TOLERANCE               | 0.1                      | relative band in which replicas are left alone |
+| QUART_SCALE_DOWN_PERIODS      | 3                        | periods a lower count must persist before scaling down |
+| QUART_SMOOTHING / QUART_CPU_COMPENSATION | 1 / 1         | turn a policy off |
+| QUART_TRAIN_EVERY             | 12                       | retrain the GAT every N periods (0 = never) |
+| QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``POST /system/alert`` |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class PluginConfig:
+    gateway_url: str = "http://127.0.0.1:8080"
+    user: str = "admin"
+    password: str = ""
+    prometheus_url: str = "http://127.0.0.1:9090"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "quart:"
+    period_s: float = 5.0
+    slo_s: float = 0.5
+    latency_statistic: str = "p99"
+    kp: float = 2.0
+    ki: float = 0.3
+    kd: float = 0.1
+    min_replicas: int = 1
+    max_replicas: int = 20
+    ce_max_replicas: int = 5
+    min_cpu: float = 1.0
+    max_cpu: float = 16.0
+    increment_ratio: float = 0.25
+    memory_threshold: str = "0.65"
+    tolerance: float = 0.1
+    scale_down_periods: int = 3
+    smoothing: bool = True
+    cpu_compensation: bool = True
+    train_every: int = 12
+    bind: str = "127.0.0.1"
+    port: int = 8084
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> PluginConfig:
+        e = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            return (e.get(name) or default).strip()
+
+        def num(name: str, default: str, kind=float, lo: float = 0.0, hi: float = float("inf")):
+            raw = get(name, default)
+            try:
+                v = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+            if not lo <= v <= hi:
+                raise ConfigError(f"{name}={raw!r} must be in [{lo:g}, {hi:g}]")
+            return v
+
+        def flag(name: str, default: str) -> bool:
+            return get(name, default).lower() not in ("0", "false", "no", "off")
+
+        stat = get("QUART_LATENCY_STATISTIC", "p99")
+        if stat not in ("p99", "mean"):
+            raise ConfigError(f"QUART_LATENCY_STATISTIC={stat!r}: use 'p99' or 'mean'")
+        cfg = cls(
+            gateway_url=get("OPENFAAS_URL", "http://127.0.0.1:8080").rstrip("/"),
+            user=get("QUART_BASIC_AUTH_USER", get("basic_auth_user", "admin")),
+            password=_password(e),
+            prometheus_url=get("PROMETHEUS_URL", "http://127.0.0.1:9090").rstrip("/"),
+            redis_url=get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_prefix=get("QUART_REDIS_PREFIX", "quart:"),
+            period_s=num("QUART_CONTROL_PERIOD_S", "5", lo=0.05, hi=3600),
+            slo_s=num("QUART_SLO_S", "0.5", lo=1e-3, hi=3600),
+            latency_statistic=stat,
+            kp=num("QUART_KP", "2.0"), ki=num("QUART_KI", "0.3"), kd=num("QUART_KD", "0.1"),
+            min_replicas=num("QUART_MIN_REPLICAS", "1", int, 0, 10000),
+            max_replicas=num("QUART_MAX_REPLICAS", "20", int, 1, 10000),
+            ce_max_replicas=num("QUART_CE_MAX_REPLICAS", "5", int, 1, 10000),
+            min_cpu=num("QUART_MIN_CPU", "1.0", lo=0.001),
+            max_cpu=num("QUART_MAX_CPU", "16.0", lo=0.001),
+            increment_ratio=num("QUART_INCREMENT_RATIO", "0.25", lo=0.01, hi=1.0),
+            memory_threshold=get("QUART_MEMORY_THRESHOLD", "0.65"),
+            tolerance=num("QUART_TOLERANCE", "0.1", hi=0.99),
+            scale_down_periods=num("QUART_SCALE_DOWN_PERIODS", "3", int, 1, 1000),
+            smoothing=flag("QUART_SMOOTHING", "1"),
+            cpu_compensation=flag("QUART_CPU_COMPENSATION", "1"),
+            train_every=num("QUART_TRAIN_EVERY", "12", int, 0, 10**6),
+            bind=get("QUART_PLUGIN_BIND", "127.0.0.1"),
+            port=num("QUART_PLUGIN_PORT", "8084", int, 0, 65535),
+        )
+        if cfg.min_replicas > cfg.max_replicas:
+            raise ConfigError("QUART_MIN_REPLICAS must be <= QUART_MAX_REPLICAS")
+        if cfg.min_cpu > cfg.max_cpu:
+            raise ConfigError("QUART_MIN_CPU must be <= QUART_MAX_CPU")
+        return cfg
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return (self.user, self.password) if self.password else None
+
+
+def _password(e) -> str:
+    """The OpenFaaS ways first: a password file, then the secret mount, then our state dir."""
+    candidates = [e.get("QUART_BASIC_AUTH_PASSWORD_FILE") or ""]
+    if e.get("secret_mount_path"):
+        candidates.append(str(Path(e["secret_mount_path"]) / "basic-auth-password"))
+    candidates.append(str(Path(e.get("QUART_STATE_DIR") or ".quart") / "basic-auth-password"))
+    for c in filter(None, candidates):
+        p = Path(c)
+        if p.is_file():
+            return p.read_text().strip()
+    return ""

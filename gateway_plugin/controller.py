@@ -1,0 +1,236 @@
+"""One control cycle: read, decide, act, remember.
+
+  leader lock -> functions and pipelines (gateway API) -> metrics (Prometheus)
+  -> policies.chain.decide (ReplicaCorrector -> PipelineSmoother -> CPUCompensator)
+  -> scale / set CPU through the gateway -> state, decisions, history to Redis
+
+Failure rules: Prometheus down -> hold (no actuation at all, so never a
+scale-down on missing data); gateway errors -> the call is retried with
+backoff by ``Gateway`` and the cycle records the failure (the next cycle
+re-applies the same idempotent targets); Redis down -> the store keeps
+everything in memory and writes it back later.  A restarted plugin loads
+its PID/smoother/CPU state, the GAT and the last decisions from Redis, so
+steady load stays steady across a ``kill -9``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import Any
+
+from gateway_plugin import observe
+from gateway_plugin.actuate import Function, Gateway, GatewayError, Pipeline
+from gateway_plugin.config import PluginConfig
+from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
+from gateway_plugin.plugin_metrics import PluginMetrics
+from gateway_plugin.policies import chain
+from gateway_plugin.policies.cpu_compensation import CPUConfig
+from gateway_plugin.policies.observation import PipelineObservation
+from gateway_plugin.policies.pid import PIDConfig
+from gateway_plugin.policies.replica_corrector import CorrectorConfig
+from gateway_plugin.store import Store
+
+log = logging.getLogger("gateway_plugin")
+MIN_SAMPLES = 40  # GAT training needs a few dozen (pipeline, next period) pairs
+
+
+def quart_config(cfg: PluginConfig, max_replicas: int) -> chain.QuartConfig:
+    return chain.QuartConfig(
+        corrector=CorrectorConfig(
+            pid=PIDConfig(kp=cfg.kp, ki=cfg.ki, kd=cfg.kd),
+            min_replicas=min(cfg.min_replicas, max_replicas), max_replicas=max_replicas,
+            tolerance=cfg.tolerance, scale_down_periods=cfg.scale_down_periods,
+            latency_statistic=cfg.latency_statistic),
+        cpu=CPUConfig(min_cpu=cfg.min_cpu, max_cpu=cfg.max_cpu,
+                      increment_ratio=cfg.increment_ratio),
+        smoothing=cfg.smoothing, cpu_compensation=cfg.cpu_compensation)
+
+
+class Controller:
+    def __init__(self, cfg: PluginConfig, gateway: Gateway, reader: PrometheusReader,
+                 store: Store, metrics: PluginMetrics | None = None, clock=time.time) -> None:
+        self.cfg, self.gw, self.reader, self.store = cfg, gateway, reader, store
+        self.metrics = metrics or PluginMetrics()
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.state = chain.QuartState()
+        self.gat_meta: dict[str, Any] | None = None
+        self.last: dict[str, dict[str, Any]] = {}
+        self.memory: dict[str, observe.ServiceMemory] = {}
+        self.cycles = 0
+        self.ce: bool | None = None  # detected at the first cycle that reaches the gateway
+        self.cpu_actuation, self.cpu_reason = False, "not detected yet"
+        self.qcfg = quart_config(cfg, cfg.max_replicas)
+        self.restore()
+
+    def _detect(self) -> None:
+        """CE caps replicas at 5 and enforces limits.cpu through the orchestrator; the
+        embedded provider has no cap and says whether it can enforce CPU quotas."""
+        try:
+            self.ce = self.gw.is_community_edition()
+            caps = {} if self.ce else self.gw.capabilities()
+        except GatewayError:
+            return
+        cpu = caps.get("cpu_limits", {})
+        self.cpu_actuation = True if self.ce else bool(cpu.get("available"))
+        self.cpu_reason = ("a stock gateway: the orchestrator applies limits.cpu" if self.ce
+                           else cpu.get("reason") or "cgroup quotas")
+        max_r = min(self.cfg.max_replicas, self.cfg.ce_max_replicas) if self.ce \
+            else self.cfg.max_replicas
+        self.qcfg = quart_config(self.cfg, max_r)
+        log.info("gateway %s: %s, max %d replicas, CPU actuation %s (%s)", self.cfg.gateway_url,
+                 "OpenFaaS CE" if self.ce else "embedded provider", max_r,
+                 "on" if self.cpu_actuation else "off", self.cpu_reason)
+
+    # ------------------------------------------------------------------ state
+
+    def restore(self) -> bool:
+        doc, ckpt, meta = self.store.load_state()
+        if not doc:
+            return False
+        try:
+            self.state = chain.QuartState.from_json(doc.get("quart", {}), ckpt)
+        except (KeyError, TypeError, ValueError) as e:
+            log.error("state in Redis does not fit this version (%s): starting fresh", e)
+            return False
+        self.last = dict(doc.get("last", {}))
+        self.memory = {k: observe.ServiceMemory(**v) for k, v in doc.get("service", {}).items()}
+        self.cycles = int(doc.get("cycles", 0))
+        self.gat_meta = meta
+        log.info("restored state of %d pipeline(s), predictor %s, %d cycle(s) so far",
+                 len(self.state.pipelines), self.state.predictor, self.cycles)
+        return True
+
+    def _state_doc(self) -> dict[str, Any]:
+        return {"quart": self.state.to_json(), "last": self.last, "cycles": self.cycles,
+                "service": {k: dataclasses.asdict(v) for k, v in self.memory.items()}}
+
+    # ------------------------------------------------------------------ the cycle
+
+    def cycle(self, trigger: str = "timer", only: set[str] | None = None) -> dict[str, Any]:
+        """``only``: function names (an alert's); the cycle covers their pipelines."""
+        with self.lock:
+            t0 = time.perf_counter()
+            try:
+                out = self._cycle(trigger, only)
+            finally:
+                self.metrics.cycle.observe(time.perf_counter() - t0)
+            return out
+
+    def _cycle(self, trigger: str, only: set[str] | None) -> dict[str, Any]:
+        leader = self.store.lead(ttl_s=max(3 * self.cfg.period_s, 2.0))
+        self.metrics.leader.set(1 if leader else 0)
+        self.metrics.redis_up.set(1 if self.store.up else 0)
+        if not leader:
+            return {"leader": False, "reason": f"{self.store.leader()} leads; standing by"}
+        try:
+            functions = self.gw.functions()
+        except GatewayError as e:
+            return self._hold(f"gateway unavailable: {e}")
+        if self.ce is None:
+            self._detect()
+        pipelines = [p for p in self.gw.pipelines(functions)
+                     if not only or any(f.name in only for f in p.stages)]
+        if not pipelines:
+            return {"leader": True, "pipelines": 0, "reason": "no annotated pipelines"}
+        try:
+            fm = self.reader.read(max(2 * self.cfg.period_s, 4.0))
+            self.metrics.prometheus_up.set(1)
+        except MetricsUnavailable as e:
+            self.metrics.prometheus_up.set(0)
+            return self._hold(f"metrics unavailable ({e}): holding the last decision")
+        now = self.clock()
+        obs = [observe.build(p, fm, now, self.cfg.slo_s, self.memory) for p in pipelines]
+        decisions, self.state = chain.decide(obs, self.state, self.qcfg)
+        self.cycles += 1
+        records = self._apply(pipelines, decisions, obs, trigger, now)
+        for o in obs:
+            self.store.add_history(observation_json(o))
+        if self.cfg.train_every and self.cycles % self.cfg.train_every == 0:
+            self.train()
+        self.store.save_state(self._state_doc(), self.state.gat_checkpoint, self.gat_meta)
+        self.store.record_decisions(records)
+        return {"leader": True, "pipelines": len(pipelines), "decisions": records}
+
+    def _hold(self, reason: str) -> dict[str, Any]:
+        log.warning("%s", reason)
+        self.metrics.decisions.labels(policy="hold", action="hold").inc()
+        self.store.record_decisions([{"t": self.clock(), "policy": "hold", "reason": reason}])
+        return {"leader": True, "hold": True, "reason": reason}
+
+    def _apply(self, pipelines: list[Pipeline], decisions: dict[str, list[chain.StageDecision]],
+               obs: list[PipelineObservation], trigger: str, now: float) -> list[dict[str, Any]]:
+        records = []
+        for p, o in zip(pipelines, obs, strict=True):
+            for f, d, s in zip(p.stages, decisions[p.name], o.stages, strict=True):
+                rec = self._apply_stage(f, d, s, trigger, now)
+                records.append(rec)
+        return records
+
+    def _apply_stage(self, f: Function, d: chain.StageDecision, s: Any, trigger: str,
+                     now: float) -> dict[str, Any]:
+        target = max(f.min_replicas if f.min_replicas else 0, d.replicas)
+        if f.max_replicas:
+            target = min(target, f.max_replicas)
+        action, error = "steady", ""
+        try:
+            if target != f.replicas:
+                self.gw.scale(f.name, target)
+                action = "up" if target > f.replicas else "down"
+            if d.cpu is not None and self.cpu_actuation and \
+                    (f.cpu is None or abs(d.cpu - f.cpu) > 0.01 * max(f.cpu, 1e-9)):
+                self.gw.set_cpu(f, d.cpu)
+        except GatewayError as e:
+            error = str(e)
+            log.error("acting on %s failed (next cycle re-applies): %s", f.name, e)
+        policy = ("cpu" if d.cpu is not None and f.cpu is not None and abs(d.cpu - f.cpu) > 0.01
+                  else "smoother" if d.replicas != d.corrected_replicas
+                  else "corrector" if action != "steady" else "none")
+        self.metrics.decisions.labels(policy=policy, action=action).inc()
+        self.metrics.observe_stage(f.name, target, f.available, d.predicted_cv)
+        rec = {"t": now, "trigger": trigger, "pipeline": d.pipeline, "function": f.name,
+               "from": f.replicas, "replicas": target, "cpu": d.cpu, "policy": policy,
+               "action": action, "predictor": d.predictor, "critical": d.critical,
+               "reason": d.reason, "error": error, "budget_s": d.budget_s,
+               "predicted_cv": d.predicted_cv,
+               "inputs": {"arrival_rate": s.arrival_rate, "latency_mean_s": s.latency_mean_s,
+                          "latency_p99_s": s.latency_p99_s, "arrival_cv": s.arrival_cv,
+                          "service_time_s": s.service_time_s, "queue_depth": s.queue_depth}}
+        self.last[f.name] = {k: rec[k] for k in ("t", "replicas", "cpu", "policy", "reason")}
+        return rec
+
+    # ------------------------------------------------------------------ learning
+
+    def train(self) -> dict[str, float] | None:
+        """Retrain the GAT on the stored history; the state keeps whichever predictor wins on
+        held-out pipelines (the GAT only when it beats every baseline)."""
+        hist = []
+        for doc in self.store.history():
+            try:
+                hist.append(PipelineObservation.from_dict(doc))
+            except (KeyError, TypeError, ValueError):
+                continue
+        samples = chain.samples_from_history(hist)
+        if len(samples) < MIN_SAMPLES or len({s.group for s in samples}) < 2:
+            log.info("GAT: %d training samples from %d pipeline(s), need %d from >= 2: later",
+                     len(samples), len({s.group for s in samples}), MIN_SAMPLES)
+            return None
+        t0 = time.perf_counter()
+        self.state, errors = chain.with_trained_predictor(self.state, samples, epochs=100)
+        self.gat_meta = {"validation_mae": errors, "samples": len(samples), "trained_at":
+                         self.clock(), "predictor": self.state.predictor,
+                         "reason": self.state.predictor_reason,
+                         "seconds": round(time.perf_counter() - t0, 3)}
+        for name, mae in errors.items():
+            self.metrics.gat_mae.labels(predictor=name).set(mae)
+        log.info("GAT retrained on %d samples: %s -> using %s", len(samples), errors,
+                 self.state.predictor)
+        return errors
+
+
+def observation_json(o: PipelineObservation) -> dict[str, Any]:
+    return {"name": o.name, "slo_s": o.slo_s, "now_s": o.now_s,
+            "stages": [dataclasses.asdict(s) for s in o.stages],
+            "edges": None if o.edges is None else [list(e) for e in o.edges]}

@@ -1,0 +1,78 @@
+"""``quart-faas plugin``: the control loop beside the gateway (settings: gateway_plugin/config.py)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+from waitress.server import create_server
+
+from gateway_plugin.actuate import Gateway
+from gateway_plugin.app import Triggers, create_app
+from gateway_plugin.config import ConfigError, PluginConfig
+from gateway_plugin.controller import Controller
+from gateway_plugin.metrics_in import PrometheusReader
+from gateway_plugin.store import Store
+
+log = logging.getLogger("gateway_plugin")
+
+
+def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> int:
+    stop = stop or threading.Event()
+    store = Store(cfg.redis_url, cfg.redis_prefix)
+    ctl = Controller(cfg, Gateway(cfg.gateway_url, cfg.auth), PrometheusReader(cfg.prometheus_url),
+                     store)
+    triggers = Triggers()
+    srv = create_server(create_app(ctl, triggers), host=cfg.bind, port=cfg.port, threads=4,
+                        ident=None)
+    web = threading.Thread(target=srv.run, name="plugin-http", daemon=True)
+    web.start()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: (stop.set(), triggers.event.set()))
+    port = srv.effective_port
+    log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs)",
+             store.instance, cfg.bind, port, cfg.gateway_url, cfg.prometheus_url,
+             cfg.redis_url, cfg.period_s)
+    if ready:
+        ready(port)
+    next_at = time.monotonic()
+    try:
+        while not stop.is_set():
+            timeout = max(0.0, next_at - time.monotonic())
+            fired = triggers.event.wait(timeout)
+            if stop.is_set():
+                break
+            only = triggers.take() if fired else None
+            try:
+                ctl.cycle("alert" if only else "timer", only or None)
+            except Exception:  # a bad cycle is logged; the loop goes on
+                log.exception("control cycle failed")
+            if not only:
+                next_at = time.monotonic() + cfg.period_s
+    finally:
+        srv.close()
+        store.resign()
+        log.info("plugin stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="quart-faas plugin", description=__doc__)
+    p.add_argument("--log-level", default="INFO")
+    a = p.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=a.log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = PluginConfig.from_env()
+    except ConfigError as e:
+        print(f"quart-faas plugin: {e}", file=sys.stderr)
+        return 2
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
