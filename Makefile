@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/python -m benchmark.pipeline_overhead
+	$(VENV)/bin/python -m benchmark.scaleup
 
 down:
 	$(VENV)/bin/quart-faas down
