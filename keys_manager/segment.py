@@ -272,7 +272,53 @@ def map_stage(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     specs, size = read_header(path)
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    MAPPED.append((storage.data_ptr(), size, storage))
     return {s.name: _view(storage, s) for s in specs}
+
+
+MAPPED: list[tuple[int, int, torch.UntypedStorage]] = []  # (address, bytes, keep-alive)
+MADV_WILLNEED, MADV_POPULATE_READ = 3, 22
+
+
+def populate_mapped() -> int:
+    """Fill this process's page tables for every mapped segment; returns bytes covered.
+
+    Why: fork() does not copy the page-table entries of a file mapping the parent
+    never wrote to, so a forked replica would otherwise take one minor fault per
+    4 KiB page on its first request (72k faults, ~35 ms for a 288 MiB stage).
+    ``MADV_POPULATE_READ`` (Linux 5.14) maps them in one call, before the replica
+    reports ready; older kernels get ``MADV_WILLNEED`` (read-ahead only)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    page = os.sysconf("SC_PAGE_SIZE")
+    done = 0
+    for addr, size, _ in MAPPED:
+        start = addr - addr % page
+        length = size + (addr - start)
+        if libc.madvise(start, length, MADV_POPULATE_READ) != 0:
+            libc.madvise(start, length, MADV_WILLNEED)
+        done += size
+    return done
+
+
+def share_page_tables() -> int:
+    """In the zygote, before forking: make fork() hand the weights' page tables to children.
+
+    Linux copies a VMA's page-table entries at fork only when the VMA has an
+    anon_vma, i.e. once any page of the private mapping was written (mm/memory.c,
+    ``vma_needs_copy``).  Writing the first byte of the header back unchanged
+    gives the mapping one private page (the header, which no tensor uses) and
+    that anon_vma; populating it first means children start with every weight
+    page mapped: ~7 ms of PTE copying in fork instead of ~35 ms of faults."""
+    import ctypes
+
+    n = populate_mapped()
+    for addr, _, _ in MAPPED:
+        b = ctypes.c_ubyte.from_address(addr)
+        b.value = b.value  # a write of the same value: COW of the header page only
+    return n
 
 
 def _view(storage: torch.UntypedStorage, s: TensorSpec) -> torch.Tensor:

@@ -33,13 +33,17 @@ MAX_REQUEST_BYTES = 65536
 
 
 def _reseed() -> None:
+    """Fresh seeds for the RNGs a child can reach.  Only modules the zygote already imported:
+    touching ``numpy.random`` would import it (numpy 2 loads it lazily: 17 ms per child),
+    and ``torch.manual_seed`` also wakes the accelerator seeders (3 ms) where a CPU-only
+    zygote needs just the default CPU generator."""
     seed = int.from_bytes(os.urandom(8), "little")
     random.seed(seed)
-    if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed(seed % 2**32)
+    if "numpy.random" in sys.modules:
+        sys.modules["numpy.random"].seed(seed % 2**32)
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         torch.set_num_threads(max(1, int(os.environ.get("QUART_TORCH_THREADS", "1") or 1)))
 
 
@@ -85,7 +89,11 @@ def serve_zygote(path: str, serve_fd: Callable[[int], None]) -> None:
     # of each of them and copy-on-write-fault hundreds of MB of pages it never changes.
     gc.collect()
     gc.freeze()
-    print(f"zygote pid {os.getpid()} ready on {path}", flush=True)
+    if "keys_manager.segment" in sys.modules:  # the stage's weights are mapped: see there
+        sys.modules["keys_manager.segment"].share_page_tables()
+    threads = len(os.listdir("/proc/self/task"))
+    print(f"zygote pid {os.getpid()} ready on {path} ({threads} native threads: children get "
+          f"only the forking one)", flush=True)
     try:
         while True:
             conn, _ = srv.accept()

@@ -20,3 +20,8 @@ _server = StageServer(StageConfig.from_env())
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
     return _server.handle(event)
+
+
+def warmup() -> None:
+    """Run once in a zygote before it forks (index.py): children inherit built kernels."""
+    _server.warmup()

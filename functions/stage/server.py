@@ -55,6 +55,24 @@ class StageServer:
         self.lock = threading.Lock()
         self.http = urllib3.PoolManager(num_pools=4, maxsize=64, retries=False)
 
+    def warmup(self) -> None:
+        """One forward pass on a dummy batch, so that torch's lazily built state (kernel
+        selection, allocator pools) exists before a zygote forks: a forked replica's
+        first request then costs what a warm one does.  Single-threaded (1 intra-op
+        thread): no thread pool exists to be lost in fork()."""
+        threads = torch.get_num_threads()
+        with self.lock:
+            torch.set_num_threads(1)
+            if self.stage.is_first:  # fixed ids: the tokenizer would start its Rayon pool
+                x = torch.tensor([[101, 2000, 2001, 2002, 102]], dtype=torch.int64)
+            else:
+                x = torch.zeros(1, 8, self.stage.cfg.hidden_size)
+            mask = torch.ones(x.shape[:2], dtype=torch.int64)
+            h = self.stage.forward(x, mask)
+            if self.stage.is_last:
+                self.stage.pool(h, mask)
+            torch.set_num_threads(threads)  # takes effect in each child (a setting, no pool)
+
     # -- request handling -------------------------------------------------
     def handle(self, event: Any) -> dict[str, Any]:
         try:

@@ -101,6 +101,7 @@ def main() -> None:
         from keys_manager.zygote import serve_zygote  # become the parent replicas fork from
 
         app.test_client().get("/_/health")  # build Flask's lazy state once, not per child
+        getattr(handler, "warmup", lambda: None)()  # and the handler's (e.g. torch kernels)
         serve_zygote(zygote, serve_fd)
         return
     fd = os.environ.get("QUART_LISTEN_FD")  # else a plain start, e.g. on a stock OpenFaaS node
