@@ -32,10 +32,15 @@ class AgentError(RuntimeError):
 
 def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
     """One request on the agent's socket; AgentError when it fails or answers ok=false."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout_s)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout_s)
-            s.connect(str(sock))
+        s.connect(str(sock))
+    except OSError as e:  # nothing was sent: safe to start the agent and try again
+        s.close()
+        raise AgentError(f"keys_manager at {sock}: {e}") from e
+    try:
+        with s:
             s.sendall(json.dumps(doc).encode() + b"\n")
             buf = bytearray()
             while not buf.endswith(b"\n"):
@@ -43,12 +48,12 @@ def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict
                 if not chunk:
                     break
                 buf += chunk
-    except OSError as e:
-        raise AgentError(f"keys_manager at {sock}: {e}") from e
+    except OSError as e:  # sent, maybe acted upon: not retried blindly
+        raise AgentError(f"keys_manager at {sock}: {e}", "broken") from e
     try:
         ans = json.loads(buf.decode() or "{}")
     except ValueError as e:
-        raise AgentError(f"keys_manager at {sock}: unreadable answer: {e}") from e
+        raise AgentError(f"keys_manager at {sock}: unreadable answer: {e}", "broken") from e
     if not ans.get("ok"):
         raise AgentError(f"keys_manager: {ans.get('error', 'no answer')}", ans.get("kind", ""))
     return ans
@@ -134,7 +139,6 @@ class AgentLauncher:
                          f"{self.start_timeout_s:g}s")
 
     def launch(self, spec: Any) -> ForkedHandle:
-        self.ensure_agent()
         doc = {"op": "spawn", "replica": {
             "function": spec.function, "index": spec.index,
             "handler_dir": str(Path(spec.handler_dir).absolute()),
@@ -142,7 +146,13 @@ class AgentLauncher:
             "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
             "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
             "mode": self.mode, "weights": self.weights}
-        ans = call(self.socket, doc, timeout_s=600)
+        try:
+            ans = call(self.socket, doc, timeout_s=600)
+        except AgentError as e:
+            if e.kind != "unavailable":
+                raise  # the agent answered: a real refusal (bad request, cache full...)
+            self.ensure_agent()  # not running (first launch, or it died): start it, retry once
+            ans = call(self.socket, doc, timeout_s=600)
         return ForkedHandle(self, ans["replica"])
 
     def status(self) -> dict[str, Any]:

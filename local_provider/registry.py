@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import requests
-
 from local_provider.config import ProviderConfig
 from local_provider.cpulimit import CpuLimiter, parse_cpu
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
@@ -83,8 +81,6 @@ class Registry:
         self._loop: threading.Thread | None = None
         self._workers: set[threading.Thread] = set()
         self._workers_lock = threading.Lock()
-        self._probe = requests.Session()
-        self._probe.trust_env = False  # health probes of 127.0.0.1 never go through a proxy
 
     # -- desired state (REST handlers) -----------------------------------------
 
@@ -304,7 +300,7 @@ class Registry:
             pool.remove(r)
             return
         ok = wait_healthy(handle, self.config.start_timeout_s,
-                          lambda: r.draining or r.dead or self._stopping.is_set(), self._probe)
+                          lambda: r.draining or r.dead or self._stopping.is_set())
         if ok and handle.alive():
             handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
             pool.set_ready(r)
