@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("local_provider.cpulimit")
@@ -133,21 +134,25 @@ class CpuLimiter:
         except (OSError, ValueError):
             return None
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 3.0) -> None:
+        """Remove every cgroup we made; a process that is still exiting keeps its cgroup
+        busy (EBUSY) for a moment, so retry until ``wait_s``."""
         if self.base is None:
             return
-        for fdir in sorted(self.base.glob("*")):
-            for d in sorted(fdir.glob("*")):
-                if d.is_dir():
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
-            try:
-                fdir.rmdir()
-            except OSError:
-                pass
-        try:
-            self.base.rmdir()
-        except OSError as e:
-            log.warning("cgroup %s not removed: %s", self.base, e)
+        deadline = time.monotonic() + wait_s
+        while True:
+            dirs = sorted((p for p in self.base.rglob("*") if p.is_dir()),
+                          key=lambda p: -len(p.parts)) + [self.base]
+            busy = []
+            for d in dirs:
+                try:
+                    d.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    busy.append((d, e))
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        for d, e in busy:
+            log.warning("cgroup %s not removed: %s", d, e)

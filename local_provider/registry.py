@@ -229,8 +229,9 @@ class Registry:
         with self.lock, pool.cond:
             if self._stopping.is_set() or self._functions.get(rec.name) is not rec:
                 return
-            for r in list(pool.replicas):
-                if r.handle is not None and not r.dead and not r.handle.alive():
+            for r in list(pool.replicas):  # a draining replica is meant to exit: not a death
+                if r.handle is not None and not r.dead and not r.draining and \
+                        not r.handle.alive():
                     self._died(rec, r)
             live = [r for r in pool.replicas if not r.draining and not r.dead]
             current = [r for r in live if r.generation == rec.generation]
