@@ -34,9 +34,17 @@ def cmd_up(a: argparse.Namespace) -> int:
     from quart_faas.deploy import DeployError, up
 
     try:
-        up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
-           timeout_s=a.timeout, provider_port=a.provider_port, metrics_port=a.metrics_port,
-           keys_metrics_port=a.keys_metrics_port)
+        _, ep = up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
+                   timeout_s=a.timeout, provider_port=a.provider_port,
+                   metrics_port=a.metrics_port, keys_metrics_port=a.keys_metrics_port)
+        if a.with_plugin:
+            from quart_faas import plugin_services
+
+            if a.no_prometheus:
+                return _fail("the plugin reads its metrics from Prometheus: drop --no-prometheus")
+            plugin_services.ensure_redis(a.state_dir, a.redis_url, print)
+            plugin_services.start_plugin(a.state_dir, ep.gateway, ep.prometheus, a.redis_url,
+                                         a.plugin_port, print)
     except (DeployError, RuntimeError) as e:
         return _fail(str(e))
     return 0
@@ -81,6 +89,10 @@ def parser() -> argparse.ArgumentParser:
                    help="keys_manager /metrics; default: gateway port + 3")
     s.add_argument("--state-dir", type=Path, default=STATE_DIR)
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
+    s.add_argument("--with-plugin", action="store_true",
+                   help="also run Redis (when none answers) and the autoscaling plugin")
+    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    s.add_argument("--plugin-port", type=int, default=8084)
     s.set_defaults(fn=cmd_up)
 
     s = sub.add_parser("down", help="stop what `up` started")

@@ -1,10 +1,12 @@
-"""``make demo``: the MiniLM pipeline on this machine, under a bursty load.
+"""``make demo``: the MiniLM pipeline on this machine, autoscaled under a bursty load.
 
-Starts what is missing (local gateway + provider, Prometheus), deploys
-stack.yml, scales one stage to show a replica being added, sends an
-open-loop burst (gamma inter-arrivals, CV > 1) through the pipeline with a
-progress bar, prints a per-stage table read back from Prometheus, and stops
-everything it started — on Ctrl-C too.
+Starts what is missing (local gateway + provider + keys_manager, Prometheus,
+Redis, the autoscaling plugin), deploys stack.yml, scales one stage by hand
+to show how fork-started replicas come up, then sends an open-loop burst
+(gamma inter-arrivals, CV 4) for about a minute with a progress bar while
+the plugin scales; prints a timeline of replicas and p99 per stage with the
+plugin's reasons, saves it as a PNG, prints a per-stage table read back from
+Prometheus, and stops everything it started — on Ctrl-C too.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from benchmark import openloop
-from quart_faas import deploy, services
+from quart_faas import demo_timeline, deploy, plugin_services, services
 from quart_faas.metrics_query import GatewayMetrics
 from quart_faas.stack import load_stack
 
@@ -42,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gateway", default="http://127.0.0.1:8080")
     p.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
     p.add_argument("--state-dir", type=Path, default=Path(".quart"))
-    p.add_argument("--requests", type=int, default=150)
-    p.add_argument("--rate", type=float, default=10.0, help="mean requests per second")
-    p.add_argument("--cv", type=float, default=3.0, help="burstiness (CV of inter-arrivals)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the burst")
+    p.add_argument("--rate", type=float, default=8.0, help="mean requests per second")
+    p.add_argument("--cv", type=float, default=4.0, help="burstiness (CV of inter-arrivals)")
+    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--plugin-port", type=int, default=8084)
+    p.add_argument("--period", type=float, default=2.0, help="plugin control period (s)")
+    p.add_argument("--png", type=Path, default=Path(".quart/demo-timeline.png"))
     p.add_argument("--inputs", type=int, default=4, help="sentences per request")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale-to", type=int, default=4,
@@ -57,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         con.print("[yellow]interrupted[/yellow]")
         return 130
-    except (deploy.DeployError, RuntimeError, requests.RequestException) as e:
+    except (deploy.DeployError, RuntimeError, requests.RequestException,
+            plugin_services.ServiceError) as e:
         con.print(f"[red]error:[/red] {e}")
         return 1
     finally:
@@ -83,6 +90,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     con.print(f"pipeline ready in {time.perf_counter() - t0:.1f}s")
     auth = (deploy.USER, deploy.password_file(a.state_dir).read_text().strip())
     names = list(stack.functions)
+    plugin_services.ensure_redis(a.state_dir, a.redis_url, con.print)
 
     # Show a scale-up through the gateway's REST API, as the plugin will do.
     mid = names[len(names) // 2]
@@ -93,6 +101,11 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     con.print(f"scaled {mid} 1 -> {a.scale_to} replicas: all ready "
               f"{(time.perf_counter() - t1) * 1e3:.0f} ms after the request")
     _spawn_table(con, ep.gateway, auth, names)
+    requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
+                  json={"serviceName": mid, "replicas": 1}).raise_for_status()
+    plugin = plugin_services.start_plugin(
+        a.state_dir, ep.gateway, ep.prometheus, a.redis_url, a.plugin_port, con.print,
+        {"QUART_CONTROL_PERIOD_S": str(a.period)})
 
     url = f"{ep.gateway}/function/{names[0]}"
     body = json.dumps({"inputs": SENTENCES[: a.inputs]}).encode()
@@ -101,13 +114,23 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     metrics = GatewayMetrics(ep.prometheus)
     time.sleep(2.5)
     counts0 = metrics.invocations()
-    offsets = openloop.gamma_arrivals(a.rate, a.cv, a.requests, a.seed)
-    con.print(f"sending {a.requests} requests open-loop: mean {a.rate:g}/s, CV {a.cv:g}, "
-              f"{a.inputs} sentences each, over {offsets[-1]:.1f}s")
+    n = max(1, int(a.rate * a.seconds))
+    offsets = openloop.gamma_arrivals(a.rate, a.cv, n, a.seed)
+    con.print(f"sending {n} requests open-loop: mean {a.rate:g}/s, CV {a.cv:g}, "
+              f"{a.inputs} sentences each, over {offsets[-1]:.1f}s; the plugin acts every "
+              f"{a.period:g}s")
     start = time.time()
-    with tqdm(total=a.requests, unit="req", desc="burst") as bar:
+    sampler = demo_timeline.Sampler(ep.gateway, auth).start()
+    with tqdm(total=n, unit="req", desc="burst") as bar:
         results = openloop.run(url, body, offsets, on_done=lambda r: bar.update(1))
-    time.sleep(3.0)  # let Prometheus scrape the last counts (1 s interval)
+    time.sleep(max(3.0, 3 * a.period))  # the plugin reacts to the end of the burst too
+    sampler.stop()
+    end = time.time()
+    decisions = [d for d in requests.get(f"{plugin}/decisions", params={"n": 1000},
+                                         timeout=10).json() if d.get("t", 0) >= start]
+    demo_timeline.report(con, names, start, end, sampler,
+                         demo_timeline.p99_series(ep.prometheus, start, end),
+                         list(reversed(decisions)), offsets, a.png)
     window = f"{int(time.time() - start) + 5}s"
     _report(con, names, results, metrics, counts0, window)
     return 0 if all(r.status == 200 for r in results) else 1

@@ -180,9 +180,12 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
 
 
 def down(state_dir: Path, say: Callable[[str], None] = print) -> int:
-    """Stop what `up` started: Prometheus first (it scrapes), then the gateway."""
+    """Stop what `up` started: the plugin first (it acts), Prometheus (it scrapes), the
+    gateway, Redis last (the plugin writes its state there until it stops)."""
     svcs = services.recorded(state_dir)
-    order = sorted(svcs, key=lambda s: 0 if s.name.startswith("prometheus") else 1)
+    rank = {"plugin": 0, "prometheus": 1, "redis": 3}
+    order = sorted(svcs, key=lambda s: next((v for k, v in rank.items()
+                                             if s.name.startswith(k)), 2))
     n = 0
     for svc in order:
         if services.stop(state_dir, svc):

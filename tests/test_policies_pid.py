@@ -224,12 +224,23 @@ def test_scale_down_waits_and_takes_the_largest_wish() -> None:
     # t=0: 0.25 s -> u = 0 -> wants 2: hold (1/3)
     out, state = correct_pipeline(_pipe(_stage("a", 4, 0.25)), state, None, cfg)
     assert out[0].replicas == 4 and "1/3" in out[0].reason
-    # t=10: 0.75 s -> e = 0.25, u = 0.5 -> 2*1.5 = 3 < 4: hold (2/3), pending max(2,3) = 3
-    out, state = correct_pipeline(_pipe(_stage("a", 4, 0.75), now=10), state, 10.0, cfg)
+    # t=10: 0.55 s, under budget -> e = -0.08, u = 0 -> wants 2: hold (2/3)
+    out, state = correct_pipeline(_pipe(_stage("a", 4, 0.55), now=10), state, 10.0, cfg)
     assert out[0].replicas == 4 and "2/3" in out[0].reason
-    # t=20: wants 2 again; third period -> scale down to the largest wish, 3
+    # t=20: wants 2 again; third period -> scale down to the largest wish, 2
     out, state = correct_pipeline(_pipe(_stage("a", 4, 0.25), now=20), state, 10.0, cfg)
-    assert out[0].replicas == 3 and out[0].reason.startswith("scale down 4->3 after 3")
+    assert out[0].replicas == 2 and out[0].reason.startswith("scale down 4->2 after 3")
+    assert state["a"].down_streak == 0
+
+
+def test_latency_above_budget_never_scales_down() -> None:
+    # budget 0.6 s, 4 replicas, M/M/c needs 2.  At 0.75 s (e = +0.25, u = 0.5) the PID
+    # alone would want 2 * 1.5 = 3 < 4: removing a replica while over budget is refused,
+    # and the period breaks a scale-down streak.
+    cfg = CorrectorConfig(pid=PIDConfig(ki=0.0, kd=0.0), scale_down_periods=2)
+    pending = {"a": CorrectorState(down_streak=1, down_target=2)}
+    out, state = correct_pipeline(_pipe(_stage("a", 4, 0.75)), pending, 10.0, cfg)
+    assert out[0].replicas == 4 and "no scale-down" in out[0].reason
     assert state["a"].down_streak == 0
 
 

@@ -270,6 +270,12 @@ def _correct_stage(
         desired = current
         note += f"; within ±{config.tolerance:.0%} band"
 
+    if desired < current and step.error > 0:
+        # Latency is above its budget: the model may think fewer replicas suffice (its
+        # rates lag a burst), but removing any now can only make the latency worse.
+        desired = current
+        note += "; latency above budget: no scale-down"
+
     streak, pending = 0, 0
     if desired > current:
         reason = f"scale up {current}->{desired}: {note}"
