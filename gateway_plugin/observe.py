@@ -30,7 +30,7 @@ class ServiceMemory:
 def _own(k: float | None, nxt: float | None, last: bool, floor: float | None) -> float | None:
     if k is None:
         return None
-    if last:
+    if last or k == 0.0:  # the last stage's latency is its own; an idle stage's is 0
         return k
     if nxt is None:
         return None
