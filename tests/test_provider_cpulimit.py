@@ -66,3 +66,26 @@ def test_limits_cpu_becomes_a_quota_and_changes_in_place(server):
     assert server.api("DELETE", "/system/functions", json={"functionName": "burner"}).status_code \
         in (200, 202)
     wait_for(lambda: not (Path(caps["path"]) / "burner").exists(), 10, what="cgroup removed")
+
+
+def test_the_plugins_cpu_actuation_reaches_the_quota(server):
+    """gateway_plugin.actuate.Gateway.set_cpu -> PUT /system/functions -> cgroup quota."""
+    from gateway_plugin.actuate import Gateway
+
+    caps = server.api("GET", "/system/quart/capabilities").json()["cpu_limits"]
+    if not caps["available"]:
+        pytest.skip(caps["reason"])
+    server.deploy("compensated", limits={"cpu": "1"})
+    pid = server.call("compensated").json()["pid"]
+    gw = Gateway(server.gateway, server.auth)
+    assert not gw.is_community_edition()
+    fn = next(f for f in gw.functions() if f.name == "compensated")
+    assert fn.cpu == 1.0
+    gw.set_cpu(fn, 0.3)
+    quota = Path(caps["path"]) / "compensated" / "0"
+    read = (lambda: (quota / "cpu.max").read_text().split()[0]) if caps["cgroup"] == "v2" else \
+        (lambda: (quota / "cpu.cfs_quota_us").read_text().strip())
+    wait_for(lambda: read() == "30000", 5, what="quota 0.3 CPU")
+    again = next(f for f in gw.functions() if f.name == "compensated")
+    assert again.cpu == pytest.approx(0.3) and again.body["envVars"] == fn.body["envVars"]
+    assert server.call("compensated").json()["pid"] == pid  # in place, no restart
