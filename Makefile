@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	$(VENV)/bin/python -m benchmark.pipeline_overhead
 	$(VENV)/bin/python -m benchmark.scaleup
+	$(VENV)/bin/python -m benchmark.control_cycle --stages 1000
 
 down:
 	$(VENV)/bin/quart-faas down
