@@ -60,15 +60,24 @@ QUERIES = {
 }
 
 
+_NAMES: dict[str, str] = {}  # function_name label -> bare name (a few thousand at most)
+
+
 def _fold(rows: list[dict[str, Any]]) -> dict[str, float]:
     out: dict[str, float] = {}
+    names, isfinite = _NAMES, math.isfinite
     for row in rows:
-        name = strip_namespace(row.get("metric", {}).get("function_name", ""))
+        label = row.get("metric", {}).get("function_name", "")
+        name = names.get(label)
+        if name is None:
+            name = strip_namespace(label)
+            if len(names) < 100_000:
+                names[label] = name
         try:
             v = float(row["value"][1])
         except (KeyError, IndexError, TypeError, ValueError):
             continue
-        if name and math.isfinite(v):
+        if name and isfinite(v):
             out[name] = out.get(name, 0.0) + v
     return out
 

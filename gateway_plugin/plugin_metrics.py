@@ -31,8 +31,25 @@ class PluginMetrics:
         self.alerts = Counter("quart_plugin_alerts", "AlertManager webhooks received",
                               ["status"], registry=r)
 
+        self._stage: dict[str, tuple] = {}
+        self._decision: dict[tuple[str, str], object] = {}
+
     def observe_stage(self, fn: str, desired: int, actual: int, cv: float | None) -> None:
-        self.desired.labels(function_name=fn).set(desired)
-        self.actual.labels(function_name=fn).set(actual)
+        """Label children cached per function: ``labels()`` costs microseconds, times 1,000
+        stages per cycle."""
+        ch = self._stage.get(fn)
+        if ch is None:
+            ch = self._stage[fn] = (self.desired.labels(function_name=fn),
+                                    self.actual.labels(function_name=fn),
+                                    self.predicted_cv.labels(function_name=fn))
+        ch[0].set(desired)
+        ch[1].set(actual)
         if cv is not None:
-            self.predicted_cv.labels(function_name=fn).set(cv)
+            ch[2].set(cv)
+
+    def decided(self, policy: str, action: str) -> None:
+        c = self._decision.get((policy, action))
+        if c is None:
+            c = self._decision[(policy, action)] = self.decisions.labels(policy=policy,
+                                                                          action=action)
+        c.inc()

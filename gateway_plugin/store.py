@@ -7,7 +7,8 @@ Keys (prefix ``QUART_REDIS_PREFIX``, default ``quart:``):
   gat:checkpoint   safetensors bytes of the trained GAT (never pickle)
   gat:meta         JSON: validation errors, samples, when it was trained
   history          list of JSON pipeline observations (bounded): the GAT's training data
-  decisions        stream (XADD, bounded): inputs, outputs, policy and reason per stage
+  decisions        stream (XADD, bounded): one entry per cycle, the list of every stage's
+                   inputs, outputs, policy and reason
   leader           the leader lock: instance id, with an expiry
 
 State and checkpoint are written in one MULTI/EXEC transaction, so a reader
@@ -26,6 +27,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+import orjson  # JSON at 1,000 stages per cycle: ~5x faster than the stdlib
 import redis
 
 log = logging.getLogger("gateway_plugin.store")
@@ -56,8 +58,8 @@ class Store:
         self.up = True
         self.down_since: float | None = None
         self._state: tuple[dict[str, Any], bytes | None, dict[str, Any] | None] | None = None
-        self._decisions: deque[dict[str, Any]] = deque(maxlen=decisions_max)
-        self._history: deque[str] = deque(maxlen=history_max)
+        self._decisions: deque[list[dict[str, Any]]] = deque(maxlen=1000)  # cycles
+        self._history: deque[bytes] = deque(maxlen=history_max)
         self._leader = False
 
     def k(self, key: str) -> str:
@@ -113,7 +115,7 @@ class Store:
     def _write_state(self, state: dict[str, Any], checkpoint: bytes | None,
                      gat_meta: dict[str, Any] | None) -> None:
         with self.r.pipeline(transaction=True) as tx:
-            tx.set(self.k(STATE), json.dumps(state, separators=(",", ":")))
+            tx.set(self.k(STATE), orjson.dumps(state))
             if checkpoint is not None:
                 tx.set(self.k(GAT), checkpoint)
             if gat_meta is not None:
@@ -139,30 +141,40 @@ class Store:
     # ------------------------------------------------------------------ decisions, history
 
     def record_decisions(self, records: list[dict[str, Any]]) -> bool:
-        self._decisions.extend(records)
+        """One stream entry per cycle holding every stage's record: one XADD, not one per
+        stage (1,000 stages per cycle must stay cheap)."""
+        if records:
+            self._decisions.append(records)
         return self.flush()
 
-    def _write_decisions(self, records: list[dict[str, Any]]) -> None:
+    def _write_decisions(self, batches: list[Any]) -> None:
         with self.r.pipeline(transaction=False) as p:
-            for rec in records:
-                p.xadd(self.k(DECISIONS), {"json": json.dumps(rec, separators=(",", ":"))},
+            for batch in batches:
+                p.xadd(self.k(DECISIONS), {"json": orjson.dumps(batch)},
                        maxlen=self.decisions_max, approximate=True)
             p.execute()
 
     def decisions(self, count: int = 100) -> list[dict[str, Any]]:
-        """Newest first."""
+        """Newest first, flattened over cycles."""
+        out: list[dict[str, Any]] = []
         try:
             rows = self.r.xrevrange(self.k(DECISIONS), count=count)
+            batches = [orjson.loads(f[b"json"]) for _, f in rows]
         except redis.RedisError as e:
             self._failed(e)
-            return list(reversed(list(self._decisions)))[:count]
-        return [json.loads(f[b"json"]) for _, f in rows]
+            batches = list(reversed(list(self._decisions)))
+        for b in batches:
+            out.extend(reversed(b))
+            if len(out) >= count:
+                break
+        return out[:count]
 
-    def add_history(self, sample: dict[str, Any]) -> bool:
-        self._history.append(json.dumps(sample, separators=(",", ":")))
+    def add_history(self, *samples: dict[str, Any]) -> bool:
+        """Observations for GAT training; all of a cycle's in one transaction."""
+        self._history.extend(orjson.dumps(x) for x in samples)
         return self.flush()
 
-    def _write_history(self, rows: list[str]) -> None:
+    def _write_history(self, rows: list[bytes]) -> None:
         with self.r.pipeline(transaction=True) as tx:
             tx.rpush(self.k(HISTORY), *rows)
             tx.ltrim(self.k(HISTORY), -self.history_max, -1)
@@ -173,8 +185,8 @@ class Store:
             rows = self.r.lrange(self.k(HISTORY), 0, -1)
         except redis.RedisError as e:
             self._failed(e)
-            return [json.loads(x) for x in self._history]
-        return [json.loads(x) for x in rows] + [json.loads(x) for x in self._history]
+            return [orjson.loads(x) for x in self._history]
+        return [orjson.loads(x) for x in rows] + [orjson.loads(x) for x in self._history]
 
     # ------------------------------------------------------------------ leader lock
 
