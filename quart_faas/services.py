@@ -61,7 +61,9 @@ def _runs(svc: Service) -> bool:
         cmdline = Path(f"/proc/{svc.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return bool(cmdline) and cmdline[0].decode(errors="replace") == svc.cmd[0]
+    # first word: some servers (redis-server) rewrite their title to "binary host:port"
+    first = cmdline[0].decode(errors="replace").split(" ", 1)[0] if cmdline else ""
+    return first == svc.cmd[0]
 
 
 def stop(state_dir: Path, svc: Service, grace_s: float = 15.0) -> bool:
