@@ -87,8 +87,9 @@ def combine(raw: dict[str, dict[str, float]], counts: dict[str, list[float]] | N
     """Pure: per-query results (already folded by function) -> per-function metrics."""
     names = set().union(*(d.keys() for d in raw.values())) if raw else set()
     out = {}
+    cols = [(k, raw.get(k) or {}) for k in QUERIES]
     for fn in sorted(names):
-        g = {k: raw.get(k, {}).get(fn) for k in QUERIES}
+        g = {k: col.get(fn) for k, col in cols}
         lat = g["lat_sum"] / g["lat_count"] if g["lat_count"] and g["lat_sum"] is not None \
             else None
         cv: CvEstimate | None = None
