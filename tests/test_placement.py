@@ -106,3 +106,15 @@ def test_losing_any_node_leaves_every_stage_serving():
         per_stage.setdefault(p.stage, set()).add(p.node)
     for n in (x.name for x in ns):
         assert all(holders - {n} for holders in per_stage.values()), f"losing {n} kills a stage"
+
+
+def test_simulated_cluster_cache_aware_vs_baselines_same_demand():
+    from benchmark.placement import run
+
+    rows = {s: run(s, 12, 4, 4, 40, seed=0, stage_gib=0.3, node_gib=1.2)
+            for s in ("cache-aware", "random", "least-loaded")}
+    assert len({r["spawns"] for r in rows.values()}) == 1  # identical demand
+    assert rows["cache-aware"]["orphaned_stage_failures"] == 0
+    assert rows["random"]["orphaned_stage_failures"] > 0
+    assert rows["cache-aware"]["warm_share"] > rows["random"]["warm_share"]
+    assert rows["cache-aware"]["mean_spawn_s"] < rows["least-loaded"]["mean_spawn_s"]
