@@ -126,6 +126,24 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
                          "reason": "QUART_CPU_LIMITS=off"},
                         "max_replicas": config.max_replicas})
 
+    @app.get("/system/quart/nodes")
+    def nodes() -> Response:
+        """Ours: the simulated nodes (QUART_NODES) with their cache and replicas."""
+        describe = getattr(registry.launcher, "describe", None)
+        return jsonify(describe() if describe else [])
+
+    @app.post("/system/quart/nodes/<name>/fail")
+    def fail_node(name: str) -> Response:
+        """Ours: simulate a node failure (kill its keys_manager, zygotes and replicas)."""
+        launcher = registry.launcher
+        if not hasattr(launcher, "fail"):
+            return json_error(400, "no simulated nodes: start the provider with QUART_NODES")
+        if name not in launcher.nodes:
+            return json_error(404, f"no node {name!r}; nodes: {sorted(launcher.nodes)}")
+        out = launcher.fail(name)
+        registry.kick()
+        return jsonify(out)
+
     @app.get("/system/quart/stats")
     def stats() -> Response:
         """Ours: queue depth and in-flight per function, for a gateway in another process."""

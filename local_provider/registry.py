@@ -241,11 +241,24 @@ class Registry:
                 for _ in range(missing):
                     self._start(rec)
             elif missing < 0:
-                for r in _stop_order(current)[:-missing]:
+                for r in self._victims(rec, current, -missing):
                     self._drain(rec, r)
             keep_old = max(0, rec.desired - sum(1 for r in current if r.ready))
             for r in _stop_order(old)[:max(0, len(old) - keep_old)]:
                 self._drain(rec, r)
+
+    def _victims(self, rec: FunctionRecord, current: list[Replica], k: int) -> list[Replica]:
+        """Not-ready replicas first; among ready ones, the launcher's placement policy
+        decides when it has one (multi-node: keep the stage spread), else newest idle."""
+        order = _stop_order(current)
+        pick = getattr(self.launcher, "victims", None)
+        starting = [r for r in order if not r.ready or r.handle is None][:k]
+        if pick is None or len(starting) >= k:
+            return order[:k]
+        ready = [r for r in order if r.ready and r.handle is not None]
+        chosen = pick(rec.name, [r.handle for r in ready], k - len(starting))
+        by_handle = {id(r.handle): r for r in ready}
+        return starting + [by_handle[id(h)] for h in chosen if id(h) in by_handle]
 
     def _died(self, rec: FunctionRecord, r: Replica) -> None:
         if rec.pool.set_dead(r):
@@ -279,7 +292,7 @@ class Registry:
             env=env_for(dep.envVars, {**self.replica_env, "HOSTNAME": f"{rec.name}-{index}"}),
             log_path=self.config.log_dir / f"{rec.name}-{index}.log",
             max_inflight=dep.max_inflight, labels=dict(dep.labels),
-            annotations=dict(dep.annotations))
+            annotations=dict(dep.annotations), constraints=tuple(dep.constraints))
         self._spawn(lambda: self._bring_up(rec, r, spec), f"start-{rec.name}-{index}")
 
     def _bring_up(self, rec: FunctionRecord, r: Replica, spec: ReplicaSpec) -> None:

@@ -42,6 +42,7 @@ class ReplicaSpec:
     max_inflight: int = 8
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    constraints: tuple[str, ...] = ()  # faas-cli constraints: where the replica may run
 
 
 class ReplicaHandle(Protocol):

@@ -124,6 +124,11 @@ def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
     keys_manager, forked from a warm zygote (started on demand); ``process``: one fresh
     ``python index.py`` per replica, for a node without keys_manager."""
     kind = (os.environ.get("QUART_LAUNCHER") or "fork").strip().lower()
+    nodes = (os.environ.get("QUART_NODES") or "").strip()
+    if kind == "fork" and nodes:
+        from keys_manager.nodes import MultiNodeLauncher
+
+        return MultiNodeLauncher(cfg.state_dir, nodes, os.environ.get("QUART_NODE_MEMORY") or "0.2")
     if kind == "fork":
         from keys_manager.client import AgentLauncher
 

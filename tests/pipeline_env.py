@@ -31,9 +31,11 @@ def cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subproces
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml") -> Deployment:
+def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml",
+       extra_env: dict[str, str] | None = None) -> Deployment:
     gw, pv, mp, pp, kp = (services.free_port() for _ in range(5))
-    env = {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STATE_DIR": str(state)}
+    env = {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STATE_DIR": str(state),
+           **(extra_env or {})}
     env.pop("QUART_GATEWAY_URL", None)
     gateway = f"http://127.0.0.1:{gw}"
     r = cli(["up", "-f", str(stack), "-g", gateway, "--provider-port", str(pv),
