@@ -1,4 +1,4 @@
-"""``quart-faas`` command line: partition, up, down, serve, plugin."""
+"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer."""
 from __future__ import annotations
 
 import argparse
@@ -103,6 +103,10 @@ def parser() -> argparse.ArgumentParser:
                                  "(quart-faas serve --help)")
     sub.add_parser("plugin", help="run the autoscaling plugin in the foreground; settings "
                                   "from the environment (gateway_plugin/config.py)")
+    sub.add_parser("plan", help="static workflow-locality planner (seed 002; "
+                                "quart-faas plan --help)")
+    sub.add_parser("scorer", help="information-theoretic scorer service (seed 004; "
+                                  "quart-faas scorer --help)")
     return p
 
 
@@ -116,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         from gateway_plugin.main import main as plugin_main
 
         return plugin_main(args[1:]) or 0
+    if args[:1] == ["plan"]:  # each of these owns its flags
+        from gateway_plugin.planner.cli import main as plan_main
+
+        return plan_main(args[1:]) or 0
+    if args[:1] == ["scorer"]:
+        from gateway_plugin.scorer.cli import main as scorer_main
+
+        return scorer_main(args[1:]) or 0
     a = parser().parse_args(args)
     return int(a.fn(a))
 
