@@ -2,6 +2,7 @@
 interference, Sinkhorn, request validation and metrics, through Flask's test client."""
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -10,9 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_plugin.scorer.app import create_app
 from gateway_plugin.scorer.config import ConfigError, ScorerConfig
-from gateway_plugin.scorer.model import (ExplorationWindow, Posterior, SchedulerModel,
-                                         ema_variance_floor, information_gain, objective,
-                                         update_posterior)
+from gateway_plugin.scorer.model import (
+    ExplorationWindow,
+    Posterior,
+    SchedulerModel,
+    ema_variance_floor,
+    information_gain,
+    objective,
+    update_posterior,
+)
 from gateway_plugin.scorer.service import ScoringService
 from gateway_plugin.scorer.sinkhorn import round_plan, sinkhorn
 from gateway_plugin.scorer.store import MemoryBackend
@@ -105,7 +112,7 @@ def test_uncertainty_shrinks_with_observations():
     assert after["sigma"] < before["sigma"] / 20 and after["observations"] == 30
     assert after["mu"] == pytest.approx(0.2, abs=0.01)
     # sigma falls with every one of the first observations, then rests on the EMA floor
-    assert all(b < a for a, b in zip(sigmas[:8], sigmas[1:9]))
+    assert all(b < a for a, b in itertools.pairwise(sigmas[:9]))
     assert igs[-1] < igs[1] < igs[0]
     assert after["sigma2"] >= ema_variance_floor(after["tau2"], 0.1) * (1 - 1e-9)
     # the unobserved candidate kept its prior, borrowed from this job's other GPU type
@@ -138,7 +145,7 @@ def test_exploration_cap_holds_over_many_decisions(window):
     m = always_wants_to_explore()
     m.window = ExplorationWindow(0.25, window)
     bits = []
-    for i in range(2000):
+    for _ in range(2000):
         d = m.decide("s", ["known", "new-1", "new-2"], lambda g: [])
         bits.append(d.exploratory)
         assert d.exploration_ratio <= 0.25 + 1e-12

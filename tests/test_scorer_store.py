@@ -44,8 +44,8 @@ def teach(svc: ScoringService) -> None:
 
 def state(svc: ScoringService) -> tuple:
     m = svc.model
-    return (m.belief("stage-1", "a100"), {k: v.s for k, v in m.slowdowns.get("stage-1", {}).items()},
-            m.counters(), m.window.dump_bits())
+    slow = {k: v.s for k, v in m.slowdowns.get("stage-1", {}).items()}
+    return m.belief("stage-1", "a100"), slow, m.counters(), m.window.dump_bits()
 
 
 def test_redis_state_survives_a_restart(rs):

@@ -121,11 +121,11 @@ class ScoringService:
         return {
             "assignment": [{"index": i, "job_type": j.job_type, "gpu_type": gpus[a],
                             "cost": float(cost[i, a])}
-                           for i, (j, a) in enumerate(zip(req.jobs, res.assignment))],
+                           for i, (j, a) in enumerate(zip(req.jobs, res.assignment, strict=True))],
             "total_cost": float(sum(cost[i, a] for i, a in enumerate(res.assignment))),
             "plan": [[float(x) for x in row] for row in res.plan],
             "candidate_gpu_types": gpus,
-            "capacities": None if req.capacities is None else dict(zip(gpus, req.capacities)),
+            "capacities": None if req.capacities is None else dict(zip(gpus, req.capacities, strict=True)),
             "iterations": res.iterations,
             "converged": res.converged,
             "max_row_error": res.max_row_error,

@@ -66,7 +66,7 @@ def encode_key(k: Key) -> str:
 def decode_key(raw: str | bytes) -> Key:
     a, b = json.loads(raw)
     if not (isinstance(a, str) and isinstance(b, str)):
-        raise ValueError("a key is two strings")
+        raise TypeError("a key is two strings")
     return a, b
 
 
@@ -77,7 +77,7 @@ def _records(items: Iterable[tuple[str | bytes, str | bytes]]) -> dict[Key, dict
         try:
             value = json.loads(raw)
             if not isinstance(value, dict):
-                raise ValueError("not an object")
+                raise TypeError("not an object")
             out[decode_key(raw_key)] = value
         except (ValueError, TypeError) as e:
             log.warning("skipping unreadable record %r: %s", raw_key, e)
@@ -140,7 +140,7 @@ class RedisBackend:
                 pipe.hset(self.k("slowdowns"), mapping={
                     encode_key(k): json.dumps(v) for k, v in snap.slowdowns.items()})
             if snap.counters is not None:
-                pipe.hset(self.k("counters"), mapping=snap.counters)
+                pipe.hset(self.k("counters"), mapping={k: str(v) for k, v in snap.counters.items()})
             if snap.window is not None:
                 pipe.set(self.k("window"), snap.window)
             pipe.set(self.k("schema"), SCHEMA)

@@ -94,7 +94,8 @@ def _number(v: Any, where: str, lo: float, hi: float, lo_open: bool = False) -> 
 def _unknown(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
     extra = sorted(set(body) - allowed)
     if extra:
-        raise Invalid(f"{where}{extra[0]}", f"unknown field (expected: {', '.join(sorted(allowed))})")
+        raise Invalid(f"{where}{extra[0]}",
+                      f"unknown field (expected: {', '.join(sorted(allowed))})")
 
 
 def _features(v: Any) -> dict[str, Any]:
