@@ -1,0 +1,346 @@
+"""Phases 2 and 3: which models live on which GPUs, and how GPUs form servers.
+
+The GPUs are numbered ``0..N-1`` and cut into servers of ``--gpus-per-server``
+consecutive GPUs (the last one may be smaller).  A model needing ``k`` GPUs
+gets ``k`` consecutive GPUs of one server; it never changes afterwards, which
+is why a static plan makes zero model switches.
+
+Every strategy works in the same three steps, so the baselines differ from
+GSwarm in *placement only*:
+
+1. **replica counts** (shared): each model once, then the spare GPUs go one
+   instance at a time to the model whose instances carry the most estimated
+   work (``work_s / instances``) -- the bottleneck;
+2. **placement** of those instances onto servers (the strategy):
+
+   * ``gswarm`` -- workflow bundles first: the most frequent workflow not yet
+     completable on any server is given the server that already holds most of
+     its models and has room for the rest; then further copies of bundles while
+     instances remain, then each remaining instance on the server with which it
+     has the highest affinity (co-occurrence + data edges, see ``analysis``);
+   * ``random`` -- each instance on a uniformly drawn server with room (seeded);
+   * ``round-robin`` -- instances in usage order dealt to servers in turn;
+
+   every strategy keeps "all models still placeable" as an invariant (a first
+   fit decreasing check), so no model is ever left without an instance;
+3. **fill and layout** (shared): an instance that found no room is dropped and
+   the free GPUs are filled with replicas of the busiest models that fit; then
+   each server lays its instances out largest first on consecutive GPUs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .analysis import Analysis
+from .spec import PlanInputError, SystemConfig
+
+__all__ = ["STRATEGIES", "Instance", "Plan", "check_capacity", "make_plan", "replica_counts", "server_caps"]
+
+STRATEGIES = ("gswarm", "random", "round-robin")
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One copy of a model, pinned to consecutive GPUs of one server."""
+
+    model: str
+    server: int
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    gpu_count: int
+    gpus_per_server: int
+    instances: tuple[Instance, ...]
+    replica_target: dict[str, int]
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def server_count(self) -> int:
+        return len(server_caps(self.gpu_count, self.gpus_per_server))
+
+    def server_of_gpu(self, gpu: int) -> int:
+        return gpu // self.gpus_per_server
+
+    def server_gpus(self, server: int) -> list[int]:
+        lo = server * self.gpus_per_server
+        return list(range(lo, min(self.gpu_count, lo + self.gpus_per_server)))
+
+    def models_on(self, server: int) -> set[str]:
+        return {i.model for i in self.instances if i.server == server}
+
+    def gpu_models(self, gpu: int) -> list[str]:
+        return sorted({i.model for i in self.instances if gpu in i.gpus})
+
+    def instances_of(self, model: str) -> list[Instance]:
+        return [i for i in self.instances if i.model == model]
+
+
+def server_caps(gpu_count: int, gpus_per_server: int) -> list[int]:
+    """GPUs per server: full servers, then the remainder."""
+    full, rest = divmod(gpu_count, gpus_per_server)
+    return [gpus_per_server] * full + ([rest] if rest else [])
+
+
+def _packable(sizes: list[int], free: list[int]) -> bool:
+    """First fit decreasing: can ``sizes`` be packed into servers with ``free`` GPUs?"""
+    room = list(free)
+    for size in sorted(sizes, reverse=True):
+        for s, r in enumerate(room):
+            if r >= size:
+                room[s] -= size
+                break
+        else:
+            return False
+    return True
+
+
+def check_capacity(config: SystemConfig, gpu_count: int, gpus_per_server: int) -> None:
+    """Reject a GPU/server shape that cannot host every planned model once."""
+    if gpu_count < 1:
+        raise PlanInputError("--gpus", "", f"must be >= 1, got {gpu_count}")
+    if gpus_per_server < 1:
+        raise PlanInputError("--gpus-per-server", "", f"must be >= 1, got {gpus_per_server}")
+    caps = server_caps(gpu_count, gpus_per_server)
+    for m in config.planned_models:
+        need = config.models[m].gpus_required
+        if need > max(caps):
+            raise PlanInputError(
+                config.source,
+                f"models.{m}.gpus_required",
+                f"{need} consecutive GPUs on one server, but servers have at most {max(caps)} "
+                f"(--gpus {gpu_count} --gpus-per-server {gpus_per_server})",
+            )
+    sizes = [config.models[m].gpus_required for m in config.planned_models]
+    if sum(sizes) > gpu_count or not _packable(sizes, caps):
+        raise PlanInputError(
+            "--gpus",
+            "",
+            f"{gpu_count} GPUs in servers of {gpus_per_server} cannot host each of the "
+            f"{len(sizes)} models once (they need {sum(sizes)} GPUs)",
+        )
+
+
+def replica_counts(
+    config: SystemConfig, analysis: Analysis, gpu_count: int, gpus_per_server: int
+) -> dict[str, int]:
+    """Step 1: one instance per model, spare GPUs to the busiest instances.
+
+    An extra instance is only added if all instances still pack onto the
+    servers (first fit decreasing), so every strategy can realise the counts.
+    """
+    models = config.planned_models
+    gpus = {m: config.models[m].gpus_required for m in models}
+    caps = server_caps(gpu_count, gpus_per_server)
+    counts = {m: 1 for m in models}
+    spare = gpu_count - sum(gpus.values())
+    skipped: set[str] = set()
+    while spare > 0:
+        fits = [m for m in models if gpus[m] <= spare and analysis.model_work_s[m] > 0 and m not in skipped]
+        if not fits:
+            break
+        best = max(fits, key=lambda m: (analysis.model_work_s[m] / counts[m], -models.index(m)))
+        sizes = [gpus[m] for m in models for _ in range(counts[m] + (m == best))]
+        if not _packable(sizes, caps):
+            skipped.add(best)
+            continue
+        counts[best] += 1
+        spare -= gpus[best]
+    return counts
+
+
+class _Board:
+    """Servers being filled: free GPUs, models per server, estimated load, instances to place."""
+
+    def __init__(self, caps: list[int], gpus: dict[str, int], per_instance_work: dict[str, float],
+                 pool: dict[str, int]):
+        self.free = list(caps)
+        self.placed: list[Counter[str]] = [Counter() for _ in caps]
+        self.total: Counter[str] = Counter()
+        self.load = [0.0] * len(caps)
+        self.gpus = gpus
+        self.work = per_instance_work
+        self.pool: Counter[str] = Counter(pool)  # instances of the replica target not yet placed
+
+    @property
+    def servers(self) -> range:
+        return range(len(self.free))
+
+    def models(self, s: int) -> set[str]:
+        return set(self.placed[s])
+
+    def put(self, m: str, s: int) -> None:
+        assert self.gpus[m] <= self.free[s]
+        self.free[s] -= self.gpus[m]
+        self.placed[s][m] += 1
+        self.total[m] += 1
+        self.load[s] += self.work[m]
+        if self.pool[m] > 0:
+            self.pool[m] -= 1
+
+    def keeps_room(self, s: int, adding: list[str], *, all_replicas: bool = True) -> bool:
+        """After putting ``adding`` on ``s``, do the other instances still fit?
+
+        ``all_replicas``: every instance left in the pool (the replica target);
+        otherwise only one instance of each model not placed anywhere yet.
+        """
+        need = sum(self.gpus[m] for m in adding)
+        if need > self.free[s]:
+            return False
+        left = Counter(self.pool)
+        left.subtract(adding)
+        if all_replicas:
+            sizes = [self.gpus[m] for m, n in left.items() for _ in range(max(0, n))]
+        else:
+            sizes = [self.gpus[m] for m in self.gpus if self.total[m] == 0 and m not in adding]
+        room = list(self.free)
+        room[s] -= need
+        return _packable(sizes, room)
+
+    def options(self, m: str) -> list[int]:
+        """Servers for one instance of ``m``: keeping all replicas placeable if possible,
+        else keeping every model placeable, else any server with room."""
+        for strict in (True, False):
+            found = [s for s in self.servers if self.keeps_room(s, [m], all_replicas=strict)]
+            if found:
+                return found
+        return [s for s in self.servers if self.gpus[m] <= self.free[s]]
+
+
+def _affinity_to(analysis: Analysis, m: str, models: set[str]) -> int:
+    return sum(analysis.affinity(m, x) for x in models if x != m)
+
+
+def _place_gswarm(board: _Board, analysis: Analysis) -> None:
+    biggest = max(board.free)
+    bundles = [
+        w
+        for w, f in analysis.workflow_frequency.items()
+        if f > 0 and sum(board.gpus[m] for m in analysis.workflow_models[w]) <= biggest
+    ]
+    while True:  # workflow bundles: first copies by frequency, then more copies
+        best: tuple[tuple[object, ...], str, int, list[str]] | None = None
+        for w in bundles:
+            mw = analysis.workflow_models[w]
+            local = sum(1 for s in board.servers if mw <= board.models(s))
+            freq = analysis.workflow_frequency[w]
+            for s in board.servers:
+                missing = sorted(mw - board.models(s))
+                if not missing or any(board.pool[m] < 1 for m in missing):
+                    continue
+                if not board.keeps_room(s, missing):
+                    continue
+                need = sum(board.gpus[m] for m in missing)
+                key = (local > 0, -freq / (1 + local), need, board.load[s], s, w)
+                if best is None or key < best[0]:
+                    best = (key, w, s, missing)
+        if best is None:
+            break
+        _, _, s, missing = best
+        for m in missing:
+            board.put(m, s)
+    # the rest of the replica target, biggest first, next to their partners
+    order = sorted(board.pool, key=lambda m: (-board.gpus[m], board.total[m] > 0, -board.work[m], m))
+    for m in order:
+        while board.pool[m] > 0:
+            options = board.options(m)
+            if not options:
+                break
+            board.put(m, min(options, key=lambda s: (
+                -_affinity_to(analysis, m, board.models(s)), board.placed[s][m], board.load[s], s)))
+
+
+def _place_random(board: _Board, rng: np.random.Generator) -> None:
+    """Uniform server choice; instances biggest first (random among equal sizes)."""
+    models = sorted(board.pool)
+    firsts = [models[i] for i in rng.permutation(len(models))]
+    extra = [m for m in models for _ in range(board.pool[m] - 1)]
+    extra = [extra[i] for i in rng.permutation(len(extra))]
+    for m in sorted(firsts + extra, key=lambda m: -board.gpus[m]):  # stable sort
+        options = board.options(m)
+        if options:
+            board.put(m, options[int(rng.integers(len(options)))])
+
+
+def _place_round_robin(board: _Board, analysis: Analysis, order: list[str]) -> None:
+    """Instances in usage order (every model once, then the replicas), servers in turn."""
+    by_usage = sorted(order, key=lambda m: (-analysis.model_usage.get(m, 0), order.index(m)))
+    sequence: list[str] = []
+    left = Counter(board.pool)
+    while any(n > 0 for n in left.values()):
+        for m in by_usage:
+            if left[m] > 0:
+                sequence.append(m)
+                left[m] -= 1
+    nxt = 0
+    n = len(board.free)
+    for m in sequence:
+        options = set(board.options(m))
+        for off in range(n):
+            s = (nxt + off) % n
+            if s in options:
+                board.put(m, s)
+                nxt = (s + 1) % n
+                break
+
+
+def _fill(board: _Board, analysis: Analysis, order: list[str], use_affinity: bool) -> None:
+    """Spare GPUs get replicas of the model with the most work per instance that fits."""
+    for s in board.servers:
+        while board.free[s] > 0:
+            fits = [m for m in order if board.gpus[m] <= board.free[s]]
+            if not fits:
+                break
+
+            def key(m: str) -> tuple[float, int, int]:
+                aff = _affinity_to(analysis, m, board.models(s)) if use_affinity else 0
+                return (analysis.model_work_s.get(m, 0.0) / max(1, board.total[m]), aff, -order.index(m))
+
+            board.put(max(fits, key=key), s)
+
+
+def _layout(board: _Board, gpus_per_server: int) -> list[Instance]:
+    out: list[Instance] = []
+    for s in board.servers:
+        gpu = s * gpus_per_server
+        for m in sorted(board.placed[s].elements(), key=lambda m: (-board.gpus[m], m)):
+            k = board.gpus[m]
+            out.append(Instance(m, s, tuple(range(gpu, gpu + k))))
+            gpu += k
+    return out
+
+
+def make_plan(
+    config: SystemConfig,
+    analysis: Analysis,
+    gpu_count: int,
+    gpus_per_server: int,
+    strategy: str = "gswarm",
+    seed: int = 0,
+) -> Plan:
+    """Assign every planned model to GPUs with ``strategy`` (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_capacity(config, gpu_count, gpus_per_server)
+    order = config.planned_models
+    gpus = {m: config.models[m].gpus_required for m in order}
+    target = replica_counts(config, analysis, gpu_count, gpus_per_server)
+    per_instance = {m: analysis.model_work_s.get(m, 0.0) / target[m] for m in order}
+    board = _Board(server_caps(gpu_count, gpus_per_server), gpus, per_instance, target)
+    if strategy == "gswarm":
+        _place_gswarm(board, analysis)
+    elif strategy == "random":
+        _place_random(board, np.random.default_rng([seed, 1]))
+    else:
+        _place_round_robin(board, analysis, order)
+    dropped = tuple(sorted(board.pool.elements()))
+    _fill(board, analysis, order, use_affinity=strategy == "gswarm")
+    missing = [m for m in order if board.total[m] == 0]
+    assert not missing, f"coverage invariant broken: {missing}"
+    return Plan(strategy, gpu_count, gpus_per_server, tuple(_layout(board, gpus_per_server)), target, dropped)

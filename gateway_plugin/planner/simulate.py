@@ -1,0 +1,258 @@
+"""Discrete-event execution of a workload on a static plan.
+
+Deterministic: no clock, no threads, no randomness here -- every duration was
+fixed by :mod:`workload` from the seed, and ties between simultaneous events
+are broken by insertion order.  The same function runs every strategy's plan.
+
+Model of execution (the seed's, plus transfer costs):
+
+* each model instance (1..k GPUs) serves its nodes first come, first served;
+  a k-GPU instance keeps all k GPUs busy for the node's duration;
+* a node becomes ready when every parent has finished *and* its output has
+  reached the node's server: ``NetworkSpec.transfer_s`` (intra- or
+  inter-server, plus ``output_mb`` over ``inter_server_gbps`` if given);
+* the router (:mod:`routing`) picks the instance when the last parent
+  finishes, seeing each instance's backlog as *estimated* seconds of work
+  (the router is not clairvoyant about ``--simulate`` durations);
+* no model is ever loaded or switched: ``switch_time`` is always 0.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .assign import Plan
+from .routing import Router
+from .spec import SystemConfig
+from .workload import Workload
+
+__all__ = ["Execution", "SimResult", "simulate"]
+
+_ARRIVAL, _READY, _FINISH = 0, 1, 2
+
+
+@dataclass
+class Execution:
+    """One node run; field names follow the seed's ``executions`` entries."""
+
+    request_id: str
+    workflow_id: str
+    node_id: str
+    model_name: str
+    gpu_id: int
+    gpu_ids: tuple[int, ...]
+    server_id: int
+    ready_time: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+    execution_time: float = 0.0
+    estimated_time: float = 0.0
+    transfer_time: float = 0.0
+    cross_server_inputs: int = 0
+    switch_time: float = 0.0
+
+    @property
+    def waiting_time(self) -> float:
+        return self.start_time - self.ready_time
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "request_id": self.request_id,
+            "workflow_id": self.workflow_id,
+            "node_id": self.node_id,
+            "model_name": self.model_name,
+            "gpu_id": self.gpu_id,
+            "gpu_ids": list(self.gpu_ids),
+            "server_id": self.server_id,
+            "ready_time": round(self.ready_time, 6),
+            "start_time": round(self.start_time, 6),
+            "end_time": round(self.end_time, 6),
+            "execution_time": round(self.execution_time, 6),
+            "estimated_time": round(self.estimated_time, 6),
+            "transfer_time": round(self.transfer_time, 6),
+            "cross_server_inputs": self.cross_server_inputs,
+            "switch_time": self.switch_time,
+            "waiting_time": round(self.waiting_time, 6),
+        }
+
+
+@dataclass
+class SimResult:
+    plan: Plan
+    executions: list[Execution]
+    arrival_s: dict[str, float]
+    completion_s: dict[str, float]
+    intra_server_workflows: int
+    inter_server_workflows: int
+    cross_server_communications: int
+    gpu_busy_s: list[float]
+    gpu_executions: list[int]
+    total_requests: int
+
+
+@dataclass
+class _Req:
+    job_index: int
+    pinned: int | None
+    left: dict[str, int]
+    runs: dict[str, Execution]
+    finished: int = 0
+
+
+def simulate(
+    config: SystemConfig,
+    plan: Plan,
+    workload: Workload,
+    trace: Callable[[str], None] | None = None,
+    spill_factor: float = 2.0,
+) -> SimResult:
+    """Run ``workload`` on ``plan`` to completion; see the module docstring."""
+    router = Router(plan, spill_factor)
+    insts = plan.instances
+    queues: list[deque[tuple[int, str]]] = [deque() for _ in insts]
+    running: list[tuple[float, float] | None] = [None] * len(insts)  # (start, estimate)
+    reserved_s = [0.0] * len(insts)  # estimated work routed to the instance, not started
+    busy = [0.0] * plan.gpu_count
+    count = [0] * plan.gpu_count
+    events: list[tuple[float, int, int, tuple[object, ...]]] = []
+    seq = 0
+    now = 0.0
+    jobs = workload.jobs
+    reqs: dict[int, _Req] = {}
+    done: list[Execution] = []
+    completion: dict[str, float] = {}
+    intra = inter = csc = 0
+
+    def push(t: float, kind: int, payload: tuple[object, ...]) -> None:
+        nonlocal seq
+        heapq.heappush(events, (t, seq, kind, payload))
+        seq += 1
+
+    def backlog(i: int) -> float:
+        run = running[i]
+        left = max(0.0, run[0] + run[1] - now) if run is not None else 0.0
+        return left + reserved_s[i]
+
+    def dispatch(j: int, node_id: str) -> None:
+        job = jobs[j]
+        wf = config.workflows[job.workflow_id]
+        st = reqs[j]
+        model = next(n.model for n in wf.nodes if n.node_id == node_id)
+        parents = [st.runs[p] for p in wf.parents(node_id)]
+        i = router.choose(
+            model,
+            backlog,
+            estimate_s=job.estimate_s[node_id],
+            pinned=st.pinned,
+            parent_servers=tuple(p.server_id for p in parents),
+            workflow_models=wf.models,
+            transfer_s=config.network.inter_server_transfer_s,
+        )
+        inst = insts[i]
+        if st.pinned is not None and inst.server != st.pinned:
+            if trace:
+                trace(f"[{now:.2f}s] {job.request_id}/{node_id} spills from server {st.pinned} "
+                      f"to server {inst.server}")
+            st.pinned = None
+        ready = now
+        crossing = 0
+        for p in parents:
+            same = p.server_id == inst.server
+            crossing += 0 if same else 1
+            out_mb = config.models[p.model_name].output_mb
+            ready = max(ready, p.end_time + config.network.transfer_s(same, out_mb))
+        est = job.estimate_s[node_id]
+        st.runs[node_id] = Execution(
+            job.request_id, job.workflow_id, node_id, model, inst.gpus[0], inst.gpus, inst.server,
+            ready_time=ready, estimated_time=est, execution_time=job.actual_s[node_id],
+            transfer_time=ready - now, cross_server_inputs=crossing,
+        )
+        reserved_s[i] += est
+        push(ready, _READY, (i, j, node_id))
+
+    def start_next(i: int) -> None:
+        if running[i] is not None or not queues[i]:
+            return
+        j, node_id = queues[i].popleft()
+        run = reqs[j].runs[node_id]
+        reserved_s[i] -= run.estimated_time
+        run.start_time = now
+        running[i] = (now, run.estimated_time)
+        push(now + run.execution_time, _FINISH, (i, j, node_id))
+        if trace:
+            trace(f"[{now:.2f}s] start {run.request_id}/{node_id} ({run.model_name}) on GPU "
+                  f"{list(run.gpu_ids)} server {run.server_id}, waited {run.waiting_time:.2f}s")
+
+    for j, job in enumerate(jobs):
+        push(job.arrival_s, _ARRIVAL, (j,))
+
+    while events:
+        now, _, kind, payload = heapq.heappop(events)
+        if kind == _ARRIVAL:
+            (j,) = payload
+            assert isinstance(j, int)
+            job = jobs[j]
+            wf = config.workflows[job.workflow_id]
+            pinned = router.pin(wf.models, backlog)
+            reqs[j] = _Req(j, pinned, {n.node_id: len(wf.parents(n.node_id)) for n in wf.nodes}, {})
+            if trace:
+                where = f"server {pinned}" if pinned is not None else "no single server (split)"
+                trace(f"[{now:.2f}s] request {job.request_id} ({job.workflow_id}) arrived -> {where}")
+            for node in wf.nodes:
+                if reqs[j].left[node.node_id] == 0:
+                    dispatch(j, node.node_id)
+        elif kind == _READY:
+            i, j, node_id = payload
+            assert isinstance(i, int) and isinstance(j, int) and isinstance(node_id, str)
+            queues[i].append((j, node_id))
+            start_next(i)
+        else:
+            i, j, node_id = payload
+            assert isinstance(i, int) and isinstance(j, int) and isinstance(node_id, str)
+            st = reqs[j]
+            run = st.runs[node_id]
+            run.end_time = now
+            running[i] = None
+            for g in run.gpu_ids:
+                busy[g] += run.execution_time
+                count[g] += 1
+            done.append(run)
+            start_next(i)
+            job = jobs[j]
+            wf = config.workflows[job.workflow_id]
+            for child in wf.children(node_id):
+                st.left[child] -= 1
+                if st.left[child] == 0:
+                    dispatch(j, child)
+            st.finished += 1
+            if st.finished == len(wf.nodes):
+                completion[job.request_id] = now
+                servers = {r.server_id for r in st.runs.values()}
+                crossing = sum(1 for a, b in wf.edges if st.runs[a].server_id != st.runs[b].server_id)
+                csc += crossing
+                if len(servers) == 1:
+                    intra += 1
+                else:
+                    inter += 1
+                if trace:
+                    trace(f"[{now:.2f}s] request {job.request_id} completed in "
+                          f"{now - job.arrival_s:.2f}s on servers {sorted(servers)}, "
+                          f"{crossing} cross-server edges")
+                del reqs[j]
+
+    done.sort(key=lambda e: (e.start_time, e.request_id, e.node_id))
+    return SimResult(
+        plan=plan,
+        executions=done,
+        arrival_s={j.request_id: j.arrival_s for j in jobs},
+        completion_s=completion,
+        intra_server_workflows=intra,
+        inter_server_workflows=inter,
+        cross_server_communications=csc,
+        gpu_busy_s=busy,
+        gpu_executions=count,
+        total_requests=len(jobs),
+    )
