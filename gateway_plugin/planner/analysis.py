@@ -6,7 +6,9 @@ Three views of the requests, as the seed describes them:
   work behind them, which sizes replica counts);
 * **co-occurrence** -- per unordered model pair, the number of requests whose
   workflow uses both;
-* **workflow frequency** -- requests per workflow.
+* **workflow frequency** -- requests per workflow (and the seconds of work each
+  workflow brings to each of its models, which tells the assignment how much
+  traffic a server takes on when it can complete a workflow).
 
 We add **edge affinity**: per model pair, the number of workflow edges (data
 hand-offs) between them over all requests.  An edge is what becomes a
@@ -40,6 +42,7 @@ class Analysis:
     edge_affinity: dict[tuple[str, str], int]
     workflow_frequency: dict[str, int]
     workflow_models: dict[str, frozenset[str]]
+    workflow_model_work_s: dict[str, dict[str, float]]
 
     def affinity(self, a: str, b: str) -> int:
         if a == b:
@@ -66,11 +69,15 @@ def analyse(config: SystemConfig, workload: Workload) -> Analysis:
     usage: Counter[str] = Counter({m: 0 for m in config.planned_models})
     work: dict[str, float] = {m: 0.0 for m in config.planned_models}
     wf_freq: Counter[str] = Counter({w: 0 for w in config.workflows})
+    wf_work: dict[str, dict[str, float]] = {
+        w: {m: 0.0 for m in sorted(wf.models)} for w, wf in config.workflows.items()
+    }
     for job in workload.jobs:
         wf_freq[job.workflow_id] += 1
         for node in config.workflows[job.workflow_id].nodes:
             usage[node.model] += 1
             work[node.model] += job.estimate_s[node.node_id]
+            wf_work[job.workflow_id][node.model] += job.estimate_s[node.node_id]
     co: Counter[tuple[str, str]] = Counter()
     edges: Counter[tuple[str, str]] = Counter()
     for wf_id, count in wf_freq.items():
@@ -90,4 +97,5 @@ def analyse(config: SystemConfig, workload: Workload) -> Analysis:
         edge_affinity=dict(edges),
         workflow_frequency=dict(wf_freq),
         workflow_models={w: wf.models for w, wf in config.workflows.items()},
+        workflow_model_work_s=wf_work,
     )

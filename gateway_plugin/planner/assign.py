@@ -38,7 +38,7 @@ import numpy as np
 from .analysis import Analysis
 from .spec import PlanInputError, SystemConfig
 
-__all__ = ["STRATEGIES", "Instance", "Plan", "check_capacity", "make_plan", "replica_counts", "server_caps"]
+__all__ = ["STRATEGIES", "GSwarmVariant", "Instance", "Plan", "check_capacity", "make_plan", "replica_counts", "server_caps"]
 
 STRATEGIES = ("gswarm", "random", "round-robin")
 
@@ -60,6 +60,7 @@ class Plan:
     instances: tuple[Instance, ...]
     replica_target: dict[str, int]
     dropped: tuple[str, ...] = ()
+    variant: str = ""
 
     @property
     def server_count(self) -> int:
@@ -128,9 +129,9 @@ def check_capacity(config: SystemConfig, gpu_count: int, gpus_per_server: int) -
 
 
 def replica_counts(
-    config: SystemConfig, analysis: Analysis, gpu_count: int, gpus_per_server: int
+    config: SystemConfig, analysis: Analysis, gpu_count: int, gpus_per_server: int, held_back: int = 0
 ) -> dict[str, int]:
-    """Step 1: one instance per model, spare GPUs to the busiest instances.
+    """Step 1: one instance per model, spare GPUs (less ``held_back``) to the busiest instances.
 
     An extra instance is only added if all instances still pack onto the
     servers (first fit decreasing), so every strategy can realise the counts.
@@ -139,7 +140,7 @@ def replica_counts(
     gpus = {m: config.models[m].gpus_required for m in models}
     caps = server_caps(gpu_count, gpus_per_server)
     counts = {m: 1 for m in models}
-    spare = gpu_count - sum(gpus.values())
+    spare = gpu_count - sum(gpus.values()) - held_back
     skipped: set[str] = set()
     while spare > 0:
         fits = [m for m in models if gpus[m] <= spare and analysis.model_work_s[m] > 0 and m not in skipped]
@@ -167,6 +168,7 @@ class _Board:
         self.gpus = gpus
         self.work = per_instance_work
         self.pool: Counter[str] = Counter(pool)  # instances of the replica target not yet placed
+        self.budget = 0  # GPUs outside the target that bundle copies may take (GSwarm)
 
     @property
     def servers(self) -> range:
@@ -183,14 +185,16 @@ class _Board:
         self.load[s] += self.work[m]
         if self.pool[m] > 0:
             self.pool[m] -= 1
+        elif self.budget >= self.gpus[m]:
+            self.budget -= self.gpus[m]
 
-    def keeps_room(self, s: int, adding: list[str], *, all_replicas: bool = True) -> bool:
+    def keeps_room(self, s: int, adding: list[str], *, all_replicas: bool = True, extra_gpus: int = 0) -> bool:
         """After putting ``adding`` on ``s``, do the other instances still fit?
 
         ``all_replicas``: every instance left in the pool (the replica target);
         otherwise only one instance of each model not placed anywhere yet.
         """
-        need = sum(self.gpus[m] for m in adding)
+        need = sum(self.gpus[m] for m in adding) + extra_gpus
         if need > self.free[s]:
             return False
         left = Counter(self.pool)
@@ -217,32 +221,91 @@ def _affinity_to(analysis: Analysis, m: str, models: set[str]) -> int:
     return sum(analysis.affinity(m, x) for x in models if x != m)
 
 
-def _place_gswarm(board: _Board, analysis: Analysis) -> None:
+@dataclass(frozen=True)
+class GSwarmVariant:
+    """Knobs of the GSwarm placement (``choose`` simulates several and keeps the best).
+
+    * ``order`` -- which workflows get their bundle first: ``"frequency"``
+      (requests: most server efficiency per GPU) or ``"work"`` (seconds of
+      work: the heaviest traffic local first);
+    * ``crowding`` -- a server counts as crowded for a workflow when, after
+      taking it, some model there would carry more than ``crowding`` times its
+      fair share per instance (``work / replicas``); crowded servers are
+      chosen last.  ``inf`` ignores load and follows affinity alone;
+    * ``locality_share`` -- the share of spare GPUs held back from load-driven
+      replicas so that bundles can be copied onto more servers (copies may
+      then add instances of light models beyond their replica count).
+    """
+
+    order: str = "frequency"
+    crowding: float = 1.5
+    locality_share: float = 0.5
+
+    @property
+    def label(self) -> str:
+        return f"order={self.order} crowding={self.crowding:g} locality_share={self.locality_share:g}"
+
+
+def _local_servers(board: _Board, models: frozenset[str]) -> list[int]:
+    return [s for s in board.servers if models <= board.models(s)]
+
+
+def _traffic(board: _Board, analysis: Analysis, bundles: list[str]) -> list[dict[str, float]]:
+    """Expected seconds per model on each server from the workflows it completes."""
+    out: list[dict[str, float]] = [{} for _ in board.servers]
+    for w in bundles:
+        hosts = _local_servers(board, analysis.workflow_models[w])
+        for s in hosts:
+            for m, sec in analysis.workflow_model_work_s[w].items():
+                out[s][m] = out[s].get(m, 0.0) + sec / len(hosts)
+    return out
+
+
+def _place_gswarm(board: _Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]) -> None:
     biggest = max(board.free)
     bundles = [
         w
         for w, f in analysis.workflow_frequency.items()
         if f > 0 and sum(board.gpus[m] for m in analysis.workflow_models[w]) <= biggest
     ]
-    while True:  # workflow bundles: first copies by frequency, then more copies
-        best: tuple[tuple[object, ...], str, int, list[str]] | None = None
+    weight = {
+        w: float(analysis.workflow_frequency[w]) if variant.order == "frequency"
+        else sum(analysis.workflow_model_work_s[w].values())
+        for w in bundles
+    }
+
+    def crowded(traffic: list[dict[str, float]], s: int, w: str, missing: list[str], hosts: int) -> bool:
+        if variant.crowding == float("inf"):
+            return False
+        for m, sec in analysis.workflow_model_work_s[w].items():
+            count = board.placed[s][m] + (1 if m in missing else 0)
+            load = traffic[s].get(m, 0.0) + sec / (hosts + 1)
+            if fair[m] > 0 and load / count > variant.crowding * fair[m] + 1e-9:
+                return True
+        return False
+
+    while True:  # workflow bundles: first copies, then further copies
+        traffic = _traffic(board, analysis, bundles)
+        best: tuple[tuple[object, ...], int, list[str]] | None = None
         for w in bundles:
             mw = analysis.workflow_models[w]
-            local = sum(1 for s in board.servers if mw <= board.models(s))
-            freq = analysis.workflow_frequency[w]
+            local = len(_local_servers(board, mw))
             for s in board.servers:
                 missing = sorted(mw - board.models(s))
-                if not missing or any(board.pool[m] < 1 for m in missing):
+                if not missing:
                     continue
-                if not board.keeps_room(s, missing):
+                borrow = sum(board.gpus[m] for m in missing if board.pool[m] < 1)
+                pooled = [m for m in missing if board.pool[m] > 0]
+                if borrow > board.budget or not board.keeps_room(s, pooled, extra_gpus=borrow):
                     continue
                 need = sum(board.gpus[m] for m in missing)
-                key = (local > 0, -freq / (1 + local), need, board.load[s], s, w)
+                key = (local > 0, -weight[w] / (1 + local), crowded(traffic, s, w, missing, local),
+                       need, board.load[s], s, w)
                 if best is None or key < best[0]:
-                    best = (key, w, s, missing)
+                    best = (key, s, missing)
         if best is None:
             break
-        _, _, s, missing = best
+        _, s, missing = best
         for m in missing:
             board.put(m, s)
     # the rest of the replica target, biggest first, next to their partners
@@ -323,18 +386,23 @@ def make_plan(
     gpus_per_server: int,
     strategy: str = "gswarm",
     seed: int = 0,
+    variant: GSwarmVariant | None = None,
 ) -> Plan:
     """Assign every planned model to GPUs with ``strategy`` (see the module docstring)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     check_capacity(config, gpu_count, gpus_per_server)
+    variant = variant or GSwarmVariant()
     order = config.planned_models
     gpus = {m: config.models[m].gpus_required for m in order}
-    target = replica_counts(config, analysis, gpu_count, gpus_per_server)
+    spare = gpu_count - sum(gpus.values())
+    held = int(spare * variant.locality_share) if strategy == "gswarm" else 0
+    target = replica_counts(config, analysis, gpu_count, gpus_per_server, held)
     per_instance = {m: analysis.model_work_s.get(m, 0.0) / target[m] for m in order}
     board = _Board(server_caps(gpu_count, gpus_per_server), gpus, per_instance, target)
     if strategy == "gswarm":
-        _place_gswarm(board, analysis)
+        board.budget = gpu_count - sum(gpus[m] * n for m, n in target.items())
+        _place_gswarm(board, analysis, variant, per_instance)
     elif strategy == "random":
         _place_random(board, np.random.default_rng([seed, 1]))
     else:
@@ -343,4 +411,6 @@ def make_plan(
     _fill(board, analysis, order, use_affinity=strategy == "gswarm")
     missing = [m for m in order if board.total[m] == 0]
     assert not missing, f"coverage invariant broken: {missing}"
-    return Plan(strategy, gpu_count, gpus_per_server, tuple(_layout(board, gpus_per_server)), target, dropped)
+    label = variant.label if strategy == "gswarm" else ""
+    return Plan(strategy, gpu_count, gpus_per_server, tuple(_layout(board, gpus_per_server)), target,
+                dropped, label)

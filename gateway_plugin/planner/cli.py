@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .analysis import analyse
 from .assign import STRATEGIES, Plan, make_plan
+from .choose import Candidate, choose_gswarm
 from .metrics import Metrics, summarise
 from .report import comparison_lines, execution_log, metrics_lines, plan_lines
 from .simulate import SimResult, simulate
@@ -162,8 +163,13 @@ def _run(args: argparse.Namespace) -> int:
                         f"simulate {str(args.simulate).lower()}, GPUs {args.gpus}, "
                         f"GPUs/server {args.gpus_per_server}, assignment {args.assign}, seed {args.seed}"]
     runs: dict[str, tuple[Plan, SimResult, Metrics]] = {}
+    candidates: list[Candidate] = []
     for name in names:
-        plan = make_plan(config, analysis, args.gpus, args.gpus_per_server, name, args.seed)
+        if name == "gswarm":
+            plan, candidates = choose_gswarm(config, analysis, workload, args.gpus, args.gpus_per_server,
+                                             spill_factor=args.spill_factor)
+        else:
+            plan = make_plan(config, analysis, args.gpus, args.gpus_per_server, name, args.seed)
         result = simulate(config, plan, workload, trace.append if name == args.assign else None,
                           spill_factor=args.spill_factor)
         runs[name] = (plan, result, summarise(result))
@@ -171,6 +177,10 @@ def _run(args: argparse.Namespace) -> int:
     server_names = _node_names(args, plan.server_count)
 
     lines = plan_lines(analysis, plan)
+    if candidates and args.assign == "gswarm":
+        distinct = len({c.same_as or c.variant.label for c in candidates})
+        lines.append(f"GSwarm: {len(candidates)} variants, {distinct} distinct plans simulated; "
+                     f"kept {plan.variant}")
     if stack is not None and stack.unplanned:
         lines.append(f"Functions without pipeline annotations (not planned): {', '.join(stack.unplanned)}")
     lines += [""] + metrics_lines(metrics, result, plan)
@@ -182,6 +192,8 @@ def _run(args: argparse.Namespace) -> int:
     extra = {"planner_input": str(args.stack or args.config or DEFAULT_CONFIG)}
     log = execution_log(plan=plan, metrics=metrics, result=result, analysis=analysis,
                         workload=workload, extra_summary=extra)
+    if candidates:
+        log["plan"]["gswarm_candidates"] = [c.to_json() for c in candidates]
     if args.compare:
         log["comparison"] = {n: runs[n][2].to_json() for n in STRATEGIES}
     if stack is not None:

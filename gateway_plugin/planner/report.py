@@ -187,6 +187,7 @@ def execution_log(
         "analysis": analysis.to_json(),
         "plan": {
             "strategy": plan.strategy,
+            "variant": plan.variant or None,
             "replica_target": dict(plan.replica_target),
             "dropped_replicas": list(plan.dropped),
             "instances": [{"model": i.model, "server_id": i.server, "gpu_ids": list(i.gpus)}
