@@ -2,6 +2,7 @@
 
 Everything runs in-process on small workloads: no network, no model weights.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,15 +43,22 @@ def chain_config(n_workflows: int = 4, length: int = 3, gpus: dict[str, int] | N
         nodes, edges = [], []
         for k in range(length):
             name = f"m{k}_{w}"
-            models[name] = {"gpus_required": gpus.get(name, 1), "inference_time_mean": 1.0 + 0.25 * k,
-                            "inference_time_std": 0.2, "output_mb": 4}
+            models[name] = {
+                "gpus_required": gpus.get(name, 1),
+                "inference_time_mean": 1.0 + 0.25 * k,
+                "inference_time_std": 0.2,
+                "output_mb": 4,
+            }
             nodes.append({"id": f"n{k}", "model": name})
             if k:
                 edges.append({"from": f"n{k - 1}", "to": f"n{k}"})
         workflows[f"chain{w}"] = {"nodes": nodes, "edges": edges, "weight": 1 + w % 2}
     ordered = {k: models[k] for k in sorted(models, key=lambda n: (n.split("_")[0], n))}
-    return {"models": ordered, "workflows": workflows,
-            "network": {"intra_server_transfer_s": 0.01, "inter_server_transfer_s": 0.3}}
+    return {
+        "models": ordered,
+        "workflows": workflows,
+        "network": {"intra_server_transfer_s": 0.01, "inter_server_transfer_s": 0.3},
+    }
 
 
 def write(path: Path, data: dict | str) -> Path:
@@ -88,15 +96,23 @@ def check_layout(plan: Plan) -> None:
 def test_simulator_hand_worked(placement, latency, se, csc):
     from gateway_plugin.planner.assign import Instance
 
-    config = parse_config({
-        "models": {"a": {"inference_time_mean": 2.0}, "b": {"inference_time_mean": 3.0}},
-        "workflows": {"w": {"nodes": [{"id": "x", "model": "a"}, {"id": "y", "model": "b"}],
-                            "edges": [{"from": "x", "to": "y"}]}},
-        "network": {"intra_server_transfer_s": 0.1, "inter_server_transfer_s": 0.5},
-    })
+    config = parse_config(
+        {
+            "models": {"a": {"inference_time_mean": 2.0}, "b": {"inference_time_mean": 3.0}},
+            "workflows": {
+                "w": {
+                    "nodes": [{"id": "x", "model": "a"}, {"id": "y", "model": "b"}],
+                    "edges": [{"from": "x", "to": "y"}],
+                }
+            },
+            "network": {"intra_server_transfer_s": 0.1, "inter_server_transfer_s": 0.5},
+        }
+    )
     requests = parse_requests({"requests": [{"request_id": "r0", "workflow_id": "w"}]}, config)
     workload = build_workload(config, requests)
-    instances = tuple(Instance(m, s, (2 * s + i,)) for i, (m, s) in enumerate(sorted(placement.items())))
+    instances = tuple(
+        Instance(m, s, (2 * s + i,)) for i, (m, s) in enumerate(sorted(placement.items()))
+    )
     plan = Plan("hand", 4, 2, instances, {"a": 1, "b": 1})
     m = summarise(simulate(config, plan, workload))
     assert m.latency_avg_s == pytest.approx(latency)
@@ -114,8 +130,9 @@ def test_simulator_hand_worked(placement, latency, se, csc):
 def test_gswarm_beats_random_and_round_robin_on_affinity_workload(seed, mode):
     config = parse_config(chain_config())
     raw = generate_requests(config, 120, seed=seed, duration_s=300)
-    workload = build_workload(config, parse_requests({"requests": raw}, config), mode=mode,
-                              simulate=True, seed=seed)
+    workload = build_workload(
+        config, parse_requests({"requests": raw}, config), mode=mode, simulate=True, seed=seed
+    )
     analysis = analyse(config, workload)
     gswarm, _ = choose_gswarm(config, analysis, workload, 16, 4)
     metrics = {"gswarm": summarise(simulate(config, gswarm, workload))}
@@ -132,11 +149,27 @@ def test_gswarm_beats_random_and_round_robin_on_affinity_workload(seed, mode):
 
 def test_compare_in_one_cli_run_and_deterministic(tmp_path, capsys):
     cfg = write(tmp_path / "chains.json", chain_config())
-    argv = ["--gpus", "16", "--config", str(cfg), "--generate", "150", "--mode", "online", "--simulate",
-            "--compare", "--seed", "3"]
+    argv = [
+        "--gpus",
+        "16",
+        "--config",
+        str(cfg),
+        "--generate",
+        "150",
+        "--mode",
+        "online",
+        "--simulate",
+        "--compare",
+        "--seed",
+        "3",
+    ]
     assert main(argv + ["--output-dir", str(tmp_path / "a")]) == 0
     out = capsys.readouterr().out
-    assert "ASSIGNMENT COMPARISON" in out and "gswarm vs random:" in out and "gswarm vs round-robin:" in out
+    assert (
+        "ASSIGNMENT COMPARISON" in out
+        and "gswarm vs random:" in out
+        and "gswarm vs round-robin:" in out
+    )
     assert main(argv + ["--output-dir", str(tmp_path / "b")]) == 0
     a = json.loads((tmp_path / "a" / "static_execution_log.json").read_text())
     b = json.loads((tmp_path / "b" / "static_execution_log.json").read_text())
@@ -144,7 +177,9 @@ def test_compare_in_one_cli_run_and_deterministic(tmp_path, capsys):
     cmp = a["comparison"]
     for name in ("random", "round-robin"):
         assert cmp["gswarm"]["server_efficiency_pct"] > cmp[name]["server_efficiency_pct"]
-        assert cmp["gswarm"]["cross_server_communications"] < cmp[name]["cross_server_communications"]
+        assert (
+            cmp["gswarm"]["cross_server_communications"] < cmp[name]["cross_server_communications"]
+        )
     assert a["summary"]["server_efficiency"] == cmp["gswarm"]["server_efficiency_pct"]
 
 
@@ -168,19 +203,44 @@ def test_multi_gpu_models_get_consecutive_gpus_on_one_server(strategy, gpus, per
 
 
 def test_example_plan_layout_and_cli_report(tmp_path, capsys):
-    rc = main(["--gpus", "12", "--gpus-per-server", "6", "--mode", "online",
-               "--config", str(EXAMPLES / "simple_config.json"),
-               "--requests", str(EXAMPLES / "simple_requests.yaml"), "--output-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--gpus",
+            "12",
+            "--gpus-per-server",
+            "6",
+            "--mode",
+            "online",
+            "--config",
+            str(EXAMPLES / "simple_config.json"),
+            "--requests",
+            str(EXAMPLES / "simple_requests.yaml"),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
-    for text in ("EXECUTION METRICS", "Total execution time (makespan):", "Server efficiency:",
-                 "Cross-server communications:", "P99:", "Utilization variance:", "Total switches: 0",
-                 "GPU 0 (Server 0):", "STATIC MODEL ASSIGNMENT (gswarm)"):
+    for text in (
+        "EXECUTION METRICS",
+        "Total execution time (makespan):",
+        "Server efficiency:",
+        "Cross-server communications:",
+        "P99:",
+        "Utilization variance:",
+        "Total switches: 0",
+        "GPU 0 (Server 0):",
+        "STATIC MODEL ASSIGNMENT (gswarm)",
+    ):
         assert text in out
     log = json.loads((tmp_path / "static_execution_log.json").read_text())
     llm30b = [i for i in log["plan"]["instances"] if i["model"] == "llm30b"]
-    assert llm30b and all(len(i["gpu_ids"]) == 2 and i["gpu_ids"][1] == i["gpu_ids"][0] + 1
-                          and i["gpu_ids"][0] // 6 == i["server_id"] for i in llm30b)
+    assert llm30b and all(
+        len(i["gpu_ids"]) == 2
+        and i["gpu_ids"][1] == i["gpu_ids"][0] + 1
+        and i["gpu_ids"][0] // 6 == i["server_id"]
+        for i in llm30b
+    )
     assert (tmp_path / "static_scheduler.log").read_text().count("completed in") == 300
 
 
@@ -188,16 +248,46 @@ def test_example_plan_layout_and_cli_report(tmp_path, capsys):
 
 
 def test_log_json_has_the_documented_structure(tmp_path):
-    assert main(["--gpus", "8", "--config", str(EXAMPLES / "simple_config.json"), "--generate", "40",
-                 "--simulate", "true", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--gpus",
+                "8",
+                "--config",
+                str(EXAMPLES / "simple_config.json"),
+                "--generate",
+                "40",
+                "--simulate",
+                "true",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     log = json.loads((tmp_path / "static_execution_log.json").read_text())
     assert {"summary", "gpu_assignments", "server_assignments", "executions"} <= set(log)
     s = log["summary"]
-    for key in ("total_requests", "completed_requests", "total_nodes_executed", "mode", "simulate", "gpus",
-                "makespan", "total_model_switches", "total_switch_time", "server_efficiency",
-                "intra_server_workflows", "inter_server_workflows", "cross_server_communications",
-                "gpus_per_server", "avg_request_response_time", "p99_request_response_time",
-                "gpu_utilization_variance", "throughput_tasks_per_second"):
+    for key in (
+        "total_requests",
+        "completed_requests",
+        "total_nodes_executed",
+        "mode",
+        "simulate",
+        "gpus",
+        "makespan",
+        "total_model_switches",
+        "total_switch_time",
+        "server_efficiency",
+        "intra_server_workflows",
+        "inter_server_workflows",
+        "cross_server_communications",
+        "gpus_per_server",
+        "avg_request_response_time",
+        "p99_request_response_time",
+        "gpu_utilization_variance",
+        "throughput_tasks_per_second",
+    ):
         assert key in s, key
     assert s["gpus"] == list(range(8)) and s["gpus_per_server"] == 4
     assert s["mode"] == "offline" and s["simulate"] is True
@@ -208,14 +298,28 @@ def test_log_json_has_the_documented_structure(tmp_path):
     assert set(log["gpu_assignments"]) == {str(g) for g in range(8)}
     for g, entry in log["gpu_assignments"].items():
         assert entry["server_id"] == int(g) // 4
-        assert isinstance(entry["assigned_models"], list) and 0 <= entry["utilization"] <= 100.0 + 1e-9
+        assert (
+            isinstance(entry["assigned_models"], list) and 0 <= entry["utilization"] <= 100.0 + 1e-9
+        )
     assert set(log["server_assignments"]) == {"0", "1"}
     assert log["server_assignments"]["1"]["gpu_ids"] == [4, 5, 6, 7]
     execs = log["executions"]
     assert len(execs) == s["total_nodes_executed"]
     for e in execs:
-        assert {"request_id", "workflow_id", "node_id", "model_name", "gpu_id", "server_id", "start_time",
-                "end_time", "execution_time", "estimated_time", "switch_time", "waiting_time"} <= set(e)
+        assert {
+            "request_id",
+            "workflow_id",
+            "node_id",
+            "model_name",
+            "gpu_id",
+            "server_id",
+            "start_time",
+            "end_time",
+            "execution_time",
+            "estimated_time",
+            "switch_time",
+            "waiting_time",
+        } <= set(e)
         assert e["end_time"] == pytest.approx(e["start_time"] + e["execution_time"], abs=1e-5)
         assert e["switch_time"] == 0 and e["waiting_time"] >= -1e-9
         assert e["model_name"] in log["gpu_assignments"][str(e["gpu_id"])]["assigned_models"]
@@ -239,33 +343,84 @@ def _bad(mutate):
 @pytest.mark.parametrize(
     "config, requests, expected",
     [
-        (_bad(lambda d: d["workflows"]["chain1"]["nodes"][0].update(model="x")), None,
-         "cfg.json: workflows.chain1.nodes[0].model: unknown model 'x'"),
-        (_bad(lambda d: d["workflows"]["chain0"]["edges"].append({"from": "n1", "to": "n0"})), None,
-         "cfg.json: workflows.chain0.edges: contain a cycle"),
-        (_bad(lambda d: d["workflows"]["chain0"]["edges"][0].update(to="zz")), None,
-         "cfg.json: workflows.chain0.edges[0].to: unknown node 'zz'"),
-        (_bad(lambda d: d["models"]["m0_0"].update(gpus_required=0)), None,
-         "cfg.json: models.m0_0.gpus_required: must be an integer >= 1, got 0"),
-        (_bad(lambda d: d["models"]["m0_0"].update(gpus_required=5)), None,
-         "cfg.json: models.m0_0.gpus_required: 5 consecutive GPUs on one server, but servers have at most 4"),
-        (_bad(lambda d: d["models"]["m1_1"].update(inference_time_mean="slow")), None,
-         "cfg.json: models.m1_1.inference_time_mean: must be a number, got 'slow'"),
-        (_bad(lambda d: d.pop("workflows")), None, "cfg.json: workflows: must be a mapping, got NoneType"),
+        (
+            _bad(lambda d: d["workflows"]["chain1"]["nodes"][0].update(model="x")),
+            None,
+            "cfg.json: workflows.chain1.nodes[0].model: unknown model 'x'",
+        ),
+        (
+            _bad(lambda d: d["workflows"]["chain0"]["edges"].append({"from": "n1", "to": "n0"})),
+            None,
+            "cfg.json: workflows.chain0.edges: contain a cycle",
+        ),
+        (
+            _bad(lambda d: d["workflows"]["chain0"]["edges"][0].update(to="zz")),
+            None,
+            "cfg.json: workflows.chain0.edges[0].to: unknown node 'zz'",
+        ),
+        (
+            _bad(lambda d: d["models"]["m0_0"].update(gpus_required=0)),
+            None,
+            "cfg.json: models.m0_0.gpus_required: must be an integer >= 1, got 0",
+        ),
+        (
+            _bad(lambda d: d["models"]["m0_0"].update(gpus_required=5)),
+            None,
+            "cfg.json: models.m0_0.gpus_required: 5 consecutive GPUs on one server, but servers have at most 4",
+        ),
+        (
+            _bad(lambda d: d["models"]["m1_1"].update(inference_time_mean="slow")),
+            None,
+            "cfg.json: models.m1_1.inference_time_mean: must be a number, got 'slow'",
+        ),
+        (
+            _bad(lambda d: d.pop("workflows")),
+            None,
+            "cfg.json: workflows: must be a mapping, got NoneType",
+        ),
         ("{not json", None, "cfg.json: line 1 column 2: invalid JSON"),
-        (GOOD, {"requests": [{"workflow_id": "chain0"}, {"workflow_id": "chain1"}, {"workflow_id": "x"}]},
-         "req.yaml: requests[2].workflow_id: unknown workflow 'x'"),
-        (GOOD, {"requests": [{"workflow_id": "chain0", "node_execution_times": {"n9": 1.0}}]},
-         "req.yaml: requests[0].node_execution_times.n9: workflow 'chain0' has no node 'n9'"),
-        (GOOD, {"requests": [{"workflow_id": "chain0", "node_execution_times": {"n0": -1}}]},
-         "req.yaml: requests[0].node_execution_times.n0: must be > 0, got -1"),
-        (GOOD, {"requests": [{"request_id": "a", "workflow_id": "chain0"},
-                             {"request_id": "a", "workflow_id": "chain1"}]},
-         "req.yaml: requests[1].request_id: duplicate request id 'a'"),
-        (GOOD, {"requests": [{"workflow_id": "chain0", "timestamp": "yesterday"}]},
-         "req.yaml: requests[0].timestamp: must be an ISO-8601 date-time, got 'yesterday'"),
+        (
+            GOOD,
+            {
+                "requests": [
+                    {"workflow_id": "chain0"},
+                    {"workflow_id": "chain1"},
+                    {"workflow_id": "x"},
+                ]
+            },
+            "req.yaml: requests[2].workflow_id: unknown workflow 'x'",
+        ),
+        (
+            GOOD,
+            {"requests": [{"workflow_id": "chain0", "node_execution_times": {"n9": 1.0}}]},
+            "req.yaml: requests[0].node_execution_times.n9: workflow 'chain0' has no node 'n9'",
+        ),
+        (
+            GOOD,
+            {"requests": [{"workflow_id": "chain0", "node_execution_times": {"n0": -1}}]},
+            "req.yaml: requests[0].node_execution_times.n0: must be > 0, got -1",
+        ),
+        (
+            GOOD,
+            {
+                "requests": [
+                    {"request_id": "a", "workflow_id": "chain0"},
+                    {"request_id": "a", "workflow_id": "chain1"},
+                ]
+            },
+            "req.yaml: requests[1].request_id: duplicate request id 'a'",
+        ),
+        (
+            GOOD,
+            {"requests": [{"workflow_id": "chain0", "timestamp": "yesterday"}]},
+            "req.yaml: requests[0].timestamp: must be an ISO-8601 date-time, got 'yesterday'",
+        ),
         (GOOD, {"requests": []}, "req.yaml: requests: must list at least one request"),
-        (GOOD, "requests: [\n  - workflow_id: chain0\n bad", "req.yaml: line 2 column 3: invalid YAML"),
+        (
+            GOOD,
+            "requests: [\n  - workflow_id: chain0\n bad",
+            "req.yaml: line 2 column 3: invalid YAML",
+        ),
         (GOOD, "MISSING", "missing.yaml: no such file"),
     ],
 )
@@ -275,7 +430,9 @@ def test_bad_files_give_a_clear_error_and_exit_2(tmp_path, capsys, config, reque
         req = tmp_path / "missing.yaml"
     else:
         req = write(tmp_path / "req.yaml", requests or {"requests": [{"workflow_id": "chain0"}]})
-    rc = main(["--gpus", "8", "--config", str(cfg), "--requests", str(req), "--output-dir", str(tmp_path)])
+    rc = main(
+        ["--gpus", "8", "--config", str(cfg), "--requests", str(req), "--output-dir", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert expected in err, err
@@ -289,7 +446,10 @@ def test_bad_files_give_a_clear_error_and_exit_2(tmp_path, capsys, config, reque
         (["--gpus", "3"], "--gpus: 3 GPUs in servers of 4 cannot host each of the 4 models once"),
         (["--gpus", "0"], "--gpus: must be >= 1, got 0"),
         (["--gpus", "8", "--out", "x.yml"], "--out: needs --stack"),
-        (["--gpus", "8", "--mode", "online"], "req.yaml: requests[0].timestamp: required in --mode online"),
+        (
+            ["--gpus", "8", "--mode", "online"],
+            "req.yaml: requests[0].timestamp: required in --mode online",
+        ),
         (["--gpus", "8", "--spill-factor", "-1"], "--spill-factor: must be >= 0"),
         (["--gpus", "8", "--assign", "best"], "invalid choice: 'best'"),
         (["--gpus", "8", "--simulate", "maybe"], "expected true or false, got 'maybe'"),
@@ -310,8 +470,20 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, expected):
 
 def test_stack_plans_the_minilm_pipeline_and_writes_constraints(tmp_path, capsys):
     out = tmp_path / "planned" / "stack.yml"
-    rc = main(["--stack", str(STACK), "--gpus", "3", "--gpus-per-server", "3", "--out", str(out),
-               "--output-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--stack",
+            str(STACK),
+            "--gpus",
+            "3",
+            "--gpus-per-server",
+            "3",
+            "--out",
+            str(out),
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "Server efficiency: 100.0%" in text and "Cross-server communications: 0" in text
@@ -324,7 +496,8 @@ def test_stack_plans_the_minilm_pipeline_and_writes_constraints(tmp_path, capsys
         rest = {k: v for k, v in after["functions"][name].items() if k != "constraints"}
         assert rest == before["functions"][name]
     assert {k: v for k, v in after.items() if k != "functions"} == {
-        k: v for k, v in before.items() if k != "functions"}
+        k: v for k, v in before.items() if k != "functions"
+    }
     assert after["provider"]["gateway"] == "${OPENFAAS_URL:-http://127.0.0.1:8080}"
     written = out.read_text()
     assert "# The MiniLM pipeline" in written and "<<: *stage_env" in written  # edited in place
@@ -336,9 +509,24 @@ def test_stack_plans_the_minilm_pipeline_and_writes_constraints(tmp_path, capsys
 
 def test_stack_split_over_servers_and_node_names(tmp_path):
     out = tmp_path / "stack.yml"
-    rc = main(["--stack", str(STACK), "--gpus", "4", "--gpus-per-server", "2", "--out", str(out),
-               "--node-names", "gpu-a,gpu-b", "--constraint-key", "kubernetes.io/hostname",
-               "--output-dir", str(tmp_path)])
+    rc = main(
+        [
+            "--stack",
+            str(STACK),
+            "--gpus",
+            "4",
+            "--gpus-per-server",
+            "2",
+            "--out",
+            str(out),
+            "--node-names",
+            "gpu-a,gpu-b",
+            "--constraint-key",
+            "kubernetes.io/hostname",
+            "--output-dir",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0
     after = yaml.safe_load(out.read_text())
     nodes = {after["functions"][f"minilm-stage-{k}"]["constraints"][0] for k in range(3)}
@@ -350,9 +538,15 @@ def test_stack_split_over_servers_and_node_names(tmp_path):
 
 def test_emit_constraints_replaces_existing_and_keeps_unplanned(tmp_path):
     text = STACK.read_text().replace(
-        "functions:\n", "functions:\n  other:\n    image: x\n    constraints:\n    - \"zone=a\"\n\n", 1)
-    text = text.replace("    requests: *stage_requests\n",
-                        "    requests: *stage_requests\n    constraints:\n      - \"old=1\"\n", 1)
+        "functions:\n",
+        'functions:\n  other:\n    image: x\n    constraints:\n    - "zone=a"\n\n',
+        1,
+    )
+    text = text.replace(
+        "    requests: *stage_requests\n",
+        '    requests: *stage_requests\n    constraints:\n      - "old=1"\n',
+        1,
+    )
     path = write(tmp_path / "stack.yml", text)
     stack = load_stack(path)
     assert stack.unplanned == ("other",)
@@ -369,15 +563,25 @@ def test_emit_constraints_replaces_existing_and_keeps_unplanned(tmp_path):
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda t: t.replace('com.openfaas.quart.stage: "1"', 'com.openfaas.quart.stage: "0"'),
-         "stack.yml: functions.minilm-stage-1.annotations.com.openfaas.quart.stage: stage 0 of 'minilm' "
-         "is also function 'minilm-stage-0'"),
-        (lambda t: t.replace('com.openfaas.quart.stage: "2"', 'com.openfaas.quart.stage: "7"'),
-         "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: stage 7 is outside 0..2"),
-        (lambda t: t.replace('com.openfaas.quart.stage: "2"', 'com.openfaas.quart.stage: two'),
-         "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: must be an integer"),
-        (lambda t: t.replace("com.openfaas.quart.pipeline", "com.example.x"),
-         "stack.yml: functions: no function carries the com.openfaas.quart.pipeline annotation"),
+        (
+            lambda t: t.replace('com.openfaas.quart.stage: "1"', 'com.openfaas.quart.stage: "0"'),
+            (
+                "stack.yml: functions.minilm-stage-1.annotations.com.openfaas.quart.stage: "
+                "stage 0 of 'minilm' is also function 'minilm-stage-0'"
+            ),
+        ),
+        (
+            lambda t: t.replace('com.openfaas.quart.stage: "2"', 'com.openfaas.quart.stage: "7"'),
+            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: stage 7 is outside 0..2",
+        ),
+        (
+            lambda t: t.replace('com.openfaas.quart.stage: "2"', "com.openfaas.quart.stage: two"),
+            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: must be an integer",
+        ),
+        (
+            lambda t: t.replace("com.openfaas.quart.pipeline", "com.example.x"),
+            "stack.yml: functions: no function carries the com.openfaas.quart.pipeline annotation",
+        ),
     ],
 )
 def test_bad_stack_is_a_clear_error(tmp_path, capsys, edit, expected):
@@ -392,31 +596,88 @@ def test_bad_stack_is_a_clear_error(tmp_path, capsys, edit, expected):
 
 def test_generator_writes_requests_the_planner_reads(tmp_path, capsys):
     out = tmp_path / "req.yaml"
-    assert generate_main(["--config", str(EXAMPLES / "simple_config.json"), "--count", "25", "--seed", "4",
-                          "--out", str(out)]) == 0
+    assert (
+        generate_main(
+            [
+                "--config",
+                str(EXAMPLES / "simple_config.json"),
+                "--count",
+                "25",
+                "--seed",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["--gpus", "8", "--config", str(EXAMPLES / "simple_config.json"), "--requests", str(out),
-                 "--mode", "online", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--gpus",
+                "8",
+                "--config",
+                str(EXAMPLES / "simple_config.json"),
+                "--requests",
+                str(out),
+                "--mode",
+                "online",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     log = json.loads((tmp_path / "static_execution_log.json").read_text())
     assert log["summary"]["completed_requests"] == 25 and log["summary"]["mode"] == "online"
     again = tmp_path / "again.yaml"
-    generate_main(["--config", str(EXAMPLES / "simple_config.json"), "--count", "25", "--seed", "4",
-                   "--out", str(again)])
+    generate_main(
+        [
+            "--config",
+            str(EXAMPLES / "simple_config.json"),
+            "--count",
+            "25",
+            "--seed",
+            "4",
+            "--out",
+            str(again),
+        ]
+    )
     assert again.read_text().replace("again.yaml", "req.yaml") == out.read_text()
 
 
 def test_shipped_requests_match_the_shipped_config():
-    config = parse_config(json.loads((EXAMPLES / "simple_config.json").read_text()), "simple_config.json")
-    requests = parse_requests(yaml.safe_load((EXAMPLES / "simple_requests.yaml").read_text()), config)
+    config = parse_config(
+        json.loads((EXAMPLES / "simple_config.json").read_text()), "simple_config.json"
+    )
+    requests = parse_requests(
+        yaml.safe_load((EXAMPLES / "simple_requests.yaml").read_text()), config
+    )
     assert len(requests) == 300 and all(r.timestamp is not None for r in requests)
 
 
 def test_python_dash_m_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "gateway_plugin.planner", "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway_plugin.planner", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert proc.returncode == 0
-    for flag in ("--gpus", "--gpus-per-server", "--mode", "--config", "--requests", "--simulate",
-                 "--assign", "--stack", "--out"):
+    for flag in (
+        "--gpus",
+        "--gpus-per-server",
+        "--mode",
+        "--config",
+        "--requests",
+        "--simulate",
+        "--assign",
+        "--stack",
+        "--out",
+    ):
         assert flag in proc.stdout
 
 

@@ -38,7 +38,16 @@ import numpy as np
 from .analysis import Analysis
 from .spec import PlanInputError, SystemConfig
 
-__all__ = ["STRATEGIES", "GSwarmVariant", "Instance", "Plan", "check_capacity", "make_plan", "replica_counts", "server_caps"]
+__all__ = [
+    "STRATEGIES",
+    "GSwarmVariant",
+    "Instance",
+    "Plan",
+    "check_capacity",
+    "make_plan",
+    "replica_counts",
+    "server_caps",
+]
 
 STRATEGIES = ("gswarm", "random", "round-robin")
 
@@ -129,7 +138,11 @@ def check_capacity(config: SystemConfig, gpu_count: int, gpus_per_server: int) -
 
 
 def replica_counts(
-    config: SystemConfig, analysis: Analysis, gpu_count: int, gpus_per_server: int, held_back: int = 0
+    config: SystemConfig,
+    analysis: Analysis,
+    gpu_count: int,
+    gpus_per_server: int,
+    held_back: int = 0,
 ) -> dict[str, int]:
     """Step 1: one instance per model, spare GPUs (less ``held_back``) to the busiest instances.
 
@@ -143,7 +156,11 @@ def replica_counts(
     spare = gpu_count - sum(gpus.values()) - held_back
     skipped: set[str] = set()
     while spare > 0:
-        fits = [m for m in models if gpus[m] <= spare and analysis.model_work_s[m] > 0 and m not in skipped]
+        fits = [
+            m
+            for m in models
+            if gpus[m] <= spare and analysis.model_work_s[m] > 0 and m not in skipped
+        ]
         if not fits:
             break
         best = max(fits, key=lambda m: (analysis.model_work_s[m] / counts[m], -models.index(m)))
@@ -159,8 +176,13 @@ def replica_counts(
 class _Board:
     """Servers being filled: free GPUs, models per server, estimated load, instances to place."""
 
-    def __init__(self, caps: list[int], gpus: dict[str, int], per_instance_work: dict[str, float],
-                 pool: dict[str, int]):
+    def __init__(
+        self,
+        caps: list[int],
+        gpus: dict[str, int],
+        per_instance_work: dict[str, float],
+        pool: dict[str, int],
+    ):
         self.free = list(caps)
         self.placed: list[Counter[str]] = [Counter() for _ in caps]
         self.total: Counter[str] = Counter()
@@ -188,7 +210,9 @@ class _Board:
         elif self.budget >= self.gpus[m]:
             self.budget -= self.gpus[m]
 
-    def keeps_room(self, s: int, adding: list[str], *, all_replicas: bool = True, extra_gpus: int = 0) -> bool:
+    def keeps_room(
+        self, s: int, adding: list[str], *, all_replicas: bool = True, extra_gpus: int = 0
+    ) -> bool:
         """After putting ``adding`` on ``s``, do the other instances still fit?
 
         ``all_replicas``: every instance left in the pool (the replica target);
@@ -243,7 +267,9 @@ class GSwarmVariant:
 
     @property
     def label(self) -> str:
-        return f"order={self.order} crowding={self.crowding:g} locality_share={self.locality_share:g}"
+        return (
+            f"order={self.order} crowding={self.crowding:g} locality_share={self.locality_share:g}"
+        )
 
 
 def _local_servers(board: _Board, models: frozenset[str]) -> list[int]:
@@ -261,7 +287,9 @@ def _traffic(board: _Board, analysis: Analysis, bundles: list[str]) -> list[dict
     return out
 
 
-def _place_gswarm(board: _Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]) -> None:
+def _place_gswarm(
+    board: _Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]
+) -> None:
     biggest = max(board.free)
     bundles = [
         w
@@ -269,12 +297,15 @@ def _place_gswarm(board: _Board, analysis: Analysis, variant: GSwarmVariant, fai
         if f > 0 and sum(board.gpus[m] for m in analysis.workflow_models[w]) <= biggest
     ]
     weight = {
-        w: float(analysis.workflow_frequency[w]) if variant.order == "frequency"
+        w: float(analysis.workflow_frequency[w])
+        if variant.order == "frequency"
         else sum(analysis.workflow_model_work_s[w].values())
         for w in bundles
     }
 
-    def crowded(traffic: list[dict[str, float]], s: int, w: str, missing: list[str], hosts: int) -> bool:
+    def crowded(
+        traffic: list[dict[str, float]], s: int, w: str, missing: list[str], hosts: int
+    ) -> bool:
         if variant.crowding == float("inf"):
             return False
         for m, sec in analysis.workflow_model_work_s[w].items():
@@ -299,8 +330,15 @@ def _place_gswarm(board: _Board, analysis: Analysis, variant: GSwarmVariant, fai
                 if borrow > board.budget or not board.keeps_room(s, pooled, extra_gpus=borrow):
                     continue
                 need = sum(board.gpus[m] for m in missing)
-                key = (local > 0, -weight[w] / (1 + local), crowded(traffic, s, w, missing, local),
-                       need, board.load[s], s, w)
+                key = (
+                    local > 0,
+                    -weight[w] / (1 + local),
+                    crowded(traffic, s, w, missing, local),
+                    need,
+                    board.load[s],
+                    s,
+                    w,
+                )
                 if best is None or key < best[0]:
                     best = (key, s, missing)
         if best is None:
@@ -309,14 +347,26 @@ def _place_gswarm(board: _Board, analysis: Analysis, variant: GSwarmVariant, fai
         for m in missing:
             board.put(m, s)
     # the rest of the replica target, biggest first, next to their partners
-    order = sorted(board.pool, key=lambda m: (-board.gpus[m], board.total[m] > 0, -board.work[m], m))
+    order = sorted(
+        board.pool, key=lambda m: (-board.gpus[m], board.total[m] > 0, -board.work[m], m)
+    )
     for m in order:
         while board.pool[m] > 0:
             options = board.options(m)
             if not options:
                 break
-            board.put(m, min(options, key=lambda s: (
-                -_affinity_to(analysis, m, board.models(s)), board.placed[s][m], board.load[s], s)))
+            board.put(
+                m,
+                min(
+                    options,
+                    key=lambda s: (
+                        -_affinity_to(analysis, m, board.models(s)),
+                        board.placed[s][m],
+                        board.load[s],
+                        s,
+                    ),
+                ),
+            )
 
 
 def _place_random(board: _Board, rng: np.random.Generator) -> None:
@@ -361,9 +411,15 @@ def _fill(board: _Board, analysis: Analysis, order: list[str], use_affinity: boo
             if not fits:
                 break
 
-            def key(m: str) -> tuple[float, int, int]:
-                aff = _affinity_to(analysis, m, board.models(s)) if use_affinity else 0
-                return (analysis.model_work_s.get(m, 0.0) / max(1, board.total[m]), aff, -order.index(m))
+            here = board.models(s)
+
+            def key(m: str, here: set[str] = here) -> tuple[float, int, int]:
+                aff = _affinity_to(analysis, m, here) if use_affinity else 0
+                return (
+                    analysis.model_work_s.get(m, 0.0) / max(1, board.total[m]),
+                    aff,
+                    -order.index(m),
+                )
 
             board.put(max(fits, key=key), s)
 
@@ -412,5 +468,12 @@ def make_plan(
     missing = [m for m in order if board.total[m] == 0]
     assert not missing, f"coverage invariant broken: {missing}"
     label = variant.label if strategy == "gswarm" else ""
-    return Plan(strategy, gpu_count, gpus_per_server, tuple(_layout(board, gpus_per_server)), target,
-                dropped, label)
+    return Plan(
+        strategy,
+        gpu_count,
+        gpus_per_server,
+        tuple(_layout(board, gpus_per_server)),
+        target,
+        dropped,
+        label,
+    )

@@ -84,6 +84,7 @@ def choose_gswarm(
         cand = Candidate(v, plan, summarise(result))
         seen[key] = cand
         cands.append(cand)
+
     def perf(c: Candidate) -> float:
         return c.metrics.makespan_s if workload.mode == "offline" else c.metrics.latency_avg_s
 

@@ -55,41 +55,101 @@ def build_parser() -> argparse.ArgumentParser:
         description="Static workflow-locality planner: assign models to GPUs grouped in servers "
         "so workflows complete inside one server; report SE, CSC, utilisation, latency.",
     )
-    p.add_argument("--gpus", type=int, required=True, help="total number of GPUs (or replica slots)")
+    p.add_argument(
+        "--gpus", type=int, required=True, help="total number of GPUs (or replica slots)"
+    )
     p.add_argument("--gpus-per-server", type=int, default=4, help="GPUs per server (default: 4)")
-    p.add_argument("--mode", choices=("offline", "online"), default="offline",
-                   help="offline: every request at t=0 (default); online: at its timestamp")
-    p.add_argument("--config", type=Path, default=None,
-                   help=f"system configuration JSON (default: {DEFAULT_CONFIG}; with --stack: "
-                   "optional timing/network overrides)")
-    p.add_argument("--requests", type=Path, default=None,
-                   help=f"workflow requests YAML (default: {DEFAULT_REQUESTS})")
-    p.add_argument("--simulate", type=_bool, nargs="?", const=True, default=False,
-                   help="durations drawn (seeded) from the config's per-model distributions "
-                   "instead of the requests' estimates (default: false)")
-    p.add_argument("--assign", choices=STRATEGIES, default="gswarm",
-                   help="model-to-GPU assignment (default: gswarm)")
-    p.add_argument("--compare", action="store_true",
-                   help="also run the other assignments on the same workload and print a comparison")
-    p.add_argument("--seed", type=int, default=0, help="seed of sampling and random assignment (default: 0)")
-    p.add_argument("--spill-factor", type=float, default=2.0,
-                   help="a node leaves its workflow's server when the local queue is longer than "
-                   "another replica's by more than this many node execution times (default: 2; "
-                   "inf: never, the seed's strict locality)")
-    p.add_argument("--generate", type=int, metavar="N", default=None,
-                   help="synthesise N requests from the config instead of reading --requests")
-    p.add_argument("--duration-s", type=float, default=600.0,
-                   help="span of generated arrival timestamps, seconds (default: 600)")
-    p.add_argument("--stack", type=Path, default=None,
-                   help="plan the pipelines of a faas-cli stack.yml (stages as models)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="with --stack: write the stack with placement constraints here")
-    p.add_argument("--node-names", default=None,
-                   help="comma-separated node names for servers 0,1,... (default: server-0, server-1, ...)")
-    p.add_argument("--constraint-key", default="kubernetes.io/hostname",
-                   help="node label the constraints select on (default: kubernetes.io/hostname)")
-    p.add_argument("--output-dir", type=Path, default=Path("."),
-                   help=f"directory for {LOG_JSON} and {LOG_TEXT} (default: current directory)")
+    p.add_argument(
+        "--mode",
+        choices=("offline", "online"),
+        default="offline",
+        help="offline: every request at t=0 (default); online: at its timestamp",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help=f"system configuration JSON (default: {DEFAULT_CONFIG}; with --stack: "
+        "optional timing/network overrides)",
+    )
+    p.add_argument(
+        "--requests",
+        type=Path,
+        default=None,
+        help=f"workflow requests YAML (default: {DEFAULT_REQUESTS})",
+    )
+    p.add_argument(
+        "--simulate",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="durations drawn (seeded) from the config's per-model distributions "
+        "instead of the requests' estimates (default: false)",
+    )
+    p.add_argument(
+        "--assign",
+        choices=STRATEGIES,
+        default="gswarm",
+        help="model-to-GPU assignment (default: gswarm)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the other assignments on the same workload and print a comparison",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of sampling and random assignment (default: 0)"
+    )
+    p.add_argument(
+        "--spill-factor",
+        type=float,
+        default=2.0,
+        help="a node leaves its workflow's server when the local queue is longer than "
+        "another replica's by more than this many node execution times (default: 2; "
+        "inf: never, the seed's strict locality)",
+    )
+    p.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        default=None,
+        help="synthesise N requests from the config instead of reading --requests",
+    )
+    p.add_argument(
+        "--duration-s",
+        type=float,
+        default=600.0,
+        help="span of generated arrival timestamps, seconds (default: 600)",
+    )
+    p.add_argument(
+        "--stack",
+        type=Path,
+        default=None,
+        help="plan the pipelines of a faas-cli stack.yml (stages as models)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="with --stack: write the stack with placement constraints here",
+    )
+    p.add_argument(
+        "--node-names",
+        default=None,
+        help="comma-separated node names for servers 0,1,... (default: server-0, server-1, ...)",
+    )
+    p.add_argument(
+        "--constraint-key",
+        default="kubernetes.io/hostname",
+        help="node label the constraints select on (default: kubernetes.io/hostname)",
+    )
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("."),
+        help=f"directory for {LOG_JSON} and {LOG_TEXT} (default: current directory)",
+    )
     return p
 
 
@@ -117,7 +177,9 @@ def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackP
         if args.mode == "online":
             for i, r in enumerate(requests):
                 if r.timestamp is None:
-                    raise PlanInputError(path.name, f"requests[{i}].timestamp", "required in --mode online")
+                    raise PlanInputError(
+                        path.name, f"requests[{i}].timestamp", "required in --mode online"
+                    )
     return config, requests, stack
 
 
@@ -130,8 +192,9 @@ def _node_names(args: argparse.Namespace, servers: int) -> list[str]:
     return names
 
 
-def _constraints(plan: Plan, result: SimResult, stack: StackPlanInput, names: list[str],
-                 key: str) -> tuple[dict[str, list[str]], list[str]]:
+def _constraints(
+    plan: Plan, result: SimResult, stack: StackPlanInput, names: list[str], key: str
+) -> tuple[dict[str, list[str]], list[str]]:
     """Per planned function, the server that ran most of its work (ties: lowest server)."""
     work: dict[str, Counter[int]] = {m: Counter() for m in stack.config.models}
     for e in result.executions:
@@ -156,22 +219,39 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is not None and args.stack is None:
         raise PlanInputError("--out", "", "needs --stack (it writes a stack.yml with constraints)")
     config, requests, stack = _load(args)
-    workload = build_workload(config, requests, mode=args.mode, simulate=args.simulate, seed=args.seed)
+    workload = build_workload(
+        config, requests, mode=args.mode, simulate=args.simulate, seed=args.seed
+    )
     analysis = analyse(config, workload)
     names = list(dict.fromkeys([args.assign] + (list(STRATEGIES) if args.compare else [])))
-    trace: list[str] = [f"static planner: {len(workload.jobs)} requests, mode {args.mode}, "
-                        f"simulate {str(args.simulate).lower()}, GPUs {args.gpus}, "
-                        f"GPUs/server {args.gpus_per_server}, assignment {args.assign}, seed {args.seed}"]
+    trace: list[str] = [
+        (
+            f"static planner: {len(workload.jobs)} requests, mode {args.mode}, "
+            f"simulate {str(args.simulate).lower()}, GPUs {args.gpus}, "
+            f"GPUs/server {args.gpus_per_server}, assignment {args.assign}, seed {args.seed}"
+        )
+    ]
     runs: dict[str, tuple[Plan, SimResult, Metrics]] = {}
     candidates: list[Candidate] = []
     for name in names:
         if name == "gswarm":
-            plan, candidates = choose_gswarm(config, analysis, workload, args.gpus, args.gpus_per_server,
-                                             spill_factor=args.spill_factor)
+            plan, candidates = choose_gswarm(
+                config,
+                analysis,
+                workload,
+                args.gpus,
+                args.gpus_per_server,
+                spill_factor=args.spill_factor,
+            )
         else:
             plan = make_plan(config, analysis, args.gpus, args.gpus_per_server, name, args.seed)
-        result = simulate(config, plan, workload, trace.append if name == args.assign else None,
-                          spill_factor=args.spill_factor)
+        result = simulate(
+            config,
+            plan,
+            workload,
+            trace.append if name == args.assign else None,
+            spill_factor=args.spill_factor,
+        )
         runs[name] = (plan, result, summarise(result))
     plan, result, metrics = runs[args.assign]
     server_names = _node_names(args, plan.server_count)
@@ -179,10 +259,14 @@ def _run(args: argparse.Namespace) -> int:
     lines = plan_lines(analysis, plan)
     if candidates and args.assign == "gswarm":
         distinct = len({c.same_as or c.variant.label for c in candidates})
-        lines.append(f"GSwarm: {len(candidates)} variants, {distinct} distinct plans simulated; "
-                     f"kept {plan.variant}")
+        lines.append(
+            f"GSwarm: {len(candidates)} variants, {distinct} distinct plans simulated; "
+            f"kept {plan.variant}"
+        )
     if stack is not None and stack.unplanned:
-        lines.append(f"Functions without pipeline annotations (not planned): {', '.join(stack.unplanned)}")
+        lines.append(
+            f"Functions without pipeline annotations (not planned): {', '.join(stack.unplanned)}"
+        )
     lines += [""] + metrics_lines(metrics, result, plan)
     if args.compare:
         ordered = {n: runs[n][2] for n in STRATEGIES}
@@ -190,8 +274,14 @@ def _run(args: argparse.Namespace) -> int:
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
     extra = {"planner_input": str(args.stack or args.config or DEFAULT_CONFIG)}
-    log = execution_log(plan=plan, metrics=metrics, result=result, analysis=analysis,
-                        workload=workload, extra_summary=extra)
+    log = execution_log(
+        plan=plan,
+        metrics=metrics,
+        result=result,
+        analysis=analysis,
+        workload=workload,
+        extra_summary=extra,
+    )
     if candidates:
         log["plan"]["gswarm_candidates"] = [c.to_json() for c in candidates]
     if args.compare:
@@ -209,8 +299,11 @@ def _run(args: argparse.Namespace) -> int:
     json_path = args.output_dir / LOG_JSON
     json_path.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
     (args.output_dir / LOG_TEXT).write_text("\n".join(trace) + "\n", encoding="utf-8")
-    lines += ["", f"Detailed execution log written to {json_path}",
-              f"Event log written to {args.output_dir / LOG_TEXT}"]
+    lines += [
+        "",
+        f"Detailed execution log written to {json_path}",
+        f"Event log written to {args.output_dir / LOG_TEXT}",
+    ]
     print("\n".join(lines))
     return 0
 

@@ -22,11 +22,15 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gateway_plugin.planner.generate",
-                                description="Generate workflow requests (the seed's YAML format).")
+    p = argparse.ArgumentParser(
+        prog="python -m gateway_plugin.planner.generate",
+        description="Generate workflow requests (the seed's YAML format).",
+    )
     p.add_argument("--config", type=Path, required=True, help="system configuration JSON")
     p.add_argument("--count", type=int, default=500, help="number of requests (default: 500)")
-    p.add_argument("--duration-s", type=float, default=1200.0, help="arrival span, seconds (default: 1200)")
+    p.add_argument(
+        "--duration-s", type=float, default=1200.0, help="arrival span, seconds (default: 1200)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", type=Path, required=True, help="requests YAML to write")
     try:
@@ -41,12 +45,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     requests = generate_requests(config, args.count, seed=args.seed, duration_s=args.duration_s)
-    header = (f"# {args.count} requests generated from {args.config.name} "
-              f"(seed {args.seed}, Poisson arrivals over {args.duration_s:g} s) by\n"
-              f"# python -m gateway_plugin.planner.generate --config {args.config.name} "
-              f"--count {args.count} --duration-s {args.duration_s:g} --seed {args.seed} "
-              f"--out {args.out.name}\n")
-    args.out.write_text(header + yaml.safe_dump({"requests": requests}, sort_keys=False), encoding="utf-8")
+    header = (
+        f"# {args.count} requests generated from {args.config.name} "
+        f"(seed {args.seed}, Poisson arrivals over {args.duration_s:g} s) by\n"
+        f"# python -m gateway_plugin.planner.generate --config {args.config.name} "
+        f"--count {args.count} --duration-s {args.duration_s:g} --seed {args.seed} "
+        f"--out {args.out.name}\n"
+    )
+    args.out.write_text(
+        header + yaml.safe_dump({"requests": requests}, sort_keys=False), encoding="utf-8"
+    )
     mix = Counter(r["workflow_id"] for r in requests)
     print(f"Wrote {len(requests)} requests to {args.out}")
     for wf, n in sorted(mix.items()):

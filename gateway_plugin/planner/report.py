@@ -19,7 +19,7 @@ from .metrics import Metrics
 from .simulate import SimResult
 from .workload import Workload
 
-__all__ = ["comparison_lines", "execution_log", "plan_lines", "metrics_lines"]
+__all__ = ["comparison_lines", "execution_log", "metrics_lines", "plan_lines"]
 
 RULE = "=" * 60
 
@@ -40,7 +40,11 @@ def plan_lines(analysis: Analysis, plan: Plan, top: int = 10) -> list[str]:
         gpus = plan.server_gpus(s)
         out.append(f"Server {s} (GPUs {gpus[0]}-{gpus[-1]}):")
         for inst in sorted((i for i in plan.instances if i.server == s), key=lambda i: i.gpus):
-            span = f"GPU {inst.gpus[0]}" if len(inst.gpus) == 1 else f"GPU {inst.gpus[0]}-{inst.gpus[-1]}"
+            span = (
+                f"GPU {inst.gpus[0]}"
+                if len(inst.gpus) == 1
+                else f"GPU {inst.gpus[0]}-{inst.gpus[-1]}"
+            )
             out.append(f"  {span}: {inst.model}")
         used = {g for i in plan.instances if i.server == s for g in i.gpus}
         for g in gpus:
@@ -55,19 +59,27 @@ def metrics_lines(m: Metrics, result: SimResult, plan: Plan) -> list[str]:
     """The seed's EXECUTION METRICS block."""
     out = [RULE, "EXECUTION METRICS", RULE]
     out.append(f"Total execution time (makespan): {m.makespan_s:.2f} seconds")
-    out.append(f"Throughput: {m.throughput_tasks_per_s:.3f} tasks/second "
-               f"({m.throughput_requests_per_s:.3f} requests/second)")
-    out += ["", "Static deployment metrics:",
-            f"  Server efficiency: {m.server_efficiency_pct:.1f}%",
-            f"  Intra-server workflows: {m.intra_server_workflows}",
-            f"  Inter-server workflows: {m.inter_server_workflows}",
-            f"  Cross-server communications: {m.cross_server_communications}"]
-    out += ["", "Request completion times:",
-            f"  Average: {m.latency_avg_s:.2f}s",
-            f"  Median: {m.latency_median_s:.2f}s",
-            f"  P99: {m.latency_p99_s:.2f}s",
-            f"  Min: {m.latency_min_s:.2f}s",
-            f"  Max: {m.latency_max_s:.2f}s"]
+    out.append(
+        f"Throughput: {m.throughput_tasks_per_s:.3f} tasks/second "
+        f"({m.throughput_requests_per_s:.3f} requests/second)"
+    )
+    out += [
+        "",
+        "Static deployment metrics:",
+        f"  Server efficiency: {m.server_efficiency_pct:.1f}%",
+        f"  Intra-server workflows: {m.intra_server_workflows}",
+        f"  Inter-server workflows: {m.inter_server_workflows}",
+        f"  Cross-server communications: {m.cross_server_communications}",
+    ]
+    out += [
+        "",
+        "Request completion times:",
+        f"  Average: {m.latency_avg_s:.2f}s",
+        f"  Median: {m.latency_median_s:.2f}s",
+        f"  P99: {m.latency_p99_s:.2f}s",
+        f"  Min: {m.latency_min_s:.2f}s",
+        f"  Max: {m.latency_max_s:.2f}s",
+    ]
     out += ["", "GPU utilization:"]
     for g in range(plan.gpu_count):
         models = set(plan.gpu_models(g))
@@ -77,13 +89,19 @@ def metrics_lines(m: Metrics, result: SimResult, plan: Plan) -> list[str]:
             f"{result.gpu_busy_s[g]:.2f}s busy time ({m.gpu_utilization_pct[g]:.1f}% utilization), "
             f"Models: {shown}"
         )
-    out += ["", "Overall GPU statistics:",
-            f"  Average utilization: {m.gpu_utilization_avg_pct:.1f}%",
-            f"  Utilization variance: {m.gpu_utilization_variance:.1f}"]
-    out += ["", "Model switching:",
-            f"  Total switches: {m.model_switches}",
-            f"  Total switch time: {m.switch_time_s:.2f} seconds",
-            f"  Switch overhead: {m.switch_overhead_pct:.1f}%"]
+    out += [
+        "",
+        "Overall GPU statistics:",
+        f"  Average utilization: {m.gpu_utilization_avg_pct:.1f}%",
+        f"  Utilization variance: {m.gpu_utilization_variance:.1f}",
+    ]
+    out += [
+        "",
+        "Model switching:",
+        f"  Total switches: {m.model_switches}",
+        f"  Total switch time: {m.switch_time_s:.2f} seconds",
+        f"  Switch overhead: {m.switch_overhead_pct:.1f}%",
+    ]
     return out
 
 
@@ -100,10 +118,25 @@ _COLUMNS: list[tuple[str, str, Callable[[Metrics], float]]] = [
 ]
 
 
+_RATIOS: list[tuple[str, Callable[[Metrics], float]]] = [
+    ("CSC", lambda m: m.cross_server_communications),
+    ("makespan", lambda m: m.makespan_s),
+    ("lat avg", lambda m: m.latency_avg_s),
+    ("lat p99", lambda m: m.latency_p99_s),
+]
+
+
 def comparison_lines(results: dict[str, Metrics], workload: Workload) -> list[str]:
     """One row per strategy (same workload, same seed), then GSwarm's ratios to each baseline."""
-    out = [RULE, f"ASSIGNMENT COMPARISON (same workload: {len(workload.jobs)} requests, "
-           f"mode {workload.mode}, simulate {str(workload.simulate).lower()}, seed {workload.seed})", RULE]
+    out = [
+        RULE,
+        (
+            f"ASSIGNMENT COMPARISON (same workload: {len(workload.jobs)} requests, "
+            f"mode {workload.mode}, simulate {str(workload.simulate).lower()}, "
+            f"seed {workload.seed})"
+        ),
+        RULE,
+    ]
     widths = [len(fmt.format(0)) for _, fmt, _ in _COLUMNS]
     out.append(f"{'strategy':<12}" + "".join(f"{h:>{w}}" for (h, _, _), w in zip(_COLUMNS, widths)))
     for name, m in results.items():
@@ -114,12 +147,11 @@ def comparison_lines(results: dict[str, Metrics], workload: Workload) -> list[st
             if name == "gswarm":
                 continue
             parts = []
-            for label, get in (("CSC", lambda m: m.cross_server_communications),
-                               ("makespan", lambda m: m.makespan_s),
-                               ("lat avg", lambda m: m.latency_avg_s),
-                               ("lat p99", lambda m: m.latency_p99_s)):
+            for label, get in _RATIOS:
                 base = get(b)
-                parts.append(f"{label} x{get(g) / base:.2f}" if base else f"{label} n/a (baseline 0)")
+                parts.append(
+                    f"{label} x{get(g) / base:.2f}" if base else f"{label} n/a (baseline 0)"
+                )
             se = g.server_efficiency_pct - b.server_efficiency_pct
             out.append(f"gswarm vs {name}: SE {se:+.1f} points, " + ", ".join(parts))
     return out
@@ -190,7 +222,9 @@ def execution_log(
             "variant": plan.variant or None,
             "replica_target": dict(plan.replica_target),
             "dropped_replicas": list(plan.dropped),
-            "instances": [{"model": i.model, "server_id": i.server, "gpu_ids": list(i.gpus)}
-                          for i in plan.instances],
+            "instances": [
+                {"model": i.model, "server_id": i.server, "gpu_ids": list(i.gpus)}
+                for i in plan.instances
+            ],
         },
     }

@@ -117,7 +117,8 @@ def simulate(
     reserved_s = [0.0] * len(insts)  # estimated work routed to the instance, not started
     busy = [0.0] * plan.gpu_count
     count = [0] * plan.gpu_count
-    events: list[tuple[float, int, int, tuple[object, ...]]] = []
+    # (time, insertion order, kind, instance, job, node): ties go first come, first served
+    events: list[tuple[float, int, int, int, int, str]] = []
     seq = 0
     now = 0.0
     jobs = workload.jobs
@@ -126,9 +127,9 @@ def simulate(
     completion: dict[str, float] = {}
     intra = inter = csc = 0
 
-    def push(t: float, kind: int, payload: tuple[object, ...]) -> None:
+    def push(t: float, kind: int, i: int, j: int, node_id: str) -> None:
         nonlocal seq
-        heapq.heappush(events, (t, seq, kind, payload))
+        heapq.heappush(events, (t, seq, kind, i, j, node_id))
         seq += 1
 
     def backlog(i: int) -> float:
@@ -154,8 +155,10 @@ def simulate(
         inst = insts[i]
         if st.pinned is not None and inst.server != st.pinned:
             if trace:
-                trace(f"[{now:.2f}s] {job.request_id}/{node_id} spills from server {st.pinned} "
-                      f"to server {inst.server}")
+                trace(
+                    f"[{now:.2f}s] {job.request_id}/{node_id} spills from server {st.pinned} "
+                    f"to server {inst.server}"
+                )
             st.pinned = None
         ready = now
         crossing = 0
@@ -166,12 +169,21 @@ def simulate(
             ready = max(ready, p.end_time + config.network.transfer_s(same, out_mb))
         est = job.estimate_s[node_id]
         st.runs[node_id] = Execution(
-            job.request_id, job.workflow_id, node_id, model, inst.gpus[0], inst.gpus, inst.server,
-            ready_time=ready, estimated_time=est, execution_time=job.actual_s[node_id],
-            transfer_time=ready - now, cross_server_inputs=crossing,
+            job.request_id,
+            job.workflow_id,
+            node_id,
+            model,
+            inst.gpus[0],
+            inst.gpus,
+            inst.server,
+            ready_time=ready,
+            estimated_time=est,
+            execution_time=job.actual_s[node_id],
+            transfer_time=ready - now,
+            cross_server_inputs=crossing,
         )
         reserved_s[i] += est
-        push(ready, _READY, (i, j, node_id))
+        push(ready, _READY, i, j, node_id)
 
     def start_next(i: int) -> None:
         if running[i] is not None or not queues[i]:
@@ -181,37 +193,35 @@ def simulate(
         reserved_s[i] -= run.estimated_time
         run.start_time = now
         running[i] = (now, run.estimated_time)
-        push(now + run.execution_time, _FINISH, (i, j, node_id))
+        push(now + run.execution_time, _FINISH, i, j, node_id)
         if trace:
-            trace(f"[{now:.2f}s] start {run.request_id}/{node_id} ({run.model_name}) on GPU "
-                  f"{list(run.gpu_ids)} server {run.server_id}, waited {run.waiting_time:.2f}s")
+            trace(
+                f"[{now:.2f}s] start {run.request_id}/{node_id} ({run.model_name}) on GPU "
+                f"{list(run.gpu_ids)} server {run.server_id}, waited {run.waiting_time:.2f}s"
+            )
 
     for j, job in enumerate(jobs):
-        push(job.arrival_s, _ARRIVAL, (j,))
+        push(job.arrival_s, _ARRIVAL, -1, j, "")
 
     while events:
-        now, _, kind, payload = heapq.heappop(events)
+        now, _, kind, i, j, node_id = heapq.heappop(events)
         if kind == _ARRIVAL:
-            (j,) = payload
-            assert isinstance(j, int)
             job = jobs[j]
             wf = config.workflows[job.workflow_id]
             pinned = router.pin(wf.models, backlog)
             reqs[j] = _Req(j, pinned, {n.node_id: len(wf.parents(n.node_id)) for n in wf.nodes}, {})
             if trace:
                 where = f"server {pinned}" if pinned is not None else "no single server (split)"
-                trace(f"[{now:.2f}s] request {job.request_id} ({job.workflow_id}) arrived -> {where}")
+                trace(
+                    f"[{now:.2f}s] request {job.request_id} ({job.workflow_id}) arrived -> {where}"
+                )
             for node in wf.nodes:
                 if reqs[j].left[node.node_id] == 0:
                     dispatch(j, node.node_id)
         elif kind == _READY:
-            i, j, node_id = payload
-            assert isinstance(i, int) and isinstance(j, int) and isinstance(node_id, str)
             queues[i].append((j, node_id))
             start_next(i)
         else:
-            i, j, node_id = payload
-            assert isinstance(i, int) and isinstance(j, int) and isinstance(node_id, str)
             st = reqs[j]
             run = st.runs[node_id]
             run.end_time = now
@@ -231,16 +241,20 @@ def simulate(
             if st.finished == len(wf.nodes):
                 completion[job.request_id] = now
                 servers = {r.server_id for r in st.runs.values()}
-                crossing = sum(1 for a, b in wf.edges if st.runs[a].server_id != st.runs[b].server_id)
+                crossing = sum(
+                    1 for a, b in wf.edges if st.runs[a].server_id != st.runs[b].server_id
+                )
                 csc += crossing
                 if len(servers) == 1:
                     intra += 1
                 else:
                     inter += 1
                 if trace:
-                    trace(f"[{now:.2f}s] request {job.request_id} completed in "
-                          f"{now - job.arrival_s:.2f}s on servers {sorted(servers)}, "
-                          f"{crossing} cross-server edges")
+                    trace(
+                        f"[{now:.2f}s] request {job.request_id} completed in "
+                        f"{now - job.arrival_s:.2f}s on servers {sorted(servers)}, "
+                        f"{crossing} cross-server edges"
+                    )
                 del reqs[j]
 
     done.sort(key=lambda e: (e.start_time, e.request_id, e.node_id))

@@ -155,7 +155,9 @@ class Request:
 # --------------------------------------------------------------------------- helpers
 
 
-def _number(src: str, path: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+def _number(
+    src: str, path: str, value: Any, *, minimum: float = 0.0, strict: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PlanInputError(src, path, f"must be a number, got {value!r}")
     if value < minimum or (strict and value == minimum):
@@ -213,7 +215,9 @@ def _parse_model(src: str, model_id: str, raw: Any) -> ModelSpec:
     )
 
 
-def _topological(src: str, path: str, nodes: list[NodeSpec], edges: list[tuple[str, str]]) -> tuple[NodeSpec, ...]:
+def _topological(
+    src: str, path: str, nodes: list[NodeSpec], edges: list[tuple[str, str]]
+) -> tuple[NodeSpec, ...]:
     """Nodes in a topological order (stable: config order among ready nodes)."""
     indeg = {n.node_id: 0 for n in nodes}
     for _, b in edges:
@@ -325,7 +329,9 @@ def read_structured(path: Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except json.JSONDecodeError as exc:
-        raise PlanInputError(src, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}") from None
+        raise PlanInputError(
+            src, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""

@@ -61,12 +61,10 @@ class StackPlanInput:
 
 
 def _int_annotation(src: str, path: str, value: Any) -> int:
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        return int(str(value).strip())
-    except ValueError:
-        raise PlanInputError(src, path, f"must be an integer, got {value!r}") from None
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?\d+", text):
+        raise PlanInputError(src, path, f"must be an integer, got {value!r}")
+    return int(text)
 
 
 def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanInput:
@@ -86,7 +84,9 @@ def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanIn
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise PlanInputError(src, where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise PlanInputError(
+            src, where, f"invalid YAML: {getattr(exc, 'problem', None) or exc}"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("functions"), dict):
         raise PlanInputError(src, "functions", "must be a mapping of function name to function")
     stages: dict[str, dict[int, str]] = {}
@@ -108,33 +108,55 @@ def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanIn
             raise PlanInputError(src, apath, "must not be empty")
         for key in (ANNOTATION_STAGE, ANNOTATION_STAGES):
             if key not in ann:
-                raise PlanInputError(src, f"{fpath}.annotations.{key}", "missing (the function has "
-                                     f"{ANNOTATION_PIPELINE})")
-        stage = _int_annotation(src, f"{fpath}.annotations.{ANNOTATION_STAGE}", ann[ANNOTATION_STAGE])
-        total = _int_annotation(src, f"{fpath}.annotations.{ANNOTATION_STAGES}", ann[ANNOTATION_STAGES])
+                raise PlanInputError(
+                    src,
+                    f"{fpath}.annotations.{key}",
+                    f"missing (the function has {ANNOTATION_PIPELINE})",
+                )
+        stage = _int_annotation(
+            src, f"{fpath}.annotations.{ANNOTATION_STAGE}", ann[ANNOTATION_STAGE]
+        )
+        total = _int_annotation(
+            src, f"{fpath}.annotations.{ANNOTATION_STAGES}", ann[ANNOTATION_STAGES]
+        )
         if total < 1 or not 0 <= stage < total:
-            raise PlanInputError(src, f"{fpath}.annotations.{ANNOTATION_STAGE}",
-                                 f"stage {stage} is outside 0..{total - 1}")
+            raise PlanInputError(
+                src,
+                f"{fpath}.annotations.{ANNOTATION_STAGE}",
+                f"stage {stage} is outside 0..{total - 1}",
+            )
         if counts.setdefault(pipeline, total) != total:
-            raise PlanInputError(src, f"{fpath}.annotations.{ANNOTATION_STAGES}",
-                                 f"{total} disagrees with {counts[pipeline]} of other stages of {pipeline!r}")
+            raise PlanInputError(
+                src,
+                f"{fpath}.annotations.{ANNOTATION_STAGES}",
+                f"{total} disagrees with {counts[pipeline]} of other stages of {pipeline!r}",
+            )
         other = stages.setdefault(pipeline, {}).get(stage)
         if other is not None:
-            raise PlanInputError(src, f"{fpath}.annotations.{ANNOTATION_STAGE}",
-                                 f"stage {stage} of {pipeline!r} is also function {other!r}")
+            raise PlanInputError(
+                src,
+                f"{fpath}.annotations.{ANNOTATION_STAGE}",
+                f"stage {stage} of {pipeline!r} is also function {other!r}",
+            )
         stages[pipeline][stage] = str(name)
     if not stages:
-        raise PlanInputError(src, "functions", f"no function carries the {ANNOTATION_PIPELINE} annotation")
+        raise PlanInputError(
+            src, "functions", f"no function carries the {ANNOTATION_PIPELINE} annotation"
+        )
     for pipeline, by_stage in stages.items():
         missing = sorted(set(range(counts[pipeline])) - set(by_stage))
         if missing:
-            raise PlanInputError(src, "functions", f"pipeline {pipeline!r} has no function for stage(s) {missing}")
+            raise PlanInputError(
+                src, "functions", f"pipeline {pipeline!r} has no function for stage(s) {missing}"
+            )
 
     over = overrides.models if overrides else {}
     if overrides is not None:
         for m in over:
             if not any(m in s.values() for s in stages.values()):
-                raise PlanInputError(overrides.source, f"models.{m}", f"not a pipeline function of {src}")
+                raise PlanInputError(
+                    overrides.source, f"models.{m}", f"not a pipeline function of {src}"
+                )
     models: dict[str, ModelSpec] = {}
     workflows: dict[str, WorkflowSpec] = {}
     for pipeline, by_stage in stages.items():
@@ -149,7 +171,9 @@ def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanIn
         edges = tuple((f"stage-{k}", f"stage-{k + 1}") for k in range(len(names) - 1))
         workflows[pipeline] = WorkflowSpec(pipeline, nodes, edges, name=f"pipeline {pipeline}")
     network = overrides.network if overrides is not None else DEFAULT_STACK_NETWORK
-    return StackPlanInput(SystemConfig(models, workflows, network, src), data, text, tuple(unplanned))
+    return StackPlanInput(
+        SystemConfig(models, workflows, network, src), data, text, tuple(unplanned)
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -175,10 +199,15 @@ def _edit_text(text: str, constraints: dict[str, list[str]]) -> str:
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    top = next((i for i, ln in enumerate(lines) if _indent(ln) == 0 and _key_of(ln) == "functions"), None)
+    top = next(
+        (i for i, ln in enumerate(lines) if _indent(ln) == 0 and _key_of(ln) == "functions"), None
+    )
     if top is None:
         raise ValueError("no block-style 'functions:' key")
-    end = next((i for i in range(top + 1, len(lines)) if _content(lines[i]) and _indent(lines[i]) == 0), len(lines))
+    end = next(
+        (i for i in range(top + 1, len(lines)) if _content(lines[i]) and _indent(lines[i]) == 0),
+        len(lines),
+    )
     body = [i for i in range(top + 1, end) if _content(lines[i])]
     if not body:
         raise ValueError("empty functions block")
@@ -204,8 +233,11 @@ def _edit_text(text: str, constraints: dict[str, list[str]]) -> str:
             ln = block[k]
             if k > 0 and _indent(ln) == field_indent and _key_of(ln) == "constraints":
                 k += 1
-                while k < len(block) and (not _content(block[k]) or _indent(block[k]) > field_indent
-                                          or block[k].lstrip().startswith("- ")):
+                while k < len(block) and (
+                    not _content(block[k])
+                    or _indent(block[k]) > field_indent
+                    or block[k].lstrip().startswith("- ")
+                ):
                     if _content(block[k]) and _indent(block[k]) < field_indent:
                         break
                     k += 1
@@ -215,7 +247,7 @@ def _edit_text(text: str, constraints: dict[str, list[str]]) -> str:
         last = max(k for k in range(len(kept)) if _content(kept[k]))
         pad = " " * field_indent
         new = [f"{pad}constraints:\n"] + [f'{pad}  - "{c}"\n' for c in constraints[name]]
-        out += lines[cursor:start] + kept[: last + 1] + new + kept[last + 1:]
+        out += lines[cursor:start] + kept[: last + 1] + new + kept[last + 1 :]
         cursor = stop
     out += lines[cursor:]
     return "".join(out)

@@ -58,10 +58,18 @@ def sample_time_s(model: ModelSpec, rng: np.random.Generator) -> float:
     """One execution time drawn from the model's distribution in the config."""
     if model.inference_time_mean_s is not None:
         mean = model.inference_time_mean_s
-        value = float(rng.normal(mean, model.inference_time_std_s)) if model.inference_time_std_s else mean
+        value = (
+            float(rng.normal(mean, model.inference_time_std_s))
+            if model.inference_time_std_s
+            else mean
+        )
         return max(0.1 * mean, value)
     if model.token_mean is not None and model.tokens_per_second:
-        tokens = float(rng.normal(model.token_mean, model.token_std)) if model.token_std else model.token_mean
+        tokens = (
+            float(rng.normal(model.token_mean, model.token_std))
+            if model.token_std
+            else model.token_mean
+        )
         return max(1.0, round(tokens)) / model.tokens_per_second
     raise ValueError(f"model {model.model_id!r} has no timing in the config")
 
@@ -94,7 +102,9 @@ def build_workload(
                 est = model.mean_time_s
             assert est is not None  # parse_requests guarantees one of the two
             estimate[node.node_id] = est
-            actual[node.node_id] = sample_time_s(model, rng) if simulate and model.has_timing else est
+            actual[node.node_id] = (
+                sample_time_s(model, rng) if simulate and model.has_timing else est
+            )
         arrival = 0.0
         if mode == "online" and base is not None and req.timestamp is not None:
             arrival = max(0.0, (req.timestamp - base).total_seconds())
