@@ -5,27 +5,36 @@ consecutive GPUs (the last one may be smaller).  A model needing ``k`` GPUs
 gets ``k`` consecutive GPUs of one server; it never changes afterwards, which
 is why a static plan makes zero model switches.
 
-Every strategy works in the same three steps, so the baselines differ from
-GSwarm in *placement only*:
+Every strategy works in the same three steps:
 
 1. **replica counts** (shared): each model once, then the spare GPUs go one
    instance at a time to the model whose instances carry the most estimated
-   work (``work_s / instances``) -- the bottleneck;
+   work (``work_s / instances``) -- the bottleneck -- as long as all
+   instances still pack onto the servers.  GSwarm may hold a share of the
+   spare GPUs back (``GSwarmVariant.locality_share``) for bundle copies;
 2. **placement** of those instances onto servers (the strategy):
 
-   * ``gswarm`` -- workflow bundles first: the most frequent workflow not yet
-     completable on any server is given the server that already holds most of
-     its models and has room for the rest; then further copies of bundles while
-     instances remain, then each remaining instance on the server with which it
-     has the highest affinity (co-occurrence + data edges, see ``analysis``);
-   * ``random`` -- each instance on a uniformly drawn server with room (seeded);
+   * ``gswarm`` -- workflow *bundles* first: the workflow with the most
+     requests (or work) not yet completable on any server gets the server that
+     is not crowded by it (no model's traffic per instance above
+     ``crowding`` x its fair share), then needs the fewest new GPUs (affinity:
+     shared models are reused), then carries the least load; then further
+     copies of bundles, taking held-back GPUs for light models; then each
+     remaining instance goes to the server it has most affinity with
+     (co-occurrence + data edges, see ``analysis``);
+   * ``random`` -- each instance (biggest first) on a uniformly drawn server
+     with room (seeded);
    * ``round-robin`` -- instances in usage order dealt to servers in turn;
 
-   every strategy keeps "all models still placeable" as an invariant (a first
-   fit decreasing check), so no model is ever left without an instance;
+   every placement keeps "the remaining instances still fit" as an invariant
+   (first fit decreasing), relaxed to "every model still fits", so no model
+   is ever left without an instance;
 3. **fill and layout** (shared): an instance that found no room is dropped and
    the free GPUs are filled with replicas of the busiest models that fit; then
    each server lays its instances out largest first on consecutive GPUs.
+
+``choose.choose_gswarm`` runs GSwarm with a few ``GSwarmVariant`` settings and
+keeps the best simulated plan; ``make_plan`` alone builds one plan.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analysis import Analysis
+from .board import Board, packable, server_caps
 from .spec import PlanInputError, SystemConfig
 
 __all__ = [
@@ -92,25 +102,6 @@ class Plan:
         return [i for i in self.instances if i.model == model]
 
 
-def server_caps(gpu_count: int, gpus_per_server: int) -> list[int]:
-    """GPUs per server: full servers, then the remainder."""
-    full, rest = divmod(gpu_count, gpus_per_server)
-    return [gpus_per_server] * full + ([rest] if rest else [])
-
-
-def _packable(sizes: list[int], free: list[int]) -> bool:
-    """First fit decreasing: can ``sizes`` be packed into servers with ``free`` GPUs?"""
-    room = list(free)
-    for size in sorted(sizes, reverse=True):
-        for s, r in enumerate(room):
-            if r >= size:
-                room[s] -= size
-                break
-        else:
-            return False
-    return True
-
-
 def check_capacity(config: SystemConfig, gpu_count: int, gpus_per_server: int) -> None:
     """Reject a GPU/server shape that cannot host every planned model once."""
     if gpu_count < 1:
@@ -128,7 +119,7 @@ def check_capacity(config: SystemConfig, gpu_count: int, gpus_per_server: int) -
                 f"(--gpus {gpu_count} --gpus-per-server {gpus_per_server})",
             )
     sizes = [config.models[m].gpus_required for m in config.planned_models]
-    if sum(sizes) > gpu_count or not _packable(sizes, caps):
+    if sum(sizes) > gpu_count or not packable(sizes, caps):
         raise PlanInputError(
             "--gpus",
             "",
@@ -165,80 +156,12 @@ def replica_counts(
             break
         best = max(fits, key=lambda m: (analysis.model_work_s[m] / counts[m], -models.index(m)))
         sizes = [gpus[m] for m in models for _ in range(counts[m] + (m == best))]
-        if not _packable(sizes, caps):
+        if not packable(sizes, caps):
             skipped.add(best)
             continue
         counts[best] += 1
         spare -= gpus[best]
     return counts
-
-
-class _Board:
-    """Servers being filled: free GPUs, models per server, estimated load, instances to place."""
-
-    def __init__(
-        self,
-        caps: list[int],
-        gpus: dict[str, int],
-        per_instance_work: dict[str, float],
-        pool: dict[str, int],
-    ):
-        self.free = list(caps)
-        self.placed: list[Counter[str]] = [Counter() for _ in caps]
-        self.total: Counter[str] = Counter()
-        self.load = [0.0] * len(caps)
-        self.gpus = gpus
-        self.work = per_instance_work
-        self.pool: Counter[str] = Counter(pool)  # instances of the replica target not yet placed
-        self.budget = 0  # GPUs outside the target that bundle copies may take (GSwarm)
-
-    @property
-    def servers(self) -> range:
-        return range(len(self.free))
-
-    def models(self, s: int) -> set[str]:
-        return set(self.placed[s])
-
-    def put(self, m: str, s: int) -> None:
-        assert self.gpus[m] <= self.free[s]
-        self.free[s] -= self.gpus[m]
-        self.placed[s][m] += 1
-        self.total[m] += 1
-        self.load[s] += self.work[m]
-        if self.pool[m] > 0:
-            self.pool[m] -= 1
-        elif self.budget >= self.gpus[m]:
-            self.budget -= self.gpus[m]
-
-    def keeps_room(
-        self, s: int, adding: list[str], *, all_replicas: bool = True, extra_gpus: int = 0
-    ) -> bool:
-        """After putting ``adding`` on ``s``, do the other instances still fit?
-
-        ``all_replicas``: every instance left in the pool (the replica target);
-        otherwise only one instance of each model not placed anywhere yet.
-        """
-        need = sum(self.gpus[m] for m in adding) + extra_gpus
-        if need > self.free[s]:
-            return False
-        left = Counter(self.pool)
-        left.subtract(adding)
-        if all_replicas:
-            sizes = [self.gpus[m] for m, n in left.items() for _ in range(max(0, n))]
-        else:
-            sizes = [self.gpus[m] for m in self.gpus if self.total[m] == 0 and m not in adding]
-        room = list(self.free)
-        room[s] -= need
-        return _packable(sizes, room)
-
-    def options(self, m: str) -> list[int]:
-        """Servers for one instance of ``m``: keeping all replicas placeable if possible,
-        else keeping every model placeable, else any server with room."""
-        for strict in (True, False):
-            found = [s for s in self.servers if self.keeps_room(s, [m], all_replicas=strict)]
-            if found:
-                return found
-        return [s for s in self.servers if self.gpus[m] <= self.free[s]]
 
 
 def _affinity_to(analysis: Analysis, m: str, models: set[str]) -> int:
@@ -272,11 +195,11 @@ class GSwarmVariant:
         )
 
 
-def _local_servers(board: _Board, models: frozenset[str]) -> list[int]:
+def _local_servers(board: Board, models: frozenset[str]) -> list[int]:
     return [s for s in board.servers if models <= board.models(s)]
 
 
-def _traffic(board: _Board, analysis: Analysis, bundles: list[str]) -> list[dict[str, float]]:
+def _traffic(board: Board, analysis: Analysis, bundles: list[str]) -> list[dict[str, float]]:
     """Expected seconds per model on each server from the workflows it completes."""
     out: list[dict[str, float]] = [{} for _ in board.servers]
     for w in bundles:
@@ -288,7 +211,7 @@ def _traffic(board: _Board, analysis: Analysis, bundles: list[str]) -> list[dict
 
 
 def _place_gswarm(
-    board: _Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]
+    board: Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]
 ) -> None:
     biggest = max(board.free)
     bundles = [
@@ -369,7 +292,7 @@ def _place_gswarm(
             )
 
 
-def _place_random(board: _Board, rng: np.random.Generator) -> None:
+def _place_random(board: Board, rng: np.random.Generator) -> None:
     """Uniform server choice; instances biggest first (random among equal sizes)."""
     models = sorted(board.pool)
     firsts = [models[i] for i in rng.permutation(len(models))]
@@ -381,7 +304,7 @@ def _place_random(board: _Board, rng: np.random.Generator) -> None:
             board.put(m, options[int(rng.integers(len(options)))])
 
 
-def _place_round_robin(board: _Board, analysis: Analysis, order: list[str]) -> None:
+def _place_round_robin(board: Board, analysis: Analysis, order: list[str]) -> None:
     """Instances in usage order (every model once, then the replicas), servers in turn."""
     by_usage = sorted(order, key=lambda m: (-analysis.model_usage.get(m, 0), order.index(m)))
     sequence: list[str] = []
@@ -403,7 +326,7 @@ def _place_round_robin(board: _Board, analysis: Analysis, order: list[str]) -> N
                 break
 
 
-def _fill(board: _Board, analysis: Analysis, order: list[str], use_affinity: bool) -> None:
+def _fill(board: Board, analysis: Analysis, order: list[str], use_affinity: bool) -> None:
     """Spare GPUs get replicas of the model with the most work per instance that fits."""
     for s in board.servers:
         while board.free[s] > 0:
@@ -424,7 +347,7 @@ def _fill(board: _Board, analysis: Analysis, order: list[str], use_affinity: boo
             board.put(max(fits, key=key), s)
 
 
-def _layout(board: _Board, gpus_per_server: int) -> list[Instance]:
+def _layout(board: Board, gpus_per_server: int) -> list[Instance]:
     out: list[Instance] = []
     for s in board.servers:
         gpu = s * gpus_per_server
@@ -455,7 +378,7 @@ def make_plan(
     held = int(spare * variant.locality_share) if strategy == "gswarm" else 0
     target = replica_counts(config, analysis, gpu_count, gpus_per_server, held)
     per_instance = {m: analysis.model_work_s.get(m, 0.0) / target[m] for m in order}
-    board = _Board(server_caps(gpu_count, gpus_per_server), gpus, per_instance, target)
+    board = Board(server_caps(gpu_count, gpus_per_server), gpus, per_instance, target)
     if strategy == "gswarm":
         board.budget = gpu_count - sum(gpus[m] * n for m, n in target.items())
         _place_gswarm(board, analysis, variant, per_instance)

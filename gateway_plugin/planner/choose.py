@@ -10,12 +10,13 @@ computed once per deployment, and one simulation of a few hundred requests
 takes a fraction of a second, so we let the workload decide between the
 variants (:class:`~.assign.GSwarmVariant`) instead of hard-coding one.
 
-Choice: among the candidates whose *performance* is within ``tolerance``
-(5 %) of the best one, the highest server efficiency, then the fewest
-cross-server communications, then the best performance, then the earlier
-variant in ``VARIANTS``.  Performance is the makespan in offline mode (a
-batch is done when its last request is) and the mean request latency in
-online mode.  Identical plans are simulated once.
+Choice: among the candidates whose makespan *and* mean request latency are
+both within ``tolerance`` (5 %) of the best values seen, the highest server
+efficiency, then the fewest cross-server communications, then the best
+performance, then the earlier variant in ``VARIANTS``.  Should no candidate
+be near the best on both, only the mode's own measure counts: the makespan
+offline (a batch is done when its last request is), the mean request
+latency online.  Identical plans are simulated once.
 """
 
 from __future__ import annotations
@@ -88,8 +89,17 @@ def choose_gswarm(
     def perf(c: Candidate) -> float:
         return c.metrics.makespan_s if workload.mode == "offline" else c.metrics.latency_avg_s
 
-    best = min(perf(c) for c in cands)
-    eligible = [c for c in cands if perf(c) <= best * (1 + tolerance) + 1e-9]
+    def near(value: float, best: float) -> bool:
+        return value <= best * (1 + tolerance) + 1e-9
+
+    best_makespan = min(c.metrics.makespan_s for c in cands)
+    best_latency = min(c.metrics.latency_avg_s for c in cands)
+    best_perf = min(perf(c) for c in cands)
+    eligible = [
+        c
+        for c in cands
+        if near(c.metrics.makespan_s, best_makespan) and near(c.metrics.latency_avg_s, best_latency)
+    ] or [c for c in cands if near(perf(c), best_perf)]
     chosen = min(
         eligible,
         key=lambda c: (
