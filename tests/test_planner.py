@@ -684,3 +684,34 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_input_error_type_names_source_and_field():
     err = PlanInputError("requests.yaml", "workflows[2].models[0]", "unknown model 'x'")
     assert str(err) == "requests.yaml: workflows[2].models[0]: unknown model 'x'"
+
+
+def test_stack_with_config_overrides_and_timestamps_with_offsets(tmp_path):
+    cfg = write(
+        tmp_path / "over.json",
+        {
+            "models": {"minilm-stage-1": {"inference_time_mean": 0.5}},
+            "workflows": {},
+            "network": {"inter_server_transfer_s": 1.0},
+        },
+    )
+    req = write(
+        tmp_path / "req.yaml",
+        {
+            "requests": [
+                {"workflow_id": "minilm", "timestamp": "2025-01-01T01:00:00+01:00"},
+                {"workflow_id": "minilm", "timestamp": "2025-01-01T00:00:10"},
+            ]
+        },
+    )
+    rc = main(
+        ["--stack", str(STACK), "--config", str(cfg), "--requests", str(req), "--gpus", "3"]
+        + ["--mode", "online", "--output-dir", str(tmp_path)]
+    )
+    assert rc == 0
+    log = json.loads((tmp_path / "static_execution_log.json").read_text())
+    # 0.05 + 0.5 + 0.05 s per request on one server (intra transfer 0), 10 s apart: no queueing
+    assert log["summary"]["avg_request_response_time"] == pytest.approx(0.6)
+    assert log["summary"]["makespan"] == pytest.approx(10.6)
+    bad = write(tmp_path / "bad.json", {"models": {"nope": {}}, "workflows": {}})
+    assert main(["--stack", str(STACK), "--config", str(bad), "--gpus", "3"]) == 2

@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackPlanInput | None]:
     stack: StackPlanInput | None = None
     if args.stack is not None:
-        overrides = load_config(args.config) if args.config is not None else None
+        overrides = load_config(args.config, overrides=True) if args.config is not None else None
         stack = load_stack(args.stack, overrides)
         config = stack.config
     else:

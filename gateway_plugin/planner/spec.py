@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -300,16 +300,21 @@ def _parse_network(src: str, raw: Any) -> NetworkSpec:
     )
 
 
-def parse_config(raw: Any, source: str = "config") -> SystemConfig:
-    """Validate a decoded system config (the seed's JSON) into a :class:`SystemConfig`."""
+def parse_config(raw: Any, source: str = "config", *, overrides: bool = False) -> SystemConfig:
+    """Validate a decoded system config (the seed's JSON) into a :class:`SystemConfig`.
+
+    ``overrides``: the file only adjusts a ``--stack`` plan, so ``models`` and
+    ``workflows`` may be empty or absent.
+    """
     if not isinstance(raw, dict):
         raise PlanInputError(source, "", f"must be a JSON object, got {type(raw).__name__}")
-    models_raw = _mapping(source, "models", raw.get("models"))
-    if not models_raw:
+    default: dict[str, Any] | None = {} if overrides else None
+    models_raw = _mapping(source, "models", raw.get("models", default))
+    if not models_raw and not overrides:
         raise PlanInputError(source, "models", "must define at least one model")
     models = {str(k): _parse_model(source, str(k), v) for k, v in models_raw.items()}
-    wfs_raw = _mapping(source, "workflows", raw.get("workflows"))
-    if not wfs_raw:
+    wfs_raw = _mapping(source, "workflows", raw.get("workflows", default))
+    if not wfs_raw and not overrides:
         raise PlanInputError(source, "workflows", "must define at least one workflow")
     workflows = {str(k): _parse_workflow(source, str(k), v, models) for k, v in wfs_raw.items()}
     return SystemConfig(models, workflows, _parse_network(source, raw.get("network")), source)
@@ -339,24 +344,28 @@ def read_structured(path: Path) -> Any:
         raise PlanInputError(src, where, f"invalid YAML: {problem}") from None
 
 
-def load_config(path: Path) -> SystemConfig:
-    return parse_config(read_structured(path), path.name)
+def load_config(path: Path, *, overrides: bool = False) -> SystemConfig:
+    return parse_config(read_structured(path), path.name, overrides=overrides)
 
 
 # --------------------------------------------------------------------------- requests
 
 
 def _timestamp(src: str, path: str, value: Any) -> datetime | None:
+    """ISO-8601 (YAML may hand us a datetime already); offsets become naive UTC."""
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value
+    stamp: datetime | None = value if isinstance(value, datetime) else None
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value)
+            stamp = datetime.fromisoformat(value)
         except ValueError:
-            pass
-    raise PlanInputError(src, path, f"must be an ISO-8601 date-time, got {value!r}")
+            stamp = None
+    if stamp is None:
+        raise PlanInputError(src, path, f"must be an ISO-8601 date-time, got {value!r}")
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(UTC).replace(tzinfo=None)
+    return stamp
 
 
 def parse_requests(raw: Any, config: SystemConfig, source: str = "requests") -> list[Request]:
