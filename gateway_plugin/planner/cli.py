@@ -162,6 +162,8 @@ def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackP
     else:
         config = load_config(args.config if args.config is not None else DEFAULT_CONFIG)
     count = args.generate
+    if count is not None and args.requests is not None:
+        raise PlanInputError("--generate", "", "give either --generate or --requests, not both")
     if count is None and args.requests is None and stack is not None:
         count = DEFAULT_STACK_REQUESTS
     if count is not None:
