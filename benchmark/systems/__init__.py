@@ -1,0 +1,1 @@
+"""Compared autoscalers, each behind :class:`benchmark.systems.base.Autoscaler`."""
