@@ -1,0 +1,253 @@
+"""One system, one workload, for real: deploy, drive, sample, tear down.
+
+Every system gets a fresh deployment of the same stack (fresh state
+directory, so the same cache tiers at the start) on free ports, the same
+warm-up, and the same arrivals sent open-loop (``benchmark/openloop.py``:
+latency is measured from each request's planned send time, so a slow system
+cannot slow the load down and hide its queueing).  Quart runs as the real
+plugin process (Redis and all); the baselines run through
+:class:`~benchmark.live.driver.BaselineDriver`.
+
+A system's ``scaleup`` decides the launcher: ``fork`` is keys_manager's T0
+fork (Quart ships it), ``cold`` is a fresh process that imports torch and
+loads its stage (what a new container on stock OpenFaaS does), so the
+baselines pay the cold start their platforms pay.  ``same_launcher`` gives
+every system fork scale-up instead, to compare the policies alone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from benchmark import openloop
+from benchmark.live.driver import BaselineDriver
+from benchmark.results import RunResult, TimelineRow
+from benchmark.systems.base import Autoscaler, Bounds
+from gateway_plugin.actuate import Gateway
+from quart_faas import deploy, plugin_services, services
+
+SENTENCES = [
+    "Serverless platforms scale functions with the load.",
+    "A large model is cut into stages that run as a pipeline.",
+    "Bursts travel down the pipeline from stage to stage.",
+    "Copy-on-write forking makes a new replica cheap.",
+]
+
+# The plugin's own switches for Quart's ablations (gateway_plugin/config.py).
+QUART_ENV: dict[str, dict[str, str]] = {
+    "quart-mmc": {"QUART_KP": "0", "QUART_KI": "0", "QUART_KD": "0", "QUART_SMOOTHING": "0",
+                  "QUART_CPU_COMPENSATION": "0"},
+    "quart-pid": {"QUART_SMOOTHING": "0", "QUART_CPU_COMPENSATION": "0"},
+    "quart-smooth": {"QUART_CPU_COMPENSATION": "0"},
+    "quart": {},
+    "quart-nofork": {},
+}
+
+
+@dataclass
+class LiveConfig:
+    stack_file: str = "stack.yml"
+    state_dir: Path = Path(".quart/compare")
+    slo_s: float = 0.5
+    bounds: Bounds = field(default_factory=lambda: Bounds(1, 5))  # the stack's CE cap
+    quart_period_s: float = 2.0
+    sample_s: float = 1.0
+    drain_s: float = 6.0
+    inputs: int = 4
+    same_launcher: bool = False
+    timeout_s: float = 60.0
+
+
+class LiveError(RuntimeError):
+    pass
+
+
+def _meminfo() -> float:
+    """Node memory in use / total, as a fraction (MemAvailable, like `free`)."""
+    vals = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        k, v = line.split(":", 1)
+        vals[k] = float(v.split()[0])
+    return 1.0 - vals["MemAvailable"] / vals["MemTotal"]
+
+
+def _gauges(metrics_url: str) -> dict[str, dict[str, float]]:
+    """quart_function_{inflight,queue_depth} per function from the gateway's /metrics."""
+    out: dict[str, dict[str, float]] = {}
+    text = requests.get(f"{metrics_url}/metrics", timeout=2).text
+    for line in text.splitlines():
+        for key, metric in (("inflight", "quart_function_inflight{"),
+                            ("queue", "quart_function_queue_depth{")):
+            if line.startswith(metric):
+                name = line.split('function_name="', 1)[1].split('"', 1)[0].split(".")[0]
+                out.setdefault(name, {})[key] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+class Sampler:
+    """Replicas desired/ready, queue and in-flight per stage, once per ``every_s``."""
+
+    def __init__(self, gateway: str, metrics: str, auth: tuple[str, str], every_s: float,
+                 on_sample: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.gateway, self.metrics, self.auth, self.every_s = gateway, metrics, auth, every_s
+        self.rows: list[tuple[float, str, int, int, float, float, float]] = []
+        self.on_sample = on_sample
+        self.t0 = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self, t0: float) -> Sampler:
+        self.t0 = t0
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        s = requests.Session()
+        while not self._stop.is_set():
+            try:
+                fs = s.get(f"{self.gateway}/system/functions", auth=self.auth, timeout=2).json()
+                g = _gauges(self.metrics)
+                mem = _meminfo()
+                t = time.time() - self.t0
+                snap = {}
+                for f in fs:
+                    name = f["name"]
+                    q = g.get(name, {})
+                    self.rows.append((t, name, int(f.get("availableReplicas", 0)),
+                                      int(f.get("replicas", 0)), q.get("queue", 0.0),
+                                      q.get("inflight", 0.0), mem))
+                    snap[name] = int(f.get("availableReplicas", 0))
+                if self.on_sample:
+                    self.on_sample(snap)
+            except (requests.RequestException, ValueError, KeyError, IndexError):
+                pass  # a missed sample is a gap in the timeline, not a failed run
+            self._stop.wait(self.every_s)
+
+    def timeline(self) -> list[TimelineRow]:
+        return [TimelineRow(t, name, ready, desired, queue, inflight, None, mem)
+                for t, name, ready, desired, queue, inflight, mem in self.rows]
+
+
+def _launcher(system: Autoscaler, cfg: LiveConfig) -> str:
+    return "fork" if cfg.same_launcher or system.scaleup == "fork" else "process"
+
+
+def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
+             target: str | None = None, say: Callable[[str], None] = lambda m: None,
+             on_update: Callable[..., None] | None = None) -> RunResult:
+    """Deploy ``cfg.stack_file`` fresh, run ``system`` under ``arrivals``, tear down."""
+    target = target or arrivals.targets[0]
+    offsets = np.asarray(arrivals.for_target(target), dtype=float)
+    if len(offsets) == 0:
+        raise LiveError(f"the workload sends nothing to {target!r}")
+    sdir = Path(cfg.state_dir) / system.name
+    if sdir.exists():
+        deploy.down(sdir, say=lambda m: None)
+        shutil.rmtree(sdir)
+    sdir.mkdir(parents=True)
+    ports = [services.free_port() for _ in range(6)]
+    gateway = f"http://127.0.0.1:{ports[0]}"
+    launcher = _launcher(system, cfg)
+    saved = {k: os.environ.get(k) for k in ("QUART_LAUNCHER",)}
+    os.environ["QUART_LAUNCHER"] = launcher
+    start_iso = datetime.now(UTC).isoformat(timespec="seconds")
+    driver: BaselineDriver | None = None
+    try:
+        stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
+                              say=say, provider_port=ports[2], metrics_port=ports[3],
+                              keys_metrics_port=ports[4])
+        auth = (deploy.USER, deploy.password_file(sdir).read_text().strip())
+        names = list(stack.functions)
+        entry = names[0]
+        if system.name.startswith("quart"):
+            redis_url = f"redis://127.0.0.1:{ports[5]}/0"
+            plugin_services.ensure_redis(sdir, redis_url, say)
+            env = {"QUART_CONTROL_PERIOD_S": str(cfg.quart_period_s),
+                   "QUART_SLO_S": str(cfg.slo_s),
+                   "QUART_MIN_REPLICAS": str(cfg.bounds.min_replicas),
+                   "QUART_MAX_REPLICAS": str(cfg.bounds.max_replicas),
+                   **QUART_ENV.get(system.name, {})}
+            plugin_services.start_plugin(sdir, ep.gateway, ep.prometheus, redis_url,
+                                         services.free_port(), say, env)
+        else:
+            driver = BaselineDriver(system, Gateway(ep.gateway, auth), ep.prometheus,
+                                    cfg.slo_s, cfg.bounds).start()
+        url = f"{ep.gateway}/function/{entry}"
+        body = json.dumps({"inputs": SENTENCES[: cfg.inputs]}).encode()
+        for _ in range(3):  # warm-up: the same for every system, not counted
+            requests.post(url, data=body, headers={"Content-Type": "application/json"},
+                          timeout=cfg.timeout_s)
+        time.sleep(2.0)  # one scrape after the warm-up
+        sampler = Sampler(ep.gateway, ep.metrics, auth, cfg.sample_s,
+                          on_sample=(lambda snap: on_update(system.name, replicas=snap))
+                          if on_update else None)
+        done = {"n": 0, "failed": 0}
+        lock = threading.Lock()
+        lat_window: list[float] = []
+
+        def on_done(r: openloop.Result) -> None:
+            with lock:
+                done["n"] += 1
+                done["failed"] += r.status != 200
+                lat_window.append(r.latency_s)
+                del lat_window[:-200]
+                window = list(lat_window)
+            if on_update:
+                on_update(system.name, done=done["n"], failed=done["failed"],
+                          total=len(offsets), latencies=window)
+
+        t0 = time.time()
+        sampler.start(t0)
+        results = openloop.run(url, body, offsets, timeout_s=cfg.timeout_s, on_done=on_done)
+        time.sleep(cfg.drain_s)
+        sampler.stop()
+    finally:
+        if driver:
+            driver.stop()
+        deploy.down(sdir, say=lambda m: None)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    by_planned = sorted(results, key=lambda r: r.planned_s)
+    lat = np.array([r.latency_s if r.status == 200 else np.nan for r in by_planned])
+    ok = np.array([r.status == 200 for r in by_planned])
+    timeline = sampler.timeline()
+    return RunResult(
+        system=system.name, mode="live", workload=dict(arrivals.meta, sha256=arrivals.sha256()),
+        slo_s=cfg.slo_s, arrival_s=np.array([r.planned_s for r in by_planned]),
+        latency_s=lat, ok=ok, timeline=timeline,
+        actions={"serve": int(ok.sum()), **_starts(timeline, launcher)},
+        start_time=start_iso, end_time=datetime.now(UTC).isoformat(timespec="seconds"),
+        extra={"launcher": launcher, "driver_errors": driver.errors[:20] if driver else [],
+               "driver_cycles": driver.cycles if driver else None,
+               "errors": sorted({r.error for r in by_planned if r.error})[:10]})
+
+
+def _starts(timeline: list[TimelineRow], launcher: str) -> dict[str, int]:
+    """Replicas started during the run (rises in desired replicas), by how they start."""
+    last: dict[str, int] = {}
+    started = 0
+    for row in sorted(timeline, key=lambda r: r.t_s):
+        prev = last.get(row.stage)
+        if prev is not None and row.desired > prev:
+            started += row.desired - prev
+        last[row.stage] = row.desired
+    return {"cold_start": started if launcher == "process" else 0,
+            "fork_start": started if launcher == "fork" else 0}
