@@ -25,7 +25,7 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from gateway_plugin.scorer import validate
+from gateway_plugin.scorer import openapi, validate
 from gateway_plugin.scorer.metrics import registry_for
 from gateway_plugin.scorer.service import ScoringService
 
@@ -33,7 +33,7 @@ log = logging.getLogger("gateway_plugin.scorer")
 
 MAX_BODY = 1 << 20
 ENDPOINTS = ["POST /v1/score", "POST /v1/observe", "POST /v1/assign", "GET /metrics",
-             "GET /healthz", "GET /"]
+             "GET /healthz", "GET /", "GET /openapi.json"]
 
 
 def _json(status: int, body: Any) -> Response:
@@ -101,6 +101,10 @@ def create_app(service: ScoringService) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         return _json(200, service.status())
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return _json(200, openapi.document())
 
     @app.get("/")
     def index() -> Response:
