@@ -1,5 +1,8 @@
 """Cut a BERT-family encoder into pipeline stages (``quart-faas partition``).
 
+OPT decoders (seeded ``opt-125m-seeded``, or a local OPT checkpoint) are handed to
+``decoder_partition.py``, which writes the same layout.
+
 Output (written to a temporary sibling directory, then renamed into place, so a
 failure never leaves a half-written partition where a replica could load it)::
 
@@ -120,6 +123,10 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         raise PartitionError("give exactly one of --model or --synthetic")
     if out.exists() and not force:
         raise PartitionError(f"{out} already exists (use --force to replace it)")
+    from functions.decoder_partition import is_decoder, partition_decoder  # imports this module
+
+    if is_decoder(model) or is_decoder(synthetic):  # seeded OPT decoders (decoder_partition.py)
+        return partition_decoder(out, stages, str(model or synthetic), seed, split, force, say)
     tok_dir = minilm_dir()  # BERT uncased WordPiece vocabulary, shared by the synthetic models
     if synthetic is not None:
         if synthetic not in SYNTHETIC:
@@ -134,6 +141,8 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         except ModelError as e:
             raise PartitionError(str(e)) from e
         raw = json.loads((mdir / "config.json").read_text())
+        if raw.get("model_type") == "opt":
+            return partition_decoder(out, stages, name, seed, split, force, say, model_dir=mdir)
         if raw.get("model_type") != "bert":
             raise PartitionError(f"{model}: model_type {raw.get('model_type')!r} is not a "
                                  "BERT-family encoder")
