@@ -187,7 +187,9 @@ class Controller:
                   else "smoother" if d.replicas != d.corrected_replicas
                   else "corrector" if action != "steady" else "none")
         self.metrics.decided(policy, action)
-        self.metrics.observe_stage(f.name, target, f.available, d.predicted_cv)
+        cpu_now = d.cpu if d.cpu is not None and self.cpu_actuation and not error else f.cpu
+        self.metrics.observe_stage(f.name, target, f.available, d.predicted_cv, d.budget_s,
+                                   cpu_now)
         rec = {"t": now, "trigger": trigger, "pipeline": d.pipeline, "function": f.name,
                "from": f.replicas, "replicas": target, "cpu": d.cpu, "policy": policy,
                "action": action, "predictor": d.predictor, "critical": d.critical,

@@ -20,6 +20,12 @@ class PluginMetrics:
         self.predicted_cv = Gauge("quart_plugin_predicted_cv",
                                   "Arrival CV predicted for the next period", ["function_name"],
                                   registry=r)
+        # what the dashboard compares the observed latency and the CPU allocation with
+        self.budget = Gauge("quart_plugin_stage_budget_seconds", "Latency budget of the stage: "
+                            "its share of the pipeline SLO, what the PID holds the observed "
+                            "statistic to", ["function_name"], registry=r)
+        self.cpu = Gauge("quart_plugin_cpu_per_replica", "CPUs per replica (limits.cpu) in "
+                         "effect after the cycle", ["function_name"], registry=r)
         self.gat_mae = Gauge("quart_plugin_cv_validation_mae", "Held-out MAE of each CV "
                              "predictor at the last training", ["predictor"], registry=r)
         self.leader = Gauge("quart_plugin_leader", "1 when this instance holds the lock",
@@ -34,18 +40,25 @@ class PluginMetrics:
         self._stage: dict[str, tuple] = {}
         self._decision: dict[tuple[str, str], object] = {}
 
-    def observe_stage(self, fn: str, desired: int, actual: int, cv: float | None) -> None:
+    def observe_stage(self, fn: str, desired: int, actual: int, cv: float | None,
+                      budget_s: float | None = None, cpu: float | None = None) -> None:
         """Label children cached per function: ``labels()`` costs microseconds, times 1,000
         stages per cycle."""
         ch = self._stage.get(fn)
         if ch is None:
             ch = self._stage[fn] = (self.desired.labels(function_name=fn),
                                     self.actual.labels(function_name=fn),
-                                    self.predicted_cv.labels(function_name=fn))
+                                    self.predicted_cv.labels(function_name=fn),
+                                    self.budget.labels(function_name=fn),
+                                    self.cpu.labels(function_name=fn))
         ch[0].set(desired)
         ch[1].set(actual)
         if cv is not None:
             ch[2].set(cv)
+        if budget_s is not None:
+            ch[3].set(budget_s)
+        if cpu is not None:
+            ch[4].set(cpu)
 
     def decided(self, policy: str, action: str) -> None:
         c = self._decision.get((policy, action))
