@@ -50,12 +50,12 @@ from functions.stage.opt import (
 # model's init_std is 0.3 so that its greedy tokens depend on the context (with 0.02 a
 # small random model repeats one token, and a token-equality test would prove little).
 DECODERS: dict[str, dict[str, Any]] = {
-    "opt-125m-seeded": dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12,
-                            num_attention_heads=12, ffn_dim=3072, max_position_embeddings=2048,
-                            init_std=0.02),
-    "opt-tiny-seeded": dict(vocab_size=320, hidden_size=64, num_hidden_layers=4,
-                            num_attention_heads=4, ffn_dim=256, max_position_embeddings=128,
-                            init_std=0.3),
+    "opt-125m-seeded": {"vocab_size": 50272, "hidden_size": 768, "num_hidden_layers": 12,
+                        "num_attention_heads": 12, "ffn_dim": 3072,
+                        "max_position_embeddings": 2048, "init_std": 0.02},
+    "opt-tiny-seeded": {"vocab_size": 320, "hidden_size": 64, "num_hidden_layers": 4,
+                        "num_attention_heads": 4, "ffn_dim": 256,
+                        "max_position_embeddings": 128, "init_std": 0.3},
 }
 TOKENIZER_SPEC = {"type": "bytes", "offset": 4, "bos": 2, "eos": 2}
 
