@@ -78,6 +78,18 @@ def health():
     return Response("OK", status=200)
 
 
+@app.route("/_/openapi.json", methods=["GET"])
+def openapi():
+    """The function's OpenAPI document: the handler's ``openapi()`` if it has one, else a
+    generic one (any method on any path, answered by the handler)."""
+    if hasattr(handler, "openapi"):
+        return handler.openapi()
+    answer = {"responses": {"default": {"description": "the handler's answer"}}}
+    return {"openapi": "3.0.3", "info": {"title": os.getenv("HOSTNAME", "function"),
+                                         "version": "1"},
+            "paths": {"/": {m: answer for m in ("get", "post", "put", "patch", "delete")}}}
+
+
 @app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
 @app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
 def call_handler(path: str):
