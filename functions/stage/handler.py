@@ -15,7 +15,24 @@ from .server import StageServer
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                     format="%(asctime)s %(name)s %(levelname)s %(message)s")
-_server = StageServer(StageConfig.from_env())
+
+
+def _make_server(cfg: StageConfig) -> Any:
+    """The partition's manifest decides: an OPT decoder streams tokens (decoder_server.py)."""
+    from .bert import read_manifest
+
+    try:
+        arch = read_manifest(cfg.model_dir).get("architecture")
+    except (OSError, ValueError):
+        arch = None  # StageServer reports a missing or unreadable partition
+    if arch == "opt":
+        from .decoder_server import DecoderServer
+
+        return DecoderServer(cfg)
+    return StageServer(cfg)
+
+
+_server = _make_server(StageConfig.from_env())
 
 
 def handle(event: Any, context: Any) -> dict[str, Any]:
@@ -25,3 +42,10 @@ def handle(event: Any, context: Any) -> dict[str, Any]:
 def warmup() -> None:
     """Run once in a zygote before it forks (index.py): children inherit built kernels."""
     _server.warmup()
+
+
+def openapi() -> dict[str, Any]:
+    """This stage's OpenAPI document (index.py serves it at ``GET /_/openapi.json``)."""
+    from .openapi import document
+
+    return document(_server)
