@@ -16,6 +16,20 @@ from benchmark.workloads.azure import (
 from benchmark.workloads.generators import CV_SWEEP, gamma, poisson, ramp, step
 from benchmark.workloads.synthetic import synthetic_azure, synthetic_invocations, write_samples
 
-__all__ = ["Arrivals", "CV_SWEEP", "InvocationTrace", "MinuteTrace", "gamma", "load_azure",
-           "merge", "poisson", "ramp", "read_invocations", "read_minute_counts", "step",
-           "synthetic_azure", "synthetic_invocations", "write_samples"]
+__all__ = [
+    "CV_SWEEP",
+    "Arrivals",
+    "InvocationTrace",
+    "MinuteTrace",
+    "gamma",
+    "load_azure",
+    "merge",
+    "poisson",
+    "ramp",
+    "read_invocations",
+    "read_minute_counts",
+    "step",
+    "synthetic_azure",
+    "synthetic_invocations",
+    "write_samples",
+]

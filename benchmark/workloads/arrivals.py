@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Arrivals", "merge", "MAGIC", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Arrivals", "merge"]
 
 MAGIC = b"QUART-ARRIVALS\n"
 FORMAT_VERSION = 1
@@ -39,7 +39,7 @@ _META_DEFAULTS: dict[str, Any] = {"name": "arrivals", "kind": "custom", "seed": 
 def _canonical_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """A JSON round trip of ``meta``: tuples become lists now, not after a save/load."""
     if not isinstance(meta, dict):
-        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
     merged = {**_META_DEFAULTS, **meta}
     try:
         out: dict[str, Any] = json.loads(json.dumps(merged, allow_nan=False, sort_keys=True))
@@ -208,7 +208,7 @@ class Arrivals:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{source}: header is not valid JSON: {e}") from None
         if not isinstance(header, dict):
-            raise ValueError(f"{source}: header must be a JSON object")
+            raise ValueError(f"{source}: header must be a JSON object")  # noqa: TRY004 - a bad file
         for key in ("version", "n", "targets", "meta", "times_dtype", "target_dtype"):
             if key not in header:
                 raise ValueError(f"{source}: header has no {key!r} field")
@@ -222,7 +222,8 @@ class Arrivals:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"{source}: header field 'n' must be a non-negative integer")
         if not isinstance(header["targets"], list):
-            raise ValueError(f"{source}: header field 'targets' must be a list")
+            raise ValueError(  # noqa: TRY004 - load() answers every bad file with ValueError
+                f"{source}: header field 'targets' must be a list")
         payload = memoryview(data)[end + 1:]
         want = n * (_TIME_DTYPE.itemsize + _TARGET_DTYPE.itemsize)
         if len(payload) != want:
@@ -265,7 +266,7 @@ def merge(*arrivals: Arrivals | Iterable[Arrivals], name: str | None = None) -> 
         raise ValueError("merge needs at least one Arrivals")
     for a in parts:
         if not isinstance(a, Arrivals):
-            raise ValueError(f"merge takes Arrivals, got {type(a).__name__}")
+            raise TypeError(f"merge takes Arrivals, got {type(a).__name__}")
     names: list[str] = []
     index: dict[str, int] = {}
     for a in parts:

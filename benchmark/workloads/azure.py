@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,91 +40,22 @@ from typing import Any
 import numpy as np
 
 from benchmark.workloads.arrivals import Arrivals
+from benchmark.workloads.azure2021 import INVOCATION_HEADER, InvocationTrace, read_invocations
+from benchmark.workloads.trace_select import (
+    TargetNames,
+    bad,
+    index_targets,
+    positive_scale,
+    select,
+    sha256_file,
+    window,
+)
 
-__all__ = ["MINUTE_HEADER", "INVOCATION_HEADER", "MinuteTrace", "InvocationTrace",
-           "read_minute_counts", "read_invocations", "load_azure", "SPACINGS"]
+__all__ = ["INVOCATION_HEADER", "MINUTE_HEADER", "SPACINGS", "InvocationTrace", "MinuteTrace",
+           "load_azure", "read_invocations", "read_minute_counts", "spread_counts"]
 
 MINUTE_HEADER = ("HashOwner", "HashApp", "HashFunction", "Trigger")
-INVOCATION_HEADER = ("app", "func", "end_timestamp", "duration")
 SPACINGS = ("uniform", "even", "poisson", "gamma")
-TargetNames = Mapping[str, str] | Sequence[str] | None
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _window(minute_range: tuple[int, int] | None, n_minutes: int) -> tuple[int, int]:
-    if minute_range is None:
-        return 0, n_minutes
-    try:
-        a, b = (int(x) for x in minute_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"minute_range must be (start, stop), got {minute_range!r}") from None
-    if not 0 <= a < b <= n_minutes:
-        raise ValueError(f"minute_range {minute_range!r} must satisfy 0 <= start < stop <= "
-                         f"{n_minutes} (the trace's minutes)")
-    return a, b
-
-
-def _select(apps: Sequence[str], funcs: Sequence[str], volume: np.ndarray, top_n: int | None,
-            target_names: TargetNames) -> tuple[np.ndarray, list[str]]:
-    """Functions to replay (indices, by descending volume, ties in file order) and their
-    target names."""
-    keys = [f"{a}/{f}" for a, f in zip(apps, funcs, strict=True)]
-    candidates = np.arange(len(keys))
-    mapping: dict[int, str] = {}
-    if isinstance(target_names, Mapping):
-        by_key = {k: i for i, k in enumerate(keys)}
-        by_func: dict[str, list[int]] = {}
-        for i, f in enumerate(funcs):
-            by_func.setdefault(f, []).append(i)
-        for k, name in target_names.items():
-            if k in by_key:
-                mapping[by_key[k]] = str(name)
-            elif len(by_func.get(k, [])) == 1:
-                mapping[by_func[k][0]] = str(name)
-            elif k in by_func:
-                raise ValueError(f"function {k!r} is in several apps: key it as 'app/function'")
-            else:
-                raise ValueError(f"target_names has {k!r}, which is not a function of the trace")
-        candidates = np.array(sorted(mapping), dtype=np.int64)
-    order = candidates[np.argsort(-volume[candidates], kind="stable")]
-    if top_n is not None:
-        if isinstance(top_n, bool) or int(top_n) < 1:
-            raise ValueError(f"top_n must be a positive integer, got {top_n!r}")
-        order = order[: int(top_n)]
-    if isinstance(target_names, Mapping):
-        names = [mapping[int(i)] for i in order]
-    elif target_names is not None:
-        names = [str(n) for n in target_names]
-        if len(names) != len(order):
-            raise ValueError(f"target_names lists {len(names)} names for {len(order)} selected "
-                             "functions (one per function, in descending volume order)")
-    else:
-        names = [f"{apps[i][:8]}-{funcs[i][:8]}" for i in order]
-        if len(set(names)) != len(names):
-            names = [keys[i] for i in order]
-    if any(not n for n in names):
-        raise ValueError("target names must be non-empty")
-    return order, names
-
-
-def _index_targets(names: list[str]) -> tuple[tuple[str, ...], np.ndarray]:
-    uniq: dict[str, int] = {}
-    idx = np.array([uniq.setdefault(n, len(uniq)) for n in names], dtype=np.int32)
-    return tuple(uniq), idx
-
-
-def _positive_scale(time_scale: float) -> float:
-    s = float(time_scale)
-    if not np.isfinite(s) or s <= 0:
-        raise ValueError(f"time_scale must be a positive number, got {time_scale!r}")
-    return s
 
 
 def spread_counts(counts: np.ndarray, rng: np.random.Generator, spacing: str = "uniform",
@@ -206,12 +136,12 @@ class MinuteTrace:
                     time_scale: float = 1.0, target_names: TargetNames = None,
                     spacing: str = "uniform", cv: float = 1.0, seed: int = 0,
                     name: str | None = None) -> Arrivals:
-        a, b = _window(minute_range, self.n_minutes)
-        scale = _positive_scale(time_scale)
+        a, b = window(minute_range, self.n_minutes)
+        scale = positive_scale(time_scale)
         counts = self.counts[:, a:b]
-        order, names = _select(self.apps, self.functions, counts.sum(axis=1), top_n,
+        order, names = select(self.apps, self.functions, counts.sum(axis=1), top_n,
                                target_names)
-        targets, fn_target = _index_targets(names)
+        targets, fn_target = index_targets(names)
         rows, minute, frac = spread_counts(counts[order], np.random.default_rng(seed),
                                            spacing, cv)
         # a request stays in its own minute whatever the rounding of (minute + frac)·60·scale
@@ -228,10 +158,6 @@ class MinuteTrace:
                 "kind": "azure-minutes", "seed": int(seed), "parameters": params,
                 "duration_s": (b - a) * 60.0 * scale}
         return Arrivals(t[sort], fn_target[rows[sort]], targets, meta)
-
-
-def _bad(path: Path, line: int, msg: str) -> ValueError:
-    return ValueError(f"{path}: line {line}: {msg}")
 
 
 def read_minute_counts(path: str | Path) -> MinuteTrace:
@@ -252,13 +178,13 @@ def read_minute_counts(path: str | Path) -> MinuteTrace:
             for j, want in enumerate(MINUTE_HEADER):
                 got = header[j] if j < len(header) else "<missing>"
                 if got.strip() != want:
-                    raise _bad(p, 1, f"column {j + 1} of the header must be {want!r}, got "
+                    raise bad(p, 1, f"column {j + 1} of the header must be {want!r}, got "
                                      f"{got!r}")
             if len(header) == len(MINUTE_HEADER):
-                raise _bad(p, 1, "the header has no minute columns (1, 2, ...)")
+                raise bad(p, 1, "the header has no minute columns (1, 2, ...)")
             for j, got in enumerate(header[len(MINUTE_HEADER):]):
                 if got.strip() != str(j + 1):
-                    raise _bad(p, 1, f"column {j + 5} of the header must be minute "
+                    raise bad(p, 1, f"column {j + 5} of the header must be minute "
                                      f"{str(j + 1)!r}, got {got!r}")
             width = len(header)
             for fields in reader:
@@ -266,10 +192,10 @@ def read_minute_counts(path: str | Path) -> MinuteTrace:
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
                 if len(fields) != width:
-                    raise _bad(p, line, f"expected {width} fields, got {len(fields)}")
+                    raise bad(p, line, f"expected {width} fields, got {len(fields)}")
                 for j in range(4):
                     if not fields[j].strip():
-                        raise _bad(p, line, f"column {j + 1} ({MINUTE_HEADER[j]}) is empty")
+                        raise bad(p, line, f"column {j + 1} ({MINUTE_HEADER[j]}) is empty")
                 rows.append(_parse_counts(p, line, fields[4:]))
                 owners.append(fields[0].strip())
                 apps.append(fields[1].strip())
@@ -282,7 +208,7 @@ def read_minute_counts(path: str | Path) -> MinuteTrace:
     if not rows:
         raise ValueError(f"{p}: the trace has a header but no function rows")
     return MinuteTrace(tuple(owners), tuple(apps), tuple(funcs), tuple(trigs),
-                       np.vstack(rows), source=str(p), source_sha256=_sha256_file(p))
+                       np.vstack(rows), source=str(p), source_sha256=sha256_file(p))
 
 
 def _parse_counts(p: Path, line: int, fields: list[str]) -> np.ndarray:
@@ -298,110 +224,10 @@ def _parse_counts(p: Path, line: int, fields: list[str]) -> np.ndarray:
         except ValueError:
             ok = False
         if not ok:
-            raise _bad(p, line, f"column {j + 5} (minute {j + 1}) must be a non-negative "
+            raise bad(p, line, f"column {j + 5} (minute {j + 1}) must be a non-negative "
                                 f"integer count, got {v!r}")
-    raise _bad(p, line, "unparseable counts")  # pragma: no cover - numpy and int() disagree
+    raise bad(p, line, "unparseable counts")  # pragma: no cover - numpy and int() disagree
 
-
-@dataclass(frozen=True, eq=False)
-class InvocationTrace:
-    """Per-invocation records of the 2021 layout: one start time per invocation."""
-
-    apps: tuple[str, ...]           # one entry per distinct (app, func)
-    funcs: tuple[str, ...]
-    function: np.ndarray            # int32 per invocation: index into apps/funcs
-    start_s: np.ndarray             # end_timestamp - duration
-    source: str = ""
-    source_sha256: str = ""
-
-    def to_arrivals(self, top_n: int | None = None, minute_range: tuple[int, int] | None = None,
-                    time_scale: float = 1.0, target_names: TargetNames = None,
-                    name: str | None = None) -> Arrivals:
-        """Invocations whose start lies in the minute range, times from the range's start.
-
-        Without a range, minute 0 starts at trace time 0 and the range runs to the
-        minute of the last start; invocations that started before 0 are dropped.
-        """
-        last = float(self.start_s.max()) if len(self.start_s) else 0.0
-        a, b = _window(minute_range, max(1, int(np.floor(last / 60.0)) + 1))
-        scale = _positive_scale(time_scale)
-        keep = (self.start_s >= a * 60.0) & (self.start_s < b * 60.0)
-        fn = self.function[keep]
-        volume = np.bincount(fn, minlength=len(self.funcs))
-        order, names = _select(self.apps, self.funcs, volume, top_n, target_names)
-        targets, sel_target = _index_targets(names)
-        fn_target = np.full(len(self.funcs), -1, dtype=np.int32)
-        fn_target[order] = sel_target
-        tgt = fn_target[fn]
-        chosen = tgt >= 0
-        dur = (b - a) * 60.0 * scale
-        t = np.minimum((self.start_s[keep][chosen] - a * 60.0) * scale, np.nextafter(dur, 0.0))
-        sort = np.argsort(t, kind="stable")
-        params: dict[str, Any] = {
-            "source": Path(self.source).name, "source_sha256": self.source_sha256,
-            "format": "azure-2021-invocations", "top_n": top_n, "minute_range": [a, b],
-            "time_scale": scale,
-            "dropped_before_start": int(np.sum(self.start_s < 0)) if minute_range is None else 0,
-            "functions": {f"{self.apps[i]}/{self.funcs[i]}": n
-                          for i, n in zip(order.tolist(), names, strict=True)}}
-        meta = {"name": name or f"azure2021-{Path(self.source).stem or 'trace'}-m{a}-{b}",
-                "kind": "azure-invocations", "seed": None, "parameters": params,
-                "duration_s": dur}
-        return Arrivals(t[sort], tgt[chosen][sort], targets, meta)
-
-
-def read_invocations(path: str | Path) -> InvocationTrace:
-    """Parse a 2021-layout file; a malformed one raises ValueError naming line and column."""
-    p = Path(path)
-    index: dict[tuple[str, str], int] = {}
-    fn: list[int] = []
-    start: list[float] = []
-    try:
-        with p.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{p}: empty file (expected the header "
-                                 f"{','.join(INVOCATION_HEADER)})")
-            if [h.strip() for h in header] != list(INVOCATION_HEADER):
-                raise _bad(p, 1, f"header must be {','.join(INVOCATION_HEADER)!r}, got "
-                                 f"{','.join(header)!r}")
-            for fields in reader:
-                line = reader.line_num
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue
-                if len(fields) != 4:
-                    raise _bad(p, line, f"expected 4 fields, got {len(fields)}")
-                app, func = fields[0].strip(), fields[1].strip()
-                if not app or not func:
-                    raise _bad(p, line, f"column {1 if not app else 2} "
-                                        f"({'app' if not app else 'func'}) is empty")
-                end, dur = (_parse_seconds(p, line, j, fields[j]) for j in (2, 3))
-                if dur < 0:
-                    raise _bad(p, line, f"column 4 (duration) must be >= 0, got {fields[3]!r}")
-                fn.append(index.setdefault((app, func), len(index)))
-                start.append(end - dur)
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read trace: {e.strerror or e}") from None
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{p}: not a text CSV file: {e}") from None
-    if not fn:
-        raise ValueError(f"{p}: the trace has a header but no invocation rows")
-    keys = list(index)
-    return InvocationTrace(tuple(k[0] for k in keys), tuple(k[1] for k in keys),
-                           np.array(fn, dtype=np.int32), np.array(start, dtype=np.float64),
-                           source=str(p), source_sha256=_sha256_file(p))
-
-
-def _parse_seconds(p: Path, line: int, j: int, v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        x = float("nan")
-    if not np.isfinite(x):
-        raise _bad(p, line, f"column {j + 1} ({INVOCATION_HEADER[j]}) must be a number of "
-                            f"seconds, got {v!r}")
-    return x
 
 
 def load_azure(path: str | Path, **options: Any) -> Arrivals:
@@ -415,8 +241,12 @@ def load_azure(path: str | Path, **options: Any) -> Arrivals:
     if first.startswith("HashOwner"):
         return read_minute_counts(p).to_arrivals(**options)
     if first.startswith("app,"):
-        for opt in ("spacing", "cv", "seed"):
-            options.pop(opt, None)   # per-invocation times need no spreading
+        # per-invocation times need no spreading within a minute
+        spacing, cv = options.pop("spacing", "uniform"), options.pop("cv", 1.0)
+        options.pop("seed", None)
+        if spacing != "uniform" or cv != 1.0:
+            raise ValueError(f"{p}: spacing/cv apply to per-minute counts; this per-invocation "
+                             "trace has exact times")
         return read_invocations(p).to_arrivals(**options)
     raise ValueError(f"{p}: line 1: not an Azure Functions trace header (expected "
                      f"'{','.join(MINUTE_HEADER)},1,...' or '{','.join(INVOCATION_HEADER)}')")

@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.workloads.arrivals import Arrivals, single_target
 
-__all__ = ["CV_SWEEP", "gamma", "poisson", "ramp", "step", "MAX_ARRIVALS"]
+__all__ = ["CV_SWEEP", "MAX_ARRIVALS", "gamma", "poisson", "ramp", "step"]
 
 CV_SWEEP = (0.1, 1.0, 2.0, 4.0, 8.0)
 MAX_ARRIVALS = 50_000_000  # ~600 MB of arrays: beyond this a typo is likelier than intent

@@ -33,8 +33,13 @@ import numpy as np
 
 from benchmark.workloads.azure import INVOCATION_HEADER, MinuteTrace
 
-__all__ = ["synthetic_azure", "synthetic_invocations", "write_samples", "SAMPLE_FILES",
-           "TRIGGER_SHARES"]
+__all__ = [
+    "SAMPLE_FILES",
+    "TRIGGER_SHARES",
+    "synthetic_azure",
+    "synthetic_invocations",
+    "write_samples",
+]
 
 TRIGGER_SHARES = {"http": 0.55, "timer": 0.16, "queue": 0.15, "orchestration": 0.07,
                   "event": 0.02, "others": 0.05}
@@ -99,7 +104,7 @@ def synthetic_azure(n_functions: int, minutes: int, seed: int = 0, *,
         phase = (rng.random(int(timer.sum())) * period).astype(np.int64)
         cols = np.arange(m)[None, :]
         counts[timer] = ((cols - phase[:, None]) % period[:, None] == 0).astype(np.int64)
-    n_idle = int(round(f * idle_fraction))
+    n_idle = round(f * idle_fraction)
     if idle_fraction > 0 and f >= 10:
         n_idle = max(n_idle, 1)
     if n_idle:
