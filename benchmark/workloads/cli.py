@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,6 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             for name, sha in synthetic.write_samples(a.out).items():
                 print(f"sha256 {sha}  {Path(a.out) / name}")
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) went away: the file is written, nothing left to say
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, KeyError) as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2

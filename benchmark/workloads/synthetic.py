@@ -117,7 +117,7 @@ def synthetic_azure(n_functions: int, minutes: int, seed: int = 0, *,
     trace = MinuteTrace(tuple(owners[owner_of_app[a]] for a in app),
                         tuple(apps[a] for a in app), tuple(_hex_ids("function", f, seed)),
                         tuple(trig_names[t] for t in trig), counts,
-                        source=f"synthetic_azure({f},{m},seed={seed})")
+                        source=f"synthetic-azure-f{f}-m{m}-seed{seed}")
     if out is not None:
         digest = trace.write(out)
         trace = MinuteTrace(trace.owners, trace.apps, trace.functions, trace.triggers,
