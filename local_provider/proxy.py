@@ -9,14 +9,20 @@ on this machine a loopback POST costs 2.09 ms through ``requests.Session`` and
 ``HttpInvoker`` is what a gateway in another process uses to reach it.  Both
 return an ``InvokeResult`` so the gateway records metrics the same way
 whether the provider is in-process (no extra HTTP hop) or remote.
+
+A replica answer without a Content-Length (chunked: a decoder streaming its
+tokens) is passed on chunk by chunk as it arrives, as Go's ReverseProxy in the
+upstream gateway does; the replica's slot is held, and the call counts as
+running, until that body ends (``BodyStream.on_close``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import requests
@@ -37,12 +43,56 @@ REJECTED_HEADER = "X-Quart-Rejected"
 CONNECT_TIMEOUT_S = 3.0
 
 
+class BodyStream:
+    """A streamed upstream body: chunks as they arrive; ``close`` runs the callbacks once.
+
+    A body not read to its end (the client went away) closes the upstream
+    connection instead of returning it to the pool, so the replica sees the
+    disconnect and stops generating.
+    """
+
+    def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
+        self.resp = resp
+        self._callbacks: list[Callable[[], None]] = []
+        self._closed = False
+        self._complete = False
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        self._callbacks.append(fn)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.resp.stream(1 << 16, decode_content=False):
+                if chunk:
+                    yield chunk
+            self._complete = True
+        except urllib3.exceptions.HTTPError as e:  # headers are gone: all we can do is stop
+            log.warning("streamed answer broke off: %s", type(e).__name__)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._complete:
+            self.resp.release_conn()
+        else:
+            self.resp.close()
+        for fn in self._callbacks:
+            try:
+                fn()
+            except Exception:
+                log.exception("stream close callback failed")
+
+
 @dataclass
 class InvokeResult:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     rejected: str = ""  # "queue_full" | "timeout" when the queue turned the call away
+    stream: BodyStream | None = None  # instead of body, for a chunked (streamed) answer
 
     @classmethod
     def error(cls, status: int, message: str, rejected: str = "") -> InvokeResult:
@@ -95,11 +145,21 @@ def invoke_pool(maxsize: int = 64) -> urllib3.PoolManager:
 
 def fast_call(pool: urllib3.PoolManager, method: str, url: str,
               headers: list[tuple[str, str]], body: bytes, timeout_s: float) -> InvokeResult:
-    """One upstream invocation, body byte-exact (no content decoding, no redirects)."""
+    """One upstream invocation, body byte-exact (no content decoding, no redirects); a
+    chunked answer comes back as a ``BodyStream``."""
     resp = pool.request(method, url, body=body or None, headers=dict(headers),
                         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=timeout_s),
-                        redirect=False, decode_content=False, preload_content=True)
-    return InvokeResult(resp.status, filter_headers(resp.headers.items()), resp.data)
+                        redirect=False, decode_content=False, preload_content=False)
+    hdrs = filter_headers(resp.headers.items())
+    if resp.chunked and method != "HEAD":
+        return InvokeResult(resp.status, hdrs, stream=BodyStream(resp))
+    try:
+        data = resp.read(decode_content=False)
+    except BaseException:
+        resp.close()
+        raise
+    resp.release_conn()
+    return InvokeResult(resp.status, hdrs, data)
 
 
 def target_url(base: str, path: str, query: str) -> str:
@@ -141,10 +201,14 @@ class ReplicaProxy:
                 return InvokeResult.error(e.status, str(e), e.reason if e.status != 404 else "")
             handle = replica.handle
             assert handle is not None  # routable replicas always have one
+            streaming = False
             try:
                 result = fast_call(self.pool, method, target_url(handle.url, path, query),
                                    headers, body, self.config.upstream_timeout_s)
                 self.registry.count_invocation(rec)
+                if result.stream is not None:  # the replica stays busy until the body ends
+                    streaming = True
+                    result.stream.on_close(functools.partial(rec.pool.release, replica))
                 return result
             except urllib3.exceptions.ReadTimeoutError:
                 self.registry.count_invocation(rec)
@@ -166,7 +230,8 @@ class ReplicaProxy:
                     502, f"{name} replica {replica.name} failed: "
                          f"{'process exited' if not alive else type(e).__name__}")
             finally:
-                rec.pool.release(replica)
+                if not streaming:
+                    rec.pool.release(replica)
 
 
 class HttpInvoker:

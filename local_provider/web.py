@@ -47,8 +47,10 @@ def _path() -> str:
 
 
 def result_response(result: InvokeResult) -> Response:
-    """An InvokeResult as a Flask response, headers as the replica sent them."""
-    resp = Response(result.body, status=result.status)
+    """An InvokeResult as a Flask response, headers as the replica sent them; a streamed
+    body is written on as it arrives (waitress flushes each chunk) and closed after."""
+    body = result.stream if result.stream is not None else result.body
+    resp = Response(body, status=result.status)
     del resp.headers["Content-Type"]  # no Flask default: the replica's (or none) is kept
     for k, v in result.headers:
         resp.headers.add(k, v)
