@@ -107,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
                                 "quart-faas plan --help)")
     sub.add_parser("scorer", help="information-theoretic scorer service (seed 004; "
                                   "quart-faas scorer --help)")
+    sub.add_parser("compare", help="Quart vs today's autoscalers on identical workloads, "
+                                   "simulated or live (quart-faas compare --help)")
+    sub.add_parser("workloads", help="generate, show and replay arrival workloads "
+                                     "(quart-faas workloads --help)")
     return p
 
 
@@ -128,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         from gateway_plugin.scorer.cli import main as scorer_main
 
         return scorer_main(args[1:]) or 0
+    if args[:1] == ["compare"]:
+        from benchmark.compare import main as compare_main
+
+        return compare_main(args[1:]) or 0
+    if args[:1] == ["workloads"]:
+        from benchmark.workloads.cli import main as workloads_main
+
+        return workloads_main(args[1:]) or 0
     a = parser().parse_args(args)
     return int(a.fn(a))
 
