@@ -33,9 +33,10 @@ def fixed_result(
 ) -> RunResult:
     """A tiny result whose summary can be worked out by hand.
 
-    One stage ``s0``, sampled at t=0 and t=10 (and t=20, where the cost
-    integral ends): replica-seconds = replicas[0]*10 + replicas[1]*10.
-    Queue depth 1 then 3 (avg 2 over the three rows with the closing 3 ... see tests).
+    One stage ``s0`` sampled at t = 0, 10, 20 s: replicas ``replicas[0]`` then
+    ``replicas[1]`` (twice), so replica-seconds = 10*replicas[0] + 10*replicas[1];
+    queue depth 1, 3, 2 (avg 2, p95 2.9); memory 0.5, 0.7, 0.6 (avg 0.6, p95 0.69).
+    Failed requests get a NaN latency, as the harness records them.
     """
     n = len(latencies_ms)
     timeline = [

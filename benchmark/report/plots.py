@@ -38,7 +38,7 @@ _PLAIN = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
 def _save(fig: Figure, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=_DPI)  # layout is constrained at creation: one draw, not two
     return path
 
 
@@ -55,7 +55,7 @@ def plot_latency_cdf(results: Sequence[RunResult], path: Path, title: str | None
     _require(results, "plot_latency_cdf")
     if not any(int(r.ok.sum()) for r in results):
         raise ValueError("plot_latency_cdf: no system answered any request successfully")
-    fig = Figure(figsize=(8, 5))
+    fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.add_subplot()
     for r in results:
         lat_ms = np.sort(r.latency_s[r.ok & np.isfinite(r.latency_s)]) * 1000.0
@@ -185,7 +185,7 @@ def plot_replicas_over_time(
         end_s, max((float(r.arrival_s.max()) for r in results if len(r.arrival_s)), default=0.0)
     )
     rate_t, rate = _arrival_rate(results[0].arrival_s, end_s)
-    fig = Figure(figsize=(10, 2.3 * len(panels) + 0.8))
+    fig = Figure(figsize=(10, 2.3 * len(panels) + 0.8), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     colours = [f"C{i % 10}" for i in range(len(results))]
     # Earlier systems drawn thicker, so a later one on the same values does not hide them.
@@ -236,14 +236,20 @@ def plot_cv_sweep(
         slo = summary.get("slo_s")
         if isinstance(slo, int | float) and math.isfinite(slo) and slo > 0:
             slos.add(float(slo))
-    fig = Figure(figsize=(11, 4.5))
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax_p99, ax_cost = fig.subplots(1, 2)
     cvs = sorted({float(r[0]) for r in rows})
     p99_all = [p for pts in by_system.values() for _, p, _ in pts if math.isfinite(p) and p > 0]
     for i, (system, pts) in enumerate(by_system.items()):
         pts.sort()
         x = [p[0] for p in pts]
-        style = {"marker": "o", "color": f"C{i % 10}", "label": system, "linewidth": 1.5}
+        style = {  # earlier systems larger, so equal values further down the list stay visible
+            "marker": "o",
+            "markersize": max(4.0, 9.0 - 2.0 * i),
+            "color": f"C{i % 10}",
+            "label": system,
+            "linewidth": max(1.0, 2.6 - 0.4 * i),
+        }
         ax_p99.plot(x, [p[1] for p in pts], **style)  # NaN (no success) leaves a gap
         ax_cost.plot(x, [p[2] for p in pts], **style)
     for slo in sorted(slos):
