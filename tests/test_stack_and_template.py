@@ -16,21 +16,26 @@ from quart_faas.stack import ANN_HANDLER, StackError, ce_label_errors, load_stac
 from tests.conftest import REPO
 
 
-def test_stack_yml_parses_and_is_community_edition_valid():
+@pytest.mark.parametrize("pipeline,n", [("minilm", 3), ("opt", 2)])
+def test_stack_yml_parses_and_is_community_edition_valid(pipeline, n):
     stack = load_stack(REPO / "stack.yml", {})
-    assert list(stack.functions) == ["minilm-stage-0", "minilm-stage-1", "minilm-stage-2"]
+    assert list(stack.functions) == [f"{p}-stage-{i}" for p, k in (("minilm", 3), ("opt", 2))
+                                     for i in range(k)]
     raw = yaml.safe_load((REPO / "stack.yml").read_text())
     assert str(raw["version"]) == "1.0" and raw["provider"]["name"] == "openfaas"
-    for i, fn in enumerate(stack.functions.values()):
+    fns = [f for f in stack.functions.values() if f.name.startswith(f"{pipeline}-")]
+    for i, fn in enumerate(fns):
         assert fn.lang == "quart-python" and fn.handler == "./functions/stage"
         assert ce_label_errors(fn.labels) == []
         assert int(fn.labels["com.openfaas.scale.max"]) <= 5
         assert not any(k.startswith("com.openfaas.scale.") and k.split(".")[-1] not in ("min", "max")
                        for k in fn.labels)
-        assert fn.annotations["com.openfaas.quart.pipeline"] == "minilm"
+        assert fn.annotations["com.openfaas.quart.pipeline"] == pipeline
         assert fn.annotations["com.openfaas.quart.stage"] == str(i)
+        assert fn.annotations["com.openfaas.quart.stages"] == fn.environment["QUART_STAGES"] == str(n)
         assert fn.environment["QUART_STAGE"] == str(i)
-        assert fn.environment["QUART_NEXT_FUNCTION"] == ("" if i == 2 else f"minilm-stage-{i + 1}")
+        assert fn.environment["QUART_NEXT_FUNCTION"] == ("" if i == n - 1
+                                                         else f"{pipeline}-stage-{i + 1}")
         assert fn.environment["QUART_GATEWAY_URL"] == "http://gateway.openfaas:8080"
         assert fn.limits and fn.requests
 
