@@ -36,7 +36,8 @@ def cmd_up(a: argparse.Namespace) -> int:
     try:
         _, ep = up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
                    timeout_s=a.timeout, provider_port=a.provider_port,
-                   metrics_port=a.metrics_port, keys_metrics_port=a.keys_metrics_port)
+                   metrics_port=a.metrics_port, keys_metrics_port=a.keys_metrics_port,
+                   pipeline=a.pipeline)
         if a.with_plugin:
             from quart_faas import plugin_services
 
@@ -68,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("partition", help="cut a BERT-family encoder into pipeline stages")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="all-MiniLM-L6-v2 or a local Hugging Face model directory")
+    src.add_argument("--model", help="all-MiniLM-L6-v2, opt-125m-seeded, opt-tiny-seeded or a "
+                                     "local Hugging Face (BERT or OPT) model directory")
     src.add_argument("--synthetic", help="seeded random weights: bert-large, bert-base, bert-mini")
     s.add_argument("--stages", type=int, required=True, help="number of stages N")
     s.add_argument("--out", required=True, help="output directory")
@@ -88,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keys-metrics-port", type=int,
                    help="keys_manager /metrics; default: gateway port + 3")
     s.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    s.add_argument("--pipeline", help="which pipeline of the stack to deploy (annotation "
+                                      "com.openfaas.quart.pipeline), or 'all'; default: the first")
     s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
     s.add_argument("--with-plugin", action="store_true",
                    help="also run Redis (when none answers) and the autoscaling plugin")

@@ -5,6 +5,11 @@ only when nothing answers at the gateway URL, then deploys every function of
 the stack through ``/system/functions`` exactly as ``faas-cli deploy`` does:
 PUT, and POST when the PUT answers 404.  Everything is checked before the
 first request, so a bad stack leaves no partial deployment.
+
+A stack may hold several pipelines (annotation ``com.openfaas.quart.pipeline``);
+``up`` deploys one of them: the first in the file unless ``pipeline`` names
+another or is "all", so adding a pipeline to stack.yml does not change what
+``quart-faas up -f stack.yml`` starts (faas-cli users pick with ``--filter``).
 """
 from __future__ import annotations
 
@@ -23,6 +28,22 @@ from quart_faas import prometheus, services
 from quart_faas.stack import Stack, StackError, load_stack, min_replicas
 
 USER = "admin"
+PIPELINE_ANNOTATION = "com.openfaas.quart.pipeline"
+
+
+def select_pipeline(stack: Stack, pipeline: str | None) -> Stack:
+    """The stack restricted to one pipeline (None: the first one; "all": every function).
+    Functions that belong to no pipeline are always kept."""
+    names = [f.annotations.get(PIPELINE_ANNOTATION) for f in stack.functions.values()]
+    known = list(dict.fromkeys(n for n in names if n))
+    if pipeline == "all" or not known:
+        return stack
+    want = pipeline or known[0]
+    if want not in known:
+        raise DeployError(f"no pipeline {want!r} in {stack.path.name}; it has {known} (or all)")
+    keep = {k: f for k, f in stack.functions.items()
+            if f.annotations.get(PIPELINE_ANNOTATION) in (None, "", want)}
+    return Stack(stack.path, stack.gateway, keep)
 
 
 class DeployError(RuntimeError):
@@ -150,7 +171,8 @@ def wait_available(gateway: str, auth: tuple[str, str], wanted: dict[str, int],
 def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: str | None,
        say: Callable[[str], None] = print, timeout_s: float = 300,
        provider_port: int | None = None, metrics_port: int | None = None,
-       keys_metrics_port: int | None = None) -> tuple[Stack, Endpoints]:
+       keys_metrics_port: int | None = None, pipeline: str | None = None
+       ) -> tuple[Stack, Endpoints]:
     gw = (gateway or os.environ.get("OPENFAAS_URL") or "").rstrip("/")
     env = dict(os.environ)
     if gw:
@@ -161,7 +183,7 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
         raise DeployError(str(e)) from e
     gw = gw or probe.gateway.rstrip("/")
     env.setdefault("QUART_GATEWAY_URL", gw)  # replicas call the next stage through this gateway
-    stack = load_stack(stack_file, env)
+    stack = select_pipeline(load_stack(stack_file, env), pipeline)
     check_local(stack)
     ep = endpoints(gw, provider_port, metrics_port,
                    prometheus_url if prometheus_url is not None else "http://127.0.0.1:9090",
