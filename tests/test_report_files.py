@@ -25,12 +25,20 @@ STAMP = "20250102_030405"
 
 def _results(second_sha: str | None = None):
     a = fixed_result(
-        "quart", [100, 200, 300, 400], [True] * 4, slo_s=0.25, recovery_s=[2.0, 4.0],
+        "quart",
+        [100, 200, 300, 400],
+        [True] * 4,
+        slo_s=0.25,
+        recovery_s=[2.0, 4.0],
         actions={"serve": 4},
     )
     b = fixed_result(
-        "openfaas ce/v0", [50, 150, 250, 0], [True, True, True, False], slo_s=0.25,
-        replicas=(2, 2), actions={"serve": 3, "cold_start": 3},
+        "openfaas ce/v0",
+        [50, 150, 250, 0],
+        [True, True, True, False],
+        slo_s=0.25,
+        replicas=(2, 2),
+        actions={"serve": 3, "cold_start": 3},
         workload=dict(WORKLOAD, sha256=second_sha) if second_sha else None,
     )
     return [a, b]
@@ -132,3 +140,22 @@ def test_report_rejects_empty_and_duplicate_systems(tmp_path) -> None:
     with pytest.raises(ValueError, match="unique"):
         write_report([a, a], tmp_path, "exp", stamp=STAMP)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_write_report_with_plots(tmp_path) -> None:
+    files = write_report(_results(), tmp_path, "exp", command=["x"], stamp=STAMP, plots=True)
+    assert {k: p.name for k, p in files.plots.items()} == {
+        "latency_cdf": f"exp_latency_cdf_{STAMP}.png",
+        "replicas": f"exp_replicas_{STAMP}.png",
+    }
+    assert all(p.stat().st_size > 10_000 for p in files.plots.values())
+    doc = json.loads(files.json.read_text())
+    assert doc["files"]["plots"] == {k: p.name for k, p in files.plots.items()}
+
+
+def test_write_report_plots_skip_what_cannot_be_drawn(tmp_path) -> None:
+    # every request failed: the report and the replicas figure are still written
+    dead = fixed_result("dead", [0, 0], [False, False])
+    files = write_report([dead], tmp_path, "exp", command=["x"], stamp=STAMP, plots=True)
+    assert set(files.plots) == {"replicas"}
+    assert files.table.exists() and files.csv["dead"].exists()

@@ -28,20 +28,19 @@ def _looks_like_a_figure(path) -> None:
 @pytest.fixture(scope="module")
 def runs() -> list[RunResult]:
     return [
-        synthetic_result("quart", seed=1, scale_ms=120, lag_s=2, n=800, duration_s=120),
-        synthetic_result("openfaas-ce", seed=2, scale_ms=300, lag_s=15, n=800, duration_s=120),
+        synthetic_result("quart", seed=1, scale_ms=120, stages=2, lag_s=2, n=800, duration_s=120),
+        synthetic_result(
+            "openfaas-ce", seed=2, scale_ms=300, stages=2, lag_s=15, n=800, duration_s=120
+        ),
     ]
 
 
 def test_latency_cdf(tmp_path, runs) -> None:
-    out = plot_latency_cdf(runs, tmp_path / "a" / "cdf.png")
+    # a system with no successful request stays in the legend instead of breaking the plot
+    dead = fixed_result("dead", [0, 0], [False, False])
+    out = plot_latency_cdf([*runs, dead], tmp_path / "a" / "cdf.png")
     assert out == tmp_path / "a" / "cdf.png"
     _looks_like_a_figure(out)
-
-
-def test_latency_cdf_keeps_a_system_without_successes(tmp_path, runs) -> None:
-    dead = fixed_result("dead", [0, 0], [False, False])
-    _looks_like_a_figure(plot_latency_cdf([*runs, dead], tmp_path / "cdf.png"))
 
 
 def test_replicas_over_time(tmp_path, runs) -> None:
@@ -50,7 +49,7 @@ def test_replicas_over_time(tmp_path, runs) -> None:
 
 def test_replicas_over_time_many_stages(tmp_path) -> None:
     many = [synthetic_result("quart", seed=3, scale_ms=100, stages=12, n=300, duration_s=60)]
-    _looks_like_a_figure(plot_replicas_over_time(many, tmp_path / "many.png", max_panels=3))
+    _looks_like_a_figure(plot_replicas_over_time(many, tmp_path / "many.png", max_panels=2))
 
 
 def test_total_series_with_unaligned_sampling() -> None:
@@ -68,10 +67,11 @@ def test_total_series_with_unaligned_sampling() -> None:
 
 def test_cv_sweep(tmp_path) -> None:
     rows = []
-    for cv in (0.1, 1.0, 4.0, 8.0):
+    for cv in (0.1, 1.0, 8.0):
         for i, name in enumerate(("quart", "openfaas-ce")):
-            run = synthetic_result(name, seed=int(cv * 10) + i, scale_ms=100 * (1 + cv * i),
-                                   n=300, duration_s=60)
+            run = synthetic_result(
+                name, seed=int(cv * 10) + i, scale_ms=100 * (1 + cv * i), n=300, duration_s=60
+            )
             rows.append((cv, name, summarize(run)))
     _looks_like_a_figure(plot_cv_sweep(rows, tmp_path / "sweep.png"))
 
@@ -90,9 +90,15 @@ def test_plots_reject_input_with_nothing_to_draw(tmp_path) -> None:
     dead = fixed_result("dead", [0, 0], [False, False])
     with pytest.raises(ValueError, match="no system answered"):
         plot_latency_cdf([dead], tmp_path / "x.png")
-    empty = RunResult(system="q", mode="sim", workload=dict(WORKLOAD), slo_s=0.1,
-                      arrival_s=np.array([0.0]), latency_s=np.array([0.05]),
-                      ok=np.array([True]))
+    empty = RunResult(
+        system="q",
+        mode="sim",
+        workload=dict(WORKLOAD),
+        slo_s=0.1,
+        arrival_s=np.array([0.0]),
+        latency_s=np.array([0.05]),
+        ok=np.array([True]),
+    )
     with pytest.raises(ValueError, match="no result has a timeline"):
         plot_replicas_over_time([empty], tmp_path / "x.png")
     with pytest.raises(ValueError, match="unique"):

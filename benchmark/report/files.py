@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "comparison_document",
     "csv_path",
     "read_summary_csv",
+    "safe_name",
     "timestamp",
     "write_report",
     "write_summary_csv",
@@ -66,6 +67,7 @@ class ReportFiles:
     csv: dict[str, Path]
     json: Path
     table: Path
+    plots: dict[str, Path] = field(default_factory=dict)
 
 
 def timestamp(now: datetime | None = None) -> str:
@@ -73,7 +75,7 @@ def timestamp(now: datetime | None = None) -> str:
     return (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
     """A name part safe in a file name on every OS (system names may hold ``/`` or spaces)."""
     cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", part).strip("-.")
     if not cleaned:
@@ -83,7 +85,7 @@ def _safe(part: str) -> str:
 
 def csv_path(out_dir: Path, name: str, system: str, stamp: str) -> Path:
     """``<out_dir>/<name>_<system>_<stamp>.csv``, as seed 003 names its results."""
-    return Path(out_dir) / f"{_safe(name)}_{_safe(system)}_{stamp}.csv"
+    return Path(out_dir) / f"{safe_name(name)}_{safe_name(system)}_{stamp}.csv"
 
 
 def _csv_cell(value: Any) -> Any:
@@ -204,11 +206,13 @@ def write_report(
     command: Sequence[str] | None = None,
     stamp: str | None = None,
     baseline: str | None = None,
+    plots: bool = False,
 ) -> ReportFiles:
     """Write the CSVs, ``<name>_<stamp>.json`` and ``<name>_<stamp>.txt``; return their paths.
 
     ``command`` defaults to ``sys.argv``; ``baseline`` adds ratio-to-baseline
-    figures to the text table (the JSON keeps raw values).
+    figures to the text table (the JSON keeps raw values); ``plots`` also
+    draws the latency CDF and replicas-over-time PNGs and lists them in the JSON.
     """
     if not results:
         raise ValueError("write_report needs at least one RunResult")
@@ -226,7 +230,7 @@ def write_report(
     }
     doc = comparison_document(results, experiment_name, command, summaries)
     doc["files"] = {"csv": {k: v.name for k, v in csvs.items()}}
-    base = f"{_safe(experiment_name)}_{stamp}"
+    base = f"{safe_name(experiment_name)}_{stamp}"
     table_path = out_dir / f"{base}.txt"
     table_path.write_text(
         render_plain(rows, names)
@@ -239,6 +243,12 @@ def write_report(
         )
     )
     doc["files"]["table"] = table_path.name
+    pngs: dict[str, Path] = {}
+    if plots:
+        from benchmark.report.plots import write_run_plots  # late: matplotlib is slow to import
+
+        pngs = write_run_plots(results, out_dir, experiment_name, stamp)
+        doc["files"]["plots"] = {k: v.name for k, v in pngs.items()}
     json_path = out_dir / f"{base}.json"
     json_path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    return ReportFiles(csv=csvs, json=json_path, table=table_path)
+    return ReportFiles(csv=csvs, json=json_path, table=table_path, plots=pngs)

@@ -28,7 +28,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from benchmark.results import RunResult, TimelineRow
 
-__all__ = ["plot_cv_sweep", "plot_latency_cdf", "plot_replicas_over_time"]
+__all__ = ["plot_cv_sweep", "plot_latency_cdf", "plot_replicas_over_time", "write_run_plots"]
 
 _DPI = 120
 # "100", "1,000" rather than "10^2", "10^3" on log axes: readers compare numbers, not exponents.
@@ -133,13 +133,18 @@ def _total_series(rows: list[TimelineRow]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _arrival_rate(arrival_s: np.ndarray, end_s: float) -> tuple[np.ndarray, np.ndarray]:
-    """Arrivals per second in about 120 bins (at least 1 s each) over the run."""
+    """Arrivals per second in about 120 bins (at least 1 s each) over the run.
+
+    Returned as step points with the closing edge repeated, so a ``post``
+    step draws the last bin too.
+    """
     if not len(arrival_s) or end_s <= 0:
         return np.array([]), np.array([])
     width = max(1.0, end_s / 120.0)
     edges = np.arange(0.0, end_s + width, width)
     counts, _ = np.histogram(arrival_s, bins=edges)
-    return edges[:-1], counts / width
+    rate = counts / width
+    return edges, np.append(rate, rate[-1])
 
 
 def _draw_rate(ax: Axes, t: np.ndarray, rate: np.ndarray) -> None:
@@ -192,12 +197,14 @@ def plot_replicas_over_time(
     widths = [max(1.0, 2.6 - 0.4 * i) for i in range(len(results))]
     for ax, stage in zip(axes, panels):
         _draw_rate(ax, rate_t, rate)
+        top = 1.0
         for r, colour, width in zip(results, colours, widths):
             t, n = _series(r.timeline, stage) if stage is not None else _total_series(r.timeline)
             if len(t):
                 ax.step(t, n, where="post", color=colour, label=r.system, linewidth=width)
+                top = max(top, float(n.max()))
         ax.set_ylabel("replicas")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top * 1.3)  # headroom for the legend above the highest line
         ax.set_title(
             stage if stage is not None else "all stages (total)", fontsize="medium", loc="left"
         )
@@ -279,3 +286,26 @@ def plot_cv_sweep(
     ax_cost.set_title("Cost")
     fig.suptitle(title or "P99 latency and cost vs burstiness")
     return _save(fig, path)
+
+
+def write_run_plots(
+    results: Sequence[RunResult], out_dir: Path, name: str, stamp: str
+) -> dict[str, Path]:
+    """Both per-run figures, named like the CSVs: ``<name>_latency_cdf_<stamp>.png``, ...
+
+    A figure with nothing to draw is skipped, not an error: a run in which
+    every request failed, or whose timeline scrape failed, must still leave
+    its CSVs, table and the other figure behind.  The returned dict says
+    which figures were written.
+    """
+    from benchmark.report.files import safe_name  # late: files does not need matplotlib
+
+    _require(results, "write_run_plots")
+    base = Path(out_dir)
+    prefix = safe_name(name)
+    out = {}
+    if any(r.ok.any() for r in results):
+        out["latency_cdf"] = plot_latency_cdf(results, base / f"{prefix}_latency_cdf_{stamp}.png")
+    if _stages(results):
+        out["replicas"] = plot_replicas_over_time(results, base / f"{prefix}_replicas_{stamp}.png")
+    return out
