@@ -14,14 +14,23 @@ from benchmark.systems.openfaas_pro import OpenFaaSPro, desired_replicas
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
 
 
-def tick(now: float, counters: dict[str, float], replicas: dict[str, int],
-         in_flight: dict[str, float] | None = None, rate: float | None = None) -> Tick:
+def tick(
+    now: float,
+    counters: dict[str, float],
+    replicas: dict[str, int],
+    in_flight: dict[str, float] | None = None,
+    rate: float | None = None,
+) -> Tick:
     stages = tuple(
         StageObservation(name, replicas=replicas[name], arrival_rate=rate, service_time_s=0.05)
         for name in counters
     )
-    return Tick(now, (PipelineObservation("p", 0.5, now, stages),), in_flight or {},
-                {name: {"200": c} for name, c in counters.items()})
+    return Tick(
+        now,
+        (PipelineObservation("p", 0.5, now, stages),),
+        in_flight or {},
+        {name: {"200": c} for name, c in counters.items()},
+    )
 
 
 def run_ce(system, counter_fns, until: float, start: dict[str, int] | None = None):
@@ -123,8 +132,12 @@ def test_ce_honours_the_harness_bounds_within_its_cap():
     seen, _ = run_ce(OpenFaaSCE(Bounds(1, 20), evaluation_interval_s=5.0), fn, 400)
     assert max(r["f"] for r in seen.values()) == 5
     # max 3: never above 3; min 2: the floor and the resolved value
-    seen, _ = run_ce(OpenFaaSCE(Bounds(2, 3), evaluation_interval_s=5.0),
-                     {"f": lambda t: 20.0 * min(t, 200.0)}, 260, start={"f": 2})
+    seen, _ = run_ce(
+        OpenFaaSCE(Bounds(2, 3), evaluation_interval_s=5.0),
+        {"f": lambda t: 20.0 * min(t, 200.0)},
+        260,
+        start={"f": 2},
+    )
     counts = [r["f"] for r in seen.values()]
     assert max(counts) == 3 and min(counts) == 2 and seen[260]["f"] == 2
 
@@ -173,8 +186,12 @@ def pro_run(system, loads, replicas=3, mode_key="counter", dt=5.0):
         t = i * dt
         stage = StageObservation("f", replicas=replicas, service_time_s=0.1)
         if mode_key == "counter":
-            tk = Tick(t, (PipelineObservation("p", 0.5, t, (stage,)),), {},
-                      {"f": {"200": value(t), "500": 0.0}})
+            tk = Tick(
+                t,
+                (PipelineObservation("p", 0.5, t, (stage,)),),
+                {},
+                {"f": {"200": value(t), "500": 0.0}},
+            )
         else:
             tk = Tick(t, (PipelineObservation("p", 0.5, t, (stage,)),), {"f": value})
         res, state = system.decide(tk, state)
@@ -212,7 +229,7 @@ def test_pro_scale_down_window_keeps_the_highest_recommendation():
     # capacity target 1, proportion 1, a 5 s max_over_time (one sample) to isolate the
     # window: 10 in flight at t=0 -> 10 pods; then 2 -> the 60 s window still holds the 10
     # recommendation until t=60, then 2.  Without the window: 2 at t=5.
-    kw = dict(mode="capacity", target=1, target_proportion=1.0, capacity_range_s=5.0)
+    kw = {"mode": "capacity", "target": 1, "target_proportion": 1.0, "capacity_range_s": 5.0}
     loads = [10.0] + [2.0] * 14
     out, _ = pro_run(OpenFaaSPro(Bounds(1, 20), down_window_s=60.0, **kw), loads, 1, "inflight")
     assert [out[t].replicas for t in (0.0, 5.0, 55.0, 60.0)] == [10, 10, 10, 2]
@@ -220,8 +237,9 @@ def test_pro_scale_down_window_keeps_the_highest_recommendation():
     out, _ = pro_run(OpenFaaSPro(Bounds(1, 20), **kw), loads, 1, "inflight")
     assert out[5.0].replicas == 2
     # scale-up is not delayed by the window
-    out, _ = pro_run(OpenFaaSPro(Bounds(1, 20), down_window_s=60.0, **kw),
-                     [2.0, 2.0, 10.0], 1, "inflight")
+    out, _ = pro_run(
+        OpenFaaSPro(Bounds(1, 20), down_window_s=60.0, **kw), [2.0, 2.0, 10.0], 1, "inflight"
+    )
     assert out[10.0].replicas == 10
 
 
@@ -229,8 +247,9 @@ def test_pro_targets_bounds_and_scale_to_zero():
     # no target given: rps target = 1 / service time = 10 rps per replica (x 0.9)
     pro = OpenFaaSPro(Bounds(1, 4), mode="rps")
     stage = StageObservation("f", replicas=1, arrival_rate=45.0, service_time_s=0.1)
-    out, _ = pro.decide(Tick(0.0, (PipelineObservation("p", 0.5, 0.0, (stage,)),)),
-                        pro.initial_state())
+    out, _ = pro.decide(
+        Tick(0.0, (PipelineObservation("p", 0.5, 0.0, (stage,)),)), pro.initial_state()
+    )
     assert out["f"].replicas == 4  # ceil(45 / 9) = 5, max 4
     # scale to zero after zero-duration with no traffic, only if the bounds allow 0
     for bounds, expect in ((Bounds(0, 4), 0), (Bounds(1, 4), 1)):

@@ -12,6 +12,7 @@ state if it wants to decide again from the same point.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -118,7 +119,7 @@ def extrapolated_rate(samples: Samples, now_s: float, range_s: float) -> float |
     if len(got) < 2:
         return None
     increase = 0.0
-    for (_, a), (_, b) in zip(got, got[1:]):
+    for (_, a), (_, b) in itertools.pairwise(got):
         increase += b - a if b >= a else b  # a reset: the counter restarted at 0
     first_t, first_v = got[0]
     last_t = got[-1][0]

@@ -211,9 +211,7 @@ class OpenFaaSCE:
             return True
         return now - g.notified_at_s > self.repeat_s
 
-    def _flush(
-        self, groups: dict[str, AlertGroup], now: float
-    ) -> list[tuple[str, str]]:
+    def _flush(self, groups: dict[str, AlertGroup], now: float) -> list[tuple[str, str]]:
         """Flush due groups; the (stage, status) alerts delivered to the gateway, in order."""
         delivered: list[tuple[str, str]] = []
         for key in sorted(groups):
@@ -288,9 +286,7 @@ class OpenFaaSCE:
             if n is None:
                 n = clamp(self.bounds, obs[name].replicas, CE_MIN_REPLICAS, CE_MAX_REPLICAS)
                 replicas[name] = n
-            alert = (
-                "firing" if name in firing else "pending" if name in pending else "inactive"
-            )
+            alert = "firing" if name in firing else "pending" if name in pending else "inactive"
             reason = f"APIHighInvocationRate {alert}"
             if name in actions:
                 reason += f"; last {actions[name]}"
