@@ -147,3 +147,11 @@ def test_duplicate_stage_names_across_pipelines_are_rejected():
         system = SYSTEMS[name](Bounds())
         with pytest.raises(ValueError, match="more than one pipeline"):
             system.decide(tick, system.initial_state())
+
+
+def test_parse_systems_with_bounds_builds_the_systems():
+    built = parse_systems("openfaas-ce,static", Bounds(1, 4), {"static": {"mean_rps": 2.0}})
+    assert [s.name for s in built] == ["openfaas-ce", "static"]
+    assert built[1].mean_rps == 2.0 and built[0].max_label == 4
+    with pytest.raises(ValueError, match="need bounds"):
+        parse_systems("static", options={"static": {"mean_rps": 2.0}})

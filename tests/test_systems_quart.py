@@ -199,3 +199,27 @@ def test_static_follows_a_gswarm_plan(tmp_path):
         st.decide(Tick(0.0, (chain(0.0, [1, 1, 1]),)), st.initial_state())
     with pytest.raises(ValueError, match="int >= 0"):
         load_plan({"a": -1})
+
+
+def test_a_training_round_that_cannot_be_scored_keeps_the_predictor():
+    # no stage has an observed arrival CV: the targets are all missing and training fails
+    q = SYSTEMS["quart"](Bounds(1, 20), train_every=2, train_epochs=2, min_samples=2)
+    state = q.initial_state()
+    for k in range(2):
+        pipes = tuple(
+            PipelineObservation(
+                name,
+                0.5,
+                5.0 * k,
+                tuple(
+                    StageObservation(
+                        f"{name}{i}", replicas=2, arrival_rate=10.0, service_time_s=0.05
+                    )
+                    for i in range(2)
+                ),
+            )
+            for name in ("p", "q")
+        )
+        out, state = q.decide(Tick(5.0 * k, pipes), state)
+    assert state.training is not None and "error" in state.training
+    assert state.quart.predictor == "qna" and len(out) == 4

@@ -171,7 +171,12 @@ class QuartSystem:
         groups = len({s.group for s in samples})
         if len(samples) < self.min_samples or groups < 2:
             return quart, last
-        quart, errors = chain.with_trained_predictor(quart, samples, epochs=self.train_epochs)
+        try:
+            quart, errors = chain.with_trained_predictor(quart, samples, epochs=self.train_epochs)
+        except ValueError as exc:
+            # e.g. no held-out stage has an observed CV yet: keep the current predictor
+            # (the plugin's loop logs the failed cycle and goes on with the same one)
+            return quart, {"period": periods, "samples": len(samples), "error": str(exc)}
         info = {
             "period": periods,
             "samples": len(samples),

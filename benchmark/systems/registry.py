@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 from .base import Autoscaler, Bounds
 
@@ -79,8 +79,7 @@ SHORTHANDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def parse_systems(text: str | Sequence[str]) -> list[str]:
-    """``"quart,openfaas-ce"`` -> names in the order given, shorthands expanded, no repeats."""
+def _names(text: str | Sequence[str]) -> list[str]:
     parts = text.split(",") if isinstance(text, str) else list(text)
     names: list[str] = []
     unknown: list[str] = []
@@ -107,13 +106,42 @@ def parse_systems(text: str | Sequence[str]) -> list[str]:
     return names
 
 
+@overload
+def parse_systems(
+    text: str | Sequence[str],
+    bounds: None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]: ...
+@overload
+def parse_systems(
+    text: str | Sequence[str],
+    bounds: Bounds,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Autoscaler]: ...
+def parse_systems(
+    text: str | Sequence[str],
+    bounds: Bounds | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str] | list[Autoscaler]:
+    """``"quart,openfaas-ce"`` -> names in the order given, shorthands expanded, no repeats.
+
+    With ``bounds`` the systems are built too (``build_systems``), which is
+    what a harness wants; without, only the names are checked and returned.
+    """
+    if bounds is None:
+        if options:
+            raise ValueError("options need bounds: use build_systems(names, bounds, options)")
+        return _names(text)
+    return build_systems(text, bounds, options)
+
+
 def build_systems(
     names: str | Sequence[str],
     bounds: Bounds,
     options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Autoscaler]:
     """Build several systems with one set of bounds; ``options`` are per system name."""
-    chosen = parse_systems(names)
+    chosen = _names(names)
     options = dict(options or {})
     stray = sorted(set(options) - set(chosen))
     if stray:
