@@ -58,6 +58,7 @@ QUART_ENV: dict[str, dict[str, str]] = {
 @dataclass
 class LiveConfig:
     stack_file: str = "stack.yml"
+    pipeline: str = "minilm"
     state_dir: Path = Path(".quart/compare")
     slo_s: float = 0.5
     bounds: Bounds = field(default_factory=lambda: Bounds(1, 5))  # the stack's CE cap
@@ -143,6 +144,21 @@ class Sampler:
                 for t, name, ready, desired, queue, inflight, mem in self.rows]
 
 
+def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
+    """Cut the model the stack's first function serves if its partition is missing."""
+    from functions.partitioner import partition
+    from quart_faas.stack import load_stack
+
+    stack = load_stack(stack_file)
+    env = stack.functions[next(iter(stack.functions))].environment
+    model_dir = stack.root / env.get("QUART_MODEL_DIR", ".quart/models/minilm-3")
+    if not (model_dir / "manifest.json").exists():
+        say(f"partitioning {env.get('QUART_MODEL')} into {env.get('QUART_STAGES')} stages "
+            f"-> {model_dir}")
+        partition(model_dir, int(env.get("QUART_STAGES", "3")),
+                  model=env.get("QUART_MODEL", "all-MiniLM-L6-v2"))
+
+
 def _launcher(system: Autoscaler, cfg: LiveConfig) -> str:
     return "fork" if cfg.same_launcher or system.scaleup == "fork" else "process"
 
@@ -170,7 +186,7 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
     try:
         stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
                               say=say, provider_port=ports[2], metrics_port=ports[3],
-                              keys_metrics_port=ports[4])
+                              keys_metrics_port=ports[4], pipeline=cfg.pipeline)
         auth = (deploy.USER, deploy.password_file(sdir).read_text().strip())
         names = list(stack.functions)
         entry = names[0]
@@ -198,18 +214,17 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
                           if on_update else None)
         done = {"n": 0, "failed": 0}
         lock = threading.Lock()
-        lat_window: list[float] = []
+        t_start = time.monotonic()
 
         def on_done(r: openloop.Result) -> None:
             with lock:
                 done["n"] += 1
                 done["failed"] += r.status != 200
-                lat_window.append(r.latency_s)
-                del lat_window[:-200]
-                window = list(lat_window)
+                n, failed = done["n"], done["failed"]
             if on_update:
-                on_update(system.name, done=done["n"], failed=done["failed"],
-                          total=len(offsets), latencies=window)
+                on_update(system.name, done=n, failed=failed,
+                          progress_s=time.monotonic() - t_start,
+                          latencies_s=[r.latency_s] if r.status == 200 else [])
 
         t0 = time.time()
         sampler.start(t0)

@@ -1,0 +1,261 @@
+"""``quart-faas compare``: every system on the same arrivals; a table, CSVs, JSON, plots.
+
+Flags follow seed 003's ``compare_schedulers.py`` (``--duration``, ``--rps``,
+``--cv``, ``--name``, ``--centralized-only``, ``--gossip-only``) and add
+``--systems``, ``--mode sim|live``, ``--trace``, ``--seed``, ``--fail-at``.
+
+The arrivals are generated once per CV (or loaded from ``--arrivals`` /
+``--trace``), saved beside the results and hashed; every system is run on
+that one file and the hash each run saw is printed, so "identical workload"
+is checked, not assumed.  ``--cv 1,4,8`` sweeps and adds the P99-and-cost vs
+CV plot.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from benchmark import workloads
+from benchmark.report import files as report_files
+from benchmark.report import plots, table
+from benchmark.results import RunResult, summarize
+from benchmark.systems.base import Bounds
+from benchmark.systems.registry import SYSTEMS, parse_systems
+
+SCHEDULERS = ("central", "gossip")
+PIPELINE = "minilm"
+
+
+class CompareError(ValueError):
+    pass
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="quart-faas compare",
+        description="Compare Quart with today's autoscalers (and central vs gossip scheduling) "
+                    "on identical bursty workloads, simulated or live.")
+    p.add_argument("--duration", type=float, default=300.0, help="seconds of arrivals (300)")
+    p.add_argument("--rps", type=float, default=5.0, help="mean requests per second (5)")
+    p.add_argument("--cv", default="8", help="burstiness: CV of inter-arrivals; a comma list "
+                                             "sweeps (e.g. 1,4,8)")
+    p.add_argument("--name", default="scheduler_comparison", help="experiment name")
+    p.add_argument("--systems", default="quart,baselines",
+                   help="comma list of systems or shorthands (all, baselines, quart-ablations, "
+                        "schedulers); names: " + ", ".join(sorted(SYSTEMS)) + ", central, gossip")
+    p.add_argument("--quart-only", action="store_true", help="only Quart (full chain)")
+    p.add_argument("--baselines-only", action="store_true", help="only the baselines")
+    p.add_argument("--centralized-only", action="store_true", help="only the central scheduler")
+    p.add_argument("--gossip-only", action="store_true", help="only the gossip scheduler")
+    p.add_argument("--mode", choices=("sim", "live"), default="sim")
+    p.add_argument("--trace", type=Path, help="Azure Functions trace file (2019 per-minute "
+                                              "counts or 2021 per-invocation) to replay")
+    p.add_argument("--trace-top", type=int, default=10,
+                   help="replay the N busiest functions of --trace (10)")
+    p.add_argument("--arrivals", type=Path, help="a saved arrivals file to replay as is")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fail-at", action="append", default=[], metavar="T[:KIND[:WHAT]]",
+                   help="inject a failure at T seconds: KIND node|replica (default node)")
+    p.add_argument("--slo", type=float, default=0.5, help="end-to-end latency SLO in seconds")
+    p.add_argument("--min-replicas", type=int, default=1)
+    p.add_argument("--max-replicas", type=int, default=None,
+                   help="per stage (default: 20 in sim, 5 live: the stack's CE cap)")
+    p.add_argument("--nodes", type=int, default=3, help="simulated nodes")
+    p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
+    p.add_argument("--dashboard", action="store_true", help="live terminal dashboard")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--stack", default="stack.yml", help="live mode: the stack to deploy")
+    return p
+
+
+def system_names(a: argparse.Namespace) -> list[str]:
+    if a.centralized_only:
+        return ["central"]
+    if a.gossip_only:
+        return ["gossip"]
+    if a.quart_only:
+        return ["quart"]
+    spec = "baselines" if a.baselines_only else a.systems
+    names: list[str] = []
+    rest: list[str] = []
+    for part in (s.strip() for s in spec.split(",") if s.strip()):
+        if part == "schedulers":
+            names.extend(SCHEDULERS)
+        elif part in SCHEDULERS:
+            names.append(part)
+        else:
+            rest.append(part)
+    if rest:
+        try:
+            names.extend(s.name for s in parse_systems(",".join(rest), Bounds()))
+        except (KeyError, ValueError) as e:
+            raise CompareError(str(e).strip("'\"")) from None
+    if not names:
+        raise CompareError("no systems selected")
+    if a.mode == "live" and any(n in SCHEDULERS for n in names):
+        raise CompareError("central/gossip scheduling runs in the simulator only (--mode sim)")
+    return list(dict.fromkeys(names))
+
+
+def cv_list(text: str) -> list[float]:
+    try:
+        cvs = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CompareError(f"--cv must be a number or a comma list of numbers, got {text!r}")
+    if not cvs or any(not math.isfinite(c) or c <= 0 for c in cvs):
+        raise CompareError(f"--cv values must be > 0, got {text!r}")
+    return cvs
+
+
+def failures(specs: list[str], duration: float) -> list[tuple[float, str, str | None]]:
+    out = []
+    for spec in specs:
+        parts = spec.split(":")
+        try:
+            t = float(parts[0])
+        except ValueError:
+            raise CompareError(f"--fail-at {spec!r}: T must be seconds") from None
+        kind = parts[1] if len(parts) > 1 else "node"
+        if kind not in ("node", "replica"):
+            raise CompareError(f"--fail-at {spec!r}: KIND must be node or replica")
+        if not 0 <= t < duration:
+            raise CompareError(f"--fail-at {spec!r}: T must be within the run (0..{duration:g})")
+        out.append((t, kind, parts[2] if len(parts) > 2 else None))
+    return out
+
+
+def make_arrivals(a: argparse.Namespace, cv: float, out: Path) -> tuple[Any, Path]:
+    if a.arrivals:
+        arr = workloads.Arrivals.load(a.arrivals)
+    elif a.trace:
+        arr = workloads.load_azure(a.trace, seed=a.seed, top_n=a.trace_top,
+                                   minute_range=(0, max(1, math.ceil(a.duration / 60))))
+        if arr.duration_s > a.duration:
+            arr = arr.truncate(a.duration)
+    else:
+        arr = workloads.gamma(a.rps, cv, a.duration, seed=a.seed, target=PIPELINE)
+    path = out / f"{a.name}_arrivals_cv{cv:g}.json"
+    arr.save(path)
+    return arr, path
+
+
+def _bounds(a: argparse.Namespace) -> Bounds:
+    top = a.max_replicas or (5 if a.mode == "live" else 20)
+    if not 0 <= a.min_replicas <= top or top < 1:
+        raise CompareError(f"need 0 <= --min-replicas <= --max-replicas, got "
+                           f"{a.min_replicas}..{top}")
+    return Bounds(a.min_replicas, top)
+
+
+def _sim_pipelines(arrivals: Any, slo_s: float) -> list[Any]:
+    """The calibrated MiniLM pipeline for each target of the workload (a trace maps
+    each of its functions to one pipeline of its own)."""
+    from benchmark.sim.calibration import minilm_pipeline
+
+    return [minilm_pipeline(name=t, slo_s=slo_s) for t in arrivals.targets]
+
+
+def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
+            fails: list[tuple[float, str, str | None]], dash: Any, con: Console) -> RunResult:
+    progress = (lambda t, total: dash.update(name, progress_s=t, duration_s=total))
+    if name in SCHEDULERS:
+        from benchmark import sched
+
+        t_fail = fails[0][0] if fails else None
+        node = fails[0][2] if fails else None
+        return sched.run(arrivals, scheduler=name, nodes=a.nodes, slo_s=a.slo,
+                         fail_at=t_fail, fail_node=node, seed=a.seed)
+    (system,) = parse_systems(name, bounds)
+    if a.mode == "live":
+        from benchmark.live import LiveConfig, run_live
+
+        cfg = LiveConfig(stack_file=a.stack, state_dir=a.out / "live-state", slo_s=a.slo,
+                         bounds=bounds)
+        return run_live(arrivals, system, cfg, say=lambda m: None, on_update=dash.update)
+    from benchmark import sim
+
+    pipelines = _sim_pipelines(arrivals, a.slo)
+    cluster = sim.ClusterSpec.uniform(a.nodes, 64.0, 16)
+    sim_fails = [(t, kind, what or (cluster.nodes[0].name if kind == "node"
+                                    else pipelines[0].stages[0].name)) for t, kind, what in fails]
+    return sim.run(arrivals, pipelines, system, cluster=cluster, slo_s=a.slo,
+                   fail_at=sim_fails, seed=a.seed, on_progress=progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.report.dashboard import Dashboard
+
+    a = parser().parse_args(argv)
+    con = Console()
+    try:
+        names = system_names(a)
+        cvs = cv_list(a.cv)
+        bounds = _bounds(a)
+        if a.duration <= 0 or a.rps <= 0:
+            raise CompareError("--duration and --rps must be > 0")
+        fails = failures(a.fail_at, a.duration)
+        if a.mode == "live":
+            from benchmark.live.run import ensure_partition
+
+            ensure_partition(a.stack, con.print)
+    except (CompareError, ValueError, OSError) as e:
+        con.print(f"[red]error:[/red] {e}")
+        return 2
+    a.out.mkdir(parents=True, exist_ok=True)
+    sweep: list[tuple[float, str, dict[str, Any]]] = []
+    stamp = report_files.timestamp()
+    for cv in cvs:
+        try:
+            arrivals, path = make_arrivals(a, cv, a.out)
+        except (ValueError, OSError) as e:
+            con.print(f"[red]error:[/red] workload: {e}")
+            return 2
+        digest = arrivals.sha256()
+        con.print(f"arrivals: {len(arrivals)} requests over {arrivals.duration_s:g}s, CV {cv:g} "
+                  f"-> {path}  sha256 {digest}")
+        results: list[RunResult] = []
+        name = f"{a.name}_cv{cv:g}" if len(cvs) > 1 else a.name
+        with Dashboard(names, slo_s=a.slo, duration_s=arrivals.duration_s,
+                       dashboard=a.dashboard, title=f"{name} ({a.mode})") as dash:
+            for system in names:
+                t0 = time.perf_counter()
+                try:
+                    r = run_one(system, arrivals, a, bounds, fails, dash, con)
+                except Exception as e:  # one broken system must not lose the others' results
+                    dash.finish(system, failed=True)
+                    con.print(f"[red]{system} failed:[/red] {type(e).__name__}: {e}")
+                    continue
+                dash.finish(system)
+                seen = r.workload.get("sha256", "")
+                con.print(f"  {system:<22} done in {time.perf_counter() - t0:6.1f}s  "
+                          f"arrivals sha256 {seen[:16]}…"
+                          + ("" if seen == digest else "  [red]DIFFERENT ARRIVALS[/red]"))
+                results.append(r)
+        if not results:
+            con.print("[red]no system finished[/red]")
+            return 1
+        rows = table.comparison_rows([summarize(r, name) for r in results])
+        con.print(table.render_rich(rows, [r.system for r in results]))
+        written = report_files.write_report(results, a.out, name, command=["quart-faas", "compare",
+                                            *(sys.argv[1:] if argv is None else argv)],
+                                            stamp=stamp)
+        con.print(f"wrote {written.table}, {written.json} and {len(written.csv)} CSV file(s)")
+        if not a.no_plots:
+            pngs = plots.write_run_plots(results, a.out, name, stamp)
+            for p in pngs.values():
+                con.print(f"plot: {p}")
+        sweep.extend((cv, r.system, summarize(r, name)) for r in results)
+    if len(cvs) > 1 and not a.no_plots:
+        p = plots.plot_cv_sweep(sweep, a.out / f"{a.name}_cv_sweep_{stamp}.png")
+        con.print(f"plot: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
