@@ -125,6 +125,14 @@ def test_states_and_bad_updates() -> None:
         dash.update("a", state="sleeping")
     with pytest.raises(ValueError, match="slo_s"):
         Dashboard(slo_s=0.0)
+    # a bad value is refused before anything is applied: the update is all or nothing
+    with pytest.raises(ValueError, match="failed must be a non-negative"):
+        dash.update("a", sent=5, failed=-1)
+    with pytest.raises(ValueError, match="p99_s"):
+        dash.update("a", sent=5, p99_s=float("nan"))
+    with pytest.raises(ValueError):
+        dash.update("a", sent="many")
+    assert dash.snapshot()["a"][0].sent == 1
 
 
 def test_render_fits_80_columns_and_marks_the_slo() -> None:
@@ -169,3 +177,15 @@ def test_demo_runs(capsys) -> None:
         assert f"{name}: 100%" in err
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_wall_clock_without_a_duration(monkeypatch) -> None:
+    clock = iter([100.0, 103.0, 107.0, 150.0])  # update, finish, a late update, render
+    monkeypatch.setattr("benchmark.report.dashboard.time.monotonic", lambda: next(clock))
+    dash = Dashboard(slo_s=0.5, quiet=True)
+    dash.update("live-run", sent=3)
+    dash.finish("live-run")
+    dash.update("live-run", done=3)  # after the end: does not move the clock
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(dash.render())
+    assert "3s wall" in console.export_text()  # finished at 103: not 107 - 100, not 150 - 100

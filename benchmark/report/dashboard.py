@@ -76,6 +76,33 @@ class SystemStatus:
 _FIELDS = {f.name for f in fields(SystemStatus)} | {"latencies_s"}
 
 
+_COUNTS = ("sent", "done", "failed")
+_SECONDS = ("progress_s", "duration_s", "p50_s", "p99_s")
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """One field's value in the type the view draws, or ValueError/TypeError."""
+    if name == "state":
+        if value not in _STATES:
+            raise ValueError(f"state must be one of {_STATES}, got {value!r}")
+        return value
+    if name == "latencies_s":
+        return [float(v) for v in value]
+    if name == "replicas":
+        return {str(k): int(v) for k, v in dict(value).items()}
+    if name == "queue_depth" and isinstance(value, Mapping):
+        value = sum(float(v) for v in value.values())
+    if name in _COUNTS:
+        number: float = int(value)
+    elif value is None and name != "progress_s":
+        return None
+    else:
+        number = float(value)
+    if not number >= 0:  # also rejects NaN
+        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return number
+
+
 def choose_mode(dashboard: bool, file: IO[str], quiet: bool = False) -> Mode:
     """``live`` only when asked for and ``file`` is a terminal; else tqdm bars, or nothing."""
     if quiet:
@@ -127,8 +154,9 @@ class Dashboard:
         self._status: dict[str, SystemStatus] = {}
         self._latencies: dict[str, deque[float]] = {}
         self._bars: dict[str, tqdm] = {}
+        self._postfix_at: dict[str, float] = {}
         self._live: Live | None = None
-        self._started = time.monotonic()
+        self._wall: dict[str, list[float]] = {}  # system -> [started, ended] (monotonic)
         for name in systems:
             self._register(name)
 
@@ -143,30 +171,32 @@ class Dashboard:
     def update(self, system: str, **fields: Any) -> None:
         """Set any :class:`SystemStatus` field of ``system``; ``latencies_s`` appends samples.
 
-        A first update moves a waiting system to ``running``.  Unknown field
-        names raise ``TypeError`` so a typo in the harness fails loudly.
+        A first update moves a waiting system to ``running``.  Every value is
+        checked before any is applied, so a bad call changes nothing and
+        raises here, in the caller's thread, rather than later in the render
+        thread; unknown field names raise ``TypeError`` so a typo fails loudly.
         """
         unknown = set(fields) - _FIELDS
         if unknown:
             raise TypeError(
                 f"unknown dashboard field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}"
             )
-        state = fields.get("state")
-        if state is not None and state not in _STATES:
-            raise ValueError(f"state must be one of {_STATES}, got {state!r}")
+        clean = {name: _coerce(name, value) for name, value in fields.items()}
         with self._lock:
             status = self._register(system)
-            if status.state == "waiting" and state is None:
+            before = status.state
+            if status.state == "waiting" and "state" not in clean:
                 status.state = "running"
-            for name, value in fields.items():
+            for name, value in clean.items():
                 if name == "latencies_s":
-                    self._latencies[system].extend(float(v) for v in value)
-                elif name == "replicas":
-                    status.replicas = {str(k): int(v) for k, v in dict(value).items()}
-                elif name == "queue_depth" and isinstance(value, Mapping):
-                    status.queue_depth = float(sum(value.values()))
+                    self._latencies[system].extend(value)
                 else:
                     setattr(status, name, value)
+            now = time.monotonic()
+            if status.state != "waiting":
+                wall = self._wall.setdefault(system, [now, now])
+                if before in ("waiting", "running"):
+                    wall[1] = now  # the clock stops at the update that ends the run
             if self.mode == "bar":
                 self._update_bar(system, status)
 
@@ -198,11 +228,16 @@ class Dashboard:
             target = min(status.progress_s, status.duration_s)
         else:
             target = status.done + status.failed
-        p50, p99 = _percentiles(list(self._latencies[system]))
-        p99 = float(status.p99_s) if status.p99_s is not None else p99
-        p50 = float(status.p50_s) if status.p50_s is not None else p50
-        bar.set_postfix_str(self._summary_text(status, p50, p99), refresh=False)
-        if status.state in ("done", "failed"):
+        finished = status.state in ("done", "failed")
+        now = time.monotonic()
+        # Percentiles only as often as tqdm prints: a harness may call update per request.
+        if finished or now - self._postfix_at.get(system, -math.inf) >= bar.mininterval:
+            self._postfix_at[system] = now
+            p50, p99 = _percentiles(list(self._latencies[system]))
+            p99 = float(status.p99_s) if status.p99_s is not None else p99
+            p50 = float(status.p50_s) if status.p50_s is not None else p50
+            bar.set_postfix_str(self._summary_text(status, p50, p99), refresh=False)
+        if finished:
             bar.n = target
             bar.close()  # prints the final line
         else:
@@ -253,13 +288,19 @@ class Dashboard:
         table.add_column("", justify="right", no_wrap=True)
         for name in ("Sent", "Done", "Fail", "p50ms", "p99ms", "Replicas", "Queue"):
             table.add_column(name, justify="right", no_wrap=True)
-        wall = time.monotonic() - self._started
+        now = time.monotonic()
         stage_names: list[str] = []
         snap = self.snapshot()
         for name, (st, p50, p99) in snap.items():
             total = st.duration_s or 0.0
             bar = ProgressBar(total=total or None, completed=min(st.progress_s, total), width=8)
-            where = f"{st.progress_s:,.0f}/{total:,.0f}s" if total else f"{wall:,.0f}s wall"
+            if total:
+                where = f"{st.progress_s:,.0f}/{total:,.0f}s"
+            else:  # no duration known: wall time since the system's first update
+                with self._lock:
+                    start, end = self._wall.get(name, (now, now))
+                running = st.state == "running"
+                where = f"{(now if running else end) - start:,.0f}s wall"
             p99_style = "green" if p99 <= self.slo_s else "bold red"
             if len(st.replicas) > len(stage_names):
                 stage_names = list(st.replicas)
