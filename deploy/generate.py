@@ -6,7 +6,9 @@ deploy/prometheus/.  Kustomize cannot read files outside its root, so the Config
 generated from those files, verbatim, and committed; the tests run ``--check`` so a change
 to a source that is not regenerated fails.
 
-It also writes deploy/docker/requirements.txt, the image's dependencies: the distributions
+It also writes the Grafana dashboard, deploy/grafana/quart-faas.json (built here so that
+panel ids and the grid stay consistent and every query uses the same label matchers),
+and deploy/docker/requirements.txt, the image's dependencies: the distributions
 the plugin, keys_manager and the scorer import, and everything those require, pinned at
 the versions installed here (requirements.lock's, which the tests check).
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata as md
+import json
 import re
 import sys
 from pathlib import Path
@@ -117,9 +120,206 @@ def image_requirements() -> str:
     return head + "".join(f"{k}=={dists[k]}\n" for k in sorted(dists, key=_norm))
 
 
+# ---------------------------------------------------------------- Grafana dashboard
+#
+# Metric names are the ones our code exports: gateway_* (the OpenFaaS gateway, and the
+# local provider's copy of it), quart_function_* (local provider only: queue, CV moments),
+# quart_plugin_* (gateway_plugin/plugin_metrics.py), quart_keys_* (keys_manager/metrics.py).
+# The plugin labels functions by bare name, the gateway as name.namespace: FN matches both.
+# quart_plugin_* gauges are read from the leader only (a standby keeps stale values).
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+FN = 'function_name=~"($function)([.].+)?"'
+LEADER = "and on (instance) (quart_plugin_leader == 1)"
+
+
+def _leader(metric: str) -> str:
+    return f"max by (function_name) ({metric}{{{FN}}} {LEADER})"
+
+
+def _rate(metric: str, by: str = "function_name", sel: str = FN) -> str:
+    matchers = f"{{{sel}}}" if sel else ""
+    return f"sum by ({by}) (rate({metric}{matchers}[$__rate_interval]))"
+
+
+def _cv_observed() -> str:
+    """Arrival CV from the gateway's inter-arrival moments: sqrt(E[x^2] - E[x]^2) / E[x]."""
+    n = _rate("quart_function_interarrival_seconds_count")
+    mean = f"({_rate('quart_function_interarrival_seconds_sum')} / {n})"
+    sq = f"({_rate('quart_function_interarrival_seconds_squares_sum')} / {n})"
+    return f"sqrt(clamp_min({sq} - {mean} ^ 2, 0)) / {mean}"
+
+
+def _panel(title: str, desc: str, unit: str, targets: list[tuple[str, str]], kind: str = "",
+           **extra) -> dict:
+    """A panel; ``targets`` are (PromQL, legend)."""
+    p: dict = {
+        "type": kind or "timeseries", "title": title, "description": desc, "datasource": DS,
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "targets": [{"refId": chr(ord("A") + i), "datasource": DS, "expr": expr,
+                     "legendFormat": legend, "range": True}
+                    for i, (expr, legend) in enumerate(targets)],
+    }
+    if p["type"] == "timeseries":
+        p["options"] = {"legend": {"displayMode": "list", "placement": "bottom",
+                                   "showLegend": True},
+                        "tooltip": {"mode": "multi", "sort": "desc"}}
+    p.update(extra)
+    return p
+
+
+def _dashed(name_regex: str) -> dict:
+    return {"matcher": {"id": "byRegexp", "options": name_regex},
+            "properties": [{"id": "custom.lineStyle",
+                            "value": {"fill": "dash", "dash": [10, 10]}}]}
+
+
+SECTIONS: list[tuple[str, list[dict]]] = [
+    ("Load and latency per stage", [
+        _panel("Arrival rate", "Requests started per second at each stage (the gateway's "
+               "gateway_function_invocation_started).", "reqps",
+               [(_rate("gateway_function_invocation_started"), "{{function_name}}")]),
+        _panel("p99 latency vs stage budget", "The gateway's p99 per stage (solid) and the "
+               "stage's share of the pipeline SLO the plugin holds it to (dashed).", "s",
+               [((f"histogram_quantile(0.99, sum by (le, function_name) (rate("
+                 f"gateway_functions_seconds_bucket{{{FN}}}[$__rate_interval])))"),
+                 "p99 {{function_name}}"),
+                (_leader("quart_plugin_stage_budget_seconds"), "budget {{function_name}}")],
+               fieldConfig={"defaults": {"unit": "s"}, "overrides": [_dashed("budget .*")]}),
+        _panel("Responses by status code", "Completed calls per second by HTTP status.",
+               "reqps", [(_rate("gateway_function_invocation_total", "function_name, code"),
+                          "{{function_name}} {{code}}")]),
+        _panel("Queue depth and in-flight", "Requests waiting for a free replica and being "
+               "served (the local provider's gateway; a stock OpenFaaS gateway has no queue "
+               "metric, this panel is then empty).", "short",
+               [(f"max by (function_name) (quart_function_queue_depth{{{FN}}})",
+                 "queued {{function_name}}"),
+                (f"max by (function_name) (quart_function_inflight{{{FN}}})",
+                 "in flight {{function_name}}")]),
+    ]),
+    ("Scaling decisions", [
+        _panel("Replicas: desired vs actual", "What the plugin asked for (solid), what was "
+               "available when it decided (dashed) and the gateway's count.", "short",
+               [(_leader("quart_plugin_desired_replicas"), "desired {{function_name}}"),
+                (_leader("quart_plugin_actual_replicas"), "actual {{function_name}}"),
+                (f"max by (function_name) (gateway_service_count{{{FN}}})",
+                 "gateway {{function_name}}")],
+               fieldConfig={"defaults": {"unit": "short", "decimals": 0},
+                            "overrides": [_dashed("actual .*")]}),
+        _panel("Arrival CV: predicted vs observed", "The CV the plugin's predictor (GAT, or "
+               "the baseline that beat it) expects next period, and the CV measured from "
+               "inter-arrival gaps (local provider's gateway).", "short",
+               [(_leader("quart_plugin_predicted_cv"), "predicted {{function_name}}"),
+                (_cv_observed(), "observed {{function_name}}")],
+               fieldConfig={"defaults": {"unit": "short"},
+                            "overrides": [_dashed("observed .*")]}),
+        _panel("CPU allocation", "CPUs per replica (limits.cpu) after CPU compensation, and "
+               "CPUs allocated to the stage (per replica x available replicas).", "short",
+               [(_leader("quart_plugin_cpu_per_replica"), "per replica {{function_name}}"),
+                ((f"{_leader('quart_plugin_cpu_per_replica')} * "
+                 f"{_leader('quart_plugin_actual_replicas')}"), "stage {{function_name}}")]),
+        _panel("Decisions by policy", "Stage decisions per interval by the policy that set "
+               "the value (corrector, smoother, cpu, none) and the action taken.", "short",
+               [(("sum by (policy, action) (increase(quart_plugin_decisions_total"
+                 "[$__rate_interval]))"), "{{policy}} {{action}}")]),
+    ]),
+    ("Replica start-up and parameter cache (keys_manager)", [
+        _panel("Spawns by tier", "Replicas started per second by the tier that served them: "
+               "T0 forked from a warm zygote, T1 mapped from shared memory, T2 from local "
+               "disk, T3 from the origin.", "ops",
+               [(_rate("quart_keys_spawn_seconds_count", "tier", ""), "{{tier}}")]),
+        _panel("Spawn latency by tier", "Spawn request to a replica holding its socket: "
+               "p50 and p99 per tier.", "s",
+               [((f"histogram_quantile({q}, sum by (le, tier) (rate("
+                 f"quart_keys_spawn_seconds_bucket[$__rate_interval])))"), f"p{p} {{{{tier}}}}")
+                for q, p in (("0.5", "50"), ("0.99", "99"))]),
+        _panel("Cache bytes per tier", "Bytes resident in each tier over all nodes, and the "
+               "T1 budget (memory_threshold) over all nodes.", "bytes",
+               [("sum by (tier) (quart_keys_cache_bytes)", "{{tier}}"),
+                ("sum(quart_keys_cache_threshold_bytes)", "T1 budget")],
+               fieldConfig={"defaults": {"unit": "bytes"}, "overrides": [_dashed("T1 budget")]}),
+        _panel("T1 use per node", "Share of each node's T1 budget in use.", "percentunit",
+               [(('max by (instance) (quart_keys_cache_bytes{tier="T1"}) / on (instance) '
+                 'max by (instance) (quart_keys_cache_threshold_bytes)'), "{{instance}}")]),
+        _panel("Cache hit ratio by tier", "Stage lookups a tier served, over lookups that "
+               "reached it.", "percentunit",
+               [((f"{_rate('quart_keys_cache_hits_total', 'tier', '')} / "
+                 f"({_rate('quart_keys_cache_hits_total', 'tier', '')} + "
+                 f"{_rate('quart_keys_cache_misses_total', 'tier', '')})"), "{{tier}}")]),
+        _panel("Zygotes and forked replicas", "Warm zygotes alive per node and replicas the "
+               "node agents forked, per function.", "short",
+               [("sum by (instance) (quart_keys_zygotes_alive)", "zygotes {{instance}}"),
+                (f"sum by (function_name) (quart_keys_replicas{{{FN}}})",
+                 "replicas {{function_name}}")]),
+    ]),
+    ("Plugin health", [
+        _panel("Leader, Redis, Prometheus", "Instances holding the leader lock (1 expected), "
+               "and whether the leader reached Redis and Prometheus in its last cycle.",
+               "short",
+               [("sum(quart_plugin_leader)", "leaders"),
+                (f"max(quart_plugin_redis_up {LEADER})", "redis up"),
+                (f"max(quart_plugin_prometheus_up {LEADER})", "prometheus up")], "stat",
+               options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                          "values": False},
+                        "colorMode": "value", "graphMode": "none", "textMode": "value_and_name",
+                        "orientation": "horizontal"}),
+        _panel("Control cycle duration", "p50 and p99 of one control cycle.", "s",
+               [((f"histogram_quantile({q}, sum by (le) (rate(quart_plugin_cycle_seconds_bucket"
+                 f"[$__rate_interval])))"), f"p{p}") for q, p in (("0.5", "50"), ("0.99", "99"))]),
+        _panel("AlertManager webhooks", "Alerts received at POST /system/alert per interval.",
+               "short", [(("sum by (status) (increase(quart_plugin_alerts_total"
+                          "[$__rate_interval]))"), "{{status}}")]),
+        _panel("CV predictor validation error", "Held-out MAE of each arrival-CV predictor "
+               "at the last training; the plugin uses the GAT only when it beats the "
+               "baselines.", "short",
+               [("max by (predictor) (quart_plugin_cv_validation_mae)", "{{predictor}}")]),
+    ]),
+]
+
+
+def dashboard() -> dict:
+    panels, y, pid = [], 0, 1
+    for title, section in SECTIONS:
+        panels.append({"type": "row", "id": pid, "title": title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        pid, y = pid + 1, y + 1
+        for i, p in enumerate(section):
+            p["id"] = pid
+            p["gridPos"] = {"h": 8, "w": 12, "x": 12 * (i % 2), "y": y + 8 * (i // 2)}
+            panels.append(p)
+            pid += 1
+        y += 8 * ((len(section) + 1) // 2)
+    return {
+        "title": "Quart-FaaS pipelines", "uid": "quart-faas", "editable": True,
+        "description": "Per-stage load, latency against the SLO, the plugin's scaling "
+                       "decisions and keys_manager's spawns and cache (deploy/grafana).",
+        "tags": ["openfaas", "quart-faas"], "timezone": "browser", "graphTooltip": 1,
+        "schemaVersion": 39, "version": 1, "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "annotations": {"list": [{"builtIn": 1, "datasource": {"type": "grafana",
+                                                               "uid": "-- Grafana --"},
+                                  "enable": True, "hide": True, "iconColor": "rgba(0, 211, "
+                                  "255, 1)", "name": "Annotations & Alerts",
+                                  "type": "dashboard"}]},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource",
+             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1},
+            {"name": "function", "label": "Stage", "type": "query", "datasource": DS,
+             "query": {"query": "label_values(quart_plugin_desired_replicas, function_name)",
+                       "refId": "function"},
+             "definition": "label_values(quart_plugin_desired_replicas, function_name)",
+             "multi": True, "includeAll": True, "allValue": ".+", "current": {},
+             "refresh": 2, "sort": 1, "hide": 0},
+        ]},
+        "panels": panels,
+    }
+
+
 def outputs() -> dict[Path, str]:
     return {OUT / "41-alertmanager-config.yaml": alertmanager_config(),
             OUT / "50-prometheus-config.yaml": prometheus_config(),
+            REPO / "deploy" / "grafana" / "quart-faas.json":
+                json.dumps(dashboard(), indent=2) + "\n",
             REPO / "deploy" / "docker" / "requirements.txt": image_requirements()}
 
 
