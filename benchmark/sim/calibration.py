@@ -1,0 +1,113 @@
+"""Measured figures the simulator samples from, each with where it was measured.
+
+Spawn latency (time from the scale request until the gateway counts the new
+replica as available), from ``python -m benchmark.scaleup --trials 20`` on
+this machine (2 cores, 1 torch thread, 32 tokens; README "Benchmarks"):
+
+| stage                         | T0 ready p50 / p95 | cold ready p50 / p95 | first call |
+|-------------------------------|--------------------|----------------------|------------|
+| MiniLM stage 2/3 (13.5 MiB)   | 36.2 / 47.4 ms     | 2545 / 2976 ms       | +8.3 ms    |
+| BERT-large stage 3/4 (288 MiB)| 40.5 / 50.7 ms     | 2851 / (3334) ms     | +36.6 ms   |
+
+"T0" is a fork of a warm zygote on the node; "cold" is a fresh process
+(import torch, load the stage).  T1/T2 fresh processes measured no faster
+than cold (importing torch dominates), so a fork-capable platform placing a
+replica on a node without the stage's zygote pays the cold figure too.  The
+BERT-large cold p95 was not reported; (3334) assumes MiniLM's p95/p50 ratio
+(1.169).  "First call" is T0 first response minus (T0 ready + warm call):
+the extra work of a forked replica's first forward pass, added to the first
+request each new replica serves.
+
+Memory, from the same benchmark and DESIGN.md: a fresh process importing
+torch + transformers and holding MiniLM is ~455 MB RSS (0.42 GiB); a forked
+replica adds 11.1 MiB PSS (MiniLM) / 16.8 MiB (BERT-large).
+
+Service times: MiniLM per-stage compute is measured by ``python -m
+benchmark.sim.calibrate`` (``MINILM`` below, with the command line and
+date); the BERT-large stage's 152.1 ms is the warm call of the scaleup table
+(one request straight to a running replica, 32 tokens); its CV is not
+measured and MiniLM's is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dists import Draws, lognormal_from_quantiles
+from .spec import PipelineSpec, StageSpec
+
+__all__ = ["MINILM", "SPAWN", "SpawnProfile", "StageTiming", "bert_large_pipeline",
+           "minilm_pipeline", "spawn_draws"]
+
+MIB = 1 / 1024
+
+
+@dataclass(frozen=True)
+class SpawnProfile:
+    t0_p50_s: float
+    t0_p95_s: float
+    cold_p50_s: float
+    cold_p95_s: float
+    first_call_s: float
+    source: str
+
+
+SPAWN: dict[str, SpawnProfile] = {
+    "minilm": SpawnProfile(0.0362, 0.0474, 2.545, 2.976, 0.0083,
+                           "benchmark.scaleup --trials 20, MiniLM stage 2/3"),
+    "bert-large": SpawnProfile(0.0405, 0.0507, 2.851, 2.851 * 2.976 / 2.545, 0.0366,
+                               "benchmark.scaleup --trials 20, BERT-large stage 3/4 "
+                               "(cold p95 assumed from MiniLM's p95/p50)"),
+}
+
+
+def spawn_draws(profile: str, rng: np.random.Generator) -> dict[str, Draws]:
+    """Per tier ("T0", "cold") a stream of spawn latencies in seconds."""
+    try:
+        p = SPAWN[profile]
+    except KeyError:
+        raise ValueError(f"unknown spawn profile {profile!r}; known: {sorted(SPAWN)}") from None
+    return {"T0": lognormal_from_quantiles(p.t0_p50_s, p.t0_p95_s, rng),
+            "cold": lognormal_from_quantiles(p.cold_p50_s, p.cold_p95_s, rng)}
+
+
+@dataclass(frozen=True)
+class StageTiming:
+    """One stage's compute time per request at one core, and the per-hop overhead."""
+
+    mean_s: float
+    cv: float
+    hop_s: float
+
+
+# Measured by `python -m benchmark.sim.calibrate` (see that module); filled in below.
+MINILM: tuple[StageTiming, ...] = ()
+MINILM_SOURCE = ""
+BERT_LARGE_STAGE_S = 0.1521
+
+
+def minilm_pipeline(name: str = "minilm", slo_s: float = 0.5, replicas: int = 1,
+                    timings: tuple[StageTiming, ...] | None = None) -> PipelineSpec:
+    """The 3-stage MiniLM pipeline of stack.yml with its measured stage times."""
+    t = timings or MINILM
+    if not t:
+        raise ValueError("no MiniLM calibration: run python -m benchmark.sim.calibrate")
+    return PipelineSpec(name, tuple(
+        StageSpec(f"{name}-stage-{i}", s.mean_s, s.cv, "lognormal", memory_gib=0.42,
+                  fork_overhead_gib=11.1 * MIB, cpu=1.0, replicas=replicas, hop_s=s.hop_s,
+                  spawn="minilm")
+        for i, s in enumerate(t)), slo_s)
+
+
+def bert_large_pipeline(name: str = "bert-large", stages: int = 4, slo_s: float = 2.0,
+                        replicas: int = 1) -> PipelineSpec:
+    """Synthetic BERT-large cut into ``stages`` stages of 6 layers (24 / 4), each timed like
+    the measured stage 3/4."""
+    cv = MINILM[0].cv if MINILM else 0.1
+    hop = MINILM[-1].hop_s if MINILM else 0.0
+    return PipelineSpec(name, tuple(
+        StageSpec(f"{name}-stage-{i}", BERT_LARGE_STAGE_S, cv, "lognormal",
+                  memory_gib=0.42 + 288 * MIB, fork_overhead_gib=16.8 * MIB, cpu=1.0,
+                  replicas=replicas, hop_s=hop, spawn="bert-large")
+        for i in range(stages)), slo_s)

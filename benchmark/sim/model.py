@@ -1,0 +1,427 @@
+"""The request path and the replica lifecycle, as the local provider runs them.
+
+Per function (``local_provider/router.py``): a call takes the ready replica
+with the fewest calls in flight among those below ``max_inflight``; if none
+has a slot it waits in a bounded FIFO queue (full -> 429; waiting longer than
+the queue timeout -> 504) and only the head may take a freed slot.  Because
+a queued call exists only while every replica is full, a freed slot always
+goes to the head on the replica that freed it: O(1) per release.
+
+Per replica (``functions/stage/server.py``): compute is serialised by a lock,
+so a replica is one server; its ``Server-Timing`` clock starts *before* the
+lock, which is why the compute time the gateway reports (and the plugin
+reads as service time) includes waiting for the lock.  A stage that is not
+the last forwards its activations through the gateway and keeps its slot
+(its waitress thread) until the next stage answers, so stage k's gateway
+latency contains every later stage, as ``gateway_plugin/observe.py`` assumes.
+
+Lifecycle (``local_provider/registry.py``): desired vs live replicas are
+reconciled on every scale call; surplus replicas are chosen not-ready first,
+then by the placement policy; a removed replica drains (no new calls, the
+ones in flight finish) and is killed after the drain timeout.  A dead
+replica is replaced at the next reconcile tick.
+
+Failures: calls computing, waiting for the lock, or waiting downstream on a
+replica that dies get 502, like the live proxy, which retries a call only
+when it never reached the replica (``proxy.py``); nothing is retried here.
+Work already sent downstream continues (it still holds those stages'
+replicas) and is dropped when it returns.
+"""
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import deque
+from typing import Any
+
+import simpy
+
+from .cluster import Cluster, Node, Replica
+from .dists import Draws
+from .spec import SimConfig, StageSpec
+
+__all__ = ["BUCKETS", "Model", "Request", "Stage"]
+
+# the gateway's histogram buckets (local_provider/metrics.py, Prometheus' defaults)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
+
+
+class Stage:
+    """One function at run time: its replicas, its queue and its gateway counters."""
+
+    __slots__ = (
+        "blocked",
+        "buckets",
+        "c_n",
+        "c_q",
+        "c_s",
+        "cap",
+        "codes",
+        "cpu",
+        "desired",
+        "draw",
+        "first_call_s",
+        "ia_last",
+        "ia_n",
+        "ia_q",
+        "ia_s",
+        "idx",
+        "lat_n",
+        "lat_s",
+        "name",
+        "next",
+        "pipe",
+        "pos",
+        "queue",
+        "ready_n",
+        "replicas",
+        "rs_acc",
+        "rs_t",
+        "spawn",
+        "spec",
+        "started",
+        "timer",
+    )
+
+    def __init__(self, idx: int, spec: StageSpec, pipe: int, pos: int, draw: Draws,
+                 spawn: dict[str, Draws], first_call_s: float) -> None:
+        self.idx, self.spec, self.name, self.pipe, self.pos = idx, spec, spec.name, pipe, pos
+        self.next: Stage | None = None
+        self.replicas: list[Replica] = []  # starting, ready and draining; never dead
+        self.queue: deque[Request] = deque()
+        self.desired = spec.replicas
+        self.cpu = spec.cpu
+        self.cap = min(float(spec.threads), spec.cpu if spec.cpu is not None else math.inf)
+        self.draw, self.spawn, self.first_call_s = draw, spawn, first_call_s
+        self.ready_n = 0
+        self.rs_acc = 0.0  # integral of ready replicas over time
+        self.rs_t = 0.0
+        self.timer = False  # a queue-timeout event is pending
+        self.blocked = 0  # spawns that found no node
+        self.started = 0
+        self.ia_last = -1.0
+        self.ia_n = self.ia_s = self.ia_q = 0.0
+        self.c_n = self.c_s = self.c_q = 0.0
+        self.lat_n = 0
+        self.lat_s = 0.0
+        self.buckets = [0] * len(BUCKETS)
+        self.codes: dict[str, int] = {}
+
+    def inflight(self) -> int:
+        return sum(r.inflight for r in self.replicas)
+
+
+class Request:
+    __slots__ = ("arr", "held", "i", "k", "lo", "p", "t0", "tc")
+
+    def __init__(self, i: int, p: int, t0: float, n: int) -> None:
+        self.i = i
+        self.p = p  # pipeline index
+        self.t0 = t0
+        self.k = 0  # stage position it is at; -1 once finished
+        self.arr = [0.0] * n  # arrival time at each stage's gateway
+        self.held: list[Replica | None] = [None] * n
+        self.tc = 0.0  # Server-Timing start at the current stage
+        self.lo = 0  # lowest stage still connected to the client
+
+
+class Model:
+    def __init__(self, env: simpy.Environment, cfg: SimConfig, pipelines: list[list[Stage]],
+                 fork: bool, cluster_of: Any, latency: list[float], ok: list[bool]) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.pipes = pipelines
+        self.fork = fork
+        self.cluster: Cluster = cluster_of(self._computed)
+        self.latency = latency
+        self.ok = ok
+        self.outstanding = 0
+        self.events = 0
+        self.uids = 0
+        self.actions = {"serve": 0, "cold_start": 0, "fork_start": 0}
+        self.rejected = {"429": 0, "504": 0, "502": 0}
+
+    # -- the request path ----------------------------------------------------------
+
+    def arrive(self, req: Request, st: Stage) -> None:
+        now = self.env.now
+        st.started += 1
+        if st.ia_last >= 0.0:  # inter-arrival moments, as the gateway keeps them
+            gap = now - st.ia_last
+            st.ia_n += 1.0
+            st.ia_s += gap
+            st.ia_q += gap * gap
+        st.ia_last = now
+        req.k = st.pos
+        req.arr[st.pos] = now
+        if not st.queue:
+            r = self._pick(st)
+            if r is not None:
+                self._take(req, r)
+                return
+        if len(st.queue) >= self.cfg.queue_size:
+            self.rejected["429"] += 1
+            self.finish(req, st.pos, "429")
+            return
+        req.tc = now
+        st.queue.append(req)
+        if not st.timer:
+            self._arm_timeout(st, now + self.cfg.queue_timeout_s)
+
+    def _arrive_cb(self, ev: simpy.events.Event) -> None:
+        self.events += 1
+        req, st = ev.value
+        if req.k >= 0:
+            self.arrive(req, st)
+
+    @staticmethod
+    def _pick(st: Stage) -> Replica | None:
+        best = None
+        cap = st.spec.max_inflight
+        for r in st.replicas:
+            if r.ready and not r.draining and r.inflight < cap and \
+                    (best is None or r.inflight < best.inflight):
+                best = r
+        return best
+
+    def _take(self, req: Request, r: Replica) -> None:
+        r.inflight += 1
+        req.held[req.k] = r
+        req.tc = self.env.now
+        r.holders[req] = None
+        if r.busy is None:
+            self._compute(r, req)
+        else:
+            r.lockq.append(req)
+
+    def _compute(self, r: Replica, req: Request) -> None:
+        r.busy = req
+        work = r.stage.draw()
+        if r.fresh:
+            r.fresh = False
+            work += r.stage.first_call_s
+        r.node.start(r, work)
+
+    def _computed(self, r: Replica) -> None:
+        """A replica finished one request's compute (called by its node)."""
+        req = r.busy
+        r.busy = None
+        st = r.stage
+        c = self.env.now - req.tc
+        st.c_n += 1.0
+        st.c_s += c
+        st.c_q += c * c
+        if r.lockq:
+            self._compute(r, r.lockq.popleft())
+        nxt = st.next
+        if nxt is None:
+            self.finish(req, st.pos, "200")
+        elif nxt.spec.hop_s > 0.0:
+            req.k = nxt.pos  # in transit: downstream of this stage already
+            ev = self.env.timeout(nxt.spec.hop_s, (req, nxt))
+            ev.callbacks.append(self._arrive_cb)
+        else:
+            self.arrive(req, nxt)
+
+    def finish(self, req: Request, k: int, code: str) -> None:
+        self._close(req, k, code)
+        req.k = -1
+
+    def _close(self, req: Request, k: int, code: str) -> None:
+        """The answer (or error) of stage ``k`` travels back up: every stage from ``k`` down
+        to the client (or to the stage whose replica died) records it and frees its slot."""
+        now = self.env.now
+        stages = self.pipes[req.p]
+        for j in range(k, req.lo - 1, -1):
+            st = stages[j]
+            d = now - req.arr[j]
+            st.lat_n += 1
+            st.lat_s += d
+            st.buckets[bisect_left(BUCKETS, d)] += 1
+            st.codes[code] = st.codes.get(code, 0) + 1
+            r = req.held[j]
+            if r is not None:
+                req.held[j] = None
+                self._release(r, req)
+        if req.lo == 0:
+            self._result(req, code == "200")
+
+    def _result(self, req: Request, good: bool) -> None:
+        self.outstanding -= 1
+        if good:
+            self.latency[req.i] = self.env.now - req.t0
+            self.ok[req.i] = True
+            self.actions["serve"] += 1
+
+    def _release(self, r: Replica, req: Request) -> None:
+        r.inflight -= 1
+        r.served += 1
+        del r.holders[req]
+        if r.dead:
+            return
+        if r.draining:
+            if r.inflight == 0:
+                self.retire(r)
+            return
+        q = r.stage.queue
+        if q:  # the only free slot anywhere is the one just freed
+            self._take(q.popleft(), r)
+
+    # -- queue timeouts ---------------------------------------------------------------
+
+    def _arm_timeout(self, st: Stage, at: float) -> None:
+        st.timer = True
+        ev = self.env.timeout(max(0.0, at - self.env.now), st)
+        ev.callbacks.append(self._timeout_cb)
+
+    def _timeout_cb(self, ev: simpy.events.Event) -> None:
+        self.events += 1
+        st: Stage = ev.value
+        st.timer = False
+        q, limit = st.queue, self.cfg.queue_timeout_s
+        now = self.env.now
+        while q and now - q[0].tc >= limit - 1e-9:
+            req = q.popleft()
+            self.rejected["504"] += 1
+            self.finish(req, st.pos, "504")
+        if q:
+            self._arm_timeout(st, q[0].tc + limit)
+
+    # -- replica lifecycle ------------------------------------------------------------
+
+    def _ready_changed(self, st: Stage, delta: int) -> None:
+        now = self.env.now
+        st.rs_acc += st.ready_n * (now - st.rs_t)
+        st.rs_t = now
+        st.ready_n += delta
+
+    def place(self, st: Stage, ready_now: bool = False) -> bool:
+        """Start one replica of ``st`` on the node placement chooses; False if none fits."""
+        spec = st.spec
+        node = self.cluster.choose(st.name, spec.memory_gib + spec.fork_overhead_gib
+                                   if self.fork else spec.memory_gib, self.fork)
+        if node is None:
+            st.blocked += 1
+            return False
+        warm = self.fork and st.name in node.zygotes
+        if self.fork:
+            if not warm:
+                node.make_room(spec.memory_gib + spec.fork_overhead_gib)
+                node.add_zygote(st.name, spec.memory_gib)
+            mem = spec.fork_overhead_gib
+        else:
+            node.make_room(spec.memory_gib)
+            mem = spec.memory_gib
+        self.uids += 1
+        r = Replica(self.uids, st, node, st.cap, self.env.now, mem, "T0" if warm else "cold")
+        st.replicas.append(r)
+        node.replicas[r.uid] = r
+        node.counts[st.name] = node.counts.get(st.name, 0) + 1
+        node.mem_used += mem
+        if ready_now:
+            r.fresh = False
+            self._set_ready(r)
+            return True
+        self.actions["fork_start" if warm else "cold_start"] += 1
+        ev = self.env.timeout(st.spawn[r.tier](), r)
+        ev.callbacks.append(self._ready_cb)
+        return True
+
+    def _ready_cb(self, ev: simpy.events.Event) -> None:
+        self.events += 1
+        r: Replica = ev.value
+        if not (r.dead or r.draining):
+            self._set_ready(r)
+
+    def _set_ready(self, r: Replica) -> None:
+        r.ready = True
+        st = r.stage
+        self._ready_changed(st, +1)
+        q = st.queue
+        while q:
+            rr = self._pick(st)
+            if rr is None:
+                break
+            self._take(q.popleft(), rr)
+
+    def reconcile(self, st: Stage) -> None:
+        live = [r for r in st.replicas if not r.draining]
+        missing = st.desired - len(live)
+        for _ in range(missing):
+            if not self.place(st):
+                break
+        if missing < 0:
+            starting = sorted((r for r in live if not r.ready), key=lambda r: -r.uid)
+            for r in starting[:-missing]:
+                self.retire(r)
+            left = -missing - len(starting[:-missing])
+            ready = [r for r in live if r.ready]
+            for _ in range(min(left, len(ready))):
+                r = self.cluster.victim(st.name, ready)
+                ready.remove(r)
+                self.drain(r)
+
+    def drain(self, r: Replica) -> None:
+        r.draining = True
+        self._ready_changed(r.stage, -1)
+        if r.inflight == 0:
+            self.retire(r)
+            return
+        ev = self.env.timeout(self.cfg.drain_timeout_s, r)
+        ev.callbacks.append(self._drain_cb)
+
+    def _drain_cb(self, ev: simpy.events.Event) -> None:
+        self.events += 1
+        r: Replica = ev.value
+        if not r.dead:
+            self.kill(r)  # still busy after the drain timeout: stopped anyway
+
+    def _forget(self, r: Replica) -> None:
+        st, node = r.stage, r.node
+        r.dead = True
+        st.replicas.remove(r)
+        del node.replicas[r.uid]
+        c = node.counts[st.name] - 1
+        if c:
+            node.counts[st.name] = c
+        else:
+            del node.counts[st.name]
+        node.mem_used -= r.memory_gib
+
+    def retire(self, r: Replica) -> None:
+        """Gone without losing work: an idle drained replica, or one still starting."""
+        if not r.dead:
+            self._forget(r)
+
+    def kill(self, r: Replica) -> None:
+        """The replica's process is gone: its calls fail with 502."""
+        if r.dead:
+            return
+        if r.ready and not r.draining:
+            self._ready_changed(r.stage, -1)
+        if r.busy is not None:
+            r.node.stop(r)
+            r.busy = None
+        r.lockq.clear()
+        self._forget(r)
+        pos = r.stage.pos
+        for req in list(r.holders):
+            self.rejected["502"] += 1
+            req.held[pos] = None
+            if req.k > pos:  # work already sent on keeps its stages busy; nobody waits for it
+                self._close(req, pos, "502")
+                req.lo = pos + 1
+            else:
+                self.finish(req, pos, "502")
+        r.holders.clear()
+
+    def node_down(self, node: Node) -> list[Stage]:
+        node.up = False
+        hit = []
+        for r in list(node.replicas.values()):
+            if r.stage not in hit:
+                hit.append(r.stage)
+            self.kill(r)
+        for s in list(node.zygotes):
+            node.drop_zygote(s)
+        return hit

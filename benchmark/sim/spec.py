@@ -1,0 +1,249 @@
+"""What the simulator is asked to run: pipelines of stages, a cluster, failures, knobs.
+
+Plain frozen dataclasses, validated on construction, so a typo in an
+experiment is a ``ValueError`` naming the field, not a silent wrong figure.
+Defaults follow the local provider (``local_provider/config.py``: queue of
+256 per function, 30 s queue timeout, 32 replicas at most, 0.25 s reconcile,
+5 s drain) and the template (``max_inflight`` 8 waitress threads per
+replica, one torch thread), so the simulated gateway turns requests away
+exactly where the live one does.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway_plugin.policies.observation import topological_order
+
+__all__ = ["ClusterSpec", "Failure", "NodeSpec", "PipelineSpec", "SimConfig", "StageSpec",
+           "parse_failures"]
+
+DISTRIBUTIONS = ("lognormal", "gamma", "exponential", "deterministic")
+SCALEUP = ("fork", "cold")
+PLACEMENTS = ("cache-aware", "least-loaded")
+
+
+def _pos(owner: str, name: str, value: float, zero_ok: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{owner}: {name} must be a finite number {'>=' if zero_ok else '>'} 0, "
+                         f"got {value!r}")
+
+
+def _count(owner: str, name: str, value: int, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ValueError(f"{owner}: {name} must be an int >= {lo}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One function of a pipeline.
+
+    ``service_mean_s``/``service_cv`` describe the compute time of one request
+    on one free core (what ``Server-Timing`` reports on an idle replica);
+    ``threads`` is how many cores one request can use at most (torch intra-op
+    threads, 1 in the template).  ``memory_gib`` is the stage's weights plus
+    runtime: a cold replica holds all of it, a forked replica shares the
+    zygote's copy and adds only ``fork_overhead_gib`` (its PSS, measured by
+    ``benchmark.scaleup``).  ``hop_s`` is the fixed cost of reaching the
+    stage (gateway proxy, HTTP, (de)serialisation), paid before it queues.
+    ``spawn`` names a spawn-latency profile in :mod:`benchmark.sim.calibration`.
+    """
+
+    name: str
+    service_mean_s: float
+    service_cv: float = 0.0
+    dist: str = "lognormal"
+    memory_gib: float = 0.5
+    fork_overhead_gib: float = 0.0108
+    max_inflight: int = 8
+    threads: int = 1
+    cpu: float | None = None
+    replicas: int = 1
+    hop_s: float = 0.0
+    spawn: str = "minilm"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"stage name must be a non-empty string, got {self.name!r}")
+        o = f"stage {self.name}"
+        _pos(o, "service_mean_s", self.service_mean_s)
+        _pos(o, "service_cv", self.service_cv, zero_ok=True)
+        if self.dist not in DISTRIBUTIONS:
+            raise ValueError(f"{o}: dist must be one of {DISTRIBUTIONS}, got {self.dist!r}")
+        if self.dist == "deterministic" and self.service_cv != 0:
+            raise ValueError(f"{o}: a deterministic service time has service_cv 0")
+        if self.dist == "exponential" and self.service_cv not in (0, 1):
+            raise ValueError(f"{o}: an exponential service time has service_cv 1")
+        if self.dist in ("lognormal", "gamma") and self.service_cv == 0:
+            raise ValueError(f"{o}: dist {self.dist} needs service_cv > 0 "
+                             "(use dist='deterministic' for a constant)")
+        _pos(o, "memory_gib", self.memory_gib, zero_ok=True)
+        _pos(o, "fork_overhead_gib", self.fork_overhead_gib, zero_ok=True)
+        _count(o, "max_inflight", self.max_inflight, 1)
+        _count(o, "threads", self.threads, 1)
+        if self.cpu is not None:
+            _pos(o, "cpu", self.cpu)
+        _count(o, "replicas", self.replicas, 0)
+        _pos(o, "hop_s", self.hop_s, zero_ok=True)
+
+    @property
+    def cv(self) -> float:
+        return 1.0 if self.dist == "exponential" else self.service_cv
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A chain of stages; a request enters ``stages[0]`` and the last stage answers.
+
+    ``edges`` may reorder the chain (as ``PipelineObservation.edges`` does) but
+    must form one path: a stage forwards to exactly one next function, which
+    is what the stage server does (``QUART_NEXT_FUNCTION``).
+    """
+
+    name: str
+    stages: tuple[StageSpec, ...]
+    slo_s: float
+    edges: tuple[tuple[str, str], ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"pipeline name must be a non-empty string, got {self.name!r}")
+        if not self.stages:
+            raise ValueError(f"pipeline {self.name}: needs at least one stage")
+        if not all(isinstance(s, StageSpec) for s in self.stages):
+            raise TypeError(f"pipeline {self.name}: stages must be StageSpec")
+        _pos(f"pipeline {self.name}", "slo_s", self.slo_s)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pipeline {self.name}: stage names must be unique")
+        if self.edges is not None:
+            object.__setattr__(self, "edges", tuple((str(a), str(b)) for a, b in self.edges))
+            object.__setattr__(self, "stages", self._chain_order())
+
+    def _chain_order(self) -> tuple[StageSpec, ...]:
+        index = {s.name: i for i, s in enumerate(self.stages)}
+        try:
+            pairs = [(index[a], index[b]) for a, b in self.edges or ()]
+        except KeyError as e:
+            raise ValueError(f"pipeline {self.name}: edge names unknown stage {e.args[0]!r}") \
+                from None
+        order = topological_order(len(self.stages), pairs)
+        chain = {(order[i], order[i + 1]) for i in range(len(order) - 1)}
+        if set(pairs) != chain:
+            raise ValueError(f"pipeline {self.name}: edges must form a single chain "
+                             "(each stage forwards to one next stage)")
+        return tuple(self.stages[i] for i in order)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    memory_gib: float
+    cores: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"node name must be a non-empty string, got {self.name!r}")
+        _pos(f"node {self.name}", "memory_gib", self.memory_gib)
+        _pos(f"node {self.name}", "cores", self.cores)
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Nodes and how new replicas are placed on them.
+
+    ``cache-aware`` is the plugin's own ``gateway_plugin.placement.place``
+    (warm zygote first, KL-dispersed, memory-checked); ``least-loaded`` puts
+    a replica on the up node with the most free memory that fits it, fewest
+    replicas first (what a Kubernetes scheduler scoring LeastAllocated does).
+    """
+
+    nodes: tuple[NodeSpec, ...]
+    placement: str = "cache-aware"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        if not self.nodes:
+            raise ValueError("a cluster needs at least one node")
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+
+    @classmethod
+    def uniform(cls, n: int, memory_gib: float, cores: float,
+                placement: str = "cache-aware") -> ClusterSpec:
+        _count("cluster", "n", n, 1)
+        return cls(tuple(NodeSpec(f"node-{i}", memory_gib, cores) for i in range(n)), placement)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Kill a node (by name) or one replica of a stage (by stage name) at ``t_s``."""
+
+    t_s: float
+    kind: str
+    target: str
+
+    def __post_init__(self) -> None:
+        _pos("failure", "t_s", self.t_s, zero_ok=True)
+        if self.kind not in ("node", "replica"):
+            raise ValueError(f"failure kind must be 'node' or 'replica', got {self.kind!r}")
+        if not isinstance(self.target, str) or not self.target:
+            raise ValueError("failure target must be a node or stage name")
+
+
+def parse_failures(items: Iterable[Failure | Sequence[object] | str] | None) -> tuple[Failure, ...]:
+    """Accept ``Failure``, ``(t, kind, name)`` tuples or ``"t:kind:name"`` strings (CLI)."""
+    out = []
+    for item in items or ():
+        if isinstance(item, Failure):
+            out.append(item)
+            continue
+        parts: Sequence[object] = item.split(":", 2) if isinstance(item, str) else item
+        if len(parts) != 3:
+            raise ValueError(f"failure {item!r}: expected (t, 'node'|'replica', name)")
+        try:
+            t = float(parts[0])  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"failure {item!r}: time {parts[0]!r} is not a number") from None
+        out.append(Failure(t, str(parts[1]), str(parts[2])))
+    return tuple(sorted(out, key=lambda f: f.t_s))
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Metrics pipeline and provider knobs.
+
+    ``scrape_s`` is Prometheus' scrape interval (5 s by default; the local
+    deploy, ``quart_faas/deploy.py``, scrapes every 1 s, and validation uses
+    that).  ``rate_window_s`` is the ``[w]`` of every ``rate()``; ``None``
+    uses the plugin's own choice, ``max(2 * period_s, 4)``
+    (``gateway_plugin/controller.py``).  ``recovery_window_s`` is the
+    rolling window of the recovery-time p99.
+    """
+
+    scrape_s: float = 5.0
+    rate_window_s: float | None = None
+    queue_size: int = 256
+    queue_timeout_s: float = 30.0
+    max_replicas: int = 32
+    reconcile_s: float = 0.25
+    drain_timeout_s: float = 5.0
+    recovery_window_s: float = 10.0
+    drain_horizon_s: float = 120.0
+    timeline: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("scrape_s", "queue_timeout_s", "recovery_window_s"):
+            _pos("sim config", name, getattr(self, name))
+        for name in ("reconcile_s", "drain_timeout_s", "drain_horizon_s"):
+            _pos("sim config", name, getattr(self, name), zero_ok=True)
+        if self.rate_window_s is not None:
+            _pos("sim config", "rate_window_s", self.rate_window_s)
+        _count("sim config", "queue_size", self.queue_size, 0)
+        _count("sim config", "max_replicas", self.max_replicas, 1)
