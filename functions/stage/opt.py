@@ -262,14 +262,16 @@ class DecoderStage:
         return h
 
     @torch.inference_mode()
-    def next_token(self, h: torch.Tensor) -> int:
-        """Greedy choice from the last position (last stage only)."""
-        x = h[:, -1]
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm and ``lm_head`` over hidden states [B, t, H] (last stage only)."""
         if self.spec.do_layer_norm_before:
-            x = F.layer_norm(x, (self.spec.hidden_size,), self.weights.get(FINAL_LN[0]),
+            h = F.layer_norm(h, (self.spec.hidden_size,), self.weights.get(FINAL_LN[0]),
                              self.weights.get(FINAL_LN[1]))
-        head = self.weights.get(LM_HEAD, self.weights.get(EMBED_TOKENS))
-        return int(F.linear(x, head).argmax(dim=-1)[0])
+        return F.linear(h, self.weights.get(LM_HEAD, self.weights.get(EMBED_TOKENS)))
+
+    def next_token(self, h: torch.Tensor) -> int:
+        """Greedy choice from the last position."""
+        return int(self.logits(h[:, -1:])[0, -1].argmax())
 
 
 class DecoderMonolith:
