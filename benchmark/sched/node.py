@@ -1,0 +1,193 @@
+"""A worker node in the simpy model: one executor, a FIFO queue, an LRU model cache.
+
+One executor per node because a model server on one accelerator (or, as
+measured here, one torch thread per replica) runs one forward pass at a time;
+a request that finds its model missing pays the cold load inline, ahead of
+everything queued behind it, which is exactly why a scheduler should not
+cold-start on a busy node.  Memory holds whole models; loading one evicts the
+least recently used ones until it fits, skipping models that requests already
+in the queue will need when any other victim exists (evicting those would
+only buy a second load).  A failed node loses its queue, its request in
+service and its cache at once (a crash, not a drain).
+
+The node's *backlog* is the scheduler-facing estimate: expected seconds until
+a request queued now would start, from mean service and load times (a
+scheduler knows the means, not the draws).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from benchmark.sched.decide import NodeView
+from benchmark.sched.models import ModelSpec
+
+__all__ = ["Job", "WorkerNode"]
+
+
+@dataclass(eq=False)
+class Job:
+    """One request on its way through the cluster (mutable: the sim fills it in)."""
+
+    rid: int
+    model: str
+    arrival_s: float
+    factor: float                 # service-time multiplier (mean 1)
+    tokens: int                   # decoder: tokens to generate
+    action: str = ""              # the decision that placed it
+    migrated: bool = False
+    node: str = ""
+    start_s: float = math.nan
+    ttft_s: float = math.nan      # absolute time of the first token
+    end_s: float = math.nan
+    failed: bool = False
+
+
+class WorkerNode:
+    def __init__(self, env: simpy.Environment, name: str, memory_mib: float,
+                 specs: dict[str, ModelSpec], load_rng: np.random.Generator,
+                 on_done: Callable[[Job, WorkerNode], None],
+                 load_sigma: float = 0.05) -> None:
+        self.env, self.name, self.memory_mib, self.specs = env, name, memory_mib, specs
+        self.cache: OrderedDict[str, float] = OrderedDict()  # model -> MiB, LRU first
+        self.queue: deque[Job] = deque()
+        self.incoming: list[Job] = []  # dispatched here, still on the wire
+        self.current: Job | None = None
+        self.loading: str | None = None
+        self.expected_end_s = 0.0
+        self.up = True
+        self.loads = 0
+        self.evictions = 0
+        self._rng, self._sigma, self._on_done = load_rng, load_sigma, on_done
+        self._wake: simpy.Event | None = None
+        self._proc = env.process(self._work())
+
+    # --- what a scheduler can read -----------------------------------------------------
+    # (requests on the wire count as queued: whoever sent them knows they are coming)
+    def _ahead(self) -> list[Job]:
+        return [*self.queue, *self.incoming]
+
+    def warm(self) -> tuple[str, ...]:
+        have = set(self.cache)
+        if self.current is not None:
+            have.add(self.current.model)
+        have.update(j.model for j in self._ahead())
+        return tuple(sorted(have))
+
+    def queue_len(self) -> int:
+        return len(self.queue) + len(self.incoming) + (self.current is not None)
+
+    def used_mib(self) -> float:
+        extra = self.specs[self.loading].size_mib if self.loading else 0.0
+        return sum(self.cache.values()) + extra
+
+    def backlog_s(self) -> float:
+        t = max(0.0, self.expected_end_s - self.env.now) if self.current is not None else 0.0
+        have = set(self.cache)
+        if self.current is not None:
+            have.add(self.current.model)
+        for j in self._ahead():
+            spec = self.specs[j.model]
+            if j.model not in have:
+                t += spec.load_s
+                have.add(j.model)
+            t += spec.mean_serve_s
+        return t
+
+    def pinned(self) -> tuple[str, ...]:
+        have = {j.model for j in self._ahead()}
+        if self.current is not None:
+            have.add(self.current.model)
+        return tuple(sorted(have))
+
+    def view(self, alive: bool = True) -> NodeView:
+        return NodeView(self.name, self.backlog_s(), self.queue_len(), self.warm(),
+                        self.memory_mib, self.used_mib(), alive and self.up,
+                        cached=tuple(self.cache), pinned=self.pinned())
+
+    # --- what the cluster does to it -----------------------------------------------------
+    def expect(self, job: Job) -> None:
+        """A scheduler has sent ``job`` here; it arrives with :meth:`submit`."""
+        self.incoming.append(job)
+
+    def submit(self, job: Job) -> None:
+        if not self.up:
+            raise RuntimeError(f"{self.name} is down")
+        if job in self.incoming:
+            self.incoming.remove(job)
+        job.node = self.name
+        self.queue.append(job)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def take_queued(self, job: Job) -> bool:
+        """Remove a job that has not started (a central rebalance); False if it already has."""
+        try:
+            self.queue.remove(job)
+        except ValueError:
+            return False
+        return True
+
+    def fail(self) -> list[Job]:
+        """Crash: everything queued or in service is lost, and so is the cache."""
+        if not self.up:
+            return []
+        self.up = False
+        lost = ([self.current] if self.current is not None else []) + list(self.queue)
+        self.queue.clear()
+        self.incoming.clear()  # their senders find out when they cannot connect
+        self.current, self.loading = None, None
+        self.cache.clear()
+        self._proc.interrupt("node failure")
+        return lost
+
+    # --- the executor ------------------------------------------------------------------
+    def _make_room(self, spec: ModelSpec) -> None:
+        needed = {j.model for j in self.queue}
+        while self.cache and sum(self.cache.values()) + spec.size_mib > self.memory_mib:
+            victim = next((m for m in self.cache if m not in needed), next(iter(self.cache)))
+            del self.cache[victim]
+            self.evictions += 1
+
+    def _jitter(self) -> float:
+        return float(np.exp(self._rng.normal(-self._sigma ** 2 / 2, self._sigma)))
+
+    def _work(self):  # type: ignore[no-untyped-def]
+        env = self.env
+        try:
+            while True:
+                if not self.queue:
+                    self._wake = env.event()
+                    yield self._wake
+                    self._wake = None
+                    continue
+                job = self.current = self.queue.popleft()
+                spec = self.specs[job.model]
+                if job.model in self.cache:
+                    self.cache.move_to_end(job.model)
+                else:
+                    self._make_room(spec)
+                    self.loading = job.model
+                    self.expected_end_s = env.now + spec.load_s + spec.mean_serve_s
+                    yield env.timeout(spec.load_s * self._jitter())
+                    self.loading = None
+                    self.cache[job.model] = spec.size_mib
+                    self.loads += 1
+                self.expected_end_s = env.now + spec.mean_serve_s
+                job.start_s = env.now
+                first, total = spec.service(job.factor, job.tokens)
+                yield env.timeout(first)
+                job.ttft_s = env.now
+                if total > first:
+                    yield env.timeout(total - first)
+                job.end_s = env.now
+                self.current = None
+                self._on_done(job, self)
+        except simpy.Interrupt:
+            return
