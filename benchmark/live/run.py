@@ -222,8 +222,9 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
                 done["failed"] += r.status != 200
                 n, failed = done["n"], done["failed"]
             if on_update:
-                on_update(system.name, done=n, failed=failed,
-                          progress_s=time.monotonic() - t_start,
+                elapsed = time.monotonic() - t_start
+                on_update(system.name, done=n, failed=failed, progress_s=elapsed,
+                          sent=int(np.searchsorted(offsets, elapsed, side="right")),
                           latencies_s=[r.latency_s] if r.status == 200 else [])
 
         t0 = time.time()
