@@ -1,5 +1,6 @@
 """The plugin's HTTP surface: ``/metrics``, ``/healthz``, ``GET /decisions`` and the
-AlertManager webhook ``POST /system/alert`` (the payload OpenFaaS CE's alert rule sends).
+AlertManager webhook ``POST /system/alert`` (the payload OpenFaaS CE's alert rule sends),
+described by ``GET /openapi.json`` (gateway_plugin/openapi.py).
 
 A webhook never runs a cycle on the request thread: it names the pipelines
 to look at and wakes the control loop, which runs cycles one at a time.
@@ -53,7 +54,7 @@ def parse_alert(body: Any) -> tuple[set[str], dict[str, int]]:
         if not isinstance(fn, str) or not fn.strip():
             raise ValueError(f"alerts[{i}].labels.function_name must be a non-empty string")
         status = a.get("status", body.get("status"))
-        if status not in statuses:
+        if not isinstance(status, str) or status not in statuses:  # a list is unhashable
             raise ValueError(f"alerts[{i}].status must be 'firing' or 'resolved'")
         statuses[status] += 1
         names.add(strip_namespace(fn.strip()))
@@ -74,11 +75,14 @@ def create_app(controller, triggers: Triggers) -> Flask:
 
     @app.errorhandler(404)
     def not_found(_e):
-        return error(404, "not found: /metrics, /healthz, /decisions, POST /system/alert")
+        return error(404, "not found: /metrics, /healthz, /decisions, POST /system/alert, "
+                          "/openapi.json")
 
     @app.errorhandler(405)
-    def bad_method(_e):
-        return error(405, "method not allowed")
+    def bad_method(e):
+        resp = error(405, "method not allowed")
+        resp.headers["Allow"] = ", ".join(getattr(e, "valid_methods", None) or [])  # RFC 9110
+        return resp
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -98,6 +102,12 @@ def create_app(controller, triggers: Triggers) -> Flask:
         except ValueError:
             return error(400, "n must be an integer")
         return jsonify(controller.store.decisions(n))
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        from gateway_plugin.openapi import document  # it imports this module
+
+        return jsonify(document())
 
     @app.post("/system/alert")
     def alert() -> Response:

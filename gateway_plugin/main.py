@@ -38,7 +38,7 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: (stop.set(), triggers.event.set()))
-    port = srv.effective_port
+    port = int(srv.effective_port)  # waitress gives a str; the log line and ready() want int
     log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs)",
              store.instance, cfg.bind, port, cfg.gateway_url, cfg.prometheus_url,
              cfg.redis_url, cfg.period_s)

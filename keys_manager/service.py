@@ -35,9 +35,11 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from keys_manager import openapi
 from keys_manager.agent import KeysManager, SpawnError
 from keys_manager.cache import CacheFull, StageKey
 from keys_manager.config import AgentConfig
@@ -133,21 +135,45 @@ class _ApiHandler(socketserver.StreamRequestHandler):
 
 def _metrics_server(cfg: AgentConfig, metrics: AgentMetrics) -> ThreadingHTTPServer:
     class H(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/metrics":
-                body, ctype, code = generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
-            elif self.path == "/healthz":
-                body, ctype, code = b"OK\n", "text/plain", 200
-            else:
-                body, ctype, code = b'{"error": "not found: /metrics or /healthz"}', \
-                    "application/json", 404
+        def _route(self) -> tuple[bytes, str, int]:
+            path = urlsplit(self.path).path  # a query string does not change the resource
+            if path == "/metrics":
+                return generate_latest(metrics.registry), CONTENT_TYPE_LATEST, 200
+            if path == "/healthz":
+                return b"OK\n", "text/plain", 200
+            if path == "/openapi.json":
+                return json.dumps(openapi.document()).encode(), "application/json", 200
+            return b'{"error": "not found: /metrics, /healthz or /openapi.json"}', \
+                "application/json", 404
+
+        def _send(self, body: bytes, ctype: str, code: int, head: bool = False,
+                  extra: dict[str, str] | None = None) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
             self.end_headers()
-            self.wfile.write(body)
+            if not head:
+                self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def do_GET(self) -> None:
+            self._send(*self._route())
+
+        def do_HEAD(self) -> None:
+            self._send(*self._route(), head=True)
+
+        def _refuse(self) -> None:
+            self._send(b'{"error": "method not allowed: GET or HEAD"}', "application/json", 405,
+                       head=self.command == "HEAD", extra={"Allow": "GET, HEAD"})
+
+        def __getattr__(self, name: str) -> Any:
+            # any other method (POST, TRACE, ...) is refused with 405, not http.server's 501
+            if name.startswith("do_"):
+                return self._refuse
+            raise AttributeError(name)
+
+        def log_message(self, *args: Any) -> None:
             pass
 
     srv = ThreadingHTTPServer((cfg.metrics_bind, cfg.metrics_port), H)

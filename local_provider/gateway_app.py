@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import requests
-from flask import Flask, Response
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE
 from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
@@ -134,6 +135,10 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     def metrics_here() -> Response:
         return Response(metrics.render(), content_type=CONTENT_TYPE)
 
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return jsonify(openapi.gateway_document())
+
     @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def system_forward(path: str) -> Response:
         method, query, headers, body = request_parts()
@@ -216,6 +221,10 @@ def create_metrics_app(metrics: GatewayMetrics) -> Flask:
     @app.get("/healthz")
     def healthz() -> Response:
         return Response("OK", mimetype="text/plain")
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return jsonify(openapi.metrics_document())
 
     return app
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
 from local_provider.proxy import ReplicaProxy
@@ -68,6 +69,10 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     @app.get("/healthz")
     def healthz() -> Response:
         return Response("OK", mimetype="text/plain")
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return jsonify(openapi.provider_document())
 
     @app.get("/system/functions")
     def list_functions() -> Response:

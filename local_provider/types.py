@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from local_provider.config import NAMESPACE
@@ -112,6 +113,27 @@ def check_replicas(value: Any, cap: int, field_name: str = "replicas") -> int:
     return value
 
 
+# What each folder annotation must hold for a replica to start.
+FOLDER_NEEDS = {ANN_HANDLER: "handler.py", ANN_TEMPLATE: "index.py", ANN_WORKDIR: ""}
+
+
+def check_folders(annotations: dict[str, str]) -> None:
+    """Refuse (400) a deployment that can never start: its folders must exist here, on the
+    provider's machine.  Accepted, it would only time out every call (found by the fuzzer)."""
+    for key, needed in FOLDER_NEEDS.items():
+        if key not in annotations:
+            continue
+        folder = Path(annotations[key])
+        try:
+            ok = folder.is_dir() and (not needed or (folder / needed).is_file())
+        except (OSError, ValueError):  # ValueError: a NUL byte in the path
+            ok = False
+        if not ok:
+            raise ValidationError(f"annotations.{key}", f"{str(folder)!r} is not a folder"
+                                  + (f" holding {needed}" if needed else "")
+                                  + " on the provider's machine")
+
+
 @dataclass(frozen=True)
 class FunctionResources:
     memory: str = ""
@@ -183,6 +205,7 @@ class FunctionDeployment:
         for key in (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR):
             if key in dep.annotations and not dep.annotations[key].startswith("/"):
                 raise ValidationError(f"annotations.{key}", "must be an absolute path")
+        check_folders(dep.annotations)
         if "max_inflight" in dep.envVars:
             try:
                 ok = int(dep.envVars["max_inflight"]) >= 1

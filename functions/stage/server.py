@@ -179,4 +179,6 @@ class StageServer:
         headers = dict(JSON)
         if timing:
             headers["Server-Timing"] = timing
+        if status == 405:  # RFC 9110: a 405 names the methods that work
+            headers["Allow"] = "GET, POST"
         return {"statusCode": status, "body": json.dumps(doc), "headers": headers}

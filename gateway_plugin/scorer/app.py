@@ -75,7 +75,10 @@ def create_app(service: ScoringService) -> Flask:
             return _error(404, f"not found; endpoints: {', '.join(ENDPOINTS)}")
         if e.code == 413:
             return _error(413, f"body over {MAX_BODY} bytes", "body")
-        return _error(e.code or 500, e.description or e.name)
+        resp = _error(e.code or 500, e.description or e.name)
+        if getattr(e, "valid_methods", None):  # a 405 names what is allowed (RFC 9110)
+            resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+        return resp
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception) -> Response:

@@ -90,6 +90,13 @@ def openapi():
             "paths": {"/": {m: answer for m in ("get", "post", "put", "patch", "delete")}}}
 
 
+@app.route("/_/<path:rest>", methods=["PUT", "POST", "PATCH", "DELETE"])
+def reserved(rest: str):
+    """``/_/`` is the watchdog's (of-watchdog keeps it), never the handler's: GET only."""
+    return Response('{"error": "method not allowed: /_/ paths take GET"}\n', status=405,
+                    mimetype="application/json", headers={"Allow": "GET, HEAD"})
+
+
 @app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
 @app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
 def call_handler(path: str):

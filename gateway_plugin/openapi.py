@@ -1,0 +1,127 @@
+"""OpenAPI 3.0 description of the plugin's HTTP surface, served at ``GET /openapi.json``.
+
+Why: the webhook is called by AlertManager and the rest by people and
+Prometheus; a machine-readable contract lets a client check its payload and
+lets schemathesis fuzz the plugin (tests/test_fuzz_*.py, benchmark/fuzz.py).
+The alert body follows upstream's ``PrometheusAlert`` (openfaas/faas
+api-docs/spec.openapi.yml), restricted to what ``parse_alert`` requires: a
+non-empty ``alerts`` list whose items carry ``labels.function_name`` and a
+``status`` (the item's, else the group's) of ``firing`` or ``resolved``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from gateway_plugin.app import MAX_ALERT_BYTES
+
+STATUS = {"type": "string", "enum": ["firing", "resolved"]}
+ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+NUM = {"type": "number", "nullable": True}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json({"$ref": "#/components/schemas/Error"}, description)
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": ERROR,
+    "PrometheusAlert": {
+        "type": "object",
+        "description": "AlertManager webhook payload (upstream PrometheusAlert); fields not "
+                       "listed are accepted and ignored",
+        "required": ["alerts"],
+        "properties": {
+            "status": STATUS,
+            "alerts": {"type": "array", "minItems": 1,
+                       "items": {"$ref": "#/components/schemas/PrometheusInnerAlert"}},
+        },
+    },
+    "PrometheusInnerAlert": {
+        "type": "object",
+        "description": "one alert; without its own status it takes the payload's",
+        "required": ["labels"],
+        "properties": {
+            "status": STATUS,
+            "labels": {"type": "object", "required": ["function_name"],
+                       "description": "labels other than function_name are ignored",
+                       "properties": {"function_name": {
+                                          "type": "string", "pattern": r"\S",
+                                          "description": "name or name.namespace"}}},
+        },
+    },
+    "AlertAccepted": {
+        "type": "object", "required": ["accepted", "firing", "resolved"],
+        "properties": {"accepted": {"type": "array", "items": {"type": "string"},
+                                    "description": "functions whose pipelines the next "
+                                                   "cycle looks at"},
+                       "firing": {"type": "integer", "minimum": 0},
+                       "resolved": {"type": "integer", "minimum": 0}},
+    },
+    "Health": {
+        "type": "object", "required": ["ok", "cycles", "redis", "leader", "predictor"],
+        "properties": {"ok": {"type": "boolean"}, "cycles": {"type": "integer"},
+                       "redis": {"type": "boolean", "description": "Redis answered last time"},
+                       "leader": {"type": "boolean"},
+                       "predictor": {"type": "string", "description": "gat or a fallback"}},
+    },
+    "Decision": {
+        "type": "object",
+        "description": "one stage's decision in one control cycle (newest first)",
+        "required": ["t", "trigger", "pipeline", "function", "from", "replicas", "policy",
+                     "action", "reason"],
+        "properties": {
+            "t": {"type": "number"}, "trigger": {"type": "string"},
+            "pipeline": {"type": "string"}, "function": {"type": "string"},
+            "from": {"type": "integer"}, "replicas": {"type": "integer"}, "cpu": NUM,
+            "policy": {"type": "string"}, "action": {"type": "string"},
+            "predictor": {"type": "string"}, "critical": {"type": "boolean"},
+            "reason": {"type": "string"}, "error": {"type": "string"}, "budget_s": NUM,
+            "predicted_cv": NUM, "inputs": {"type": "object", "additionalProperties": NUM},
+        },
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/healthz": {"get": {"operationId": "healthz", "summary": "liveness and what the loop sees",
+                         "responses": {"200": _json({"$ref": "#/components/schemas/Health"},
+                                                    "serving")}}},
+    "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text exposition",
+                         "responses": {"200": {"description": "metrics", "content": {
+                             "text/plain": {"schema": {"type": "string"}}}}}}},
+    "/decisions": {"get": {
+        "operationId": "decisions", "summary": "the latest decision records from Redis",
+        "parameters": [{"name": "n", "in": "query", "required": False,
+                        "description": "how many (clamped to 1..1000)",
+                        "schema": {"type": "integer", "default": 100}}],
+        "responses": {"200": _json({"type": "array",
+                                    "items": {"$ref": "#/components/schemas/Decision"}},
+                                   "newest first"),
+                      "400": _error("n is not an integer")}}},
+    "/system/alert": {"post": {
+        "operationId": "ScaleAlert",
+        "summary": "AlertManager webhook: wake the control loop for these functions' pipelines",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/PrometheusAlert"}}}},
+        "responses": {"202": _json({"$ref": "#/components/schemas/AlertAccepted"},
+                                   "the next cycle runs for these pipelines"),
+                      "400": _error("not JSON, or not an alert payload"),
+                      "413": _error(f"body over {MAX_ALERT_BYTES} bytes")}}},
+    "/openapi.json": {"get": {"operationId": "openapi", "summary": "this document",
+                              "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
+}
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document (a fresh dict: callers may change it)."""
+    return copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {"title": "Quart-FaaS gateway plugin", "version": "1.0.0",
+                 "description": "the autoscaling plugin beside the OpenFaaS gateway"},
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    })

@@ -1,0 +1,317 @@
+"""OpenAPI 3.0 descriptions of the gateway surface, the provider API and the metrics port.
+
+Each listener serves its own document at ``GET /openapi.json`` (outside
+``/system/``, so without basic auth: a description is not a secret).  Shapes
+follow upstream where upstream defines them (openfaas/faas
+``api-docs/spec.openapi.yml``; faas-provider ``types``): FunctionDeployment,
+FunctionStatus, ScaleServiceRequest, DeleteFunctionRequest, the provider's
+InfoResponse, ``/function/{name}`` and ``/function/{name}.{namespace}``.
+Where we differ, the document says what we do: deploy/update/delete/scale
+answer 202 as faas-netes does, a deployment needs the annotation
+``com.openfaas.quart.handler`` (replicas are processes, not images), and
+``/system/quart/*`` are ours.  Rules JSON Schema cannot state (an integer
+label, a CPU quantity's value) are in descriptions and answered with 400.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from local_provider.config import NAMESPACE
+from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, NAME_MAX
+
+S = "#/components/schemas/"
+STR = {"type": "string"}
+STR_MAP = {"type": "object", "additionalProperties": STR}
+NAME = {"type": "string", "maxLength": NAME_MAX, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        "description": "a DNS-1123 label", "example": "nodeinfo"}
+INVOKE_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": S + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _nullable(ref: str, description: str = "") -> dict[str, Any]:
+    return {"nullable": True, "allOf": [_ref(ref)], **({"description": description}
+                                                      if description else {})}
+
+
+ACCEPTED = {"description": "accepted; the reconcile loop makes it so"}
+UNAUTHORIZED = _err("basic auth credentials missing or wrong")
+TOO_LARGE = _err("the body is larger than QUART_MAX_BODY_BYTES")
+OK_TEXT = {"description": "serving", "content": {"text/plain": {"schema": STR}}}
+METRICS = {"description": "Prometheus text exposition", "content": {"text/plain": {
+    "schema": STR}}}
+SELF = _json({"type": "object"}, "this document (OpenAPI 3.0)")
+
+RESOURCES = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "memory": {"type": "string", "nullable": True, "example": "128Mi"},
+        "cpu": {"type": "string", "nullable": True,
+                "pattern": r"^(\s*|\s*[0-9]+(\.[0-9]+)?m?\s*)$", "example": "500m",
+                "description": "a Kubernetes CPU quantity (\"500m\", \"1\", \"1.5\"), > 0; "
+                               "becomes a CFS quota per replica where cgroups are writable"}},
+}
+
+DEPLOYMENT = {
+    "type": "object",
+    "description": "upstream FunctionDeployment; unknown fields (registryAuth, network) are "
+                   "ignored",
+    "required": ["service", "image", "annotations"],
+    "properties": {
+        "service": NAME,
+        "image": {"type": "string", "minLength": 1, "example": "functions/nodeinfo:latest",
+                  "description": "kept as metadata: replicas run the handler folder"},
+        "namespace": {"type": "string", "nullable": True, "enum": ["", NAMESPACE, None]},
+        "envProcess": {"type": "string", "nullable": True},
+        "envVars": {**STR_MAP, "nullable": True,
+                    "description": "max_inflight, if set, is an integer >= 1 (concurrency "
+                                   "per replica)"},
+        "constraints": {"type": "array", "nullable": True, "items": STR},
+        "secrets": {"type": "array", "nullable": True, "items": STR},
+        "labels": {**STR_MAP, "nullable": True,
+                   "description": "com.openfaas.scale.min, if set, is an integer in "
+                                  "0..QUART_MAX_REPLICAS (the initial replica count)"},
+        "annotations": {
+            **STR_MAP, "required": [ANN_HANDLER],
+            "description": "the local provider runs handler folders as processes: "
+                           f"{ANN_HANDLER} (required; a folder with handler.py), "
+                           f"{ANN_TEMPLATE} (a folder with index.py) and {ANN_WORKDIR} are "
+                           "absolute paths of folders on the provider's machine",
+            "properties": {k: {"type": "string", "pattern": "^/"}
+                           for k in (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR)}},
+        "limits": _nullable("FunctionResources"),
+        "requests": _nullable("FunctionResources"),
+        "readOnlyRootFilesystem": {"type": "boolean", "nullable": True},
+    },
+}
+
+STATUS = {
+    "type": "object",
+    "required": ["name", "image", "namespace", "envProcess", "envVars", "constraints",
+                 "secrets", "labels", "annotations", "limits", "requests",
+                 "readOnlyRootFilesystem", "invocationCount", "replicas", "availableReplicas",
+                 "createdAt"],
+    "properties": {
+        "name": STR, "image": STR, "namespace": STR, "envProcess": STR, "envVars": STR_MAP,
+        "constraints": {"type": "array", "items": STR},
+        "secrets": {"type": "array", "items": STR}, "labels": STR_MAP, "annotations": STR_MAP,
+        "limits": _nullable("FunctionResources"), "requests": _nullable("FunctionResources"),
+        "readOnlyRootFilesystem": {"type": "boolean"},
+        "invocationCount": {"type": "integer", "minimum": 0},
+        "replicas": {"type": "integer", "minimum": 0,
+                     "description": "desired replicas"},
+        "availableReplicas": {"type": "integer", "minimum": 0},
+        "createdAt": {"type": "string", "format": "date-time"},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": STR}},
+    "FunctionResources": RESOURCES,
+    "FunctionDeployment": DEPLOYMENT,
+    "FunctionStatus": STATUS,
+    "DeleteFunctionRequest": {
+        "type": "object", "required": ["functionName"],
+        "properties": {"functionName": NAME,
+                       "namespace": {"type": "string", "nullable": True,
+                                     "enum": ["", NAMESPACE, None]}}},
+    "ScaleServiceRequest": {
+        "type": "object", "required": ["replicas"],
+        "description": "the path names the function; serviceName, if given, must match it",
+        "properties": {"serviceName": {"type": "string", "nullable": True},
+                       "replicas": {"type": "integer", "minimum": 0,
+                                    "description": "0..QUART_MAX_REPLICAS"},
+                       "namespace": {"type": "string", "nullable": True,
+                                     "enum": ["", NAMESPACE, None]}}},
+    "ProviderInfo": {
+        "type": "object", "required": ["provider", "orchestration", "version"],
+        "description": "faas-provider InfoResponse",
+        "properties": {"provider": STR, "orchestration": STR, "version": {
+            "type": "object", "required": ["sha", "release"],
+            "properties": {"sha": STR, "release": STR}}}},
+    "Capabilities": {
+        "type": "object", "required": ["cpu_limits", "max_replicas"],
+        "properties": {"max_replicas": {"type": "integer"}, "cpu_limits": {
+            "type": "object", "required": ["available", "cgroup", "path", "reason"],
+            "properties": {"available": {"type": "boolean"},
+                           "cgroup": {"type": "string", "nullable": True},
+                           "path": {"type": "string", "nullable": True},
+                           "reason": {"type": "string", "nullable": True}}}}},
+    "Node": {
+        "type": "object", "required": ["name", "up"],
+        "properties": {"name": STR, "up": {"type": "boolean"},
+                       "memory_threshold_bytes": {"type": "integer"},
+                       "t1_bytes": {"type": "integer"}, "capacity": {"type": "number"},
+                       "replicas": {"type": "object",
+                                    "additionalProperties": {"type": "integer"}},
+                       "labels": STR_MAP}},
+    "FunctionStats": {
+        "type": "object",
+        "required": ["inflight", "queueDepth", "availableReplicas", "replicas",
+                     "invocationCount", "instances"],
+        "properties": {**{k: {"type": "integer", "minimum": 0} for k in (
+            "inflight", "queueDepth", "availableReplicas", "replicas", "invocationCount",
+            "rejectedQueueFull", "rejectedTimeout")},
+            "instances": {"type": "array", "items": {"type": "object"}}}},
+}
+
+
+def _namespace_query() -> dict[str, Any]:
+    return {"name": "namespace", "in": "query", "required": False,
+            "schema": {"type": "string", "enum": ["", NAMESPACE]},
+            "description": f"only {NAMESPACE} exists here"}
+
+
+def _path_param(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STR}
+
+
+def _body(ref: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(ref)}}}
+
+
+def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"operationId": op_id, "summary": summary, "tags": ["system"],
+            "security": [{"basicAuth": []}], "responses": {**responses, "401": UNAUTHORIZED},
+            **extra}
+
+
+def system_paths() -> dict[str, Any]:
+    """``/system/*``: the faas-provider REST API (also reachable through the gateway)."""
+    bad = _err("a field breaks a rule; the message names it, nothing changed")
+    ns_bad = _err("namespace is not " + NAMESPACE)
+    return {
+        "/system/functions": {
+            "get": _op("GetFunctions", "list deployed functions",
+                       {"200": _json({"type": "array", "items": _ref("FunctionStatus")},
+                                     "deployed functions"), "400": ns_bad},
+                       parameters=[_namespace_query()]),
+            "post": _op("DeployFunction", "deploy a new function",
+                        {"202": ACCEPTED, "400": bad, "409": _err("the name exists; PUT it"),
+                         "413": TOO_LARGE}, requestBody=_body("FunctionDeployment")),
+            "put": _op("UpdateFunction", "update a function (a new env/handler rolls replicas)",
+                       {"202": ACCEPTED, "400": bad, "404": _err("no such function"),
+                        "413": TOO_LARGE}, requestBody=_body("FunctionDeployment")),
+            "delete": _op("DeleteFunction", "remove a function and stop its replicas",
+                          {"202": ACCEPTED, "400": bad, "404": _err("no such function"),
+                           "413": TOO_LARGE},
+                          requestBody=_body("DeleteFunctionRequest"),
+                          parameters=[_namespace_query()]),
+        },
+        "/system/function/{functionName}": {"get": _op(
+            "GetFunctionStatus", "one function's status",
+            {"200": _json(_ref("FunctionStatus"), "the function"), "400": ns_bad,
+             "404": _err("no such function")},
+            parameters=[_path_param("functionName"), _namespace_query()])},
+        "/system/scale-function/{functionName}": {"post": _op(
+            "ScaleFunction", "set the desired replica count",
+            {"202": ACCEPTED, "400": bad, "404": _err("no such function"), "413": TOO_LARGE},
+            parameters=[_path_param("functionName"), _namespace_query()],
+            requestBody=_body("ScaleServiceRequest"))},
+        "/system/info": {"get": _op("GetSystemInfo", "provider name, orchestration, version",
+                                    {"200": _json(_ref("ProviderInfo"), "info")})},
+        "/system/namespaces": {"get": _op("ListNamespaces", "namespaces (one here)", {
+            "200": _json({"type": "array", "items": STR}, "namespaces")})},
+        "/system/quart/capabilities": {"get": _op(
+            "QuartCapabilities", "ours: what this provider enforces",
+            {"200": _json(_ref("Capabilities"), "capabilities")})},
+        "/system/quart/nodes": {"get": _op(
+            "QuartNodes", "ours: the simulated nodes (QUART_NODES)",
+            {"200": _json({"type": "array", "items": _ref("Node")}, "nodes")})},
+        "/system/quart/nodes/{nodeName}/fail": {"post": _op(
+            "QuartFailNode", "ours: simulate a node failure",
+            {"200": _json({"type": "object"}, "what was stopped"),
+             "400": _err("no simulated nodes"), "404": _err("no such node")},
+            parameters=[_path_param("nodeName")])},
+        "/system/quart/stats": {"get": _op(
+            "QuartStats", "ours: queue depth and in-flight per function",
+            {"200": _json({"type": "object", "additionalProperties": _ref("FunctionStats")},
+                          "per function")})},
+    }
+
+
+def function_paths() -> dict[str, Any]:
+    """``/function/{name}`` and ``/function/{name}.{namespace}``, every method forwarded.
+
+    The function's own answer (any status, any content) comes back as it is; these
+    are the answers the gateway or provider gives itself.
+    """
+    own = {
+        "200": {"description": "the function's answer (its status, headers and body)",
+                "content": {"*/*": {"schema": {}}}},
+        "400": _err("a namespace other than " + NAMESPACE),
+        "404": _err("no such function"),
+        "413": TOO_LARGE,
+        "429": _err("the function's queue is full (QUART_QUEUE_SIZE)"),
+        "502": _err("the replica failed or the provider is unreachable"),
+        "504": _err("no replica became free, or it did not answer, in time"),
+    }
+    body = {"required": False, "description": "passed to the function as it is",
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+    paths = {}
+    for template, params in (("/function/{functionName}", [_path_param("functionName")]),
+                             ("/function/{functionName}.{namespace}",
+                              [_path_param("functionName"), _path_param("namespace")])):
+        item = {}
+        for m in INVOKE_METHODS:
+            op: dict[str, Any] = {
+                "operationId": f"Invoke{m.title()}{'Namespaced' if '.' in template else ''}",
+                "summary": f"invoke the function ({m.upper()}); extra path segments and the "
+                           "query string are passed on", "tags": ["function"],
+                "parameters": params, "responses": own}
+            if m not in ("get", "head", "options"):
+                op["requestBody"] = body
+            item[m] = op
+        paths[template] = item
+    return paths
+
+
+def _doc(title: str, paths: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy({
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1.0.0",
+                 "description": "Quart-FaaS local provider; errors are {\"error\": ...}"},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "basicAuth": {"type": "http", "scheme": "basic"}}},
+    })
+
+
+def _common(metrics: bool) -> dict[str, Any]:
+    paths = {"/healthz": {"get": {"operationId": "healthcheck", "summary": "liveness",
+                                  "tags": ["internal"], "responses": {"200": OK_TEXT}}},
+             "/openapi.json": {"get": {"operationId": "openapi", "summary": "this document",
+                                       "tags": ["internal"], "responses": {"200": SELF}}}}
+    if metrics:
+        paths["/metrics"] = {"get": {"operationId": "metrics", "tags": ["internal"],
+                                     "summary": "gateway Prometheus metrics",
+                                     "responses": {"200": METRICS}}}
+    return paths
+
+
+def gateway_document() -> dict[str, Any]:
+    """The gateway surface (QUART_GATEWAY_PORT): /system/* is forwarded to the provider."""
+    return _doc("Quart-FaaS gateway", {**_common(True), **system_paths(),
+                                       **function_paths()})
+
+
+def provider_document() -> dict[str, Any]:
+    """The faas-provider API (QUART_PROVIDER_PORT, upstream's functions_provider_url)."""
+    return _doc("Quart-FaaS provider", {**_common(False), **system_paths(),
+                                        **function_paths()})
+
+
+def metrics_document() -> dict[str, Any]:
+    """The gateway's metrics listener (QUART_METRICS_PORT, upstream's 8082)."""
+    return _doc("Quart-FaaS gateway metrics", _common(True))
