@@ -12,9 +12,11 @@ state if it wants to decide again from the same point.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterator, Mapping
+from operator import itemgetter
 from typing import Any
 
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
@@ -22,6 +24,7 @@ from gateway_plugin.policies.observation import PipelineObservation, StageObserv
 from .base import Bounds, Tick
 
 __all__ = [
+    "SUCCESS_CODES",
     "Samples",
     "check_positive",
     "clamp",
@@ -38,6 +41,8 @@ __all__ = [
 Samples = tuple[tuple[float, float], ...]
 
 SUCCESS_CODES = ("200", "2xx")
+_TIME = itemgetter(0)
+_VALUE = itemgetter(1)
 
 
 def stages(tick: Tick) -> Iterator[tuple[PipelineObservation, StageObservation]]:
@@ -79,30 +84,36 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
 
 
 def push(samples: Samples, now_s: float, value: float, keep_s: float) -> Samples:
-    """Append a sample and drop those older than ``keep_s`` (a bounded window)."""
-    cutoff = now_s - keep_s
-    kept = tuple(s for s in samples if s[0] > cutoff and s[0] < now_s)
-    return kept + ((now_s, float(value)),)
+    """Append a sample and drop those older than ``keep_s`` (a bounded window).
+
+    Samples are in time order, so both ends are found by bisection: a system
+    deciding for 1,000 functions every second cannot afford to scan windows.
+    A sample already at ``now_s`` or later (a decision replayed) is replaced.
+    """
+    lo = bisect.bisect_right(samples, now_s - keep_s, key=_TIME)
+    hi = bisect.bisect_left(samples, now_s, lo, key=_TIME)
+    return samples[lo:hi] + ((now_s, float(value)),)
 
 
 def _in_range(samples: Samples, now_s: float, range_s: float) -> Samples:
     # Prometheus 3 range selectors are left-open: (now - range, now]
-    start = now_s - range_s
-    return tuple(s for s in samples if start < s[0] <= now_s)
+    lo = bisect.bisect_right(samples, now_s - range_s, key=_TIME)
+    hi = bisect.bisect_right(samples, now_s, lo, key=_TIME)
+    return samples[lo:hi]
 
 
 def window_mean(samples: Samples, now_s: float, range_s: float) -> float | None:
     got = _in_range(samples, now_s, range_s)
     if not got:
         return None
-    return sum(v for _, v in got) / len(got)
+    return sum(map(_VALUE, got)) / len(got)
 
 
 def window_max(samples: Samples, now_s: float, range_s: float) -> float | None:
     got = _in_range(samples, now_s, range_s)
     if not got:
         return None
-    return max(v for _, v in got)
+    return max(map(_VALUE, got))
 
 
 def extrapolated_rate(samples: Samples, now_s: float, range_s: float) -> float | None:

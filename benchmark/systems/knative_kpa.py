@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .base import Bounds, Target, Tick
 from .common import Samples, check_positive, concurrency_of, per_stage, push, stages, window_mean
@@ -49,8 +49,7 @@ __all__ = ["KPAStage", "KPAState", "KnativeKPA", "kpa_scale"]
 MIN_TARGET = 0.01  # autoscaling.TargetMin: a target is never taken as zero
 
 
-@dataclass(frozen=True)
-class KPAStage:
+class KPAStage(NamedTuple):  # a tuple: built for every function every tick
     samples: Samples = ()
     panic_since_s: float | None = None  # last time the panic condition held
     max_panic_pods: int = 0

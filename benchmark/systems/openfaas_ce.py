@@ -54,7 +54,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .base import Bounds, Target, Tick
-from .common import Samples, check_positive, clamp, counter_of, extrapolated_rate, push, stages
+from .common import (
+    SUCCESS_CODES,
+    Samples,
+    check_positive,
+    clamp,
+    counter_of,
+    extrapolated_rate,
+    push,
+    stages,
+)
 
 __all__ = ["AlertGroup", "CEState", "OpenFaaSCE", "calculate_replicas"]
 
@@ -248,7 +257,7 @@ class OpenFaaSCE:
         samples = dict(state.samples)
         keep = self.range_s + 2 * self.period_s
         for name in names:
-            count = counter_of(tick, name, ("200", "2xx"))
+            count = counter_of(tick, name, SUCCESS_CODES)
             if count is None:
                 # no counter from the harness: integrate the observed arrival rate
                 prev = state.samples.get(name, ())
