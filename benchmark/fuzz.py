@@ -119,11 +119,11 @@ def collect(stream: Any, result: FuzzResult) -> None:
 
 def fuzz(target: Target, *, max_examples: int = 10, seed: int = 8, phases: tuple[str, ...] = PHASES,
          checks: tuple[str, ...] = CHECKS, stateful: bool = False, forever_s: int = 0,
-         path_regex: str | None = None) -> FuzzResult:
+         path_regex: str | None = None, exclude: dict[str, Any] | None = None) -> FuzzResult:
     """One service: the phases on ``max_examples`` per operation, then (``forever_s`` > 0)
     schemathesis' open-ended fuzz mode for that many seconds; then the service must still
     run, answer its health check and have logged no traceback.  ``path_regex`` limits the
-    operations fuzzed (e.g. what another service already reaches)."""
+    operations fuzzed, ``exclude`` (``BaseSchema.exclude`` criteria) leaves some out."""
     result = FuzzResult(target.name)
     t0 = time.monotonic()
     doc = target.document()
@@ -132,7 +132,9 @@ def fuzz(target: Target, *, max_examples: int = 10, seed: int = 8, phases: tuple
         cfg = config(target, max_examples=max_examples, seed=seed, phases=phases, checks=checks,
                      stateful=stateful)
         loaded = schemathesis.openapi.from_dict(doc, config=cfg)
-        return loaded.include(path_regex=path_regex) if path_regex else loaded
+        if path_regex:
+            loaded = loaded.include(path_regex=path_regex)
+        return loaded.exclude(**exclude) if exclude else loaded
 
     if phases or stateful:
         collect(from_schema(schema(seed)).execute(), result)

@@ -172,8 +172,8 @@ class Fleet:
         pw.write_text(PASSWORD + "\n")
         py = sys.executable
         waits: list[tuple[str, Proc, Callable[[], bool]]] = []
-        ports = {k: services.free_port() for k in ("redis", "gateway", "scorer", "keys",
-                                                   "stage")}
+        ports = {k: services.free_port() for k in ("redis", "gateway", "plugin", "scorer",
+                                                   "keys", "stage")}
         redis_url = self.redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
         gateway_url = self.gateway_url = f"http://127.0.0.1:{ports['gateway']}"
         if "stage" in need:  # first: the slowest to start (torch + the model)
@@ -223,14 +223,15 @@ class Fleet:
             url = f"http://127.0.0.1:{ports['keys']}"
             self._target("keys", svc, url)
             waits.append(("keys", svc, lambda u=url: services.answers(u + "/healthz")))
-        self._wait(waits[:], timeout_s, need)
+        if "plugin" in need:  # the plugin copes with a gateway still starting
+            waits.append(self._start_plugin(ports["plugin"]))
+        self._wait(waits, timeout_s)
         return self.targets
 
     def _wait(self, waits: list[tuple[str, Proc, Callable[[], bool]]],
-              timeout_s: float, need: set[str]) -> None:
+              timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        plugin_started = False
-        while waits or ("plugin" in need and not plugin_started):
+        while waits:
             for item in list(waits):
                 name, svc, ready = item
                 if svc.popen.poll() is not None:
@@ -238,10 +239,6 @@ class Fleet:
                                        f"{svc.log.read_text(errors='replace')[-3000:]}")
                 if ready():
                     waits.remove(item)
-            if "plugin" in need and not plugin_started and \
-                    {"local_provider", "redis"}.isdisjoint(n for n, _, _ in waits):
-                plugin_started = True
-                waits.append(self._start_plugin())
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout_s:g}s: {[n for n, _, _ in waits]}")
             time.sleep(0.1)
@@ -268,8 +265,7 @@ class Fleet:
             self._target("metrics", lp, urls["metrics_url"])
         return _wait_available(urls["provider_url"], auth)
 
-    def _start_plugin(self) -> tuple[str, Proc, Callable[[], bool]]:
-        port = services.free_port()
+    def _start_plugin(self, port: int) -> tuple[str, Proc, Callable[[], bool]]:
         svc = self._start("plugin", [sys.executable, "-m", "gateway_plugin"], {
             "OPENFAAS_URL": self.gateway_url,
             "PROMETHEUS_URL": f"http://127.0.0.1:{services.free_port()}",

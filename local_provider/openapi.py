@@ -242,7 +242,8 @@ def system_paths() -> dict[str, Any]:
 
 
 def function_paths() -> dict[str, Any]:
-    """``/function/{name}`` and ``/function/{name}.{namespace}``, every method forwarded.
+    """``/function/{name}``, ``/function/{name}.{namespace}`` and ``/function/{name}/{path}``,
+    every method forwarded.
 
     The function's own answer (any status, any content) comes back as it is; these
     are the answers the gateway or provider gives itself.
@@ -260,13 +261,17 @@ def function_paths() -> dict[str, Any]:
     body = {"required": False, "description": "passed to the function as it is",
             "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
     paths = {}
-    for template, params in (("/function/{functionName}", [_path_param("functionName")]),
-                             ("/function/{functionName}.{namespace}",
-                              [_path_param("functionName"), _path_param("namespace")])):
+    sub = {**_path_param("path"), "description": "passed on to the function as its path "
+                                                 "(more segments work the same)"}
+    for template, params, kind in (
+            ("/function/{functionName}", [_path_param("functionName")], ""),
+            ("/function/{functionName}.{namespace}",
+             [_path_param("functionName"), _path_param("namespace")], "Namespaced"),
+            ("/function/{functionName}/{path}", [_path_param("functionName"), sub], "Path")):
         item = {}
         for m in INVOKE_METHODS:
             op: dict[str, Any] = {
-                "operationId": f"Invoke{m.title()}{'Namespaced' if '.' in template else ''}",
+                "operationId": f"Invoke{m.title()}{kind}",
                 "summary": f"invoke the function ({m.upper()}); extra path segments and the "
                            "query string are passed on", "tags": ["function"],
                 "parameters": params, "responses": own}
