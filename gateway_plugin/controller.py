@@ -147,7 +147,12 @@ class Controller:
         records = self._apply(pipelines, decisions, obs, trigger, now)
         self.store.add_history(*(observation_json(o) for o in obs))
         if self.cfg.train_every and self.cycles % self.cfg.train_every == 0:
-            self.train()
+            try:
+                self.train()
+            except (ValueError, RuntimeError) as e:
+                # a failed retraining keeps the current predictor; this cycle's state and
+                # decisions must still reach Redis
+                log.error("GAT training failed, keeping %s: %s", self.state.predictor, e)
         self.store.save_state(self._state_doc(), self.state.gat_checkpoint, self.gat_meta)
         self.store.record_decisions(records)
         return {"leader": True, "pipelines": len(pipelines), "decisions": records}

@@ -160,3 +160,20 @@ def test_no_release_when_the_corrector_held_on_missing_data() -> None:
     y = _x(2, 1.0, 2.0)
     y.may_release = False
     assert _one(y, release_periods=1)[0].replicas == 3
+
+
+def test_headroom_does_not_compound_while_the_corrector_holds() -> None:
+    """A rising forecast adds headroom once.  Next period the corrector holds the
+    raised count (band / scale-down delay) while its own demand is unchanged:
+    scaling the held count again would ratchet 3 -> 5 -> 8 ... period after period."""
+    first, _ = _one(_x(2, 1.0, 2.0))
+    assert first.replicas == 3
+    replicas = first.replicas
+    for _ in range(5):
+        x = _x(replicas, 1.0, 2.0)
+        x.demand = 2  # what the traffic needs, as the corrector computed it
+        replicas = _one(x)[0].replicas
+        assert replicas == 3
+    # without the demand (an old caller) the held count is what gets scaled
+    legacy = _one(_x(3, 1.0, 2.0))[0].replicas
+    assert legacy > 3

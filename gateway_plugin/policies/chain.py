@@ -271,6 +271,7 @@ def decide(
                         c.critical,
                         c.mmc_replicas,
                         not c.missing,
+                        c.demand,
                     )
                     for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
                 ],

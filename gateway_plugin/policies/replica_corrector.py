@@ -85,6 +85,11 @@ class Correction:
     reason: str
     state: CorrectorState
     missing: tuple[str, ...] = ()  # metrics that were absent: later steps must not scale down
+    # What the model + PID want for the traffic observed, before the tolerance band
+    # and the scale-down delay hold ``replicas`` at the current count.  Smoothing
+    # scales this, not ``replicas``: a held count already carries last period's
+    # headroom, and scaling it again would compound the headroom every period.
+    demand: int | None = None
 
 
 def split_slo(
@@ -225,7 +230,8 @@ def _correct_stage(
         if target > current:
             why += f"; raised to {target} (M/M/c floor / min_replicas)"
         state = CorrectorState(pid=prev.pid, down_streak=0, down_target=0)
-        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state, missing)
+        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state, missing,
+                          target)
 
     assert latency is not None and lam is not None and service is not None
     hopeless = budget <= service
@@ -256,6 +262,7 @@ def _correct_stage(
     desired_real = max(float(base), base * (1.0 + u))
     desired = _round(desired_real, critical)
     desired = min(max(desired, base, lo), hi)
+    demand = desired
     note = (
         f"{model_note}; latency {latency * 1e3:.1f} ms vs {budget * 1e3:.1f} ms "
         f"(e={step.error:+.2f}, u={u:.2f}"
@@ -297,4 +304,4 @@ def _correct_stage(
                 f"({streak}/{config.scale_down_periods} periods): {note}"
             )
     state = CorrectorState(pid=step.state, down_streak=streak, down_target=pending)
-    return Correction(stage.name, replicas, budget, mmc, u, critical, reason, state)
+    return Correction(stage.name, replicas, budget, mmc, u, critical, reason, state, (), demand)

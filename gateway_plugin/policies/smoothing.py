@@ -87,6 +87,7 @@ class SmoothingInput:
     critical: bool = False
     mmc_floor: int | None = None  # min_replicas_for(budget) if the caller has it already
     may_release: bool = True  # False when the corrector held on missing data
+    demand: int | None = None  # the corrector's unheld count (Correction.demand); None: replicas
 
 
 @dataclass(slots=True)
@@ -167,7 +168,11 @@ def _stage(
     scaled = r * need_next / need_now
     g_note = f"G/G/c need {need_now}->{need_next}"
     if nxt > now:
-        target = min(max(math.ceil(scaled - 1e-9), r), hi)
+        # Headroom on what the observed traffic needs, not on the possibly held
+        # count: a count held by the band or the scale-down delay already carries
+        # last period's headroom, and r * ratio again would ratchet up every period.
+        base = x.demand if x.demand is not None else r
+        target = min(max(math.ceil(base * need_next / need_now - 1e-9), r), hi)
         verb = f"+{target - r} headroom" if target > r else "no change"
         return target, floor, f"smoothing: {cv_note} rising, {g_note}: {verb}", _STEADY
     # falling
