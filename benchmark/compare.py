@@ -171,7 +171,12 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
         node = fails[0][2] if fails else None
         return sched.run(arrivals, scheduler=name, nodes=a.nodes, slo_s=a.slo,
                          fail_at=t_fail, fail_node=node, seed=a.seed)
-    (system,) = parse_systems(name, bounds)
+    options = None
+    if name == "static":  # sized once from the workload's own mean rate, per stage
+        rates = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
+                 for t in arrivals.targets for i in range(16)}
+        options = {"static": {"mean_rps": rates}}
+    (system,) = parse_systems(name, bounds, options)
     if a.mode == "live":
         from benchmark.live import LiveConfig, run_live
 
