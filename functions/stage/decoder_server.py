@@ -15,7 +15,8 @@ answer is ``application/x-ndjson``, one line per token as soon as it exists::
 The first step (the prefill) runs before the answer starts, so a failure
 there is a plain 4xx/5xx; a later failure ends the stream with an
 ``{"error": ..., "status": ..., "done": true}`` line.  ``Server-Timing`` of
-the answer carries every stage's prefill compute; each line its step's.
+the answer carries every stage's prefill compute; each line its step's (compute
+only: the wait for a busy replica's lock shows in the gaps, not there).
 
 Why this shape: the loop needs the last stage's token before the next step,
 so some stage must drive it, and the entry stage is the one the client is
@@ -209,11 +210,11 @@ class DecoderServer:
                                     "stage": self.cfg.stage, "kv_miss": True},
                               headers={KV_MISS_HEADER: "1"})
         try:
-            t0 = time.perf_counter()
-            with self.lock:
+            with self.lock:  # Server-Timing is the compute, not the wait for the lock
+                t0 = time.perf_counter()
                 h = self.stage.forward(st.hidden, st.pos, sess.cache)
                 token = self.stage.next_token(h) if self.stage.is_last else None
-            own = {f"stage{self.cfg.stage}": (time.perf_counter() - t0) * 1e3}
+                own = {f"stage{self.cfg.stage}": (time.perf_counter() - t0) * 1e3}
             if token is not None:
                 return self._json(200, {"token": token}, {"Server-Timing": _timing_header(own)})
             sess.history = h if st.pos == 0 or sess.history is None else torch.cat(
@@ -275,11 +276,18 @@ class DecoderServer:
         return StepError(status, json.dumps({"error": msg, "stage": self.cfg.stage + 1}).encode(),
                          "application/json")
 
+    def openapi(self) -> dict[str, Any]:
+        """This stage's OpenAPI document (decoder_openapi.py)."""
+        from .decoder_openapi import document
+
+        return document(self)
+
     @staticmethod
     def _json(status: int, doc: dict[str, Any], headers: dict[str, str] | None = None
               ) -> dict[str, Any]:
-        return {"statusCode": status, "body": json.dumps(doc), "headers": {**JSON,
-                                                                           **(headers or {})}}
+        extra = {"Allow": "GET, POST"} if status == 405 else {}  # RFC 9110
+        return {"statusCode": status, "body": json.dumps(doc),
+                "headers": {**JSON, **extra, **(headers or {})}}
 
 
 class Generation:
@@ -305,11 +313,11 @@ class Generation:
     def step(self) -> dict[str, Any]:
         """One pass through every stage; returns the token's line (without writing it)."""
         s, final = self.s, len(self.tokens) + 1 == self.n
-        t0 = time.perf_counter()
         with s.lock:
+            t0 = time.perf_counter()
             h = s.stage.forward(self.x, self.pos, self.sess.cache)
             token = s.stage.next_token(h) if s.stage.is_last else None
-        timing = {"stage0": (time.perf_counter() - t0) * 1e3}
+            timing = {"stage0": (time.perf_counter() - t0) * 1e3}
         if token is None:
             hist = self.sess.history
             self.sess.history = h if hist is None else torch.cat([hist, h], dim=1)
