@@ -46,6 +46,8 @@ def warmup() -> None:
 
 def openapi() -> dict[str, Any]:
     """This stage's OpenAPI document (index.py serves it at ``GET /_/openapi.json``)."""
+    if hasattr(_server, "openapi"):  # a decoder stage describes itself (decoder_openapi.py)
+        return _server.openapi()
     from .openapi import document
 
     return document(_server)
