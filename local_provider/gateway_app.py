@@ -181,7 +181,12 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
         finally:
             seconds = time.perf_counter() - t0
             status = result.status if result is not None else 500
-            metrics.finished(label, status, seconds, result.rejected if result else "")
+            if result is not None and result.stream is not None:
+                # streamed (chunked): the call ends with its body, as behind upstream's proxy
+                result.stream.on_close(lambda: metrics.finished(
+                    label, status, time.perf_counter() - t0, ""))
+            else:
+                metrics.finished(label, status, seconds, result.rejected if result else "")
         assert result is not None
         if status < 400:
             own = server_timing_first(result.header("Server-Timing"))
