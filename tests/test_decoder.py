@@ -295,3 +295,17 @@ def test_keys_manager_cache_serves_decoder_stages(tiny3, tmp_path, refs):
         x = torch.tensor([[out[-1]]])
     assert out == refs[PROMPTS[0]][:len(out)]
     cache.close()
+
+
+def test_openapi_documents_the_decoder_stages_limits(gw):
+    import schemathesis
+
+    d0, d1 = gw.stages[0].openapi(), gw.stages[2].openapi()
+    for d in (d0, d1):
+        schemathesis.openapi.from_dict(json.loads(json.dumps(d)))  # parses as OpenAPI 3.0
+    props = d0["paths"]["/"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert props["properties"]["prompt"]["maxLength"] == 200
+    assert props["properties"]["max_new_tokens"]["maximum"] == 100
+    assert "409" in d1["paths"]["/"]["post"]["responses"]
+    res = gw.stages[0].handle(Event(b"", {}, "PUT"))
+    assert res["statusCode"] == 405 and res["headers"]["Allow"] == "GET, POST"

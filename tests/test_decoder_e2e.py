@@ -113,6 +113,20 @@ def test_each_token_is_one_invocation_of_the_later_stage(dep, mono):
     assert after - before == n  # one step per token (the prefill included)
 
 
+def test_the_gateway_times_a_streamed_call_until_its_body_ends(dep):
+    label = {"function_name": f"{FN[0]}.openfaas-fn", "code": "200"}
+    text = scrape(dep)
+    n0 = sample(text, "gateway_functions_seconds_count", **label)
+    s0 = sample(text, "gateway_functions_seconds_sum", **label)
+    with requests.post(url(dep), json={"prompt": "time me", "max_new_tokens": 60}, stream=True,
+                       timeout=60) as r:
+        lines = [json.loads(x) for x in r.iter_lines()]
+    text = scrape(dep)
+    assert sample(text, "gateway_functions_seconds_count", **label) == n0 + 1
+    took = sample(text, "gateway_functions_seconds_sum", **label) - s0
+    assert took >= lines[-1]["total_ms"] / 1e3  # the whole generation, not time to headers
+
+
 def test_forked_replicas_of_a_later_stage_keep_tokens_exact(dep, mono):
     """Scale-up forks from the stage's zygote (weights in keys_manager's T1 segment); steps
     then land on replicas without the session's KV cache and are rebuilt, not wrong."""
