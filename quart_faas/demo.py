@@ -7,11 +7,15 @@ to show how fork-started replicas come up, then sends an open-loop burst
 the plugin scales; prints a timeline of replicas and p99 per stage with the
 plugin's reasons, saves it as a PNG, prints a per-stage table read back from
 Prometheus, and stops everything it started — on Ctrl-C too.
+
+``--pipeline opt`` (or QUART_DEMO_PIPELINE=opt) shows the streaming decoder
+pipeline instead, with its time to first token (``demo_opt.py``).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
     p.add_argument("--state-dir", type=Path, default=Path(".quart"))
     p.add_argument("--seconds", type=float, default=60.0, help="length of the burst")
-    p.add_argument("--rate", type=float, default=8.0, help="mean requests per second")
+    p.add_argument("--pipeline", choices=("minilm", "opt"),
+                   default=os.environ.get("QUART_DEMO_PIPELINE") or "minilm",
+                   help="minilm (embeddings, autoscaled) or opt (streaming decoder, TTFT)")
+    p.add_argument("--rate", type=float, default=None,
+                   help="mean requests per second (8 for minilm, 0.5 for opt)")
+    p.add_argument("--tokens", type=int, default=32, help="opt: new tokens per generation")
     p.add_argument("--cv", type=float, default=4.0, help="burstiness (CV of inter-arrivals)")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--plugin-port", type=int, default=8084)
@@ -59,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     con = Console()
     before = {s.name for s in services.recorded(a.state_dir)}
     try:
+        if a.pipeline == "opt":
+            from quart_faas import demo_opt
+
+            return demo_opt.run(a, con)
+        if a.rate is None:
+            a.rate = 8.0
         return _run(a, con)
     except KeyboardInterrupt:
         con.print("[yellow]interrupted[/yellow]")
