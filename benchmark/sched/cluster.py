@@ -69,7 +69,7 @@ class Cluster:
                     enumerate(self.nodes[m] for m in self.names)]
             room, _, node = max(free, key=lambda x: (x[0], x[1]))
             if room >= spec.size_mib:
-                node.cache[spec.name] = spec.size_mib
+                node.preload(spec.name)
 
     # --- requests ----------------------------------------------------------------------
     def client(self, times: np.ndarray, target: np.ndarray, factors: np.ndarray,

@@ -70,13 +70,13 @@ class NodeView:
     memory_mib: float
     used_mib: float = 0.0
     alive: bool = True            # False: dead or suspected
-    age_s: float = 0.0            # how old this view is (0 for the node itself)
+    origin_s: float | None = None  # owner's clock when written (None: read live, exact)
     cached: tuple[str, ...] = ()  # loaded models, least recently used first
     pinned: tuple[str, ...] = ()  # models of requests queued or in service, sorted
 
 
 def cold_cost(node: NodeView, spec: ModelSpec, catalog: Mapping[str, ModelSpec],
-              elsewhere: Mapping[str, int]) -> float | None:
+              warm_on: Mapping[str, int]) -> float | None:
     """Expected start of ``spec`` cold-started on ``node``, eviction included; None: no room.
 
     Loading evicts least recently used models, and models that requests ahead
@@ -85,7 +85,7 @@ def cold_cost(node: NodeView, spec: ModelSpec, catalog: Mapping[str, ModelSpec],
     cold load, so that load is added: without it, two busy models sharing too
     little memory evict each other on every burst (thrashing; Denning, *The
     Working Set Model for Program Behavior*, CACM 1968, is the classic account).
-    ``elsewhere[m]`` counts the *other* live nodes where m is warm.
+    ``warm_on[m]`` counts the live nodes where m is warm, ``node`` included.
     """
     if spec.size_mib > node.memory_mib:
         return None
@@ -97,7 +97,7 @@ def cold_cost(node: NodeView, spec: ModelSpec, catalog: Mapping[str, ModelSpec],
         if used + spec.size_mib <= node.memory_mib:
             break
         used -= catalog[m].size_mib
-        if elsewhere.get(m, 0) <= 0:
+        if warm_on.get(m, 0) - (m in node.warm) <= 0:
             penalty += catalog[m].load_s
     if used + spec.size_mib > node.memory_mib:
         return None  # the rest is being loaded right now
@@ -112,9 +112,6 @@ def warm_counts(nodes: Sequence[NodeView]) -> dict[str, int]:
                 out[m] = out.get(m, 0) + 1
     return out
 
-
-def _others(counts: Mapping[str, int], node: NodeView) -> dict[str, int]:
-    return {m: c - (m in node.warm) for m, c in counts.items()}
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ def decide_central(nodes: Sequence[NodeView], spec: ModelSpec,
     cost = {}
     for n in live:
         if spec.name not in n.warm:
-            c = cold_cost(n, spec, catalog, _others(counts, n))
+            c = cold_cost(n, spec, catalog, counts)
             if c is not None:
                 cost[n.name] = c
     if cost:
@@ -194,14 +191,14 @@ def decide_gossip(local: NodeView, peers: Sequence[NodeView], spec: ModelSpec,
     if warm_here:
         local_cost = local.backlog_s
     else:
-        c = cold_cost(local, spec, catalog, _others(counts, local))
+        c = cold_cost(local, spec, catalog, counts)
         local_cost = math.inf if c is None else c
     best: tuple[float, str, str] | None = None
     for p in everyone[1:]:
         if spec.name in p.warm:
             cost, what = p.backlog_s, "warm"
         else:
-            c = cold_cost(p, spec, catalog, _others(counts, p))
+            c = cold_cost(p, spec, catalog, counts)
             if c is None:
                 continue
             cost, what = c, "cold"

@@ -33,10 +33,9 @@ needs: backlog, queue length, warm models, memory.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-
-import numpy as np
 
 from benchmark.sched.decide import NodeView
 
@@ -103,11 +102,16 @@ class View:
         self.entries: dict[str, Entry] = {}
         self._heard_s: dict[str, float] = {}      # local time the version last grew
         self._suspected_s: dict[str, float] = {}  # local time suspicion began
+        self._peers: list[NodeView] | None = None  # built once per change of the table
+
+    def _put(self, name: str, e: Entry) -> None:
+        self.entries[name] = e
+        self._peers = None
 
     def set_self(self, entry: Entry, now: float) -> None:
         if entry.node != self.owner:
             raise ValueError(f"{self.owner} cannot set {entry.node}'s own entry")
-        self.entries[self.owner] = entry
+        self._put(self.owner, entry)
         self._heard_s[self.owner] = now
 
     def merge(self, incoming: Iterable[Entry], now: float) -> int:
@@ -117,28 +121,28 @@ class View:
             if e.node == self.owner:
                 continue  # nobody knows me better than I do (and I refute suspicion)
             cur = self.entries.get(e.node)
-            if cur is not None and not e.supersedes(cur):
-                continue
+            if cur is e or (cur is not None and not e.supersedes(cur)):
+                continue  # (entries are immutable and shared: most arrive unchanged)
             if cur is None or e.version > cur.version:
                 self._heard_s[e.node] = now
             if e.status != ALIVE and (cur is None or cur.status == ALIVE):
                 self._suspected_s[e.node] = now
-            self.entries[e.node] = e
+            self._put(e.node, e)
             changed += 1
         return changed
 
     def detect(self, now: float, suspect_after_s: float, dead_after_s: float) -> list[str]:
         """Heartbeat timeouts: alive -> suspect -> dead; returns nodes newly declared dead."""
         dead = []
-        for name, e in self.entries.items():
+        for name, e in list(self.entries.items()):
             if name == self.owner:
                 continue
             if e.status == ALIVE and now - self._heard_s.get(name, now) > suspect_after_s:
-                self.entries[name] = replace(e, status=SUSPECT)
+                self._put(name, replace(e, status=SUSPECT))
                 self._suspected_s[name] = now
             elif (e.status == SUSPECT
                   and now - self._suspected_s.get(name, now) > dead_after_s):
-                self.entries[name] = replace(e, status=DEAD)
+                self._put(name, replace(e, status=DEAD))
                 dead.append(name)
         return dead
 
@@ -146,7 +150,7 @@ class View:
         """Direct evidence (a connection refused): suspect it now, without waiting."""
         e = self.entries.get(node)
         if node != self.owner and e is not None and e.status == ALIVE:
-            self.entries[node] = replace(e, status=SUSPECT)
+            self._put(node, replace(e, status=SUSPECT))
             self._suspected_s[node] = now
 
     def note_forward(self, node: str, model: str, cost_s: float) -> None:
@@ -159,37 +163,37 @@ class View:
         if e is not None:
             warm = e.warm if model in e.warm else tuple(sorted((*e.warm, model)))
             pinned = e.pinned if model in e.pinned else tuple(sorted((*e.pinned, model)))
-            self.entries[node] = replace(e, backlog_s=e.backlog_s + cost_s,
-                                         queue_len=e.queue_len + 1, warm=warm, pinned=pinned)
+            self._put(node, replace(e, backlog_s=e.backlog_s + cost_s,
+                                    queue_len=e.queue_len + 1, warm=warm, pinned=pinned))
 
     def gossip_targets(self) -> list[str]:
         """Peers worth talking to: all but the dead (a suspect may yet refute)."""
         return sorted(n for n, e in self.entries.items() if n != self.owner and e.status != DEAD)
 
-    def peers(self, now: float) -> list[NodeView]:
-        return [NodeView(e.node, e.backlog_s, e.queue_len, e.warm, e.memory_mib, e.used_mib,
-                         alive=e.status == ALIVE, age_s=now - e.origin_s, cached=e.cached,
+    def peers(self) -> list[NodeView]:
+        """Everyone but the owner, as the scheduler reads them (age = now - origin_s)."""
+        if self._peers is None:
+            self._peers = [
+                NodeView(e.node, e.backlog_s, e.queue_len, e.warm, e.memory_mib, e.used_mib,
+                         alive=e.status == ALIVE, origin_s=e.origin_s, cached=e.cached,
                          pinned=e.pinned)
                 for n, e in sorted(self.entries.items()) if n != self.owner]
+        return self._peers
 
     def snapshot(self) -> list[Entry]:
         return list(self.entries.values())
 
 
-def _distinct(n: int, k: int, rng: np.random.Generator) -> list[int]:
-    """k distinct indices below n, uniformly (rejection: O(k) for k << n, unlike a shuffle)."""
-    if k >= n:
-        return list(range(n))
-    got: list[int] = []
-    while len(got) < k:
-        i = int(rng.integers(n))
-        if i not in got:
-            got.append(i)
-    return sorted(got)
+def choose_partners(targets: Sequence[str], fanout: int, rng: random.Random) -> list[str]:
+    """``fanout`` distinct peers, uniformly (all of them if there are fewer).
 
-
-def choose_partners(targets: Sequence[str], fanout: int, rng: np.random.Generator) -> list[str]:
-    return [targets[i] for i in _distinct(len(targets), fanout, rng)]
+    The stdlib generator, seeded from the run's seed: a scalar draw from it
+    costs a fraction of a microsecond, a NumPy scalar draw several, and the
+    gossip loop makes one per node per round.
+    """
+    if len(targets) <= fanout:
+        return list(targets)
+    return sorted(rng.sample(targets, fanout))
 
 
 def rounds_to_converge(n: int, fanout: int = 1, seed: int = 0, max_rounds: int = 10_000) -> int:
@@ -206,7 +210,7 @@ def rounds_to_converge(n: int, fanout: int = 1, seed: int = 0, max_rounds: int =
         raise ValueError("convergence needs at least 2 nodes")
     if fanout < 1:
         raise ValueError("fanout must be >= 1")
-    rng = np.random.default_rng(seed)
+    rng = random.Random(seed)
     names = [f"n{i}" for i in range(n)]
     views = {m: View(m) for m in names}
     for m in names:
@@ -216,7 +220,7 @@ def rounds_to_converge(n: int, fanout: int = 1, seed: int = 0, max_rounds: int =
     for r in range(1, max_rounds + 1):
         start = {m: views[m].snapshot() for m in names}
         for i, m in enumerate(names):
-            for j in _distinct(n - 1, fanout, rng):
+            for j in sorted(rng.sample(range(n - 1), min(fanout, n - 1))):
                 p = names[j + (j >= i)]  # skip itself
                 views[p].merge(start[m], float(r))   # push
                 views[m].merge(start[p], float(r))   # pull

@@ -31,6 +31,16 @@ from benchmark.sched.models import ModelSpec
 __all__ = ["Job", "WorkerNode"]
 
 
+@dataclass(frozen=True)
+class _Summary:
+    tail_s: float                 # expected work queued behind the request in service
+    warm: tuple[str, ...]
+    pinned: tuple[str, ...]
+    queue_len: int
+    used_mib: float
+    cached: tuple[str, ...]
+
+
 @dataclass(eq=False)
 class Job:
     """One request on its way through the cluster (mutable: the sim fills it in)."""
@@ -66,55 +76,68 @@ class WorkerNode:
         self.evictions = 0
         self._rng, self._sigma, self._on_done = load_rng, load_sigma, on_done
         self._wake: simpy.Event | None = None
+        self._sum: _Summary | None = None
         self._proc = env.process(self._work())
 
     # --- what a scheduler can read -----------------------------------------------------
-    # (requests on the wire count as queued: whoever sent them knows they are coming)
-    def _ahead(self) -> list[Job]:
-        return [*self.queue, *self.incoming]
+    # Requests on the wire count as queued: whoever sent them knows they are coming.  The
+    # summary is rebuilt only after the node changed (schedulers read it far more often).
+    def _summary(self) -> _Summary:
+        if self._sum is None:
+            ahead = [*self.queue, *self.incoming]
+            have = set(self.cache)
+            if self.current is not None:
+                have.add(self.current.model)
+            pinned = {j.model for j in ahead}
+            if self.current is not None:
+                pinned.add(self.current.model)
+            tail = 0.0
+            for j in ahead:
+                spec = self.specs[j.model]
+                if j.model not in have:
+                    tail += spec.load_s
+                    have.add(j.model)
+                tail += spec.mean_serve_s
+            extra = self.specs[self.loading].size_mib if self.loading else 0.0
+            self._sum = _Summary(tail, tuple(sorted(have)), tuple(sorted(pinned)),
+                                 len(ahead) + (self.current is not None),
+                                 sum(self.cache.values()) + extra, tuple(self.cache))
+        return self._sum
+
+    def _changed(self) -> None:
+        self._sum = None
 
     def warm(self) -> tuple[str, ...]:
-        have = set(self.cache)
-        if self.current is not None:
-            have.add(self.current.model)
-        have.update(j.model for j in self._ahead())
-        return tuple(sorted(have))
+        return self._summary().warm
 
     def queue_len(self) -> int:
-        return len(self.queue) + len(self.incoming) + (self.current is not None)
+        return self._summary().queue_len
 
     def used_mib(self) -> float:
-        extra = self.specs[self.loading].size_mib if self.loading else 0.0
-        return sum(self.cache.values()) + extra
-
-    def backlog_s(self) -> float:
-        t = max(0.0, self.expected_end_s - self.env.now) if self.current is not None else 0.0
-        have = set(self.cache)
-        if self.current is not None:
-            have.add(self.current.model)
-        for j in self._ahead():
-            spec = self.specs[j.model]
-            if j.model not in have:
-                t += spec.load_s
-                have.add(j.model)
-            t += spec.mean_serve_s
-        return t
+        return self._summary().used_mib
 
     def pinned(self) -> tuple[str, ...]:
-        have = {j.model for j in self._ahead()}
-        if self.current is not None:
-            have.add(self.current.model)
-        return tuple(sorted(have))
+        return self._summary().pinned
+
+    def backlog_s(self) -> float:
+        now = max(0.0, self.expected_end_s - self.env.now) if self.current is not None else 0.0
+        return now + self._summary().tail_s
 
     def view(self, alive: bool = True) -> NodeView:
-        return NodeView(self.name, self.backlog_s(), self.queue_len(), self.warm(),
-                        self.memory_mib, self.used_mib(), alive and self.up,
-                        cached=tuple(self.cache), pinned=self.pinned())
+        s = self._summary()
+        return NodeView(self.name, self.backlog_s(), s.queue_len, s.warm, self.memory_mib,
+                        s.used_mib, alive and self.up, cached=s.cached, pinned=s.pinned)
+
+    def preload(self, model: str) -> None:
+        """Put a model in the cache before the run starts (pre-warming)."""
+        self.cache[model] = self.specs[model].size_mib
+        self._changed()
 
     # --- what the cluster does to it -----------------------------------------------------
     def expect(self, job: Job) -> None:
         """A scheduler has sent ``job`` here; it arrives with :meth:`submit`."""
         self.incoming.append(job)
+        self._changed()
 
     def submit(self, job: Job) -> None:
         if not self.up:
@@ -123,6 +146,7 @@ class WorkerNode:
             self.incoming.remove(job)
         job.node = self.name
         self.queue.append(job)
+        self._changed()
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
 
@@ -132,6 +156,7 @@ class WorkerNode:
             self.queue.remove(job)
         except ValueError:
             return False
+        self._changed()
         return True
 
     def fail(self) -> list[Job]:
@@ -144,6 +169,7 @@ class WorkerNode:
         self.incoming.clear()  # their senders find out when they cannot connect
         self.current, self.loading = None, None
         self.cache.clear()
+        self._changed()
         self._proc.interrupt("node failure")
         return lost
 
@@ -154,6 +180,7 @@ class WorkerNode:
             victim = next((m for m in self.cache if m not in needed), next(iter(self.cache)))
             del self.cache[victim]
             self.evictions += 1
+            self._changed()
 
     def _jitter(self) -> float:
         return float(np.exp(self._rng.normal(-self._sigma ** 2 / 2, self._sigma)))
@@ -171,14 +198,17 @@ class WorkerNode:
                 spec = self.specs[job.model]
                 if job.model in self.cache:
                     self.cache.move_to_end(job.model)
+                    self._changed()
                 else:
                     self._make_room(spec)
                     self.loading = job.model
                     self.expected_end_s = env.now + spec.load_s + spec.mean_serve_s
+                    self._changed()
                     yield env.timeout(spec.load_s * self._jitter())
                     self.loading = None
                     self.cache[job.model] = spec.size_mib
                     self.loads += 1
+                    self._changed()
                 self.expected_end_s = env.now + spec.mean_serve_s
                 job.start_s = env.now
                 first, total = spec.service(job.factor, job.tokens)
@@ -188,6 +218,7 @@ class WorkerNode:
                     yield env.timeout(total - first)
                 job.end_s = env.now
                 self.current = None
+                self._changed()
                 self._on_done(job, self)
         except simpy.Interrupt:
             return

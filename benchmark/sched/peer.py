@@ -18,6 +18,8 @@ itself; everyone else learns of the death from the heartbeat detector.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 
 from benchmark.sched.cluster import Cluster
@@ -29,7 +31,7 @@ __all__ = ["GossipScheduler"]
 
 
 class GossipScheduler:
-    def __init__(self, cluster: Cluster, entry: np.ndarray, gossip_rng: np.random.Generator,
+    def __init__(self, cluster: Cluster, entry: np.ndarray, gossip_rng: random.Random,
                  client_rng: np.random.Generator) -> None:
         self.cluster, self.env, self.cfg = cluster, cluster.env, cluster.cfg
         self.p = cluster.cfg.gossip
@@ -101,7 +103,7 @@ class GossipScheduler:
             name = self._client_pick(name)
         node, view = nodes[name], self.views[name]
         spec = self.cluster.specs[job.model]
-        peers = view.peers(env.now)
+        peers = view.peers()
         self._record_staleness(peers)
         d = decide_gossip(node.view(), peers, spec, self.cluster.specs, False, cfg.rpc_s,
                           cfg.max_wait_s)
@@ -142,8 +144,8 @@ class GossipScheduler:
 
     def _record_staleness(self, peers: list) -> None:  # type: ignore[type-arg]
         for p in peers:
-            if p.alive:
-                self.ages.append(p.age_s)
+            if p.alive and p.origin_s is not None:
+                self.ages.append(self.env.now - p.origin_s)
                 true = self.cluster.nodes[p.name]
                 if true.up:
                     self.backlog_err.append(abs(p.backlog_s - true.backlog_s()))

@@ -11,6 +11,7 @@ another stream.  Same inputs, same seed: the same result, bit for bit.
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -69,7 +70,7 @@ def _memory(nodes: int, memory_mib: float | Sequence[float]) -> list[float]:
 def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
         models: Sequence[ModelSpec] | Mapping[str, ModelSpec] | None = None,
         slo_s: float = 1.0, fail_at: float | None = None, seed: int = 0,
-        memory_mib: float | Sequence[float] = 512.0, fail_node: str | None = None,
+        memory_mib: float | Sequence[float] = 768.0, fail_node: str | None = None,
         config: SchedConfig | None = None) -> RunResult:
     """Simulate ``scheduler`` ("central" | "gossip") serving ``arrivals`` on ``nodes`` nodes.
 
@@ -121,7 +122,7 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
     if scheduler == "central":
         sched = Coordinator(cluster, "node-0")
     else:
-        sched = GossipScheduler(cluster, entry, np.random.default_rng(gossip_ss),
+        sched = GossipScheduler(cluster, entry, random.Random(int(gossip_ss.generate_state(1)[0])),
                                 np.random.default_rng(client_ss))
     cluster.scheduler = sched
     sched.start()
