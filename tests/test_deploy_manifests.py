@@ -253,6 +253,22 @@ def test_plugin_settings_come_from_the_manifest(rendered, tmp_path):
     assert pdb["spec"]["minAvailable"] == 1
 
 
+@pytest.mark.parametrize("kind, workload, name, module", [
+    ("Deployment", "quart-gateway-plugin", "plugin", "gateway_plugin/config.py"),
+    ("DaemonSet", "quart-keys-manager", "keys-manager", "keys_manager/config.py")])
+def test_every_variable_set_is_one_the_code_reads(rendered, kind, workload, name, module):
+    """A misspelt variable would be silently ignored and its default used."""
+    docs = rendered["base"]
+    c = container(find(docs, kind, workload), name)
+    cms = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    names = {e["name"] for e in c.get("env", [])} | {
+        k for src in c.get("envFrom", []) for k in cms[src["configMapRef"]["name"]]}
+    read = (REPO / module).read_text()
+    # HOME: for libraries that want a writable home; REDIS_PASSWORD: expanded into REDIS_URL
+    unread = {n for n in names - {"HOME", "REDIS_PASSWORD"} if f'"{n}"' not in read}
+    assert not unread, f"{module} reads none of {sorted(unread)}"
+
+
 def test_redis_only_admits_the_plugin(rendered):
     docs = rendered["base"]
     pol = find(docs, "NetworkPolicy", "quart-redis")
