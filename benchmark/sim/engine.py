@@ -16,6 +16,7 @@ average as stale as live, where the two loops are not aligned.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -117,8 +118,8 @@ def run(arrivals: Any, pipelines: Sequence[PipelineSpec] | PipelineSpec, system:
     cluster = cluster or default_cluster(specs)
     node_names = {n.name for n in cluster.nodes}
     for f in failures:
-        if (f.kind == "node" and f.target not in node_names) or \
-                (f.kind == "replica" and f.target not in names):
+        if f.target is not None and ((f.kind == "node" and f.target not in node_names)
+                                     or (f.kind == "replica" and f.target not in names)):
             raise ValueError(f"failure at {f.t_s:g}s: unknown {f.kind} {f.target!r}")
     index = {p.name: i for i, p in enumerate(specs)}
     index.update({p.stages[0].name: i for i, p in enumerate(specs)})
@@ -149,7 +150,7 @@ class _Run:
                 prof = calibration.SPAWN.get(s.spawn)
                 if prof is None:
                     raise ValueError(f"stage {s.name}: unknown spawn profile {s.spawn!r}")
-                st = Stage(i, s, pi, k, service_draws(s.dist, s.service_mean_s, s.cv,
+                st = Stage(i, s, pi, k, service_draws(str(s.dist), s.service_mean_s, s.cv,
                                                       np.random.default_rng(seqs[2 * i])),
                            calibration.spawn_draws(s.spawn, np.random.default_rng(seqs[2 * i + 1])),
                            prof.first_call_s)
@@ -213,16 +214,24 @@ class _Run:
     def _fail(self, f: Failure) -> None:
         m = self.model
         if f.kind == "node":
-            node = m.cluster.by_name[f.target]
+            up = [n for n in m.cluster.nodes if n.up]
+            if f.target is None and not up:
+                return
+            node = m.cluster.by_name[f.target] if f.target is not None else \
+                max(up, key=lambda n: len(n.replicas))  # max keeps the first of equals
             hit = m.node_down(node) if node.up else []
         else:
-            st = next(s for s in self.stages if s.name == f.target)
+            st = next(s for s in self.stages if s.name == f.target) if f.target is not None \
+                else max(self.stages, key=lambda s: s.inflight())
             live = [r for r in st.replicas if r.ready and not r.draining]
             if not live:
                 return
             m.kill(min(live, key=lambda r: r.uid))
             hit = [st]
-        self._at(self.env.now + self.cfg.reconcile_s, lambda: [m.reconcile(s) for s in hit])
+        def replace() -> None:
+            for s in hit:
+                m.reconcile(s)
+        self._at(self.env.now + self.cfg.reconcile_s, replace)
 
     # -- the run ----------------------------------------------------------------------
 
@@ -247,7 +256,7 @@ class _Run:
                 self.ctl.record(now)
         self._every(period + min(self.cfg.scrape_s, period) / 2, period, control)
         for f in self.failures:
-            self._at(f.t_s, lambda f=f: self._fail(f))
+            self._at(f.t_s, functools.partial(self._fail, f))
         if self.on_progress is not None:
             cb = self.on_progress
             self._every(0.0, max(end / 100, 1e-3), lambda now: cb(min(now, end), end))

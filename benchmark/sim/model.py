@@ -168,7 +168,7 @@ class Model:
         if not st.timer:
             self._arm_timeout(st, now + self.cfg.queue_timeout_s)
 
-    def _arrive_cb(self, ev: simpy.events.Event) -> None:
+    def _arrive_cb(self, ev: Any) -> None:
         self.events += 1
         req, st = ev.value
         if req.k >= 0:
@@ -274,7 +274,7 @@ class Model:
         ev = self.env.timeout(max(0.0, at - self.env.now), st)
         ev.callbacks.append(self._timeout_cb)
 
-    def _timeout_cb(self, ev: simpy.events.Event) -> None:
+    def _timeout_cb(self, ev: Any) -> None:
         self.events += 1
         st: Stage = ev.value
         st.timer = False
@@ -327,7 +327,7 @@ class Model:
         ev.callbacks.append(self._ready_cb)
         return True
 
-    def _ready_cb(self, ev: simpy.events.Event) -> None:
+    def _ready_cb(self, ev: Any) -> None:
         self.events += 1
         r: Replica = ev.value
         if not (r.dead or r.draining):
@@ -370,7 +370,7 @@ class Model:
         ev = self.env.timeout(self.cfg.drain_timeout_s, r)
         ev.callbacks.append(self._drain_cb)
 
-    def _drain_cb(self, ev: simpy.events.Event) -> None:
+    def _drain_cb(self, ev: Any) -> None:
         self.events += 1
         r: Replica = ev.value
         if not r.dead:

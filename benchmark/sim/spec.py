@@ -49,12 +49,13 @@ class StageSpec:
     ``benchmark.scaleup``).  ``hop_s`` is the fixed cost of reaching the
     stage (gateway proxy, HTTP, (de)serialisation), paid before it queues.
     ``spawn`` names a spawn-latency profile in :mod:`benchmark.sim.calibration`.
+    ``dist`` defaults to deterministic without a CV and lognormal with one.
     """
 
     name: str
     service_mean_s: float
     service_cv: float = 0.0
-    dist: str = "lognormal"
+    dist: str | None = None
     memory_gib: float = 0.5
     fork_overhead_gib: float = 0.0108
     max_inflight: int = 8
@@ -70,6 +71,9 @@ class StageSpec:
         o = f"stage {self.name}"
         _pos(o, "service_mean_s", self.service_mean_s)
         _pos(o, "service_cv", self.service_cv, zero_ok=True)
+        if self.dist is None:  # a constant without a CV, lognormal with one
+            object.__setattr__(self, "dist",
+                               "deterministic" if self.service_cv == 0 else "lognormal")
         if self.dist not in DISTRIBUTIONS:
             raise ValueError(f"{o}: dist must be one of {DISTRIBUTIONS}, got {self.dist!r}")
         if self.dist == "deterministic" and self.service_cv != 0:
@@ -183,35 +187,41 @@ class ClusterSpec:
 
 @dataclass(frozen=True)
 class Failure:
-    """Kill a node (by name) or one replica of a stage (by stage name) at ``t_s``."""
+    """Kill a node (by name) or one replica of a stage (by stage name) at ``t_s``.
+
+    ``target=None`` picks the worst case when the failure happens: the up node
+    holding the most replicas, or a replica of the stage with the most calls
+    in flight (ties: the first in cluster / pipeline order).
+    """
 
     t_s: float
     kind: str
-    target: str
+    target: str | None = None
 
     def __post_init__(self) -> None:
         _pos("failure", "t_s", self.t_s, zero_ok=True)
         if self.kind not in ("node", "replica"):
             raise ValueError(f"failure kind must be 'node' or 'replica', got {self.kind!r}")
-        if not isinstance(self.target, str) or not self.target:
-            raise ValueError("failure target must be a node or stage name")
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise ValueError("failure target must be a node or stage name (or None)")
 
 
 def parse_failures(items: Iterable[Failure | Sequence[object] | str] | None) -> tuple[Failure, ...]:
-    """Accept ``Failure``, ``(t, kind, name)`` tuples or ``"t:kind:name"`` strings (CLI)."""
+    """Accept ``Failure``, ``(t, kind[, name])`` tuples or ``"t:kind[:name]"`` strings."""
     out = []
     for item in items or ():
         if isinstance(item, Failure):
             out.append(item)
             continue
         parts: Sequence[object] = item.split(":", 2) if isinstance(item, str) else item
-        if len(parts) != 3:
-            raise ValueError(f"failure {item!r}: expected (t, 'node'|'replica', name)")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"failure {item!r}: expected (t, 'node'|'replica'[, name])")
         try:
             t = float(parts[0])  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ValueError(f"failure {item!r}: time {parts[0]!r} is not a number") from None
-        out.append(Failure(t, str(parts[1]), str(parts[2])))
+        name = parts[2] if len(parts) == 3 else None
+        out.append(Failure(t, str(parts[1]), None if name in (None, "") else str(name)))
     return tuple(sorted(out, key=lambda f: f.t_s))
 
 

@@ -1,0 +1,92 @@
+"""The live MiniLM pipeline for calibration and validation: deploy, call, tear down.
+
+Deployed exactly as ``benchmark.pipeline_overhead`` does (its ``stack_file``:
+three ``quart-python`` functions over a 3-stage partition, 1 torch thread,
+``max_inflight`` 8), through ``quart_faas.deploy.up`` on free ports with a
+private state directory, so nothing of a running demo is touched.  Requests
+carry ``pipeline_overhead.SENTENCES`` (8 sentences by default), the same body
+for calibration and validation.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from benchmark.pipeline_overhead import SENTENCES, stack_file
+from quart_faas import deploy, services
+
+REPO = Path(__file__).resolve().parents[2]
+CACHED = REPO / ".quart" / "models" / "minilm-3"
+STAGES = 3
+
+
+@dataclass(frozen=True)
+class LivePipeline:
+    gateway: str
+    auth: tuple[str, str]
+    functions: tuple[str, ...]
+
+    @property
+    def url(self) -> str:
+        return f"{self.gateway}/function/{self.functions[0]}"
+
+    def scale(self, replicas: int) -> None:
+        for name in self.functions:
+            r = requests.post(f"{self.gateway}/system/scale-function/{name}", auth=self.auth,
+                              json={"serviceName": name, "replicas": replicas}, timeout=10)
+            r.raise_for_status()
+        deploy.wait_available(self.gateway, self.auth, dict.fromkeys(self.functions, replicas))
+
+
+def body(inputs: int = 8) -> bytes:
+    texts = (SENTENCES * (inputs // len(SENTENCES) + 1))[:inputs]
+    return json.dumps({"inputs": texts}).encode()
+
+
+def stage_times(header: str | None) -> list[float]:
+    """Seconds per stage from ``Server-Timing: stage0;dur=12.3, stage1;dur=...``."""
+    out = []
+    for part in (header or "").split(","):
+        if "dur=" in part:
+            out.append(float(part.split("dur=")[1].split(";")[0]) / 1e3)
+    return out
+
+
+@contextlib.contextmanager
+def deployed(say=print) -> Iterator[LivePipeline]:  # type: ignore[no-untyped-def]
+    tmp = Path(tempfile.mkdtemp(prefix="quart-sim-live-"))
+    state = tmp / "state"
+    gw, pv, mp, kp = (services.free_port() for _ in range(4))
+    gateway = f"http://127.0.0.1:{gw}"
+    old = os.environ.get("QUART_GATEWAY_URL")
+    os.environ["QUART_GATEWAY_URL"] = gateway
+    try:
+        if (CACHED / "manifest.json").is_file():
+            model_dir = CACHED
+        else:
+            from functions.partitioner import partition
+
+            model_dir = tmp / "minilm-3"
+            say(f"partitioning all-MiniLM-L6-v2 into {STAGES} stages at {model_dir}")
+            partition(model_dir, STAGES, model="all-MiniLM-L6-v2")
+        stack = stack_file(tmp, model_dir, STAGES, 1)
+        deploy.up(str(stack), gateway, state, "", say=lambda s: None, provider_port=pv,
+                  metrics_port=mp, keys_metrics_port=kp)
+        auth = (deploy.USER, deploy.password_file(state).read_text().strip())
+        yield LivePipeline(gateway, auth, tuple(f"bench{STAGES}-stage-{i}"
+                                                for i in range(STAGES)))
+    finally:
+        deploy.down(state, say=lambda s: None)
+        if old is None:
+            os.environ.pop("QUART_GATEWAY_URL", None)
+        else:
+            os.environ["QUART_GATEWAY_URL"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
