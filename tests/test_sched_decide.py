@@ -7,6 +7,7 @@ import statistics
 
 import numpy as np
 import pytest
+import simpy
 
 from benchmark.sched.decide import (
     COLD_START,
@@ -27,6 +28,7 @@ from benchmark.sched.gossip import (
     rounds_to_converge,
 )
 from benchmark.sched.models import CATALOGUE, ModelSpec, resolve_models
+from benchmark.sched.node import Job, WorkerNode
 from benchmark.sched.recovery import recovery_time, rolling_p99
 
 BERT = CATALOGUE["bert-large-stage"]
@@ -35,10 +37,10 @@ OPT = CATALOGUE["opt-125m"]
 CAT = {m.name: m for m in (BERT, MINI, OPT)}
 
 
-def nv(name, backlog=0.0, warm=(), mem=768.0, used=0.0, alive=True, cached=None, pinned=()):
+def nv(name, backlog=0.0, warm=(), mem=768.0, used=0.0, alive=True, cached=None):
     cached = tuple(warm) if cached is None else cached
     return NodeView(name, backlog, int(backlog > 0), tuple(sorted(warm)), mem, used, alive,
-                    cached=cached, pinned=pinned)
+                    cached=cached)
 
 
 # --- full information, no delay: a warm model is served -----------------------------------
@@ -116,13 +118,34 @@ def test_cold_cost_adds_the_load_of_an_evicted_sole_copy():
         1.0 + OPT.load_s)
 
 
-def test_cold_cost_evicts_models_needed_by_queued_requests_last():
+def test_cold_cost_evicts_from_the_lru_end_and_refuses_what_never_fits():
     node = nv("a", 0.5, [BERT.name, MINI.name], mem=512, used=301.5,
-              cached=(MINI.name, BERT.name), pinned=(MINI.name,))
-    # MiniLM is LRU but queued work needs it: BERT goes first (penalty 2.851), then room
+              cached=(MINI.name, BERT.name))
+    # MiniLM (LRU, 13.5) goes first: 288 + 477.8 > 512 still, so BERT goes too
     counts = {BERT.name: 1, MINI.name: 1}
-    assert cold_cost(node, OPT, CAT, counts) == pytest.approx(0.5 + OPT.load_s + BERT.load_s)
+    assert cold_cost(node, OPT, CAT, counts) == pytest.approx(
+        0.5 + OPT.load_s + MINI.load_s + BERT.load_s)
     assert cold_cost(nv("b", mem=100), BERT, CAT, {}) is None  # never fits
+
+
+def test_a_node_is_warm_for_what_will_still_be_resident_after_its_queue():
+    # 768 MiB holding two BERT-sized models (LRU first); a queued OPT load (477.8) will
+    # evict the older one, so a request queued behind it would find only the newer one
+    cat_b2 = {**CAT, "bert-b": BERT}
+    env = simpy.Environment()
+    node = WorkerNode(env, "n", 768.0, cat_b2, np.random.default_rng(0), lambda j, n: None)
+    node.preload(BERT.name)
+    node.preload("bert-b")
+    assert node.warm() == tuple(sorted((BERT.name, "bert-b")))
+    node.submit(Job(0, OPT.name, 0.0, 1.0, 32))
+    assert node.warm() == tuple(sorted(("bert-b", OPT.name)))
+    assert node.view().cached == ("bert-b", OPT.name)
+    # backlog: the OPT load and its mean service (32 tokens)
+    assert node.backlog_s() == pytest.approx(OPT.load_s + OPT.mean_serve_s)
+    # a queued request for the older BERT protects it: the load evicts the other one
+    node.expect(Job(1, BERT.name, 0.0, 1.0, 1))
+    assert BERT.name in node.warm()
+    assert node.used_mib() == pytest.approx(2 * BERT.size_mib)   # nothing loaded yet
 
 
 # --- gossip views: staleness, versions, failure detection ----------------------------------
@@ -223,6 +246,12 @@ def test_recovery_waits_for_failed_requests_to_leave_the_window_and_for_the_mode
     # a lost model nobody asks for again does not hold recovery up
     assert recovery_time(10.0, arr, lat, ok, 1.0, 10.0, samples, late, ["x"],
                          ["m"] * 60) == pytest.approx(10.0)
+    # no evidence after the failure is no recovery: with silence from 10 s to 25 s the
+    # first window that can count is the one ending at 25 s
+    quiet = (arr < 10) | (arr >= 25)
+    assert recovery_time(10.0, arr[quiet], lat[quiet], np.ones(quiet.sum(), dtype=bool), 1.0,
+                         10.0, samples, everything, [], ["m"] * int(quiet.sum())
+                         ) == pytest.approx(15.0)
     # never under the SLO: infinite
     assert math.isinf(recovery_time(10.0, arr, lat + 5, ok, 1.0, 10.0, samples, everything,
                                     [], ["m"] * 60))

@@ -4,7 +4,8 @@ Both compare expected completion times built from the same estimates: a
 node's *backlog* (expected seconds of work ahead of a new request, loads
 included) plus, when the model is not warm there, its load time and the loads
 its evictions will cost others (:func:`cold_cost`).  "Warm" means
-loaded, or about to be loaded by a request already queued on that node.  A warm
+resident when a request queued now would start (the queue ahead replayed
+through the node's cache, see ``node``).  A warm
 queue is *too long* when its backlog exceeds ``max_wait_s`` (default: the
 model's own cold-load time — beyond that, starting a fresh copy elsewhere can
 finish sooner).  The central coordinator sees every node exactly; a gossip
@@ -68,19 +69,19 @@ class NodeView:
     queue_len: int                # requests queued or in service
     warm: tuple[str, ...]         # models loaded or about to be, sorted
     memory_mib: float
-    used_mib: float = 0.0
+    used_mib: float = 0.0         # by those resident models
     alive: bool = True            # False: dead or suspected
     origin_s: float | None = None  # owner's clock when written (None: read live, exact)
-    cached: tuple[str, ...] = ()  # loaded models, least recently used first
-    pinned: tuple[str, ...] = ()  # models of requests queued or in service, sorted
+    cached: tuple[str, ...] = ()  # resident when a new request would start, LRU first
 
 
 def cold_cost(node: NodeView, spec: ModelSpec, catalog: Mapping[str, ModelSpec],
               warm_on: Mapping[str, int]) -> float | None:
-    """Expected start of ``spec`` cold-started on ``node``, eviction included; None: no room.
+    """Expected start of ``spec`` cold-started on ``node``, evictions included; None: too big.
 
-    Loading evicts least recently used models, and models that requests ahead
-    will use become the most recently used by then, so they go last.  An
+    ``node.cached`` is the node as the new request would find it, the queue
+    ahead of it replayed (see ``node``), so loading evicts from its least
+    recently used end and never a model the queue still needs.  An
     evicted model that no other live node holds will cost its next request a
     cold load, so that load is added: without it, two busy models sharing too
     little memory evict each other on every burst (thrashing; Denning, *The
@@ -90,17 +91,13 @@ def cold_cost(node: NodeView, spec: ModelSpec, catalog: Mapping[str, ModelSpec],
     if spec.size_mib > node.memory_mib:
         return None
     used = node.used_mib
-    order = ([m for m in node.cached if m not in node.pinned]
-             + [m for m in node.cached if m in node.pinned])
     penalty = 0.0
-    for m in order:
+    for m in node.cached:
         if used + spec.size_mib <= node.memory_mib:
             break
         used -= catalog[m].size_mib
         if warm_on.get(m, 0) - (m in node.warm) <= 0:
             penalty += catalog[m].load_s
-    if used + spec.size_mib > node.memory_mib:
-        return None  # the rest is being loaded right now
     return node.backlog_s + spec.load_s + penalty
 
 

@@ -80,13 +80,12 @@ class Entry:
     memory_mib: float = 0.0
     used_mib: float = 0.0
     cached: tuple[str, ...] = ()
-    pinned: tuple[str, ...] = ()
     status: str = ALIVE
 
     @classmethod
     def of(cls, view: NodeView, version: int, origin_s: float) -> Entry:
         return cls(view.name, version, origin_s, view.backlog_s, view.queue_len, view.warm,
-                   view.memory_mib, view.used_mib, view.cached, view.pinned)
+                   view.memory_mib, view.used_mib, view.cached)
 
     def supersedes(self, other: Entry) -> bool:
         if self.version != other.version:
@@ -161,10 +160,12 @@ class View:
         """
         e = self.entries.get(node)
         if e is not None:
-            warm = e.warm if model in e.warm else tuple(sorted((*e.warm, model)))
-            pinned = e.pinned if model in e.pinned else tuple(sorted((*e.pinned, model)))
+            if model in e.warm:
+                warm, cached = e.warm, (*(m for m in e.cached if m != model), model)
+            else:  # what it will evict to make room is left to the next gossip to tell
+                warm, cached = tuple(sorted((*e.warm, model))), (*e.cached, model)
             self._put(node, replace(e, backlog_s=e.backlog_s + cost_s,
-                                    queue_len=e.queue_len + 1, warm=warm, pinned=pinned))
+                                    queue_len=e.queue_len + 1, warm=warm, cached=cached))
 
     def gossip_targets(self) -> list[str]:
         """Peers worth talking to: all but the dead (a suspect may yet refute)."""
@@ -175,8 +176,7 @@ class View:
         if self._peers is None:
             self._peers = [
                 NodeView(e.node, e.backlog_s, e.queue_len, e.warm, e.memory_mib, e.used_mib,
-                         alive=e.status == ALIVE, origin_s=e.origin_s, cached=e.cached,
-                         pinned=e.pinned)
+                         alive=e.status == ALIVE, origin_s=e.origin_s, cached=e.cached)
                 for n, e in sorted(self.entries.items()) if n != self.owner]
         return self._peers
 

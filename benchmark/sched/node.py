@@ -7,7 +7,8 @@ everything queued behind it, which is exactly why a scheduler should not
 cold-start on a busy node.  Memory holds whole models; loading one evicts the
 least recently used ones until it fits, skipping models that requests already
 in the queue will need when any other victim exists (evicting those would
-only buy a second load).  A failed node loses its queue, its request in
+only buy a second load; Belady's "keep what is needed next", MIN, 1966,
+restricted to what the queue tells).  A failed node loses its queue, its request in
 service and its cache at once (a crash, not a drain).
 
 The node's *backlog* is the scheduler-facing estimate: expected seconds until
@@ -18,7 +19,7 @@ scheduler knows the means, not the draws).
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,14 +32,26 @@ from benchmark.sched.models import ModelSpec
 __all__ = ["Job", "WorkerNode"]
 
 
+def _evict_for(cache: OrderedDict[str, float], size_mib: float, memory_mib: float,
+               needed: Counter[str]) -> int:
+    """LRU eviction until ``size_mib`` fits, sparing models queued requests still need
+    while any other victim exists.  Returns how many models went."""
+    gone = 0
+    while cache and sum(cache.values()) + size_mib > memory_mib:
+        victim = next((m for m in cache if needed[m] <= 0), next(iter(cache)))
+        del cache[victim]
+        gone += 1
+    return gone
+
+
 @dataclass(frozen=True)
 class _Summary:
     tail_s: float                 # expected work queued behind the request in service
-    warm: tuple[str, ...]
-    pinned: tuple[str, ...]
+    warm: tuple[str, ...]         # resident once the queue has drained, sorted
+    cached: tuple[str, ...]       # the same, least recently used first
+    used_after_mib: float
     queue_len: int
-    used_mib: float
-    cached: tuple[str, ...]
+    used_now_mib: float
 
 
 @dataclass(eq=False)
@@ -80,28 +93,37 @@ class WorkerNode:
         self._proc = env.process(self._work())
 
     # --- what a scheduler can read -----------------------------------------------------
-    # Requests on the wire count as queued: whoever sent them knows they are coming.  The
-    # summary is rebuilt only after the node changed (schedulers read it far more often).
+    # A scheduler placing a request at the tail needs the node as it will be when that
+    # request starts: the summary replays the queue through the cache with the executor's
+    # own eviction rule.  "Warm" is then what will still be resident, not everything that
+    # is or will be loaded at some point: a model a queued load will evict is not warm,
+    # and deciding as if it were makes a queue reload models in turn for ever (the
+    # in-queue thrash of a FIFO executor).  Requests on the wire count as queued: whoever
+    # sent them knows they are coming.  Rebuilt only after the node changed.
     def _summary(self) -> _Summary:
         if self._sum is None:
             ahead = [*self.queue, *self.incoming]
-            have = set(self.cache)
-            if self.current is not None:
-                have.add(self.current.model)
-            pinned = {j.model for j in ahead}
-            if self.current is not None:
-                pinned.add(self.current.model)
+            sim: OrderedDict[str, float] = OrderedDict(self.cache)
+            if self.loading:
+                sim[self.loading] = self.specs[self.loading].size_mib
+            if self.current is not None and self.current.model in sim:
+                sim.move_to_end(self.current.model)
+            needed = Counter(j.model for j in ahead)
             tail = 0.0
             for j in ahead:
                 spec = self.specs[j.model]
-                if j.model not in have:
+                needed[j.model] -= 1
+                if j.model in sim:
+                    sim.move_to_end(j.model)
+                else:
+                    _evict_for(sim, spec.size_mib, self.memory_mib, needed)
+                    sim[j.model] = spec.size_mib
                     tail += spec.load_s
-                    have.add(j.model)
                 tail += spec.mean_serve_s
             extra = self.specs[self.loading].size_mib if self.loading else 0.0
-            self._sum = _Summary(tail, tuple(sorted(have)), tuple(sorted(pinned)),
+            self._sum = _Summary(tail, tuple(sorted(sim)), tuple(sim), sum(sim.values()),
                                  len(ahead) + (self.current is not None),
-                                 sum(self.cache.values()) + extra, tuple(self.cache))
+                                 sum(self.cache.values()) + extra)
         return self._sum
 
     def _changed(self) -> None:
@@ -114,10 +136,8 @@ class WorkerNode:
         return self._summary().queue_len
 
     def used_mib(self) -> float:
-        return self._summary().used_mib
-
-    def pinned(self) -> tuple[str, ...]:
-        return self._summary().pinned
+        """Memory in use now (loaded models and the one being loaded)."""
+        return self._summary().used_now_mib
 
     def backlog_s(self) -> float:
         now = max(0.0, self.expected_end_s - self.env.now) if self.current is not None else 0.0
@@ -126,7 +146,7 @@ class WorkerNode:
     def view(self, alive: bool = True) -> NodeView:
         s = self._summary()
         return NodeView(self.name, self.backlog_s(), s.queue_len, s.warm, self.memory_mib,
-                        s.used_mib, alive and self.up, cached=s.cached, pinned=s.pinned)
+                        s.used_after_mib, alive and self.up, cached=s.cached)
 
     def preload(self, model: str) -> None:
         """Put a model in the cache before the run starts (pre-warming)."""
@@ -175,11 +195,10 @@ class WorkerNode:
 
     # --- the executor ------------------------------------------------------------------
     def _make_room(self, spec: ModelSpec) -> None:
-        needed = {j.model for j in self.queue}
-        while self.cache and sum(self.cache.values()) + spec.size_mib > self.memory_mib:
-            victim = next((m for m in self.cache if m not in needed), next(iter(self.cache)))
-            del self.cache[victim]
-            self.evictions += 1
+        gone = _evict_for(self.cache, spec.size_mib, self.memory_mib,
+                          Counter(j.model for j in self.queue))
+        if gone:
+            self.evictions += gone
             self._changed()
 
     def _jitter(self) -> float:

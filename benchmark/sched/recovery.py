@@ -5,8 +5,11 @@ failure at which both hold:
 
 1. the p99 latency of the requests that *arrived* in (t - window, t] is at
    most the SLO, a failed request counting as an infinitely slow one (a
-   failure is the worst SLO miss, not a request to leave out).  A window with
-   no arrivals says nothing and does not count as recovered;
+   failure is the worst SLO miss, not a request to leave out).  The window must
+   hold at least one request that arrived *after* the failure: one with only
+   earlier arrivals says nothing about the cluster since (with bursty traffic
+   the first seconds after a failure are often silent, and a coordinator that
+   is still failing over would otherwise look recovered);
 2. every model the failed node held is loaded on some live node again — or
    has not been asked for since the failure (a model nobody requests is not
    missed by anyone).
@@ -67,6 +70,9 @@ def recovery_time(fail_at_s: float, arrival_s: np.ndarray, latency_s: np.ndarray
         if t <= fail_at_s:
             continue
         if any(first_ask[m] <= t and m not in avail for m in lost_models):
+            continue
+        since = np.searchsorted(arr, max(fail_at_s, t - window_s), side="right")
+        if np.searchsorted(arr, t, side="right") <= since:
             continue
         p99 = rolling_p99(arr, lat, good, t, window_s)
         if not math.isnan(p99) and p99 <= slo_s:
