@@ -278,6 +278,9 @@ class Fleet:
         return "plugin", svc, lambda: services.answers(url + "/healthz")
 
     def stop(self) -> None:
+        for proc in reversed(self.started):  # all at once: each drains on its own
+            if proc.popen.poll() is None:
+                _killpg(proc.popen.pid, signal.SIGTERM)
         for proc in reversed(self.started):
             proc.stop()
 

@@ -38,11 +38,11 @@ def _left_to_others(ctx: Any) -> bool:
 
 
 BUDGET: dict[str, dict[str, Any]] = {
-    "gateway": {"max_examples": 4, "exclude": {"func": _left_to_others}},
-    "provider": {"max_examples": 4, "path_regex": r"^/function/",
+    "gateway": {"max_examples": 3, "exclude": {"func": _left_to_others}},
+    "provider": {"max_examples": 3, "path_regex": r"^/function/",
                  "exclude": {"method": ["GET", "POST"]}},
-    "metrics": {"max_examples": 10}, "plugin": {"max_examples": 10},
-    "scorer": {"max_examples": 4}, "keys": {"max_examples": 10}, "stage": {"max_examples": 10}}
+    "metrics": {"max_examples": 5}, "plugin": {"max_examples": 8},
+    "scorer": {"max_examples": 3}, "keys": {"max_examples": 5}, "stage": {"max_examples": 8}}
 
 
 @pytest.fixture(scope="module")
