@@ -16,7 +16,7 @@ import pytest
 
 from benchmark.results import summarize
 from benchmark.sched import GossipParams, SchedConfig, run
-from benchmark.sched.__main__ import main, parse_mix
+from benchmark.sched.__main__ import convergence_table, main, parse_mix
 
 
 @dataclass
@@ -183,6 +183,7 @@ def test_decoder_ttft_comes_before_the_last_token():
     ({"fail_at": 10.0, "fail_node": "node-9"}, "fail_node"),
     ({"fail_node": "node-1"}, "without fail_at"),
     ({"fail_at": -1.0}, "fail_at"),
+    ({"fail_at": 90.0}, "before the workload's end"),
     ({"memory_mib": 100.0}, "fit"),
     ({"memory_mib": [512.0, 512.0]}, "entries"),
 ])
@@ -220,3 +221,10 @@ def test_cli_mix_and_table(tmp_path, capsys):
     assert len(list(tmp_path.glob("t_gossip_*.csv"))) == 1
     with pytest.raises(SystemExit):
         main(["--rps", "0"])
+
+
+def test_cli_convergence_table_lists_measured_rounds():
+    lines = convergence_table((4, 16), seeds=3).splitlines()
+    assert len(lines) == 3 and lines[0].split()[0] == "nodes"
+    assert [int(x.split()[0]) for x in lines[1:]] == [4, 16]
+    assert all(float(x.split()[1]) >= 1 for x in lines[1:])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.results import summarize
+from benchmark.sched.gossip import rounds_to_converge
 from benchmark.sched.models import CATALOGUE
 from benchmark.sched.report import comparison_rows, format_table
 from benchmark.sched.run import run
@@ -91,12 +92,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="scheduler_comparison")
     p.add_argument("--out", type=Path, help="write CSVs and a JSON summary here")
+    p.add_argument("--convergence", action="store_true",
+                   help="only measure gossip convergence (push-pull rounds until all n "
+                        "nodes hold one node's update) against log3 n + ln ln n")
     return p
+
+
+def convergence_table(sizes: tuple[int, ...] = (4, 16, 64, 256), seeds: int = 10,
+                      fanout: int = 1) -> str:
+    """Measured push-pull rounds (mean / max over seeds) next to Karp et al.'s estimate."""
+    lines = [f"{'nodes':>6} {'mean rounds':>12} {'max':>5} {'log3 n + ln ln n':>18}"]
+    for n in sizes:
+        r = [rounds_to_converge(n, fanout, s) for s in range(seeds)]
+        ref = math.log(n, 3) + math.log(math.log(n))
+        lines.append(f"{n:>6} {sum(r) / len(r):>12.1f} {max(r):>5} {ref:>18.2f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
+    if a.convergence:
+        print("push-pull gossip, fanout 1, 10 seeds (benchmark.sched.gossip.rounds_to_converge)")
+        print(convergence_table())
+        return 0
     try:
         if a.arrivals:
             from benchmark.workloads.arrivals import Arrivals

@@ -101,6 +101,9 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
             raise ValueError("failure injection needs at least 2 nodes")
         if victim not in [f"node-{i}" for i in range(nodes)]:
             raise ValueError(f"fail_node {victim!r} is not one of node-0..node-{nodes - 1}")
+        end = float(meta.get("duration_s") or (times[-1] if len(times) else 0.0))
+        if fail_at >= end:
+            raise ValueError(f"fail_at {fail_at} s is not before the workload's end ({end} s)")
     elif fail_node is not None:
         raise ValueError("fail_node given without fail_at")
 
@@ -128,10 +131,13 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
     sched.start()
     env.process(cluster.client(times, target, factors, tokens))
     env.process(cluster.sampler())
-    if fail_at is not None:
-        env.process(cluster.fail_node_at(float(fail_at), victim))
-    limit = (float(times[-1]) if n else 0.0) + max(600.0, 10 * cfg.timeout_s)
-    env.run(until=env.any_of([cluster.all_done, env.timeout(limit)]))
+    finished = cluster.all_done
+    if fail_at is not None:  # the failure happens even after the last request is done
+        finished = env.all_of([finished, env.process(cluster.fail_node_at(float(fail_at),
+                                                                            victim))])
+    limit = max(float(times[-1]) if n else 0.0, float(fail_at or 0.0)) + max(
+        600.0, 10 * cfg.timeout_s)
+    env.run(until=env.any_of([finished, env.timeout(limit)]))
     cluster.sample()
 
     latency = np.full(n, math.nan)
