@@ -11,7 +11,11 @@ zygote with it (the zygote's mapping would otherwise keep the memory).
 Everything needed to carry on after a crash is in ``state.json``: a
 restarted agent adopts the zygotes and replicas that are still alive (their
 pid and start time), re-pins their stages and deletes what it cannot vouch
-for, so nothing leaks in ``/dev/shm``.
+for, so nothing leaks in ``/dev/shm``.  A zygote that dies (crash, OOM kill,
+``kill -9``) while its function still runs replicas is warmed again from the
+request it was started with (kept in ``state.json`` too): otherwise the next
+scale-up, in the middle of the burst that asked for it, would pay the cold
+start the zygote exists to avoid.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ log = logging.getLogger("keys_manager.agent")
 MODES = ("fork", "process")
 WEIGHT_TIERS = ("T1", "T2", "T3")
 UNIX_PATH_MAX = 107
+REWARM_EVERY_S = 10.0  # at most one new zygote per function in this time (crash loops)
 
 
 class SpawnError(RuntimeError):
@@ -59,6 +64,11 @@ class KeysManager:
         self._flocks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self.on_spawn = on_spawn or (lambda tier, seconds: None)
         self.recycled = 0
+        self._recipes: dict[str, dict[str, Any]] = {}  # function -> its zygote's request
+        self._rewarmed: dict[str, float] = {}
+        self._rewarming: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        self._closing = False
         self._restore()
 
     # ------------------------------------------------------------------ API
@@ -120,9 +130,50 @@ class KeysManager:
                 if z is not None and not z.alive():
                     del self.zygotes[f]
                     Path(z.sock).unlink(missing_ok=True)
+                    log.warning("zygote of %s (pid %d) died", f, z.pid)
             if deadz:
                 self._save()
+            running = {r.function for r in self.replicas.values()} - {r.function for r in dead}
+        self.heal_zygotes(running)
         return len(dead) + len(deadz)
+
+    def heal_zygotes(self, running: set[str]) -> list[str]:
+        """Warm a zygote again, in the background, for each function in ``running`` (it has
+        live replicas) whose zygote is gone; returns the functions being warmed."""
+        now = time.monotonic()
+        with self.lock:
+            if self._closing:
+                return []
+            self._threads = [t for t in self._threads if t.is_alive()]
+            want = [f for f in sorted(running) if f in self._recipes
+                    and f not in self.zygotes and f not in self._rewarming
+                    and now - self._rewarmed.get(f, -REWARM_EVERY_S) >= REWARM_EVERY_S]
+            for f in want:
+                self._rewarming.add(f)
+                self._rewarmed[f] = now
+            for f in want:
+                t = threading.Thread(target=self._rewarm, args=(f,), daemon=True,
+                                     name=f"rewarm-{f}")
+                self._threads.append(t)
+                t.start()
+        return want
+
+    def _rewarm(self, function: str) -> None:
+        try:
+            req = ReplicaRequest.from_json(self._recipes[function])
+            with self._flocks[function]:
+                with self.lock:
+                    z = self.zygotes.get(function)
+                if z is not None and z.alive():
+                    return  # a spawn got there first
+                st = req.stage()
+                z, tier = self._zygote_for(req, self.ensure(*st) if st else None)
+            log.info("zygote of %s warm again (pid %d, weights %s)", function, z.pid, tier)
+        except Exception as e:  # noqa: BLE001 - the next spawn starts one the slow way
+            log.error("zygote of %s could not be warmed again: %s", function, e)
+        finally:
+            with self.lock:
+                self._rewarming.discard(function)
 
     def scrub(self) -> list[str]:
         """Full re-hash of T1; zygotes and replicas mapping a rebuilt segment are recycled."""
@@ -148,6 +199,11 @@ class KeysManager:
     def shutdown(self) -> None:
         """Stop the zygotes and release T1 (running replicas keep their private mappings:
         unlinking a mapped file frees its memory only when the last mapping goes)."""
+        with self.lock:
+            self._closing = True
+            warming = list(self._threads)
+        for t in warming:  # a zygote being warmed again sees _closing and stops itself
+            t.join(10.0)
         with self.lock:
             for z in self.zygotes.values():
                 z.terminate(5.0)
@@ -196,7 +252,7 @@ class KeysManager:
                  key=key, stage=str(entry.key) if entry else "",
                  segment=entry.segment_id if entry else "", log=str(logp), popen=popen)
         deadline = time.monotonic() + self.cfg.start_timeout_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._closing:
             if popen.poll() is not None:
                 raise SpawnError(f"zygote of {req.function} exited with {popen.returncode}; "
                                  f"see {logp}")
@@ -212,8 +268,15 @@ class KeysManager:
             raise SpawnError(f"zygote of {req.function} not ready in "
                              f"{self.cfg.start_timeout_s:g}s; see {logp}")
         with self.lock:
-            self.zygotes[req.function] = z
-            self._save()
+            closing = self._closing
+            if not closing:
+                self.zygotes[req.function] = z
+                self._recipes[req.function] = _recipe(req)
+                self._save()
+        if closing:  # shutdown() has stopped the others: this one must not outlive it
+            z.terminate(2.0)
+            sock.unlink(missing_ok=True)
+            raise SpawnError("keys_manager is shutting down")
         log.info("zygote of %s ready (pid %d, weights %s)", req.function, z.pid,
                  entry.tier if entry else "none")
         return z
@@ -312,7 +375,8 @@ class KeysManager:
         with self.lock:
             write_json_atomic(self.state_file, durable=False, obj={
                 "zygotes": [z.to_json() for z in self.zygotes.values()],
-                "replicas": [r.to_json() for r in self.replicas.values()]})
+                "replicas": [r.to_json() for r in self.replicas.values()],
+                "recipes": self._recipes})
 
     def _restore(self) -> None:
         """Adopt what survived a crash of the previous agent; clean up the rest."""
@@ -320,6 +384,9 @@ class KeysManager:
             doc = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             doc = {}
+        recipes = doc.get("recipes")
+        if isinstance(recipes, dict):
+            self._recipes = {f: r for f, r in recipes.items() if isinstance(r, dict)}
         keep = set()
         for d in doc.get("zygotes", []):
             z = Proc.from_json(d)
@@ -340,6 +407,14 @@ class KeysManager:
             if r.segment:
                 self.cache.pin(StageKey.parse(r.stage))
         self._save()
+
+
+def _recipe(req: ReplicaRequest) -> dict[str, Any]:
+    """The request a zygote was started from, as ``ReplicaRequest.from_json`` reads it."""
+    return {"function": req.function, "index": req.index, "handler_dir": str(req.handler_dir),
+            "template_dir": str(req.template_dir), "workdir": str(req.workdir),
+            "env": dict(req.env), "log_path": str(req.log_path),
+            "max_inflight": req.max_inflight}
 
 
 def _answers(sock: str) -> bool:

@@ -2,9 +2,13 @@
 
 ``AgentLauncher`` is the local provider's default ``ReplicaLauncher``: every
 replica is spawned by the agent (forked from a warm zygote).  It starts the
-agent when none answers on the socket and starts it again if it died, so a
-``kill -9`` of the agent costs one restart on the next scale-up, while
-replicas already running keep serving (they are not the agent's threads).
+agent when none answers on the socket and supervises the agent it started as
+a DaemonSet's kubelet would: when that process exits (crash, OOM kill,
+``kill -9``) a new one is started after ``restart_delay_s``, which adopts the
+zygotes and replicas still running (they are not the agent's threads and go
+on serving) and, at shutdown, frees the node's shared memory.  Without it a
+dead agent stayed dead until the next scale-up, and a provider stopped
+meanwhile left the zygotes and the T1 segments in /dev/shm behind.
 """
 from __future__ import annotations
 
@@ -86,7 +90,8 @@ class AgentLauncher:
     """``launch(spec)`` -> a replica spawned by the node's keys_manager (started on demand)."""
 
     def __init__(self, state_dir: Path, env: dict[str, str] | None = None,
-                 python: str = sys.executable, start_timeout_s: float = 30.0) -> None:
+                 python: str = sys.executable, start_timeout_s: float = 30.0,
+                 restart_on_exit: bool = True, restart_delay_s: float = 1.0) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault("QUART_STATE_DIR", str(self.state_dir))
@@ -95,6 +100,8 @@ class AgentLauncher:
         self.env["QUART_KEYS_SOCKET"] = str(self.socket)
         self.python = python
         self.start_timeout_s = start_timeout_s
+        # False for an agent whose death is meant to last (a simulated node failure)
+        self.restart_on_exit, self.restart_delay_s = restart_on_exit, restart_delay_s
         # how replicas are made: "fork" from the warm zygote (production), or "process"
         # (a fresh interpreter, weights from tier ``weights``: the baselines of benchmark.scaleup)
         self.mode, self.weights = "fork", "T1"
@@ -120,23 +127,47 @@ class AgentLauncher:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "keys_manager.log", "ab") as out:
-            self._proc = subprocess.Popen([self.python, "-m", "keys_manager"], env=self.env,
-                                          stdin=subprocess.DEVNULL, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            proc = self._proc = subprocess.Popen(
+                [self.python, "-m", "keys_manager"], env=self.env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise AgentError(f"keys_manager exited with {self._proc.returncode}; see "
+            if proc.poll() is not None:
+                raise AgentError(f"keys_manager exited with {proc.returncode}; see "
                                  f"{logs / 'keys_manager.log'}")
             try:
                 pid = int(call(self.socket, {"op": "ping"}, timeout_s=2)["pid"])
                 log.info("keys_manager started (pid %d, socket %s)", pid, self.socket)
+                if self.restart_on_exit:
+                    threading.Thread(target=self._supervise, args=(proc,), daemon=True,
+                                     name=f"keys-manager-{pid}").start()
                 return pid
             except AgentError:
                 time.sleep(0.05)
-        self._proc.kill()
+        proc.kill()
         raise AgentError(f"keys_manager not answering on {self.socket} after "
                          f"{self.start_timeout_s:g}s")
+
+    def _supervise(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait for the agent we started to exit; start a new one unless it was meant to go
+        (``close``, a replacement, a simulated node failure: ``_proc`` no longer names it)."""
+        code = proc.wait()
+        time.sleep(self.restart_delay_s)
+        expected = proc
+        while True:
+            with self._lock:
+                if self._proc is None or self._proc is not expected:
+                    return
+            log.warning("keys_manager (pid %d) exited with %s: starting a new one", proc.pid,
+                        code)
+            try:
+                self.ensure_agent()  # the new agent's own supervisor takes over from here
+                return
+            except AgentError as e:
+                with self._lock:
+                    expected = self._proc  # the attempt that failed, unless closed meanwhile
+                log.error("keys_manager restart failed (%s); retrying in 5s", e)
+                time.sleep(5)
 
     def launch(self, spec: Any) -> ForkedHandle:
         doc = {"op": "spawn", "replica": {
@@ -160,7 +191,8 @@ class AgentLauncher:
 
     def close(self) -> None:
         """Stop the agent if we started it (an agent someone else runs is left alone)."""
-        proc, self._proc = self._proc, None
+        with self._lock:  # after a start in progress (e.g. the supervisor's): stop that one
+            proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
         try:

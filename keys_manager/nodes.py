@@ -142,6 +142,8 @@ class MultiNodeLauncher:
         """Simulate a node failure: kill its agent, zygotes and replicas; take no more."""
         sn = self.nodes[node]
         sn.up = False
+        # first, so that the launcher's supervisor does not restart the agent killed below
+        proc, sn.launcher._proc = sn.launcher._proc, None
         killed = []
         try:
             st = sn.launcher.status()
@@ -156,9 +158,8 @@ class MultiNodeLauncher:
                 killed.append(pid)
             except ProcessLookupError:
                 pass
-        proc, sn.launcher._proc = sn.launcher._proc, None  # gone: close() must not wait on it
-        if proc is not None:
-            proc.wait(timeout=10)  # our child: reap it
+        if proc is not None:  # our child: reap it
+            proc.wait(timeout=10)
         log.warning("node %s failed (simulated): killed %d process(es)", node, len(killed))
         return {"node": node, "killed": killed}
 

@@ -204,7 +204,9 @@ def test_kill9_of_agent_and_zygote_serving_goes_on_and_nothing_leaks(agent, mini
     time.sleep(0.3)
     assert embed(r) == ref  # nor its zygote's
     again = agent.spawn(minilm3, 1, index=2)
-    assert again["tier"] == "T1" and again["zygote_pid"] != zpid  # rebuilt from shared memory
+    # a new zygote, mapping the shared memory: warmed again by the agent as soon as it saw
+    # the death (T0 here), or started by this spawn if it came first (T1)
+    assert again["tier"] in ("T0", "T1") and again["zygote_pid"] != zpid
     assert embed(again)["digest"] == ref["digest"]
 
 
