@@ -154,3 +154,20 @@ def test_deployment_with_real_folders_is_accepted() -> None:
     dep = FunctionDeployment.from_json(_deployment(**{
         ANN_TEMPLATE: str(REPO / "template" / "quart-python"), ANN_WORKDIR: str(REPO)}), 4)
     assert dep.annotations[ANN_HANDLER] == str(ECHO)
+
+
+# -- scorer: /v1/assign with epsilon 5e-324 made cost/epsilon inf, the plan NaN, and the JSON
+#    encoder (allow_nan=False) raised: a 500 --------------------------------------------------
+
+def test_assign_epsilon_too_small_is_a_422_and_the_smallest_allowed_is_finite() -> None:
+    client = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend())).test_client()
+    body = {"candidate_gpu_types": ["a", "b", "c"],
+            "jobs": [{"job_type": "x"}, {"job_type": "0"}, {"job_type": "y"}], "max_iter": 1}
+    client.post("/v1/observe", json={"job_type": "x", "gpu_type": "b", "measured_runtime_s": 3})
+    for eps in (5e-324, 1e-300, 9.9e-7):
+        r = client.post("/v1/assign", json={**body, "epsilon": eps})
+        assert r.status_code == 422 and r.json["field"] == "epsilon", r.data
+    for it in (1, 10000):
+        r = client.post("/v1/assign", json={**body, "epsilon": 1e-6, "max_iter": it})
+        assert r.status_code == 200, r.data
+        assert all(0 <= p <= 1 for row in r.json["plan"] for p in row)

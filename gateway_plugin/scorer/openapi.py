@@ -18,6 +18,7 @@ from gateway_plugin.scorer.validate import (
     MAX_COLOCATED,
     MAX_FEATURES,
     MAX_NAME,
+    MIN_EPSILON,
 )
 
 NAME = {"type": "string", "minLength": 1, "maxLength": MAX_NAME, "pattern": r"\S",
@@ -139,8 +140,9 @@ SCHEMAS: dict[str, Any] = {
                            "description": "gpu_type -> jobs it takes (absent: 0); together "
                                           "they must hold the batch",
                            "additionalProperties": {"type": "integer", "minimum": 0}},
-            "epsilon": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                        "maximum": 10, "default": 0.05},
+            "epsilon": {"type": "number", "minimum": MIN_EPSILON, "maximum": 10,
+                        "default": 0.05,
+                        "description": "entropic regularisation, relative to the cost spread"},
             "max_iter": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 2000},
         },
     },

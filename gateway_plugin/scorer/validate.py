@@ -17,6 +17,10 @@ MAX_CANDIDATES = 256
 MAX_COLOCATED = 64
 MAX_FEATURES = 64
 MAX_BATCH = 1000
+# Sinkhorn's epsilon is relative to the cost spread (costs are rescaled to [0, 1]): at 1e-6 the
+# plan is already a hard assignment, and below ~1e-308 ``cost / epsilon`` overflows to inf and
+# the plan to NaN (the fuzzer sent 5e-324 and got a 500).
+MIN_EPSILON = 1e-6
 
 
 class Invalid(ValueError):
@@ -197,7 +201,7 @@ def assign_request(body: Any) -> AssignRequest:
             caps.append(v)
         if sum(caps) < len(jobs):
             raise Invalid("capacities", f"hold {sum(caps)} jobs, the batch has {len(jobs)}")
-    eps = _number(b.get("epsilon", 0.05), "epsilon", 0.0, 10.0, lo_open=True)
+    eps = _number(b.get("epsilon", 0.05), "epsilon", MIN_EPSILON, 10.0)
     it = b.get("max_iter", 2000)
     if isinstance(it, bool) or not isinstance(it, int) or not 1 <= it <= 10000:
         raise Invalid("max_iter", "must be an integer in [1, 10000]")
