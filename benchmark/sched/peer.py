@@ -43,7 +43,7 @@ class GossipScheduler:
         self.messages = 0
         self.entries_sent = 0
         self.ages: list[float] = []               # age of each alive peer view at a decision
-        self.backlog_err: list[float] = []        # |believed - true| backlog, same moments
+        self.backlog_err: list[float] = []        # believed - true backlog, same moments
         self.detected_dead: dict[str, dict[str, float]] = {}  # victim -> {node: when}
         self.dead_after_s = self.p.dead_after_s(len(cluster.names))
 
@@ -148,7 +148,7 @@ class GossipScheduler:
                 self.ages.append(self.env.now - p.origin_s)
                 true = self.cluster.nodes[p.name]
                 if true.up:
-                    self.backlog_err.append(abs(p.backlog_s - true.backlog_s()))
+                    self.backlog_err.append(p.backlog_s - true.backlog_s())
 
     def on_idle(self, node: WorkerNode) -> None:
         pass

@@ -181,7 +181,10 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
                      decisions=sched.decisions)
     else:
         extra.update(gossip_messages=sched.messages, gossip_entries_sent=sched.entries_sent,
-                     view_age_s=_stats(sched.ages), view_backlog_error_s=_stats(sched.backlog_err),
+                     view_age_s=_stats(sched.ages),
+                     view_backlog_error_s=_stats([abs(x) for x in sched.backlog_err]),
+                     view_backlog_bias_s=float(np.mean(sched.backlog_err))
+                     if sched.backlog_err else math.nan,
                      detection_s={v: {k: t - float(fail_at or 0) for k, t in d.items()}
                                   for v, d in sched.detected_dead.items()},
                      client_gave_up_on=sorted(sched.client_dead))
