@@ -228,3 +228,18 @@ def test_cli_convergence_table_lists_measured_rounds():
     assert len(lines) == 3 and lines[0].split()[0] == "nodes"
     assert [int(x.split()[0]) for x in lines[1:]] == [4, 16]
     assert all(float(x.split()[1]) >= 1 for x in lines[1:])
+
+
+def test_gossip_view_age_grows_like_log_n_in_the_simulation():
+    # fanout 1: every 4x more nodes adds about the same age (log n), far from 4x the age
+    ages = {}
+    for n in (3, 12, 48):
+        arr = gamma_arrivals(10.0, 1.0, 20.0, {f"minilm-stage-{i}": 1.0 / n for i in range(n)},
+                             seed=1)
+        r = run(arr, "gossip", nodes=n, seed=0,
+                config=SchedConfig(gossip=GossipParams(fanout=1)))
+        ages[n] = r.extra["view_age_s"]["mean"]
+    assert ages[3] < ages[12] < ages[48]
+    step1, step2 = ages[12] - ages[3], ages[48] - ages[12]
+    assert 0.5 < step2 / step1 < 2.0          # equal steps per 4x: logarithmic
+    assert ages[48] / ages[3] < 6             # linear growth would be 16x
