@@ -122,14 +122,14 @@ class SessionStore:
                 s = self._s[session] = Session(used=now)
                 self._s.move_to_end(session)
                 return s
-            s = self._s.get(session)
-            if s is None or s.cache.length != pos:
+            found = self._s.get(session)
+            if found is None or found.cache.length != pos:
                 self.misses += 1
                 return None
             self.hits += 1
-            s.used = now
+            found.used = now
             self._s.move_to_end(session)
-            return s
+            return found
 
     def end(self, session: str, final: bool) -> None:
         """After a step: drop a finished session, then keep within the bounds."""

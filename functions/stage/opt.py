@@ -267,7 +267,8 @@ class DecoderStage:
         if self.spec.do_layer_norm_before:
             h = F.layer_norm(h, (self.spec.hidden_size,), self.weights.get(FINAL_LN[0]),
                              self.weights.get(FINAL_LN[1]))
-        return F.linear(h, self.weights.get(LM_HEAD, self.weights.get(EMBED_TOKENS)))
+        head = self.weights[LM_HEAD] if LM_HEAD in self.weights else self.weights[EMBED_TOKENS]
+        return F.linear(h, head)
 
     def next_token(self, h: torch.Tensor) -> int:
         """Greedy choice from the last position."""
