@@ -18,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
-	$(VENV)/bin/python -m quart_faas.demo
+	$(VENV)/bin/python -m quart_faas.demo $(if $(PIPELINE),--pipeline $(PIPELINE))
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
@@ -27,6 +27,7 @@ bench: setup
 	$(VENV)/bin/python -m benchmark.pipeline_overhead
 	$(VENV)/bin/python -m benchmark.scaleup
 	$(VENV)/bin/python -m benchmark.control_cycle --stages 1000
+	$(VENV)/bin/python -m benchmark.decoder
 
 down:
 	$(VENV)/bin/quart-faas down
