@@ -307,9 +307,12 @@ def _print(con: Console, cfg: SoakConfig, rep: dict[str, Any], rows: dict[str, A
               f"({rq['failed_outside_faults']} outside injected faults) {rq['failed_codes']}; "
               f"p50 {p(rq['p50_ms'])} ms, p99 {p(rq['p99_ms'])} ms (from planned send time)")
     over = rep["memory"]["over_goal"]
-    con.print(f"memory: {'flat' if not over else 'NOT flat'} (goal < "
-              f"{soak_report.GOAL_GROWTH:.0%} growth after the warm-up)"
-              + (f": over it {', '.join(over)}" if over else ""))
+    third = ", ".join(f"{c} {rows[c]['growth'] * 100:+.1f}%" for c in soak_report.THIRD_PARTY
+                      if c in rows and rows[c]["growth"] is not None)
+    con.print(f"memory of our processes: {'flat' if not over else 'NOT flat'} (goal < "
+              f"{soak_report.GOAL_GROWTH:.0%} growth after the warm-up; replicas: those alive throughout)"
+              + (f": over it {', '.join(over)}" if over else "")
+              + (f"; third-party, not judged: {third}" if third else ""))
     procs = {k: v for k, v in lk["processes_after_down"].items() if v}
     shm = lk["shm_ours_after_down"]
     con.print(f"/dev/shm after down: {'LEAKED ' + str(shm) if shm else 'no leak'}"

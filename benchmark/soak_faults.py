@@ -297,7 +297,7 @@ def score(faults: list[Fault], outcomes: list[Outcome], end_s: float,
             oks = [o.planned_s for o in outcomes if o.ok and o.planned_s > since]
             f.t_serving = round(min(oks), 3) if oks else None
         else:  # nothing was lost: requests never stopped succeeding
-            f.t_serving = round(kill, 3)
+            f.t_serving = kill
         if f.t_healthy is not None and f.t_serving is not None:
             f.recovery_s = round(max(f.t_healthy, f.t_serving) - kill, 3)
     return [o for j, o in enumerate(failed) if j not in attributed]

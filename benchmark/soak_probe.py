@@ -102,19 +102,20 @@ def components(t: Target) -> dict[str, list[int]]:
 
 
 def memory(t: Target) -> dict[str, dict[str, Any]]:
-    """component -> {pids, rss, pss, n} in bytes (replicas summed); a pid gone is skipped."""
+    """component -> {pids, n, rss, pss, per_pid rss} in bytes (replicas summed); a pid gone
+    meanwhile is skipped."""
     snap: dict[str, dict[str, Any]] = {}
     for comp, pids in components(t).items():
         rss = pss = 0
-        seen = []
+        per: dict[int, int] = {}
         for pid in pids:
             try:
                 r = procmem.rollup(pid)
             except (OSError, KeyError):
                 continue
             rss, pss = rss + r.get("Rss", 0), pss + r.get("Pss", 0)
-            seen.append(pid)
-        snap[comp] = {"pids": seen, "n": len(seen), "rss": rss, "pss": pss}
+            per[pid] = r.get("Rss", 0)
+        snap[comp] = {"pids": list(per), "n": len(per), "rss": rss, "pss": pss, "per_pid": per}
     return snap
 
 

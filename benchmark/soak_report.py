@@ -5,7 +5,8 @@ thread pools, allocator arenas and Prometheus' first series are made by
 then) to the one taken when the load ends.  A component whose pid changed in
 between was restarted (by a fault, or by its supervisor): its growth is not
 a leak figure and is shown as "restarted".  Replicas come and go with the
-scaling, so their line is an aggregate and its growth is per replica.
+scaling, so their line is an aggregate and its growth is that of the
+replicas alive at both ends (same pids).
 """
 from __future__ import annotations
 
@@ -30,11 +31,14 @@ def growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
                                "pss_start": a.get("pss", 0), "pss_end": b.get("pss", 0),
                                "growth": None, "note": ""}
         if comp == "replicas":
-            na, nb = a.get("n", 0), b.get("n", 0)
-            row["note"] = f"{na} -> {nb} replicas"
-            if na and nb:
-                row["growth"] = (b["rss"] / nb) / (a["rss"] / na) - 1
-                row["note"] += ", growth per replica"
+            # replicas come and go with the scaling, and a young fork's RSS grows as it first
+            # touches the shared weights: judge those alive at both ends, by their own RSS
+            pa, pb = a.get("per_pid", {}), b.get("per_pid", {})
+            both = [p for p in pa if p in pb]
+            row["note"] = f"{a.get('n', 0)} -> {b.get('n', 0)} replicas"
+            if both and sum(pa[p] for p in both):
+                row["growth"] = sum(pb[p] for p in both) / sum(pa[p] for p in both) - 1
+                row["note"] += f"; growth of the {len(both)} alive at both ends"
         elif not a.get("pids") or not b.get("pids"):
             row["note"] = "absent at " + ("start" if not a.get("pids") else "end")
         elif a["pids"] != b["pids"]:
@@ -45,9 +49,15 @@ def growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+THIRD_PARTY = ("prometheus", "redis")  # not ours; Prometheus' head block grows by design
+
+
 def flat(rows: dict[str, Any]) -> tuple[bool, list[str]]:
-    """The issue's goal: every long-running process grew < 5 % after the warm-up."""
-    over = [c for c, r in rows.items() if c != "replicas" and r["growth"] is not None
+    """The issue's goal for our processes: each grew < 5 % after the warm-up (replicas: those
+    alive throughout).  Prometheus and Redis are reported beside it, not judged: Prometheus keeps
+    every sample of the last ~2 h in its in-memory head block, so it grows for that long by
+    design."""
+    over = [c for c, r in rows.items() if c not in THIRD_PARTY and r["growth"] is not None
             and r["growth"] >= GOAL_GROWTH]
     return not over, over
 

@@ -81,15 +81,18 @@ def test_growth_flags_restarts_and_per_replica_growth():
     start = {"gateway": {"pids": [1], "rss": 100 * mb, "pss": 0, "n": 1},
              "plugin": {"pids": [2], "rss": 100 * mb, "pss": 0, "n": 1},
              "redis": {"pids": [3], "rss": 10 * mb, "pss": 0, "n": 1},
-             "replicas": {"pids": [4, 5], "rss": 400 * mb, "pss": 0, "n": 2}}
+             "replicas": {"pids": [4, 5], "rss": 400 * mb, "pss": 0, "n": 2,
+                          "per_pid": {4: 200 * mb, 5: 200 * mb}}}
     end = {"gateway": {"pids": [1], "rss": 106 * mb, "pss": 0, "n": 1},
            "plugin": {"pids": [9], "rss": 300 * mb, "pss": 0, "n": 1},
            "redis": {"pids": [3], "rss": 10 * mb, "pss": 0, "n": 1},
-           "replicas": {"pids": [4, 5, 6, 7], "rss": 840 * mb, "pss": 0, "n": 4}}
+           "replicas": {"pids": [5, 6, 7], "rss": 800 * mb, "pss": 0, "n": 3,
+                        "per_pid": {5: 205 * mb, 6: 295 * mb, 7: 300 * mb}}}
     rows = soak_report.growth(start, end)
     assert rows["gateway"]["growth"] == pytest.approx(0.06)
     assert rows["plugin"]["growth"] is None and rows["plugin"]["note"] == "restarted"
-    assert rows["replicas"]["growth"] == pytest.approx(0.05)  # 200 MB -> 210 MB per replica
+    # only pid 5 lived through: 200 -> 205 MB; 4 went, 6 and 7 are new
+    assert rows["replicas"]["growth"] == pytest.approx(0.025)
     assert soak_report.flat(rows) == (False, ["gateway"])
 
 
