@@ -37,7 +37,8 @@ class ValidationError(ValueError):
 def check_name(value: Any, field_name: str = "service") -> str:
     if not isinstance(value, str) or not value:
         raise ValidationError(field_name, "required, a non-empty string")
-    if len(value) > NAME_MAX or not NAME_RE.match(value):
+    # fullmatch: with match(), "$" also matches before a final "\n", and "fn\n" passed
+    if len(value) > NAME_MAX or not NAME_RE.fullmatch(value):
         raise ValidationError(
             field_name,
             f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', "

@@ -171,3 +171,13 @@ def test_assign_epsilon_too_small_is_a_422_and_the_smallest_allowed_is_finite() 
         r = client.post("/v1/assign", json={**body, "epsilon": 1e-6, "max_iter": it})
         assert r.status_code == 200, r.data
         assert all(0 <= p <= 1 for row in r.json["plan"] for p in row)
+
+
+# -- provider: a name with a trailing newline passed the DNS-1123 check ("$" matches before a
+#    final "\n"), where the document's pattern refuses it --------------------------------------
+
+@pytest.mark.parametrize("name", ["fn\n", "fn\r\n", "\nfn"])
+def test_function_names_with_a_newline_are_refused(name: str) -> None:
+    with pytest.raises(DeploymentInvalid) as e:
+        FunctionDeployment.from_json({**_deployment(), "service": name}, 4)
+    assert e.value.field == "service"
