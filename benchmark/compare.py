@@ -246,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             con.print("[red]no system finished[/red]")
             return 1
         rows = table.comparison_rows([summarize(r, name) for r in results])
-        con.print(table.render_rich(rows, [r.system for r in results]))
+        systems = [r.system for r in results]
+        if con.is_terminal:
+            con.print(table.render_rich(rows, systems))
+        else:  # logs and pipes: the seed's fixed-width layout, never squeezed to 80 columns
+            print(table.render_plain(rows, systems), flush=True)
         written = report_files.write_report(results, a.out, name, command=["quart-faas", "compare",
                                             *(sys.argv[1:] if argv is None else argv)],
                                             stamp=stamp)
