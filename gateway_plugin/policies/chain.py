@@ -100,6 +100,9 @@ class QuartState:
                         pid=PIDState(**v["pid"]),
                         down_streak=v["down_streak"],
                         down_target=v["down_target"],
+                        burst_cv=v.get("burst_cv", 0.0),
+                        rate_avg=v.get("rate_avg", 0.0),
+                        rate_sq_avg=v.get("rate_sq_avg", 0.0),
                     )
                     for k, v in p.get("corrector", {}).items()
                 },
@@ -124,6 +127,9 @@ def _pipeline_json(p: PipelineState) -> dict[str, Any]:
                 "pid": dict(vars(v.pid)),
                 "down_streak": v.down_streak,
                 "down_target": v.down_target,
+                "burst_cv": v.burst_cv,
+                "rate_avg": v.rate_avg,
+                "rate_sq_avg": v.rate_sq_avg,
             }
             for k, v in p.corrector.items()
         },
