@@ -83,19 +83,16 @@ def system_names(a: argparse.Namespace) -> list[str]:
         return ["quart"]
     spec = "baselines" if a.baselines_only else a.systems
     names: list[str] = []
-    rest: list[str] = []
     for part in (s.strip() for s in spec.split(",") if s.strip()):
         if part == "schedulers":
             names.extend(SCHEDULERS)
         elif part in SCHEDULERS:
             names.append(part)
-        else:
-            rest.append(part)
-    if rest:
-        try:
-            names.extend(s.name for s in parse_systems(",".join(rest), Bounds()))
-        except (KeyError, ValueError) as e:
-            raise CompareError(str(e).strip("'\"")) from None
+        else:  # in the order given, shorthands expanded where they stand
+            try:
+                names.extend(parse_systems(part))
+            except (KeyError, ValueError) as e:
+                raise CompareError(str(e).strip("'\"")) from None
     if not names:
         raise CompareError("no systems selected")
     if a.mode == "live" and any(n in SCHEDULERS for n in names):
