@@ -19,6 +19,7 @@ dead process or a traceback in its log, not hidden in a test client.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -34,6 +35,7 @@ from typing import Any
 
 import requests
 
+from local_provider.types import ANN_HANDLER
 from quart_faas import services
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +127,19 @@ def with_target_function(doc: dict[str, Any]) -> dict[str, Any]:
     """Let ``functionName`` of an invocation or a status read be the deployed function as
     well as anything else: random names alone would only ever reach the 404 branch.
     (Scaling it stays with random names: at 0 replicas every call would wait for a replica
-    until the queue timeout, a 504 by design.)"""
+    until the queue timeout, a 504 by design.)  A deployment body may also be one of the
+    deployed function with its real handler folder, so that an update (PUT) is accepted and
+    rolls or relimits it; any other name keeps random folders, refused before a replica
+    starts."""
+    schemas = doc["components"]["schemas"]
+    target = copy.deepcopy(schemas["FunctionDeployment"])
+    target["properties"]["service"] = {"type": "string", "enum": [TARGET_FUNCTION]}
+    target["properties"]["annotations"] = {
+        "type": "object", "required": [ANN_HANDLER], "additionalProperties": {"type": "string"},
+        "properties": {ANN_HANDLER: {"type": "string", "enum": [str(RELAY)]}}}
+    schemas["TargetDeployment"] = target
+    schemas["FunctionDeployment"] = {"anyOf": [{"$ref": "#/components/schemas/TargetDeployment"},
+                                               schemas["FunctionDeployment"]]}
     for path, item in doc.get("paths", {}).items():
         if not path.startswith(("/function/", "/system/function/")):
             continue

@@ -47,6 +47,9 @@ def parse_alert(body: Any) -> tuple[set[str], dict[str, int]]:
     if not isinstance(alerts, list) or not alerts:
         raise ValueError("'alerts' must be a non-empty list")
     names, statuses = set(), {"firing": 0, "resolved": 0}
+    # the group's status stands in for an alert without its own: checked even when unused
+    if "status" in body and body["status"] not in ("firing", "resolved"):
+        raise ValueError("'status' must be 'firing' or 'resolved'")
     for i, a in enumerate(alerts):
         if not isinstance(a, dict) or not isinstance(a.get("labels"), dict):
             raise ValueError(f"alerts[{i}] must be an object with 'labels'")

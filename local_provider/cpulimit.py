@@ -15,6 +15,7 @@ metadata only.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -37,6 +38,8 @@ def parse_cpu(value: str) -> float | None:
     cpus = float(m["num"]) / (1000 if m["milli"] else 1)
     if cpus <= 0:
         raise ValueError(f"cpu quantity {value!r} must be > 0")
+    if not math.isfinite(cpus):  # 309+ digits: the quota, round(inf), raised in reconcile
+        raise ValueError(f"cpu quantity {value[:20]!r}... is too large")
     return cpus
 
 

@@ -40,6 +40,17 @@ def test_alert_status_of_another_json_type_is_a_400(status) -> None:
         assert r.status_code == 400 and "status" in r.json["error"], (body, r.data)
 
 
+def test_alert_group_status_is_checked_even_when_every_alert_has_its_own() -> None:
+    """Found by the long fuzz: {"status": "__not_in_enum__", "alerts": [{..., "status":
+    "firing"}]} was accepted although the document (and AlertManager) allow two values."""
+    client = plugin_app(None, Triggers()).test_client()
+    for group in ("__not_in_enum__", None, 3):
+        body = {"status": group, "alerts": [{"labels": {"function_name": "f"},
+                                             "status": "firing"}]}
+        r = client.post("/system/alert", json=body)
+        assert r.status_code == 400 and "status" in r.json["error"], (group, r.data)
+
+
 # -- 405 without the Allow header RFC 9110 requires (scorer, plugin, stage) ------------------
 
 def test_scorer_and_plugin_405_name_the_allowed_methods() -> None:
@@ -181,3 +192,14 @@ def test_function_names_with_a_newline_are_refused(name: str) -> None:
     with pytest.raises(DeploymentInvalid) as e:
         FunctionDeployment.from_json({**_deployment(), "service": name}, 4)
     assert e.value.field == "service"
+
+
+# -- provider: limits.cpu of 309+ digits parsed to inf; every reconcile tick then raised
+#    OverflowError (round(inf)) and stopped syncing the cpu limits of every function ----------
+
+def test_cpu_limit_too_large_to_be_a_number_is_refused() -> None:
+    with pytest.raises(DeploymentInvalid) as e:
+        FunctionDeployment.from_json({**_deployment(), "limits": {"cpu": "9" * 400}}, 4)
+    assert e.value.field == "limits.cpu"
+    big = FunctionDeployment.from_json({**_deployment(), "limits": {"cpu": "9" * 300}}, 4)
+    assert big.limits is not None and big.limits.cpu == "9" * 300  # finite: the kernel decides
