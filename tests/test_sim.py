@@ -79,6 +79,51 @@ def test_processor_sharing_slows_an_oversubscribed_node() -> None:
     assert lat[0] == pytest.approx(0.4)
 
 
+def test_background_threads_take_their_share_of_the_cores() -> None:
+    # one always-runnable thread of another program on a 1-core node: a lone request gets
+    # half the core (0.2 s); two requests and the thread get a third each (0.3 s)
+    pipe = one_stage(0.1, 1, "deterministic", 0.0)
+    one = Arrivals(np.array([1.0]), np.zeros(1, dtype=np.int32), ("p",), {"duration_s": 2.0})
+    shared = ClusterSpec.uniform(1, 64.0, 1.0, background=1.0)
+    assert run(one, pipe, Hold(), cluster=shared).latency_s[0] == pytest.approx(0.2)
+    two = [one_stage(0.1, 1, "deterministic", 0.0, name=n) for n in ("a", "b")]
+    arr = Arrivals(np.array([1.0, 1.0]), np.array([0, 1], dtype=np.int32), ("a", "b"),
+                   {"duration_s": 2.0})
+    assert np.allclose(run(arr, two, Hold(), cluster=shared).latency_s, 0.3)
+    # a replayed trace: the thread appears at t = 1 s; a 0.2 core-s request from t = 0.9 s
+    # runs alone for 0.1 s, then at half speed for the other 0.1 core-s: done at 1.2 s
+    late = Arrivals(np.array([0.9]), np.zeros(1, dtype=np.int32), ("p",), {"duration_s": 2.0})
+    traced = ClusterSpec.uniform(1, 64.0, 1.0, background=((0.0, 0.0), (1.0, 1.0)))
+    res = run(late, one_stage(0.2, 1, "deterministic", 0.0), Hold(), cluster=traced)
+    assert res.latency_s[0] == pytest.approx(0.3)
+
+
+def test_sampler_counts_runnable_threads_of_other_programs() -> None:
+    import os
+    import threading
+    import time
+
+    from benchmark.sim.background import RunnableSampler, runnable_threads
+
+    assert runnable_threads([os.getpid()]) >= 1  # this thread, reading
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:  # the spinning thread is not a "replica": it is background
+        bg = RunnableSampler(list, interval_s=0.02).start()
+        time.sleep(0.3)
+        load = bg.stop()
+    finally:
+        stop.set()
+        t.join()
+    assert load.samples >= 5 and load.replicas == 0 and load.mean > 0.3
+
+
 def test_requests_queue_behind_the_compute_lock_of_one_replica() -> None:
     # three calls at once to one replica with 8 slots: served one after another
     arr = Arrivals(np.zeros(3), np.zeros(3, dtype=np.int32), ("p",), {"duration_s": 1.0})

@@ -23,10 +23,12 @@ torch + transformers and holding MiniLM is ~455 MB RSS (0.42 GiB); a forked
 replica adds 11.1 MiB PSS (MiniLM) / 16.8 MiB (BERT-large).
 
 Service times: MiniLM per-stage compute is measured by ``python -m
-benchmark.sim.calibrate`` (``MINILM`` below, with the command line and
-date); the BERT-large stage's 152.1 ms is the warm call of the scaleup table
-(one request straight to a running replica, 32 tokens); its CV is not
-measured and MiniLM's is used.
+benchmark.sim.calibrate`` (``MINILM`` below, with the command line, date and
+how busy the machine was); the BERT-large stage's 152.1 ms is the warm call
+of the scaleup table (one request straight to a running replica, 32 tokens,
+a wall time on a machine that was probably quieter); its CV is not measured
+and MiniLM's is used, and its hop overhead is MiniLM's (larger activations
+would cost more: an underestimate).
 """
 from __future__ import annotations
 
@@ -81,9 +83,24 @@ class StageTiming:
     hop_s: float
 
 
-# Measured by `python -m benchmark.sim.calibrate` (see that module); filled in below.
-MINILM: tuple[StageTiming, ...] = ()
-MINILM_SOURCE = ""
+# `python -m benchmark.sim.calibrate --requests 300` on this machine, 2026-11-23 16:46 UTC:
+# 8 sentences/request, 300 sequential requests after 30 warm-up, 1 torch thread.
+#          Server-Timing (wall)              thread CPU (150 in-process passes)
+#   stage  mean ms  CV     p50 ms  p95 ms    mean ms  CV     wall/CPU
+#   0      49.75    0.544  36.84   99.99     26.22    0.133  1.90
+#   1      52.84    0.555  37.52   104.52    25.42    0.131  2.08
+#   2      54.43    0.579  37.71   110.54    26.08    0.135  2.09
+#   e2e    207.86 mean, 155.87 p50; overhead 50.84 ms = 16.95 ms per hop
+# The machine was shared: 3.41 runnable threads of other programs on average during the
+# sequential run (benchmark.sim.background; 1-min load average 5-6.5), so wall times are
+# ~2x the CPU a request needs.  The service time is the thread CPU time (work at one free
+# core: the simulator's processor sharing adds the waiting); the hop overhead is the wall
+# figure, as measured under that background.
+MINILM: tuple[StageTiming, ...] = (StageTiming(0.02622, 0.133, 0.01695),
+                                   StageTiming(0.02542, 0.131, 0.01695),
+                                   StageTiming(0.02608, 0.135, 0.01695))
+MINILM_SOURCE = "python -m benchmark.sim.calibrate --requests 300 (2026-11-23, 3.4 bg threads)"
+MINILM_BACKGROUND = 3.41  # runnable threads of other programs during that calibration
 BERT_LARGE_STAGE_S = 0.1521
 
 

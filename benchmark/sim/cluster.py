@@ -6,7 +6,9 @@ cores.  When the computing replicas of a node ask for more cores than it has,
 they share them max-min fairly (water-filling: no one gets more than its cap,
 the rest is split evenly), the discipline Linux CFS approximates for
 runnable threads of equal weight (processor sharing; Kleinrock, *Queueing
-Systems* Vol. 2, sec. 4.4).  Work is in core-seconds, so a request with 20 ms
+Systems* Vol. 2, sec. 4.4).  ``NodeSpec.background`` adds always-runnable
+threads of other programs to that sharing (each wanting one core): how a
+shared validation machine is modelled.  Work is in core-seconds, so a request with 20 ms
 of work takes 40 ms while two such requests share one core.
 
 Each node keeps one pending "next completion" event: a change in the set of
@@ -93,6 +95,7 @@ class Node:
     __slots__ = (
         "_hold",
         "active",
+        "bg",
         "cached",
         "cores",
         "counts",
@@ -124,6 +127,7 @@ class Node:
         self.zbytes: dict[str, int] = {}
         self.active: list[Replica] = []
         self.demand = 0.0
+        self.bg = 0.0  # always-runnable threads of other programs (NodeSpec.background)
         self.gen = 0
         self.t_next = -1.0
         self.env = env
@@ -139,7 +143,7 @@ class Node:
         now = self.env.now
         self.active.append(r)
         self.demand += r.cap
-        if self.demand <= self.cores + 1e-12:  # nobody else's rate changes
+        if self.demand + self.bg <= self.cores + 1e-12:  # nobody else's rate changes
             r.speed = r.cap
             r.fin = now + work / r.cap
             if not self._hold and (self.t_next < 0.0 or r.fin < self.t_next):
@@ -158,6 +162,14 @@ class Node:
             if not self._hold:
                 self._arm()
 
+    def set_background(self, threads: float) -> None:
+        """Other programs' runnable threads changed (a replayed background trace)."""
+        self.bg = threads
+        if self.active:
+            self._rates(self.env.now)
+            if not self._hold:
+                self._arm()
+
     def rerate(self) -> None:
         """Caps changed (a new ``limits.cpu``)."""
         self.demand = sum(r.cap for r in self.active)
@@ -166,7 +178,7 @@ class Node:
 
     def _remove(self, r: Replica) -> None:
         self.active.remove(r)
-        over = self.demand > self.cores + 1e-12
+        over = self.demand + self.bg > self.cores + 1e-12
         self.demand -= r.cap
         if not self.active:
             self.demand = 0.0  # no float residue carried over
@@ -175,16 +187,17 @@ class Node:
 
     def _rates(self, now: float, force: bool = False) -> None:
         act = self.active
-        if self.demand <= self.cores + 1e-12:
+        if self.demand + self.bg <= self.cores + 1e-12:
             level = math.inf
-        else:
-            left, n = self.cores, len(act)
+        else:  # water-filling: small caps are met in full, the rest share what is left
+            items = sorted([(r.cap, 1.0) for r in act] + ([(1.0, self.bg)] if self.bg else []))
+            left, n = self.cores, len(act) + self.bg
             level = left / n
-            for c in sorted(r.cap for r in act):  # water-filling: small caps are met in full
+            for c, w in items:
                 if c >= level:
                     break
-                left -= c
-                n -= 1
+                left -= c * w
+                n -= w
                 level = left / n
         for r in act:
             v = min(level, r.cap)
@@ -255,6 +268,8 @@ class Cluster:
                  on_done: Callable[[Replica], None]) -> None:
         self.nodes = [Node(n.name, float(n.cores), float(n.memory_gib), env, on_done)
                       for n in spec.nodes]
+        for node, n in zip(self.nodes, spec.nodes, strict=True):
+            node.bg = n.background_at(0.0)
         self.by_name = {n.name: n for n in self.nodes}
         self.placement = spec.placement
         self.mem_total = sum(n.mem_gib for n in self.nodes)

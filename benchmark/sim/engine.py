@@ -257,6 +257,11 @@ class _Run:
         self._every(period + min(self.cfg.scrape_s, period) / 2, period, control)
         for f in self.failures:
             self._at(f.t_s, functools.partial(self._fail, f))
+        for spec, node in zip(self.cluster_spec.nodes, self.model.cluster.nodes, strict=True):
+            if not isinstance(spec.background, (int, float)):
+                for t, v in spec.background:
+                    if t > 0:
+                        self._at(t, functools.partial(node.set_background, v))
         if self.on_progress is not None:
             cb = self.on_progress
             self._every(0.0, max(end / 100, 1e-3), lambda now: cb(min(now, end), end))

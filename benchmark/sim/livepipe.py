@@ -33,10 +33,19 @@ class LivePipeline:
     gateway: str
     auth: tuple[str, str]
     functions: tuple[str, ...]
+    model_dir: Path
 
     @property
     def url(self) -> str:
         return f"{self.gateway}/function/{self.functions[0]}"
+
+    def replica_pids(self) -> list[int]:
+        """Pids of the serving replicas, as the provider lists them (zygotes excluded)."""
+        r = requests.get(f"{self.gateway}/system/quart/stats", auth=self.auth, timeout=10)
+        r.raise_for_status()
+        stats = r.json()
+        return sorted(i["pid"] for f in self.functions
+                      for i in stats.get(f, {}).get("instances", []) if "pid" in i)
 
     def scale(self, replicas: int) -> None:
         for name in self.functions:
@@ -82,7 +91,7 @@ def deployed(say=print) -> Iterator[LivePipeline]:  # type: ignore[no-untyped-de
                   metrics_port=mp, keys_metrics_port=kp)
         auth = (deploy.USER, deploy.password_file(state).read_text().strip())
         yield LivePipeline(gateway, auth, tuple(f"bench{STAGES}-stage-{i}"
-                                                for i in range(STAGES)))
+                                                for i in range(STAGES)), model_dir)
     finally:
         deploy.down(state, say=lambda s: None)
         if old is None:

@@ -10,6 +10,7 @@ exactly where the live one does.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -144,15 +145,42 @@ class PipelineSpec:
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """A node; ``background`` is the number of runnable threads of *other* programs that
+    share its cores with the replicas: 0 on a dedicated node, a constant, or a step
+    function ``((t_s, threads), ...)`` replayed over the run (measured on a shared
+    machine by ``benchmark.sim.background``)."""
+
     name: str
     memory_gib: float
     cores: float
+    background: float | tuple[tuple[float, float], ...] = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError(f"node name must be a non-empty string, got {self.name!r}")
-        _pos(f"node {self.name}", "memory_gib", self.memory_gib)
-        _pos(f"node {self.name}", "cores", self.cores)
+        o = f"node {self.name}"
+        _pos(o, "memory_gib", self.memory_gib)
+        _pos(o, "cores", self.cores)
+        if isinstance(self.background, (int, float)):
+            _pos(o, "background", self.background, zero_ok=True)
+            return
+        steps = tuple((float(t), float(v)) for t, v in self.background)
+        if not steps or any(b[0] <= a[0] for a, b in itertools.pairwise(steps)):
+            raise ValueError(f"{o}: a background trace needs increasing times")
+        for t, v in steps:
+            _pos(o, "background time", t, zero_ok=True)
+            _pos(o, "background", v, zero_ok=True)
+        object.__setattr__(self, "background", steps)
+
+    def background_at(self, t_s: float) -> float:
+        if isinstance(self.background, (int, float)):
+            return float(self.background)
+        level = 0.0
+        for t, v in self.background:
+            if t > t_s:
+                break
+            level = v
+        return level
 
 
 @dataclass(frozen=True)
@@ -180,9 +208,11 @@ class ClusterSpec:
 
     @classmethod
     def uniform(cls, n: int, memory_gib: float, cores: float,
-                placement: str = "cache-aware") -> ClusterSpec:
+                placement: str = "cache-aware",
+                background: float | tuple[tuple[float, float], ...] = 0.0) -> ClusterSpec:
         _count("cluster", "n", n, 1)
-        return cls(tuple(NodeSpec(f"node-{i}", memory_gib, cores) for i in range(n)), placement)
+        return cls(tuple(NodeSpec(f"node-{i}", memory_gib, cores, background)
+                         for i in range(n)), placement)
 
 
 @dataclass(frozen=True)
