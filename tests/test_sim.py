@@ -124,6 +124,20 @@ def test_sampler_counts_runnable_threads_of_other_programs() -> None:
     assert load.samples >= 5 and load.replicas == 0 and load.mean > 0.3
 
 
+def test_hop_cpu_shares_the_gateway_node() -> None:
+    # 50 ms of gateway CPU before a 100 ms compute, two requests at once on one core:
+    # both hops share it (0.1 s), then both computes (0.2 s): 0.3 s.  Without a gateway
+    # node the hop is 50 ms of delay and only the computes share: 0.25 s
+    pipes = [PipelineSpec(n, (StageSpec(f"{n}-s0", 0.1, hop_cpu_s=0.05),), 1.0)
+             for n in ("a", "b")]
+    arr = Arrivals(np.array([1.0, 1.0]), np.array([0, 1], dtype=np.int32), ("a", "b"),
+                   {"duration_s": 2.0})
+    one = ClusterSpec.uniform(1, 64.0, 1.0)
+    on_node = run(arr, pipes, Hold(), cluster=one, config=SimConfig(gateway_node="node-0"))
+    assert np.allclose(on_node.latency_s, 0.3)
+    assert np.allclose(run(arr, pipes, Hold(), cluster=one).latency_s, 0.25)
+
+
 def test_requests_queue_behind_the_compute_lock_of_one_replica() -> None:
     # three calls at once to one replica with 8 slots: served one after another
     arr = Arrivals(np.zeros(3), np.zeros(3, dtype=np.int32), ("p",), {"duration_s": 1.0})

@@ -4,8 +4,11 @@ Sequential requests (one at a time: no queueing, no contention between
 stages) to the live 3-stage pipeline (``livepipe``); each answer's
 ``Server-Timing`` header carries every stage's own compute time.  End-to-end
 latency minus the stages' compute is the pipeline's overhead (three gateway
-hops, waitress/Flask, (de)serialisation); the simulator charges a third of
-it before each stage (``StageSpec.hop_s``).
+hops, waitress/Flask, (de)serialisation).  Its CPU part is what the
+gateway and replica processes burnt per request (``/proc`` utime + stime)
+beyond the stages' compute; the rest, after allowing for the same slowdown
+the compute saw, is delay.  The simulator charges a third of each before
+every stage (``StageSpec.hop_cpu_s``, ``hop_s``).
 
 On a shared machine ``Server-Timing`` (wall time) includes waiting for a
 core while other programs run.  So the same stages are also loaded in this
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in tqdm(range(a.warmup + a.requests), desc="sequential requests", leave=False):
             if i == a.warmup:
                 sampler = RunnableSampler(live.replica_pids).start()
+                procs = live.gateway_pids() + live.replica_pids()
+                cpu0 = livepipe.cpu_seconds(procs)
             t = time.perf_counter()
             r = s.post(live.url, data=payload, headers=hdr, timeout=60)
             d = time.perf_counter() - t
@@ -98,12 +103,19 @@ def main(argv: list[str] | None = None) -> int:
                 for k, x in enumerate(times):
                     per_stage[k].append(x)
         bg = sampler.stop() if sampler else None
+        served_cpu = (livepipe.cpu_seconds(procs) - cpu0) / a.requests
         model_dir = live.model_dir
     cpu = [_stats(xs) for xs in cpu_times(model_dir, a.inputs, max(30, a.requests // 2))]
     stages = [_stats(xs) for xs in per_stage]
     total = _stats(e2e)
     overhead = total["mean_s"] - sum(st["mean_s"] for st in stages)
-    hop = overhead / livepipe.STAGES
+    # the overhead's CPU: what gateway and replicas burnt per request beyond the compute
+    # (1/100 s clock ticks over the whole run, so ~0.03 ms per request of resolution)
+    over_cpu = max(0.0, served_cpu - sum(c["mean_s"] for c in cpu))
+    inflation = sum(st["mean_s"] for st in stages) / sum(c["mean_s"] for c in cpu)
+    hop_cpu = over_cpu / livepipe.STAGES
+    # what the CPU does not explain at the same contention is delay (loopback, waits)
+    hop = max(0.0, overhead - over_cpu * inflation) / livepipe.STAGES
     print(f"\nMiniLM 3-stage pipeline, {a.inputs} sentences/request, {a.requests} sequential "
           f"requests after {a.warmup} warm-up, {os.cpu_count()} cores; runnable threads of "
           f"other programs meanwhile {bg.mean if bg else float('nan'):.2f} (replicas' "
@@ -118,16 +130,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{st['mean_s'] / c['mean_s']:8.2f}")
     print(f"{'e2e':<8} {total['mean_s'] * 1e3:8.2f} {total['cv']:6.3f} "
           f"{total['p50_s'] * 1e3:8.2f} {total['p95_s'] * 1e3:8.2f}")
-    print(f"\noverhead (e2e mean - compute means) {overhead * 1e3:.2f} ms, "
-          f"{hop * 1e3:.2f} ms per hop; median e2e {statistics.median(e2e) * 1e3:.2f} ms")
-    lit = ", ".join(f"StageTiming({c['mean_s']:.5f}, {c['cv']:.3f}, {hop:.5f})" for c in cpu)
+    print(f"\noverhead (e2e mean - compute means) {overhead * 1e3:.2f} ms wall; gateway + "
+          f"replicas burnt {served_cpu * 1e3:.2f} ms CPU per request, {over_cpu * 1e3:.2f} ms "
+          f"beyond the compute; compute wall/CPU {inflation:.2f}; per hop {hop_cpu * 1e3:.2f} "
+          f"ms CPU + {hop * 1e3:.2f} ms delay; median e2e {statistics.median(e2e) * 1e3:.2f} ms")
+    lit = ", ".join(f"StageTiming({c['mean_s']:.5f}, {c['cv']:.3f}, {hop:.5f}, {hop_cpu:.5f})"
+                    for c in cpu)
     print(f"\ncalibration.MINILM = ({lit})")
     if a.json:
         a.json.write_text(json.dumps({
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": "python -m benchmark.sim.calibrate " + " ".join(argv or []),
             "inputs": a.inputs, "requests": a.requests, "stages": stages, "e2e": total,
-            "overhead_s": overhead, "hop_s": hop, "thread_cpu": cpu,
+            "overhead_s": overhead, "hop_s": hop, "hop_cpu_s": hop_cpu,
+            "served_cpu_s": served_cpu, "thread_cpu": cpu,
             "background": None if bg is None else vars(bg)}, indent=2))
     return 0
 

@@ -76,31 +76,36 @@ def spawn_draws(profile: str, rng: np.random.Generator) -> dict[str, Draws]:
 
 @dataclass(frozen=True)
 class StageTiming:
-    """One stage's compute time per request at one core, and the per-hop overhead."""
+    """One stage's compute time per request at one core, and the per-hop overhead (delay,
+    and CPU at one core)."""
 
     mean_s: float
     cv: float
     hop_s: float
+    hop_cpu_s: float = 0.0
 
 
-# `python -m benchmark.sim.calibrate --requests 300` on this machine, 2026-11-23 16:46 UTC:
+# `python -m benchmark.sim.calibrate --requests 300` on this machine, 2026-11-23 16:56 UTC:
 # 8 sentences/request, 300 sequential requests after 30 warm-up, 1 torch thread.
 #          Server-Timing (wall)              thread CPU (150 in-process passes)
 #   stage  mean ms  CV     p50 ms  p95 ms    mean ms  CV     wall/CPU
-#   0      49.75    0.544  36.84   99.99     26.22    0.133  1.90
-#   1      52.84    0.555  37.52   104.52    25.42    0.131  2.08
-#   2      54.43    0.579  37.71   110.54    26.08    0.135  2.09
-#   e2e    207.86 mean, 155.87 p50; overhead 50.84 ms = 16.95 ms per hop
-# The machine was shared: 3.41 runnable threads of other programs on average during the
-# sequential run (benchmark.sim.background; 1-min load average 5-6.5), so wall times are
-# ~2x the CPU a request needs.  The service time is the thread CPU time (work at one free
-# core: the simulator's processor sharing adds the waiting); the hop overhead is the wall
-# figure, as measured under that background.
-MINILM: tuple[StageTiming, ...] = (StageTiming(0.02622, 0.133, 0.01695),
-                                   StageTiming(0.02542, 0.131, 0.01695),
-                                   StageTiming(0.02608, 0.135, 0.01695))
-MINILM_SOURCE = "python -m benchmark.sim.calibrate --requests 300 (2026-11-23, 3.4 bg threads)"
-MINILM_BACKGROUND = 3.41  # runnable threads of other programs during that calibration
+#   0      58.74    0.531  46.68   115.91    31.02    0.150  1.89
+#   1      61.64    0.506  53.15   119.87    30.70    0.174  2.01
+#   2      62.54    0.536  52.15   124.13    30.91    0.149  2.02
+#   e2e    244.46 mean, 217.26 p50; overhead 61.54 ms wall
+#   gateway + replica processes: 130.13 ms CPU per request, 37.50 ms beyond the compute
+#   -> per hop 12.50 ms CPU; the CPU at the compute's slowdown (1.97x) explains all the
+#   overhead's wall time, so no separate delay.
+# The machine was shared: 5.06 runnable threads of other programs on average during the
+# sequential run (benchmark.sim.background; 1-min load average 5-10), so wall times are ~2x
+# the CPU a request needs.  Service times are thread CPU time (work at one free core; the
+# simulator's processor sharing adds the waiting).  Even thread CPU time moved with the
+# machine's load: the same measurement 10 minutes earlier gave 25.4-26.2 ms per stage.
+MINILM: tuple[StageTiming, ...] = (StageTiming(0.03102, 0.150, 0.0, 0.01250),
+                                   StageTiming(0.03070, 0.174, 0.0, 0.01250),
+                                   StageTiming(0.03091, 0.149, 0.0, 0.01250))
+MINILM_SOURCE = "python -m benchmark.sim.calibrate --requests 300 (2026-11-23, 5.1 bg threads)"
+MINILM_BACKGROUND = 5.06  # runnable threads of other programs during that calibration
 BERT_LARGE_STAGE_S = 0.1521
 
 
@@ -113,7 +118,7 @@ def minilm_pipeline(name: str = "minilm", slo_s: float = 0.5, replicas: int = 1,
     return PipelineSpec(name, tuple(
         StageSpec(f"{name}-stage-{i}", s.mean_s, s.cv, "lognormal", memory_gib=0.42,
                   fork_overhead_gib=11.1 * MIB, cpu=1.0, replicas=replicas, hop_s=s.hop_s,
-                  spawn="minilm")
+                  hop_cpu_s=s.hop_cpu_s, spawn="minilm")
         for i, s in enumerate(t)), slo_s)
 
 
@@ -123,8 +128,9 @@ def bert_large_pipeline(name: str = "bert-large", stages: int = 4, slo_s: float 
     the measured stage 3/4."""
     cv = MINILM[0].cv if MINILM else 0.1
     hop = MINILM[-1].hop_s if MINILM else 0.0
+    hop_cpu = MINILM[-1].hop_cpu_s if MINILM else 0.0
     return PipelineSpec(name, tuple(
         StageSpec(f"{name}-stage-{i}", BERT_LARGE_STAGE_S, cv, "lognormal",
                   memory_gib=0.42 + 288 * MIB, fork_overhead_gib=16.8 * MIB, cpu=1.0,
-                  replicas=replicas, hop_s=hop, spawn="bert-large")
+                  replicas=replicas, hop_s=hop, hop_cpu_s=hop_cpu, spawn="bert-large")
         for i in range(stages)), slo_s)

@@ -117,6 +117,8 @@ def run(arrivals: Any, pipelines: Sequence[PipelineSpec] | PipelineSpec, system:
     failures = parse_failures(fail_at)
     cluster = cluster or default_cluster(specs)
     node_names = {n.name for n in cluster.nodes}
+    if cfg.gateway_node is not None and cfg.gateway_node not in node_names:
+        raise ValueError(f"gateway_node {cfg.gateway_node!r} is not a node of the cluster")
     for f in failures:
         if f.target is not None and ((f.kind == "node" and f.target not in node_names)
                                      or (f.kind == "replica" and f.target not in names)):
@@ -165,7 +167,7 @@ class _Run:
         window = cfg.rate_window_s or max(2 * float(system.period_s), 4.0)
         self.prom = Prometheus(stages, window, cfg.scrape_s)
         self.ctl = Controller(self.model, self.prom, specs, stages)
-        self.hop0 = [p.stages[0].hop_s for p in specs]
+        self.hop0 = [p[0].hop_delay for p in self.model.pipes]
         self.cluster_spec = cluster
 
     # -- periodic and one-off events ------------------------------------------------
@@ -200,7 +202,7 @@ class _Run:
                 j = idx[i]
                 p = pipes[pipe[j]]
                 model.outstanding += 1
-                model.arrive(Request(j, pipe[j], times[j], len(p)), p[0])
+                model.enter(Request(j, pipe[j], times[j], len(p)), p[0])
                 i += 1
             pos[0] = i
             if i < n:

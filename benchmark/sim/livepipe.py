@@ -34,6 +34,7 @@ class LivePipeline:
     auth: tuple[str, str]
     functions: tuple[str, ...]
     model_dir: Path
+    state: Path
 
     @property
     def url(self) -> str:
@@ -46,6 +47,10 @@ class LivePipeline:
         stats = r.json()
         return sorted(i["pid"] for f in self.functions
                       for i in stats.get(f, {}).get("instances", []) if "pid" in i)
+
+    def gateway_pids(self) -> list[int]:
+        """The gateway + provider process(es) this deployment started."""
+        return [svc.pid for svc in services.recorded(self.state) if svc.name == "gateway"]
 
     def scale(self, replicas: int) -> None:
         for name in self.functions:
@@ -67,6 +72,19 @@ def stage_times(header: str | None) -> list[float]:
         if "dur=" in part:
             out.append(float(part.split("dur=")[1].split(";")[0]) / 1e3)
     return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (their threads included), from /proc/<pid>/stat."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 @contextlib.contextmanager
@@ -91,7 +109,7 @@ def deployed(say=print) -> Iterator[LivePipeline]:  # type: ignore[no-untyped-de
                   metrics_port=mp, keys_metrics_port=kp)
         auth = (deploy.USER, deploy.password_file(state).read_text().strip())
         yield LivePipeline(gateway, auth, tuple(f"bench{STAGES}-stage-{i}"
-                                                for i in range(STAGES)), model_dir)
+                                                for i in range(STAGES)), model_dir, state)
     finally:
         deploy.down(state, say=lambda s: None)
         if old is None:

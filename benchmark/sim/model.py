@@ -61,6 +61,8 @@ class Stage:
         "desired",
         "draw",
         "first_call_s",
+        "hop_delay",
+        "hop_work",
         "ia_last",
         "ia_n",
         "ia_q",
@@ -93,6 +95,7 @@ class Stage:
         self.cpu = spec.cpu
         self.cap = min(float(spec.threads), spec.cpu if spec.cpu is not None else math.inf)
         self.draw, self.spawn, self.first_call_s = draw, spawn, first_call_s
+        self.hop_delay, self.hop_work = spec.hop_s, spec.hop_cpu_s  # Model may fold work in
         self.ready_n = 0
         self.rs_acc = 0.0  # integral of ready replicas over time
         self.rs_t = 0.0
@@ -109,6 +112,16 @@ class Stage:
 
     def inflight(self) -> int:
         return sum(r.inflight for r in self.replicas)
+
+
+class HopJob:
+    """CPU work of one hop, processor-shared on the gateway's node (one thread: cap 1)."""
+
+    __slots__ = ("cap", "fin", "req", "speed", "stage")
+
+    def __init__(self, req: Request, stage: Stage) -> None:
+        self.req, self.stage = req, stage
+        self.cap, self.fin, self.speed = 1.0, 0.0, 0.0
 
 
 class Request:
@@ -132,7 +145,12 @@ class Model:
         self.cfg = cfg
         self.pipes = pipelines
         self.fork = fork
-        self.cluster: Cluster = cluster_of(self._computed)
+        self.cluster: Cluster = cluster_of(self._done)
+        self.gateway: Node | None = (self.cluster.by_name[cfg.gateway_node]
+                                     if cfg.gateway_node is not None else None)
+        if self.gateway is None:  # a gateway of its own: its CPU time is just delay
+            for st in (s for p in pipelines for s in p):
+                st.hop_delay, st.hop_work = st.hop_delay + st.hop_work, 0.0
         self.latency = latency
         self.ok = ok
         self.outstanding = 0
@@ -172,7 +190,7 @@ class Model:
         self.events += 1
         req, st = ev.value
         if req.k >= 0:
-            self.arrive(req, st)
+            self.enter(req, st)
 
     @staticmethod
     def _pick(st: Stage) -> Replica | None:
@@ -216,12 +234,30 @@ class Model:
         nxt = st.next
         if nxt is None:
             self.finish(req, st.pos, "200")
-        elif nxt.spec.hop_s > 0.0:
-            req.k = nxt.pos  # in transit: downstream of this stage already
-            ev = self.env.timeout(nxt.spec.hop_s, (req, nxt))
-            ev.callbacks.append(self._arrive_cb)
         else:
-            self.arrive(req, nxt)
+            req.k = nxt.pos  # in transit: downstream of this stage already
+            if nxt.hop_delay > 0.0:
+                ev = self.env.timeout(nxt.hop_delay, (req, nxt))
+                ev.callbacks.append(self._arrive_cb)
+            else:
+                self.enter(req, nxt)
+
+    def enter(self, req: Request, st: Stage) -> None:
+        """The hop's CPU part (gateway proxy, codecs) on the gateway's node, then arrival."""
+        if st.hop_work > 0.0 and self.gateway is not None:
+            job = HopJob(req, st)
+            self.gateway.start(job, st.hop_work)  # type: ignore[arg-type]
+        else:
+            self.arrive(req, st)
+
+    def _done(self, job: Replica | HopJob) -> None:
+        """A node finished a job: a replica's compute or a hop's CPU."""
+        if job.__class__ is HopJob:
+            req = job.req  # type: ignore[union-attr]
+            if req.k >= 0:
+                self.arrive(req, job.stage)
+        else:
+            self._computed(job)  # type: ignore[arg-type]
 
     def finish(self, req: Request, k: int, code: str) -> None:
         self._close(req, k, code)

@@ -35,7 +35,8 @@ def pipelines_for(targets: tuple[str, ...], stages: int, slo_s: float) -> list[P
             StageSpec(f"{name}-{k}" if stages > 1 else name, timings[k % len(timings)].mean_s,
                       timings[k % len(timings)].cv, memory_gib=0.42,
                       fork_overhead_gib=11.1 / 1024, cpu=1.0, replicas=1,
-                      hop_s=timings[k % len(timings)].hop_s)
+                      hop_s=timings[k % len(timings)].hop_s,
+                      hop_cpu_s=timings[k % len(timings)].hop_cpu_s)
             for k in range(stages)), slo_s))
     return out
 

@@ -47,8 +47,10 @@ class StageSpec:
     threads, 1 in the template).  ``memory_gib`` is the stage's weights plus
     runtime: a cold replica holds all of it, a forked replica shares the
     zygote's copy and adds only ``fork_overhead_gib`` (its PSS, measured by
-    ``benchmark.scaleup``).  ``hop_s`` is the fixed cost of reaching the
-    stage (gateway proxy, HTTP, (de)serialisation), paid before it queues.
+    ``benchmark.scaleup``).  Reaching the stage (gateway proxy, HTTP,
+    (de)serialisation) costs ``hop_s`` of delay plus ``hop_cpu_s`` core-seconds
+    of CPU, paid before it queues: on ``SimConfig.gateway_node`` under
+    processor sharing when one is named, else as plain delay.
     ``spawn`` names a spawn-latency profile in :mod:`benchmark.sim.calibration`.
     ``dist`` defaults to deterministic without a CV and lognormal with one.
     """
@@ -64,6 +66,7 @@ class StageSpec:
     cpu: float | None = None
     replicas: int = 1
     hop_s: float = 0.0
+    hop_cpu_s: float = 0.0
     spawn: str = "minilm"
 
     def __post_init__(self) -> None:
@@ -92,6 +95,7 @@ class StageSpec:
             _pos(o, "cpu", self.cpu)
         _count(o, "replicas", self.replicas, 0)
         _pos(o, "hop_s", self.hop_s, zero_ok=True)
+        _pos(o, "hop_cpu_s", self.hop_cpu_s, zero_ok=True)
 
     @property
     def cv(self) -> float:
@@ -264,7 +268,9 @@ class SimConfig:
     that).  ``rate_window_s`` is the ``[w]`` of every ``rate()``; ``None``
     uses the plugin's own choice, ``max(2 * period_s, 4)``
     (``gateway_plugin/controller.py``).  ``recovery_window_s`` is the
-    rolling window of the recovery-time p99.
+    rolling window of the recovery-time p99.  ``gateway_node`` names the node whose
+    cores the gateway shares (one machine: the only node); ``None`` (a gateway of its
+    own) turns each stage's ``hop_cpu_s`` into delay.
     """
 
     scrape_s: float = 5.0
@@ -277,6 +283,7 @@ class SimConfig:
     recovery_window_s: float = 10.0
     drain_horizon_s: float = 120.0
     timeline: bool = True
+    gateway_node: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("scrape_s", "queue_timeout_s", "recovery_window_s"):

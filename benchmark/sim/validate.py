@@ -3,7 +3,8 @@
 For each load: gamma arrivals (``--cv``, seeded) are sent open-loop to the
 live pipeline (``benchmark.openloop``; latency from each request's planned
 send time) and replayed in the simulator with the calibrated stage times
-(``calibration.MINILM``) on one node with this machine's cores.  Replicas
+(``calibration.MINILM``) on one node with this machine's cores, the
+gateway's CPU on that node too (``SimConfig.gateway_node``).  Replicas
 are fixed (the registry's ``static`` system with a plan), so what is
 compared is the model of queueing, the compute lock, slots held downstream
 and processor sharing, not an autoscaler.
@@ -11,8 +12,8 @@ and processor sharing, not an autoscaler.
 The machine is shared: while the live load runs, the runnable threads of
 other programs are sampled every 0.1 s (``background``) and the simulator is
 run three times: on a dedicated node ("bg=0"), with the mean count of such
-threads always runnable ("bg"), and replaying their count in 0.5 s steps
-("trace", ``NodeSpec.background``), the one judged.  Prints p50/p99 live and
+threads always runnable ("bg"), and replaying their count step by step
+(``--trace-step``; "trace", ``NodeSpec.background``), the one judged.  Prints p50/p99 live and
 simulated and their ratios; the issue's acceptance is within 25 %.
 
     python -m benchmark.sim.validate --loads 4,8 --duration 60
@@ -44,13 +45,13 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 
 def simulate(arrivals, replicas: int, cores: float, seed: int, scrape_s: float,  # type: ignore[no-untyped-def]
-             background: float = 0.0):
+             background: float | tuple[tuple[float, float], ...] = 0.0):
     pipe = calibration.minilm_pipeline(f"bench{livepipe.STAGES}", slo_s=10.0, replicas=replicas)
     plan = {s.name: replicas for s in pipe.stages}
     static = SYSTEMS["static"](Bounds(replicas, replicas), plan=plan)
     return run(arrivals, pipe, static,
                cluster=ClusterSpec.uniform(1, 20.0, cores, background=background), seed=seed,
-               config=SimConfig(scrape_s=scrape_s))
+               config=SimConfig(scrape_s=scrape_s, gateway_node="node-0"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,10 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--cores", type=float, default=float(os.cpu_count() or 1))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trace-step", type=float, default=0.1,
+                    help="seconds per step of the replayed background (sampled every 0.1 s)")
     a = ap.parse_args(argv)
     loads = [float(x) for x in a.loads.split(",") if x.strip()]
-    if not loads or min(loads) <= 0 or a.duration <= 0 or a.replicas < 1:
-        ap.error("--loads must be positive numbers; --duration > 0; --replicas >= 1")
+    if not loads or min(loads) <= 0 or a.duration <= 0 or a.replicas < 1 or a.trace_step <= 0:
+        ap.error("--loads must be positive numbers; --duration, --trace-step > 0; "
+                 "--replicas >= 1")
     if not calibration.MINILM:
         ap.error("no calibration: run python -m benchmark.sim.calibrate first")
     payload = livepipe.body(a.inputs)
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             res = openloop.run(live.url, payload, arrivals.times_s)
             bg = sampler.stop()
             # openloop's clock starts 50 ms after it is called (benchmark/openloop.py)
-            trace = sampler.trace(0.5, offset_s=0.05)
+            trace = sampler.trace(a.trace_step, offset_s=0.05)
             lat_live = np.array([r.latency_s for r in res if r.status == 200])
             sims = [simulate(arrivals, a.replicas, a.cores, a.seed, 1.0, b)
                     for b in (0.0, bg.mean, trace)]
