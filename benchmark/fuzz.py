@@ -144,7 +144,7 @@ def fuzz(target: Target, *, max_examples: int = 10, seed: int = 8, phases: tuple
     def run(seed: int, phases: tuple[str, ...], stateful: bool, max_time_s: int | None) -> None:
         cfg = config(target, max_examples=max_examples, seed=seed, phases=phases, checks=checks,
                      stateful=stateful, max_time_s=max_time_s)
-        schema = schemathesis.openapi.from_dict(doc, config=cfg)
+        schema: schemathesis.BaseSchema = schemathesis.openapi.from_dict(doc, config=cfg)
         if path_regex:
             schema = schema.include(path_regex=path_regex)
         if exclude:

@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,7 +206,7 @@ class Fleet:
             url = f"http://127.0.0.1:{ports['stage']}"
             self._target("stage", svc, url, doc_path="/_/openapi.json",
                          health_path="/_/health")
-            waits.append(("stage", svc, lambda u=url: services.answers(u + "/_/health")))
+            waits.append(("stage", svc, partial(services.answers, url + "/_/health")))
         if "lp" in need:
             lp = self._start("local_provider", [
                 py, "-m", "local_provider", "--gateway-port", str(ports["gateway"]),
@@ -226,7 +227,7 @@ class Fleet:
                 "SCHEDULER_PORT": str(ports["scorer"])})
             url = f"http://127.0.0.1:{ports['scorer']}"
             self._target("scorer", svc, url)
-            waits.append(("scorer", svc, lambda u=url: services.answers(u + "/healthz")))
+            waits.append(("scorer", svc, partial(services.answers, url + "/healthz")))
         if "keys" in need:
             svc = self._start("keys_manager", [py, "-m", "keys_manager"], {
                 "QUART_KEYS_SOCKET": str(self.root / "km.sock"),
@@ -236,7 +237,7 @@ class Fleet:
                 "QUART_KEYS_SCRUB_S": "0"})
             url = f"http://127.0.0.1:{ports['keys']}"
             self._target("keys", svc, url)
-            waits.append(("keys", svc, lambda u=url: services.answers(u + "/healthz")))
+            waits.append(("keys", svc, partial(services.answers, url + "/healthz")))
         if "plugin" in need:  # the plugin copes with a gateway still starting
             waits.append(self._start_plugin(ports["plugin"]))
         self._wait(waits, timeout_s)

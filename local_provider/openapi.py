@@ -248,9 +248,10 @@ def function_paths() -> dict[str, Any]:
     The function's own answer (any status, any content) comes back as it is; these
     are the answers the gateway or provider gives itself.
     """
+    answer = {"content": {"*/*": {"schema": {}}}}
     own = {
-        "200": {"description": "the function's answer (its status, headers and body)",
-                "content": {"*/*": {"schema": {}}}},
+        "200": {"description": "the function's answer (its headers and body)", **answer},
+        "default": {"description": "the function's answer with another status", **answer},
         "400": _err("a namespace other than " + NAMESPACE),
         "404": _err("no such function"),
         "413": TOO_LARGE,
