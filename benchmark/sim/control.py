@@ -25,8 +25,9 @@ from gateway_plugin import observe
 from gateway_plugin.actuate import Function, Pipeline
 from gateway_plugin.metrics_in import combine
 
-from .model import Model, Stage
+from .model import Model
 from .prom import Prometheus
+from .runtime import Stage
 from .spec import PipelineSpec
 
 __all__ = ["Controller"]

@@ -34,9 +34,10 @@ from . import calibration
 from .cluster import Cluster
 from .control import Controller
 from .dists import service_draws
-from .model import Model, Request, Stage
+from .model import Model
 from .prom import Prometheus
 from .recovery import recovery_times
+from .runtime import Request, Stage
 from .spec import SCALEUP, ClusterSpec, Failure, PipelineSpec, SimConfig, parse_failures
 
 __all__ = ["default_cluster", "run"]

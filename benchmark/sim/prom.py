@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .model import BUCKETS, Stage
+from .runtime import BUCKETS, Stage
 
 __all__ = ["Prometheus", "bucket_quantile", "extrapolated_increase"]
 
