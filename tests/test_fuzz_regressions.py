@@ -81,17 +81,19 @@ def test_stage_405_names_the_allowed_methods(minilm3: Path) -> None:
 # -- template: /_/ paths reached the handler for methods other than GET ----------------------
 
 def test_watchdog_paths_are_not_the_handlers() -> None:
-    """POST /_/health ran the handler (a model stage would have run inference); now /_/ is the
-    template's: GET only, 405 with Allow otherwise, and every other path still reaches it."""
+    """POST /_/health ran the handler (a model stage would have run inference); now /_/health
+    and /_/openapi.json are the template's: GET (and HEAD) only, 405 with Allow otherwise;
+    every other path still reaches the handler."""
     code = """
 import json, runpy
 c = runpy.run_path(INDEX)["app"].test_client()
 out = {"post_health": [c.post("/_/health").status_code, c.post("/_/health").headers.get("Allow")],
        "delete_doc": c.delete("/_/openapi.json").status_code,
-       "get_health": c.get("/_/health").status_code,
-       "doc_paths": sorted(c.get("/_/openapi.json").json["paths"]),
+       "get_health": [c.get("/_/health").status_code, c.head("/_/health").status_code],
+       "no_doc": c.get("/_/openapi.json").status_code,
        "post_root": c.post("/", data=b"hi").json["body"],
-       "post_deep": c.post("/a/b", data=b"x").status_code}
+       "post_deep": c.post("/a/b", data=b"x").status_code,
+       "post_other": c.post("/_/other", data=b"y").json["body"]}
 print(json.dumps(out))
 """.replace("INDEX", repr(str(REPO / "template" / "quart-python" / "index.py")))
     env = {**os.environ, "QUART_PRELOAD": "", "QUART_HANDLER_DIR": str(ECHO)}
@@ -99,8 +101,9 @@ print(json.dumps(out))
                        text=True, timeout=60, check=False)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out == {"post_health": [405, "GET, HEAD"], "delete_doc": 405, "get_health": 200,
-                   "doc_paths": ["/"], "post_root": "hi", "post_deep": 200}
+    assert out == {"post_health": [405, "GET, HEAD"], "delete_doc": 405, "get_health": [200, 200],
+                   "no_doc": 404,  # the echo handler has no openapi()
+                   "post_root": "hi", "post_deep": 200, "post_other": "y"}
 
 
 # -- keys_manager: other methods were 501 (a 5xx), a query string made /healthz a 404 ---------

@@ -73,28 +73,11 @@ handler = load_handler(Path(os.environ.get("QUART_HANDLER_DIR", Path(__file__).p
 app = Flask(__name__)
 
 
-@app.route("/_/health", methods=["GET"])
-def health():
-    return Response("OK", status=200)
-
-
-@app.route("/_/openapi.json", methods=["GET"])
-def openapi():
-    """The function's OpenAPI document: the handler's ``openapi()`` if it has one, else a
-    generic one (any method on any path, answered by the handler)."""
-    if hasattr(handler, "openapi"):
-        return handler.openapi()
-    answer = {"responses": {"default": {"description": "the handler's answer"}}}
-    return {"openapi": "3.0.3", "info": {"title": os.getenv("HOSTNAME", "function"),
-                                         "version": "1"},
-            "paths": {"/": {m: answer for m in ("get", "post", "put", "patch", "delete")}}}
-
-
-@app.route("/_/<path:rest>", methods=["PUT", "POST", "PATCH", "DELETE"])
-def reserved(rest: str):
-    """``/_/`` is the watchdog's (of-watchdog keeps it), never the handler's: GET only."""
-    return Response('{"error": "method not allowed: /_/ paths take GET"}\n', status=405,
-                    mimetype="application/json", headers={"Allow": "GET, HEAD"})
+@app.route("/_/<any(health, 'openapi.json'):w>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
+def reserved(w: str):  # the template's, never the handler's (of-watchdog keeps /_/ too)
+    if request.method not in ("GET", "HEAD"):
+        return Response("", 405, {"Allow": "GET, HEAD"})
+    return getattr(handler, "openapi", lambda: ("", 404))() if w != "health" else "OK"
 
 
 @app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
