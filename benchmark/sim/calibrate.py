@@ -4,20 +4,22 @@ Sequential requests (one at a time: no queueing, no contention between
 stages) to the live 3-stage pipeline (``livepipe``); each answer's
 ``Server-Timing`` header carries every stage's own compute time.  End-to-end
 latency minus the stages' compute is the pipeline's overhead (three gateway
-hops, waitress/Flask, (de)serialisation).  Its CPU part is what the
-gateway and replica processes burnt per request (``/proc`` utime + stime)
-beyond the stages' compute; the rest, after allowing for the same slowdown
-the compute saw, is delay.  The simulator charges a third of each before
-every stage (``StageSpec.hop_cpu_s``, ``hop_s``).
+hops, waitress/Flask, (de)serialisation).  The CPU of every process is
+read from ``/proc`` (utime + stime) over the run: the gateway's per request,
+split over the three hops, is ``StageSpec.hop_cpu_s`` (one Python process:
+the simulator runs it one hop at a time); a replica's per request (compute
+plus its own HTTP and codec work, all under its GIL) is the stage's work.
+What that CPU does not explain, after the slowdown the compute saw, is
+delay (``hop_s``).
 
 On a shared machine ``Server-Timing`` (wall time) includes waiting for a
 core while other programs run.  So the same stages are also loaded in this
 process (one torch thread) and timed by *thread CPU time* on the same inputs,
-which other processes cannot inflate; that is the service time at one free
-core the simulator's processor sharing takes as work, and its mean and CV go
-into ``calibration.MINILM``.  The runnable threads of other programs during
-the sequential run are sampled (``background``) and printed: with them the
-simulator reproduces the wall times (``validate`` does it per load).
+which other processes cannot inflate (the shape of the service time, its
+CV, comes from there; wall/CPU says how contended the machine was).  The
+runnable threads of other programs during the sequential run are sampled
+(``background``) and printed: with them the simulator reproduces the wall
+times (``validate`` does it per load).
 
     python -m benchmark.sim.calibrate --requests 300
 """
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in tqdm(range(a.warmup + a.requests), desc="sequential requests", leave=False):
             if i == a.warmup:
                 sampler = RunnableSampler(live.replica_pids).start()
-                procs = live.gateway_pids() + live.replica_pids()
-                cpu0 = livepipe.cpu_seconds(procs)
+                groups = [live.gateway_pids()] + [live.replica_pids(f) for f in live.functions]
+                cpu0 = [livepipe.cpu_seconds(g) for g in groups]
             t = time.perf_counter()
             r = s.post(live.url, data=payload, headers=hdr, timeout=60)
             d = time.perf_counter() - t
@@ -103,19 +105,25 @@ def main(argv: list[str] | None = None) -> int:
                 for k, x in enumerate(times):
                     per_stage[k].append(x)
         bg = sampler.stop() if sampler else None
-        served_cpu = (livepipe.cpu_seconds(procs) - cpu0) / a.requests
+        # per request: [gateway, replica of stage 0, 1, 2] process CPU (utime + stime)
+        burnt = [(livepipe.cpu_seconds(g) - c) / a.requests for g, c in zip(groups, cpu0,
+                                                                            strict=True)]
         model_dir = live.model_dir
     cpu = [_stats(xs) for xs in cpu_times(model_dir, a.inputs, max(30, a.requests // 2))]
     stages = [_stats(xs) for xs in per_stage]
     total = _stats(e2e)
     overhead = total["mean_s"] - sum(st["mean_s"] for st in stages)
-    # the overhead's CPU: what gateway and replicas burnt per request beyond the compute
-    # (1/100 s clock ticks over the whole run, so ~0.03 ms per request of resolution)
-    over_cpu = max(0.0, served_cpu - sum(c["mean_s"] for c in cpu))
+    # CPU per request from /proc (1/100 s ticks over the run: ~0.03 ms of resolution):
+    # the gateway's is the hops' (one Python process); a replica's is its compute plus its
+    # own HTTP and codec work, all of which competes for its GIL and the cores
+    gateway_cpu, replica_cpu = burnt[0], burnt[1:]
+    hop_cpu = gateway_cpu / livepipe.STAGES
     inflation = sum(st["mean_s"] for st in stages) / sum(c["mean_s"] for c in cpu)
-    hop_cpu = over_cpu / livepipe.STAGES
-    # what the CPU does not explain at the same contention is delay (loopback, waits)
-    hop = max(0.0, overhead - over_cpu * inflation) / livepipe.STAGES
+    extra = sum(r - c["mean_s"] for r, c in zip(replica_cpu, cpu, strict=True))
+    # what the CPU does not explain at the same slowdown is delay (loopback, waits)
+    hop = max(0.0, overhead - (gateway_cpu + extra) * inflation) / livepipe.STAGES
+    # a stage's work is its replica's CPU per request; its shape (CV) is the compute's
+    service = [(r, c["cv"] * c["mean_s"] / r) for r, c in zip(replica_cpu, cpu, strict=True)]
     print(f"\nMiniLM 3-stage pipeline, {a.inputs} sentences/request, {a.requests} sequential "
           f"requests after {a.warmup} warm-up, {os.cpu_count()} cores; runnable threads of "
           f"other programs meanwhile {bg.mean if bg else float('nan'):.2f} (replicas' "
@@ -130,12 +138,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{st['mean_s'] / c['mean_s']:8.2f}")
     print(f"{'e2e':<8} {total['mean_s'] * 1e3:8.2f} {total['cv']:6.3f} "
           f"{total['p50_s'] * 1e3:8.2f} {total['p95_s'] * 1e3:8.2f}")
-    print(f"\noverhead (e2e mean - compute means) {overhead * 1e3:.2f} ms wall; gateway + "
-          f"replicas burnt {served_cpu * 1e3:.2f} ms CPU per request, {over_cpu * 1e3:.2f} ms "
-          f"beyond the compute; compute wall/CPU {inflation:.2f}; per hop {hop_cpu * 1e3:.2f} "
-          f"ms CPU + {hop * 1e3:.2f} ms delay; median e2e {statistics.median(e2e) * 1e3:.2f} ms")
-    lit = ", ".join(f"StageTiming({c['mean_s']:.5f}, {c['cv']:.3f}, {hop:.5f}, {hop_cpu:.5f})"
-                    for c in cpu)
+    print(f"\noverhead (e2e mean - compute means) {overhead * 1e3:.2f} ms wall; CPU per "
+          f"request: gateway {gateway_cpu * 1e3:.2f} ms, replicas "
+          + ", ".join(f"{r * 1e3:.2f}" for r in replica_cpu)
+          + f" ms; compute wall/CPU {inflation:.2f}; per hop {hop_cpu * 1e3:.2f} ms gateway "
+          f"CPU + {hop * 1e3:.2f} ms delay; median e2e {statistics.median(e2e) * 1e3:.2f} ms")
+    lit = ", ".join(f"StageTiming({m:.5f}, {cv:.3f}, {hop:.5f}, {hop_cpu:.5f})"
+                    for m, cv in service)
     print(f"\ncalibration.MINILM = ({lit})")
     if a.json:
         a.json.write_text(json.dumps({
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "python -m benchmark.sim.calibrate " + " ".join(argv or []),
             "inputs": a.inputs, "requests": a.requests, "stages": stages, "e2e": total,
             "overhead_s": overhead, "hop_s": hop, "hop_cpu_s": hop_cpu,
-            "served_cpu_s": served_cpu, "thread_cpu": cpu,
+            "gateway_cpu_s": gateway_cpu, "replica_cpu_s": replica_cpu, "thread_cpu": cpu,
             "background": None if bg is None else vars(bg)}, indent=2))
     return 0
 

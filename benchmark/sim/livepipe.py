@@ -40,12 +40,13 @@ class LivePipeline:
     def url(self) -> str:
         return f"{self.gateway}/function/{self.functions[0]}"
 
-    def replica_pids(self) -> list[int]:
-        """Pids of the serving replicas, as the provider lists them (zygotes excluded)."""
+    def replica_pids(self, function: str | None = None) -> list[int]:
+        """Pids of the serving replicas (of one function, or all), as the provider lists
+        them (zygotes excluded)."""
         r = requests.get(f"{self.gateway}/system/quart/stats", auth=self.auth, timeout=10)
         r.raise_for_status()
         stats = r.json()
-        return sorted(i["pid"] for f in self.functions
+        return sorted(i["pid"] for f in self.functions if function in (None, f)
                       for i in stats.get(f, {}).get("instances", []) if "pid" in i)
 
     def gateway_pids(self) -> list[int]:

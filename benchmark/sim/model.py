@@ -30,6 +30,7 @@ replicas) and is dropped when it returns.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import deque
 from typing import Any
 
 import simpy
@@ -50,6 +51,8 @@ class Model:
         self.cluster: Cluster = cluster_of(self._done)
         self.gateway: Node | None = (self.cluster.by_name[cfg.gateway_node]
                                      if cfg.gateway_node is not None else None)
+        self.gw_busy = False
+        self.gw_queue: deque[HopJob] = deque()
         if self.gateway is None:  # a gateway of its own: its CPU time is just delay
             for st in (s for p in pipelines for s in p):
                 st.hop_delay, st.hop_work = st.hop_delay + st.hop_work, 0.0
@@ -145,19 +148,30 @@ class Model:
                 self.enter(req, nxt)
 
     def enter(self, req: Request, st: Stage) -> None:
-        """The hop's CPU part (gateway proxy, codecs) on the gateway's node, then arrival."""
+        """The hop's CPU part on the gateway's node, then arrival.  The embedded gateway is
+        one Python process whose proxy work holds the GIL: one hop at a time, FIFO."""
         if st.hop_work > 0.0 and self.gateway is not None:
             job = HopJob(req, st)
-            self.gateway.start(job, st.hop_work)  # type: ignore[arg-type]
+            if self.gw_busy:
+                self.gw_queue.append(job)
+            else:
+                self.gw_busy = True
+                self.gateway.start(job, st.hop_work)  # type: ignore[arg-type]
         else:
             self.arrive(req, st)
 
     def _done(self, job: Replica | HopJob) -> None:
         """A node finished a job: a replica's compute or a hop's CPU."""
         if job.__class__ is HopJob:
+            assert self.gateway is not None
+            if self.gw_queue:
+                nxt = self.gw_queue.popleft()
+                self.gateway.start(nxt, nxt.stage.hop_work)  # type: ignore[arg-type]
+            else:
+                self.gw_busy = False
             req = job.req  # type: ignore[union-attr]
             if req.k >= 0:
-                self.arrive(req, job.stage)
+                self.arrive(req, job.stage)  # type: ignore[union-attr]
         else:
             self._computed(job)  # type: ignore[arg-type]
 
