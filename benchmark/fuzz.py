@@ -100,7 +100,7 @@ def _label(check: str, operation: str, title: str) -> str:
 def collect(stream: Any, result: FuzzResult) -> None:
     """Fold the engine's events into ``result``."""
     for ev in stream:
-        if isinstance(ev, (events.ScenarioFinished, events.FuzzScenarioFinished)):
+        if isinstance(ev, events.ScenarioFinished):
             rec = ev.recorder
             for interaction in rec.interactions.values():
                 result.requests += 1
