@@ -85,27 +85,27 @@ class StageTiming:
     hop_cpu_s: float = 0.0
 
 
-# `python -m benchmark.sim.calibrate --requests 300` on this machine, 2026-11-23 16:56 UTC:
-# 8 sentences/request, 300 sequential requests after 30 warm-up, 1 torch thread.
+# `python -m benchmark.sim.calibrate --requests 300` on this machine, 2026-11-23 17:14 UTC:
+# 8 sentences/request, 300 sequential requests after 30 warm-up, 1 torch thread, the
+# pipeline's processes and the client at nice -20 (other sessions shared the machine:
+# 3.15 of their threads runnable on average, 1-min load average 5).
 #          Server-Timing (wall)              thread CPU (150 in-process passes)
 #   stage  mean ms  CV     p50 ms  p95 ms    mean ms  CV     wall/CPU
-#   0      58.74    0.531  46.68   115.91    31.02    0.150  1.89
-#   1      61.64    0.506  53.15   119.87    30.70    0.174  2.01
-#   2      62.54    0.536  52.15   124.13    30.91    0.149  2.02
-#   e2e    244.46 mean, 217.26 p50; overhead 61.54 ms wall
-#   gateway + replica processes: 130.13 ms CPU per request, 37.50 ms beyond the compute
-#   -> per hop 12.50 ms CPU; the CPU at the compute's slowdown (1.97x) explains all the
-#   overhead's wall time, so no separate delay.
-# The machine was shared: 5.06 runnable threads of other programs on average during the
-# sequential run (benchmark.sim.background; 1-min load average 5-10), so wall times are ~2x
-# the CPU a request needs.  Service times are thread CPU time (work at one free core; the
-# simulator's processor sharing adds the waiting).  Even thread CPU time moved with the
-# machine's load: the same measurement 10 minutes earlier gave 25.4-26.2 ms per stage.
-MINILM: tuple[StageTiming, ...] = (StageTiming(0.03102, 0.150, 0.0, 0.01250),
-                                   StageTiming(0.03070, 0.174, 0.0, 0.01250),
-                                   StageTiming(0.03091, 0.149, 0.0, 0.01250))
-MINILM_SOURCE = "python -m benchmark.sim.calibrate --requests 300 (2026-11-23, 5.1 bg threads)"
-MINILM_BACKGROUND = 5.06  # runnable threads of other programs during that calibration
+#   0      35.18    0.452  29.86   69.18     26.25    0.164  1.34
+#   1      36.23    0.434  31.36   64.75     25.49    0.159  1.42
+#   2      35.41    0.382  31.56   61.55     25.87    0.160  1.37
+#   e2e    146.08 mean, 131.47 p50; overhead 39.26 ms wall
+#   process CPU per request (/proc utime + stime): gateway 11.00 ms (3.67 per hop);
+#   replicas 30.70, 31.67, 33.07 ms (compute + their own HTTP and codec work); at the
+#   compute's slowdown (1.38x) that CPU explains all of the overhead: no separate delay.
+# The simulator takes CPU per request as work (its processor sharing adds any waiting)
+# and the compute's CV for its shape.  CPU figures move less with load than wall ones but
+# do move: thread CPU of the compute was 25.4-31.0 ms in runs minutes apart, and the same
+# run without nice (12.3 neighbour threads runnable) gave replicas 36-39 ms, gateway 13.8.
+MINILM: tuple[StageTiming, ...] = (StageTiming(0.03070, 0.140, 0.0, 0.00367),
+                                   StageTiming(0.03167, 0.128, 0.0, 0.00367),
+                                   StageTiming(0.03307, 0.125, 0.0, 0.00367))
+MINILM_SOURCE = "python -m benchmark.sim.calibrate --requests 300 (2026-11-23, nice -20)"
 BERT_LARGE_STAGE_S = 0.1521
 
 

@@ -53,6 +53,10 @@ class LivePipeline:
         """The gateway + provider process(es) this deployment started."""
         return [svc.pid for svc in services.recorded(self.state) if svc.name == "gateway"]
 
+    def prioritise(self, nice: int) -> int:
+        """Gateway, replicas and this process (the load generator) at priority ``nice``."""
+        return prioritise(self.gateway_pids() + self.replica_pids() + [os.getpid()], nice)
+
     def scale(self, replicas: int) -> None:
         for name in self.functions:
             r = requests.post(f"{self.gateway}/system/scale-function/{name}", auth=self.auth,
@@ -86,6 +90,33 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def prioritise(pids: list[int], nice: int) -> int:
+    """Give every thread of ``pids`` the CPU priority ``nice`` (-20 .. 19); returns how many
+    threads were changed.
+
+    Why: on a shared machine other programs' threads take their CFS share of the cores
+    and make a measurement of *this* pipeline a measurement of the neighbours.  At nice
+    -20 a thread weighs 88761 against 1024 for a nice-0 one (kernel/sched/core.c,
+    ``sched_prio_to_weight``), so ten busy neighbours take about 10 % instead of 80 %.
+    Linux applies ``setpriority`` to single threads, hence the walk over
+    ``/proc/<pid>/task``; threads started later inherit their creator's value.  Lowering
+    a nice value needs root (``PermissionError`` otherwise).
+    """
+    n = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+                n += 1
+            except ProcessLookupError:
+                continue
+    return n
 
 
 @contextlib.contextmanager
