@@ -18,6 +18,12 @@ threads always runnable ("bg"), and replaying their count step by step
 (``--trace-step``; "trace", ``NodeSpec.background``), the one judged.  Prints p50/p99 live and
 simulated and their ratios; the issue's acceptance is within 25 %.
 
+What it does not model, and where that shows: a replica's compute shares
+its process's GIL with the threads parsing and forwarding other requests
+(the convoy effect, ``benchmark.sim.gil_probe``: one GIL-busy thread makes
+MiniLM's forward pass ~3.6x slower), so live latency under concurrent load
+grows faster than CPU and queueing explain.
+
     python -m benchmark.sim.validate --loads 4,8 --duration 60
 """
 from __future__ import annotations
