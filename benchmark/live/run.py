@@ -183,6 +183,7 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
     os.environ["QUART_LAUNCHER"] = launcher
     start_iso = datetime.now(UTC).isoformat(timespec="seconds")
     driver: BaselineDriver | None = None
+    finished = False
     try:
         stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
                               say=say, provider_port=ports[2], metrics_port=ports[3],
@@ -232,10 +233,13 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         results = openloop.run(url, body, offsets, timeout_s=cfg.timeout_s, on_done=on_done)
         time.sleep(cfg.drain_s)
         sampler.stop()
+        finished = True
     finally:
         if driver:
             driver.stop()
         deploy.down(sdir, say=lambda m: None)
+        if finished:  # a failed run keeps its logs (sdir/logs) for the post-mortem
+            shutil.rmtree(sdir, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
