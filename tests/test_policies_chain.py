@@ -256,3 +256,22 @@ def test_1000_stages_in_one_call(predictor: str) -> None:
     assert sum(len(v) for v in decisions.values()) == 1000
     assert {d.predictor for v in decisions.values() for d in v} == {predictor}
     assert len(state.pipelines) == 250
+
+
+def test_training_without_any_observed_cv_keeps_the_predictor() -> None:
+    """Sparse traffic: no held-out stage has an arrival CV, so no baseline can be scored
+    and the predictor in use must stay (it used to raise from select_predictor)."""
+    from gateway_plugin.policies import chain as ch
+    from gateway_plugin.policies.observation import PipelineObservation, StageObservation
+
+    history = [
+        PipelineObservation(f"p{k}", 1.0, float(t), tuple(
+            StageObservation(f"p{k}-s{i}", 1, arrival_rate=0.1, service_time_s=0.05)
+            for i in range(3)))
+        for k in range(4) for t in range(30)
+    ]
+    samples = ch.samples_from_history(history)
+    assert samples
+    state = ch.QuartState(predictor="qna")
+    new, _ = ch.with_trained_predictor(state, samples, epochs=2)
+    assert new.predictor == "qna"

@@ -205,6 +205,12 @@ def with_trained_predictor(
     )
     held_out = [s for s in samples if s.group in set(result.val_groups)]
     errors = cv_predict.evaluate(result.model, held_out)
+    if not any(math.isfinite(v) for k, v in errors.items() if k != "gat"):
+        # no held-out stage had an observed arrival CV (sparse traffic): nothing to
+        # validate against, so nothing may replace the predictor in use
+        return dataclasses.replace(
+            state, predictor_reason=f"{state.predictor}: kept, no held-out stage with an "
+                                    "observed arrival CV to validate on"), errors
     name, reason = cv_predict.select_predictor(errors)
     blob = cv_predict.checkpoint_to_bytes(
         result.model,
