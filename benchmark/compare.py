@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -177,9 +179,13 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
     if a.mode == "live":
         from benchmark.live import LiveConfig, run_live
 
-        cfg = LiveConfig(stack_file=a.stack, state_dir=a.out / "live-state", slo_s=a.slo,
-                         bounds=bounds)
-        return run_live(arrivals, system, cfg, say=lambda m: None, on_update=dash.update)
+        # a short state path: zygote sockets live under it (AF_UNIX paths are <= 107 bytes)
+        state = Path(tempfile.mkdtemp(prefix="quart-cmp-"))
+        cfg = LiveConfig(stack_file=a.stack, state_dir=state, slo_s=a.slo, bounds=bounds)
+        try:
+            return run_live(arrivals, system, cfg, say=lambda m: None, on_update=dash.update)
+        finally:
+            shutil.rmtree(state, ignore_errors=True)
     from benchmark import sim
 
     pipelines = _sim_pipelines(arrivals, a.slo)

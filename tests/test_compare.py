@@ -93,6 +93,5 @@ def test_live_compare_quart_plugin_and_ce_style_baseline(tmp_path, minilm3):
         assert float(row["success_rate"]) >= 0.9, row
         assert float(row["replica_seconds"]) > 0
     # nothing left running: each system's deployment was torn down
-    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "live-state")],
-                               capture_output=True, text=True)
+    leftovers = subprocess.run(["pgrep", "-f", "quart-cmp-"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
