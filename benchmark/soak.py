@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -150,6 +152,7 @@ def run(cfg: SoakConfig, con: Console) -> dict[str, Any]:
     say = con.print
     _partition(cfg.stack_file, say)
     shm_before = soak_probe.shm_entries()
+    cfg.extra["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
     faults = list(cfg.faults or [])
     t: soak_probe.Target | None = None
     tracker = mem = inj = None
@@ -193,7 +196,7 @@ def run(cfg: SoakConfig, con: Console) -> dict[str, Any]:
     finally:
         if t is not None or cfg.state_dir.exists():
             deploy.down(cfg.state_dir, say=lambda m: None)
-    return _finish(cfg, con, t, results, t0, end_s, faults, tracker, mem, mem_end, shm_before)
+    return _finish(cfg, con, t, results, end_s, faults, tracker, mem, mem_end, shm_before)
 
 
 def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: float,
@@ -228,10 +231,12 @@ def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: floa
 
 
 def _finish(cfg: SoakConfig, con: Console, t: soak_probe.Target | None,
-            results: list[openloop.Result], t0: float, end_s: float, faults: list[Fault],
+            results: list[openloop.Result], end_s: float, faults: list[Fault],
             tracker: soak_probe.Tracker, mem: MemorySampler, mem_end: dict[str, Any],
             shm_before: set[str]) -> dict[str, Any]:
     assert t is not None
+    cfg.extra["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    cfg.extra["cpus"] = os.cpu_count()
     outcomes = [Outcome(r.planned_s + 0.05, r.planned_s + 0.05 + r.latency_s, r.status == 200,
                         str(r.status) if r.status else (r.error or "error")) for r in results]
     outside = score(faults, outcomes, end_s, cfg.settle_s)
@@ -277,9 +282,6 @@ def _finish(cfg: SoakConfig, con: Console, t: soak_probe.Target | None,
 def _clean(shm_dir: Path, left: dict[str, list[int]]) -> list[str]:
     """After the leak figures are taken: kill what ``down`` left and remove our T1 dir, so
     one soak's leak does not become the next run's baseline."""
-    import os
-    import signal
-
     done = []
     for kind, pids in left.items():
         for pid in pids:
@@ -302,6 +304,9 @@ def _print(con: Console, cfg: SoakConfig, rep: dict[str, Any], rows: dict[str, A
     if faults:
         soak_report.print_faults(con, faults, cfg.restart_delay_s)
     lk = rep["leaks"]
+    c = rep["config"]
+    con.print(f"machine: {c['cpus']} CPUs shared with other sessions; load average (1/5/15 min) "
+              f"{c['loadavg_start']} at the start, {c['loadavg_end']} at the end")
     p = (lambda x: "-" if x is None else f"{x:.0f}")
     con.print(f"requests: {rq['sent']} sent, {rq['ok']} ok, {rq['failed']} failed "
               f"({rq['failed_outside_faults']} outside injected faults) {rq['failed_codes']}; "

@@ -45,7 +45,8 @@ from quart_faas import plugin_services, prometheus, services
 KINDS = ("replica", "zygote", "keys_manager", "plugin", "redis", "prometheus")
 SUPERVISED = frozenset({"plugin", "redis", "prometheus"})
 HEALTH = {
-    "replica": "killed pid gone from the provider's stats and ready >= desired for its function",
+    "replica": "(the busiest one) killed pid gone from the provider's stats and ready >= "
+               "desired for its function",
     "zygote": "keys_manager lists a live zygote of the function again (a new pid)",
     "keys_manager": "an agent answers on the socket (a new pid) and on its /healthz",
     "plugin": "restarted; /healthz leader with Redis up, and a control cycle acted after the kill",
@@ -183,11 +184,13 @@ class Injector:
         t = self.t
         if f.kind == "replica":
             s = stats(t) or {}
-            cands = sorted((fn, int(i["pid"])) for fn, v in s.items()
-                           for i in v.get("instances", []) if i.get("ready") and i.get("pid"))
-            if not cands:
+            ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
+                     for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
+            if not ready:
                 raise RuntimeError("no ready replica to kill")
-            f.function, f.pid = self.rng.choice(cands)
+            busiest = max(n for n, _, _ in ready)  # the worst case: calls in flight die too
+            _, f.function, f.pid = self.rng.choice(sorted(r for r in ready if r[0] == busiest))
+            f.target = f"{busiest} call(s) in flight"
         elif f.kind == "zygote":
             st = agent_status(t) or {}
             cands = sorted((z["function"], int(z["pid"])) for z in st.get("zygotes", [])
@@ -201,7 +204,8 @@ class Injector:
             f.pid = service_pid(t, f.kind)
             if f.pid is None:
                 raise RuntimeError(f"{f.kind} is not running")
-        f.target = f"{f.function + ' ' if f.function else ''}pid {f.pid}"
+        f.target = f"{f.function + ' ' if f.function else ''}pid {f.pid}" + \
+            (f" ({f.target})" if f.target else "")
         _kill(f.pid)
         f.t_kill = self.now()
         self.say(f"fault {f.kind}: kill -9 {f.target} at {f.t_kill:.1f}s")
