@@ -49,14 +49,20 @@ def up(state: Path, model_dir: Path, stack: Path = REPO / "stack.yml",
                       ("admin", password), env)
 
 
-def replica_pids(function: str) -> list[int]:
-    """Replica processes of a function, found by the QUART_FUNCTION_NAME in their environment."""
+def replica_pids(function: str, gateway: str | None = None) -> list[int]:
+    """Replica processes of a function, found by the QUART_FUNCTION_NAME in their environment.
+
+    ``gateway`` keeps only the replicas of one deployment (their QUART_GATEWAY_URL): another
+    deployment on the same machine (a demo, a soak) runs functions of the same names.
+    """
     want = f"QUART_FUNCTION_NAME={function}".encode()
+    scope = f"QUART_GATEWAY_URL={gateway}".encode() if gateway else None
     pids = []
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if want in (d / "environ").read_bytes().split(b"\0"):
+                env = (d / "environ").read_bytes().split(b"\0")
+                if want in env and (scope is None or scope in env):
                     pids.append(int(d.name))
             except OSError:
                 continue

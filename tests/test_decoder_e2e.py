@@ -54,7 +54,7 @@ def dep(tiny2, tmp_path_factory):
         assert pipeline_env.cli(["down", "--state-dir", str(state)], env).returncode == 0
         time.sleep(0.5)
         for fn in FN:
-            assert pipeline_env.replica_pids(fn) == [], f"{fn} replicas left behind"
+            assert pipeline_env.replica_pids(fn, d.gateway) == [], f"{fn} replicas left behind"
 
 
 @pytest.fixture(scope="module")

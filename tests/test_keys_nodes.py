@@ -44,7 +44,7 @@ def dep(minilm3, tmp_path_factory):
     assert pipeline_env.cli(["down", "--state-dir", str(d.state)], d.env).returncode == 0
     time.sleep(0.5)
     for fn in FN + ["pinned"]:
-        assert pipeline_env.replica_pids(fn) == [], f"{fn}: left behind"
+        assert pipeline_env.replica_pids(fn, d.gateway) == [], f"{fn}: left behind"
     assert not [s for s in shm if Path(s).exists()], "a node's /dev/shm directory leaked"
 
 

@@ -31,7 +31,7 @@ def dep(minilm3, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     time.sleep(0.5)
     for fn in FN:
-        assert pipeline_env.replica_pids(fn) == [], f"{fn} replicas left behind after down"
+        assert pipeline_env.replica_pids(fn, d.gateway) == [], f"{fn} replicas left behind after down"
 
 
 def invoke(dep, inputs, fn=FN[0], **kw):
