@@ -53,6 +53,8 @@ from quart_faas import deploy, plugin_services, services
 from quart_faas.demo import SENTENCES
 from quart_faas.stack import load_stack
 
+OPENLOOP_LEAD_S = 0.05  # openloop.run's first send is planned this long after its call
+
 
 @dataclass
 class SoakConfig:
@@ -173,7 +175,7 @@ def run(cfg: SoakConfig, con: Console) -> dict[str, Any]:
             f"{cfg.rps:g}/s, CV {cfg.cv:g}, seed {cfg.seed} (workload sha256 "
             f"{arrivals.sha256()[:12]}); warm-up {cfg.warmup:.0f}s; plugin period "
             f"{cfg.period_s:g}s")
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() + 0.5  # the load's clock: every part below keys on it
         tracker = soak_probe.Tracker(t, t0).start()
         mem = MemorySampler(t, t0, cfg.warmup, cfg.mem_every_s).begin()
         if faults:
@@ -221,7 +223,9 @@ def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: floa
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
     try:
-        # openloop.run starts its clock 50 ms after the call: our t0 is that close to it
+        # openloop.run starts its clock 50 ms after it is called: call it 50 ms before t0, so
+        # that send times, kills and health checks share one clock (to about a millisecond)
+        time.sleep(max(0.0, t0 - OPENLOOP_LEAD_S - time.perf_counter()))
         return openloop.run(url, body, offsets, timeout_s=cfg.timeout_s, on_done=on_done)
     finally:
         stop.set()
@@ -237,7 +241,7 @@ def _finish(cfg: SoakConfig, con: Console, t: soak_probe.Target | None,
     assert t is not None
     cfg.extra["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     cfg.extra["cpus"] = os.cpu_count()
-    outcomes = [Outcome(r.planned_s + 0.05, r.planned_s + 0.05 + r.latency_s, r.status == 200,
+    outcomes = [Outcome(r.planned_s, r.planned_s + r.latency_s, r.status == 200,
                         str(r.status) if r.status else (r.error or "error")) for r in results]
     outside = score(faults, outcomes, end_s, cfg.settle_s)
     shm_ours = soak_probe.shm_files(t.shm_dir)
@@ -263,6 +267,8 @@ def _finish(cfg: SoakConfig, con: Console, t: soak_probe.Target | None,
                      "p99_ms": float(np.percentile(lat, 99)) if lat.size else None},
         "memory": {"rows": rows, "flat": ok_flat, "over_goal": over,
                    "timeline": mem.timeline},
+        "failures": [{"sent_s": round(o.planned_s, 3), "done_s": round(o.done_s, 3),
+                      "code": o.code} for o in failed][:500],
         "replicas": tracker.summary(),
         "faults": [f.to_json() for f in faults],
         "leaks": {"shm_ours_after_down": shm_ours, "shm_new_any_owner": shm_new,

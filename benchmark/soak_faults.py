@@ -14,7 +14,8 @@ Recovery of a fault is two instants after the kill, and the later one counts:
 
 * *healthy*: the component-specific check below passes (polled every 0.25 s);
 * *serving*: the send time of the first request that succeeded after the last
-  failed request attributed to the fault (the kill itself when none failed):
+  failed request attributed to the fault (the kill itself when none failed, or
+  when that success was sent before the kill and was in flight through it):
   requests sent from then on succeed again.  Send times, not completion times,
   so that queueing delay under load is not mistaken for an outage.
 
@@ -44,9 +45,10 @@ from quart_faas import plugin_services, prometheus, services
 
 KINDS = ("replica", "zygote", "keys_manager", "plugin", "redis", "prometheus")
 SUPERVISED = frozenset({"plugin", "redis", "prometheus"})
+BUSY_WAIT_S = 5.0  # a replica kill waits up to this long for a replica with calls in flight
 HEALTH = {
-    "replica": "(the busiest one) killed pid gone from the provider's stats and ready >= "
-               "desired for its function",
+    "replica": "(the busiest, waiting up to 5 s for one with calls in flight) killed pid "
+               "gone from the provider's stats and ready >= desired for its function",
     "zygote": "keys_manager lists a live zygote of the function again (a new pid)",
     "keys_manager": "an agent answers on the socket (a new pid) and on its /healthz",
     "plugin": "restarted; /healthz leader with Redis up, and a control cycle acted after the kill",
@@ -183,12 +185,17 @@ class Injector:
     def _inject(self, f: Fault) -> None:
         t = self.t
         if f.kind == "replica":
-            s = stats(t) or {}
-            ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
-                     for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
+            deadline = time.monotonic() + BUSY_WAIT_S  # the worst case: calls in flight die
+            while True:
+                s = stats(t) or {}
+                ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
+                         for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
+                busiest = max((n for n, _, _ in ready), default=0)
+                if busiest or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
             if not ready:
                 raise RuntimeError("no ready replica to kill")
-            busiest = max(n for n, _, _ in ready)  # the worst case: calls in flight die too
             _, f.function, f.pid = self.rng.choice(sorted(r for r in ready if r[0] == busiest))
             f.target = f"{busiest} call(s) in flight"
         elif f.kind == "zygote":
@@ -299,7 +306,7 @@ def score(faults: list[Fault], outcomes: list[Outcome], end_s: float,
         if lost:  # served again from the first success sent after the last loss
             since = max(failed[j].planned_s for j in lost)
             oks = [o.planned_s for o in outcomes if o.ok and o.planned_s > since]
-            f.t_serving = round(min(oks), 3) if oks else None
+            f.t_serving = max(kill, min(oks)) if oks else None
         else:  # nothing was lost: requests never stopped succeeding
             f.t_serving = kill
         if f.t_healthy is not None and f.t_serving is not None:

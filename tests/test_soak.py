@@ -126,3 +126,11 @@ def test_short_soak_heals_a_replica_and_the_plugin():
     lk = rep["leaks"]
     assert lk["shm_ours_after_down"] == [] and lk["cleaned_up_by_soak"] == []
     assert not any(lk["processes_after_down"].values())
+
+
+def test_score_serving_is_never_before_the_kill():
+    # kill at 10: a call sent at 9.0 dies with the replica (done 10.1) -> lost;
+    # the first success "after" it was sent at 9.5, before the kill -> serving = the kill
+    f = Fault(10, "replica", t_kill=10, t_healthy=10.4)
+    score([f], [Outcome(9.0, 10.1, False, "502"), Outcome(9.5, 10.6, True)], end_s=20)
+    assert (f.lost, f.t_serving, f.recovery_s) == (1, 10, 0.4)
