@@ -45,6 +45,7 @@ import urllib3
 
 from .codec import PayloadError
 from .config import StageConfig
+from .server import check_manifest
 from .decoder_wire import (
     KV_MISS_HEADER,
     STEP_CONTENT_TYPE,
@@ -95,14 +96,7 @@ class DecoderServer:
         torch.set_num_threads(max(1, cfg.torch_threads))
         self.stage = DecoderStage.load(cfg.model_dir, cfg.stage, verify=cfg.verify_sha256,
                                        weights_path=cfg.weights_path or None)
-        m = self.stage.manifest
-        if cfg.model and cfg.model.lower() != m["model"].lower():
-            raise SystemExit(f"QUART_MODEL={cfg.model!r} but {cfg.model_dir} holds {m['model']!r}")
-        if cfg.stages is not None and cfg.stages != m["num_stages"]:
-            raise SystemExit(f"QUART_STAGES={cfg.stages} but {cfg.model_dir} has "
-                             f"{m['num_stages']} stages")
-        if not self.stage.is_last and not cfg.next_function:
-            raise SystemExit(f"stage {cfg.stage} of {m['num_stages']} needs QUART_NEXT_FUNCTION")
+        m = check_manifest(cfg, self.stage.manifest, self.stage.is_last)
         self.model, self.n = m["model"], m["num_stages"]
         self.lock = threading.Lock()  # one computation at a time: a replica is one server
         self.sessions = SessionStore(self.limits.kv_max_sessions, self.limits.kv_max_bytes,

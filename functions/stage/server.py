@@ -36,20 +36,25 @@ log = logging.getLogger("quart.stage")
 JSON = {"Content-Type": "application/json"}
 
 
+def check_manifest(cfg: StageConfig, m: dict, is_last: bool) -> dict:
+    """Refuse to start a stage whose partition does not match its configuration."""
+    if cfg.model and cfg.model.lower() != m["model"].lower():
+        raise SystemExit(f"QUART_MODEL={cfg.model!r} but {cfg.model_dir} holds {m['model']!r}")
+    if cfg.stages is not None and cfg.stages != m["num_stages"]:
+        raise SystemExit(f"QUART_STAGES={cfg.stages} but {cfg.model_dir} has "
+                         f"{m['num_stages']} stages")
+    if not is_last and not cfg.next_function:
+        raise SystemExit(f"stage {cfg.stage} of {m['num_stages']} needs QUART_NEXT_FUNCTION")
+    return m
+
+
 class StageServer:
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
         torch.set_num_threads(max(1, cfg.torch_threads))
         self.stage = Stage.load(cfg.model_dir, cfg.stage, verify=cfg.verify_sha256,
                                 weights_path=cfg.weights_path or None)
-        m = self.stage.manifest
-        if cfg.model and cfg.model.lower() != m["model"].lower():
-            raise SystemExit(f"QUART_MODEL={cfg.model!r} but {cfg.model_dir} holds {m['model']!r}")
-        if cfg.stages is not None and cfg.stages != m["num_stages"]:
-            raise SystemExit(f"QUART_STAGES={cfg.stages} but {cfg.model_dir} has "
-                             f"{m['num_stages']} stages")
-        if not self.stage.is_last and not cfg.next_function:
-            raise SystemExit(f"stage {cfg.stage} of {m['num_stages']} needs QUART_NEXT_FUNCTION")
+        m = check_manifest(cfg, self.stage.manifest, self.stage.is_last)
         self.model = m["model"]
         self.n = m["num_stages"]
         self.lock = threading.Lock()
