@@ -16,6 +16,9 @@ so no intra-op thread pool exists to be lost in fork(); each child sets its
 torch thread count *after* fork (the pool is created in the child), re-seeds
 every RNG, closes the zygote's sockets and resets signal handlers.  A zygote
 never initialises CUDA (a CUDA context cannot be used in a forked child).
+The thread count set here holds for the child's main thread only: OpenMP keeps
+it per OS thread, so the request threads set it themselves before computing
+(functions/stage/compute.py says why a replica's answers depend on it).
 """
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from quart_faas import services
 
 REPO = Path(__file__).resolve().parents[1]
 COW = REPO / "tests" / "fixtures" / "cow"
+STAGE_HANDLER = REPO / "functions" / "stage"
 TEMPLATE = REPO / "template" / "quart-python"
 
 
@@ -54,10 +55,11 @@ class Agent:
         return call(self.sock, doc, timeout)
 
     def spawn(self, model_dir: Path, stage: int, name: str = "cow", index: int = 0,
-              **extra) -> dict:
-        rep = {"function": f"{name}-{stage}", "index": index, "handler_dir": str(COW),
+              handler: Path = COW, env: dict[str, str] | None = None, **extra) -> dict:
+        rep = {"function": f"{name}-{stage}", "index": index, "handler_dir": str(handler),
                "template_dir": str(TEMPLATE), "workdir": str(REPO),
-               "env": {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STAGE": str(stage)},
+               "env": {**os.environ, "QUART_MODEL_DIR": str(model_dir), "QUART_STAGE": str(stage),
+                       **(env or {})},
                "log_path": str(self.root / "logs" / f"{name}-{stage}-{index}.log"),
                "max_inflight": 4}
         return self({"op": "spawn", "replica": rep, **extra}, 300)["replica"]
@@ -258,3 +260,45 @@ def test_metrics(agent, minilm3):
         assert line in text, line
     assert 'quart_keys_cache_bytes{tier="T1"}' in text
     assert requests.get(f"http://127.0.0.1:{agent.port}/healthz", timeout=5).status_code == 200
+
+
+def test_fresh_forks_answer_bitwise_like_a_warm_replica_first_call_included(agent, minilm3):
+    """Regression: a request thread's first GEMMs ran on OpenMP's default thread count (the
+    core count), not QUART_TORCH_THREADS, until torch's lazy per-thread init caught up, so a
+    fresh replica's first answers differed in the last bits (functions/stage/compute.py).
+    OMP_NUM_THREADS=2 is that default on a 2-core node, set so the test does not depend on
+    the machine's core count."""
+    from functions.stage.bert import Stage
+    from functions.stage.codec import CONTENT_TYPE, encode
+
+    st0, st1 = Stage.load(minilm3, 0), Stage.load(minilm3, 1)
+    payloads = []
+    for batch in (["same answer"], ["still serving"], ["Hello!", "first sentence"],
+                  ["The quick brown fox jumps over the lazy dog."]):
+        ids, mask = st0.tokenize(batch)
+        h = st1.forward(st0.forward(ids, mask), mask)
+        payloads.append(encode(h, mask, {"model": "all-MiniLM-L6-v2", "stage": "1",
+                                         "stages": "3"}))
+    env = {"QUART_NEXT_FUNCTION": "", "QUART_TORCH_THREADS": "1", "OMP_NUM_THREADS": "2"}
+
+    def ask(rep: dict) -> list:
+        out = []
+        for p in payloads:  # one request at a time: each lands on a worker thread of its own
+            r = requests.post(rep["url"], data=p, headers={"Content-Type": CONTENT_TYPE},
+                              timeout=60)
+            assert r.status_code == 200, r.text
+            out.append(r.json()["embeddings"])
+        return out
+
+    warm = agent.spawn(minilm3, 2, "det", handler=STAGE_HANDLER, env=env)
+    for _ in range(3):  # 12 requests: every one of its 4 worker threads has computed
+        ask(warm)
+    want = ask(warm)
+    for i in range(1, 4):
+        fresh = agent.spawn(minilm3, 2, "det", index=i, handler=STAGE_HANDLER, env=env)
+        assert fresh["tier"] == "T0" and fresh["zygote_pid"] == warm["zygote_pid"]
+        answers = [ask(fresh) for _ in range(2)]  # its threads' first calls, then warm ones
+        for k, got in enumerate(answers):
+            for j, (g, w) in enumerate(zip(got, want)):
+                assert g == w, f"replica {i}, round {k}, batch {j}: max |diff| " \
+                    f"{max(abs(a - b) for ga, wa in zip(g, w) for a, b in zip(ga, wa)):.3g}"

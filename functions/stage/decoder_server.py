@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,6 +43,7 @@ import torch
 import urllib3
 
 from .codec import PayloadError
+from .compute import ComputeLock
 from .config import StageConfig
 from .server import check_manifest
 from .decoder_wire import (
@@ -98,7 +98,7 @@ class DecoderServer:
                                        weights_path=cfg.weights_path or None)
         m = check_manifest(cfg, self.stage.manifest, self.stage.is_last)
         self.model, self.n = m["model"], m["num_stages"]
-        self.lock = threading.Lock()  # one computation at a time: a replica is one server
+        self.lock = ComputeLock(cfg.torch_threads)  # one computation at a time (compute.py)
         self.sessions = SessionStore(self.limits.kv_max_sessions, self.limits.kv_max_bytes,
                                      self.limits.kv_ttl_s)
         self.http = urllib3.PoolManager(num_pools=4, maxsize=64, retries=False)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from typing import Any
 
@@ -30,6 +29,7 @@ import urllib3
 
 from .bert import Stage
 from .codec import CONTENT_TYPE, PayloadError, decode, encode
+from .compute import ComputeLock
 from .config import StageConfig
 
 log = logging.getLogger("quart.stage")
@@ -57,7 +57,7 @@ class StageServer:
         m = check_manifest(cfg, self.stage.manifest, self.stage.is_last)
         self.model = m["model"]
         self.n = m["num_stages"]
-        self.lock = threading.Lock()
+        self.lock = ComputeLock(cfg.torch_threads)  # and this thread's intra-op threads
         self.http = urllib3.PoolManager(num_pools=4, maxsize=64, retries=False)
 
     def warmup(self) -> None:
