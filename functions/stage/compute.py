@@ -42,6 +42,3 @@ class ComputeLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._lock.release()
-
-    def locked(self) -> bool:
-        return self._lock.locked()
