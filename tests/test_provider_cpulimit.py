@@ -7,6 +7,7 @@ import pytest
 from test_provider_helpers import Server, deployment, start_server, wait_for
 
 from local_provider.cpulimit import CpuLimiter, parse_cpu
+from tests.conftest import skip_outside_ci
 
 
 @pytest.mark.parametrize("text, cpus", [("500m", 0.5), ("1", 1.0), ("1.5", 1.5), ("", None),
@@ -44,7 +45,7 @@ def cgroup_of(pid: int) -> str:
 def test_limits_cpu_becomes_a_quota_and_changes_in_place(server):
     caps = server.api("GET", "/system/quart/capabilities").json()["cpu_limits"]
     if not caps["available"]:
-        pytest.skip(caps["reason"])
+        skip_outside_ci(f"cgroup CPU limits unavailable: {caps['reason']}")
     server.deploy("burner", limits={"cpu": "100m"})
     pid = server.call("burner").json()["pid"]
     wait_for(lambda: cgroup_of(pid).endswith("/burner/0"), 5, what="replica in its cgroup")
@@ -74,7 +75,7 @@ def test_the_plugins_cpu_actuation_reaches_the_quota(server):
 
     caps = server.api("GET", "/system/quart/capabilities").json()["cpu_limits"]
     if not caps["available"]:
-        pytest.skip(caps["reason"])
+        skip_outside_ci(f"cgroup CPU limits unavailable: {caps['reason']}")
     server.deploy("compensated", limits={"cpu": "1"})
     pid = server.call("compensated").json()["pid"]
     gw = Gateway(server.gateway, server.auth)

@@ -2,8 +2,9 @@
 
 The flags are the seed's (``--gpus``, ``--gpus-per-server``, ``--mode``,
 ``--config``, ``--requests``, ``--simulate``) with the seed's defaults
-(``simple_config.json``, ``simple_requests.yaml`` in the current directory),
-plus ours: ``--assign`` (gswarm | random | round-robin), ``--compare`` (all
+(``simple_config.json``, ``simple_requests.yaml`` in the current directory; where
+there is no ``simple_config.json``, the example shipped in ``examples/`` beside this
+module, so ``quart-faas plan --gpus 8`` works from any directory), plus ours: ``--assign`` (gswarm | random | round-robin), ``--compare`` (all
 three on the same workload), ``--seed``, ``--generate N`` (synthesise the
 requests), ``--stack``/``--out`` (plan our pipelines, emit constraints),
 ``--output-dir`` (where ``static_execution_log.json`` and
@@ -37,6 +38,7 @@ LOG_JSON = "static_execution_log.json"
 LOG_TEXT = "static_scheduler.log"
 DEFAULT_CONFIG = Path("simple_config.json")
 DEFAULT_REQUESTS = Path("simple_requests.yaml")
+EXAMPLE_DIR = Path(__file__).resolve().parent / "examples"  # package data (pyproject.toml)
 DEFAULT_STACK_REQUESTS = 100
 
 
@@ -69,14 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         type=Path,
         default=None,
-        help=f"system configuration JSON (default: {DEFAULT_CONFIG}; with --stack: "
-        "optional timing/network overrides)",
+        help=f"system configuration JSON (default: {DEFAULT_CONFIG} here, else the shipped "
+        f"example {EXAMPLE_DIR / DEFAULT_CONFIG.name}; with --stack: optional timing/network "
+        "overrides)",
     )
     p.add_argument(
         "--requests",
         type=Path,
         default=None,
-        help=f"workflow requests YAML (default: {DEFAULT_REQUESTS})",
+        help=f"workflow requests YAML (default: {DEFAULT_REQUESTS} here, else the shipped "
+        "example's when its config is planned)",
     )
     p.add_argument(
         "--simulate",
@@ -160,7 +164,8 @@ def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackP
         stack = load_stack(args.stack, overrides)
         config = stack.config
     else:
-        config = load_config(args.config if args.config is not None else DEFAULT_CONFIG)
+        args.config = _default_config() if args.config is None else args.config
+        config = load_config(args.config)
     count = args.generate
     if count is not None and args.requests is not None:
         raise PlanInputError("--generate", "", "give either --generate or --requests, not both")
@@ -172,7 +177,7 @@ def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackP
         raw = generate_requests(config, count, seed=args.seed, duration_s=args.duration_s)
         requests = parse_requests({"requests": raw}, config, "generated requests")
     else:
-        path = args.requests if args.requests is not None else DEFAULT_REQUESTS
+        path = args.requests if args.requests is not None else _default_requests(args.config)
         requests = load_requests(path, config)
         if not requests:
             raise PlanInputError(path.name, "requests", "must list at least one request")
@@ -183,6 +188,26 @@ def _load(args: argparse.Namespace) -> tuple[SystemConfig, list[Request], StackP
                         path.name, f"requests[{i}].timestamp", "required in --mode online"
                     )
     return config, requests, stack
+
+
+def _default_config() -> Path:
+    """The seed's ./simple_config.json; where there is none, the shipped example, so that
+    `quart-faas plan --gpus 8` works from any directory (said on stderr: no surprise)."""
+    if DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    shipped = EXAMPLE_DIR / DEFAULT_CONFIG.name
+    print(f"note: no {DEFAULT_CONFIG} in {Path.cwd()}: planning the shipped example {shipped} "
+          "(--config to choose)", file=sys.stderr)
+    return shipped
+
+
+def _default_requests(config: Path) -> Path:
+    """./simple_requests.yaml; the shipped example's only for the shipped config, so that a
+    config of one's own never runs with requests written for another."""
+    shipped = EXAMPLE_DIR / DEFAULT_REQUESTS.name
+    if DEFAULT_REQUESTS.exists() or config.resolve() != EXAMPLE_DIR / DEFAULT_CONFIG.name:
+        return DEFAULT_REQUESTS
+    return shipped
 
 
 def _node_names(args: argparse.Namespace, servers: int) -> list[str]:
