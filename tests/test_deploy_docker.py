@@ -114,6 +114,36 @@ USER app
     assert check_dockerfile(ok) == []
 
 
+def test_template_build_args_as_upstream(tmp_path):
+    """ADDITIONAL_PACKAGE (apt-get) and UPGRADE_PACKAGES, the upstream templates' build args:
+    the RUN runs in sh with apt-get and rm stubbed; by default nothing is fetched at all."""
+    text = TEMPLATE.read_text()
+    assert re.search(r"^ARG ADDITIONAL_PACKAGE", text, re.MULTILINE)
+    assert re.search(r"^ARG UPGRADE_PACKAGES=false$", text, re.MULTILINE)
+    run = next(rest for ins, rest in instructions(text)
+               if ins == "RUN" and "ADDITIONAL_PACKAGE" in rest)
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in ("apt-get", "rm"):
+        (stubs / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> "$CALLS"\n')
+        (stubs / tool).chmod(0o755)
+
+    def calls(packages: str, upgrade: str) -> list[str]:
+        log = tmp_path / f"calls-{len(list(tmp_path.iterdir()))}"
+        env = {"PATH": f"{stubs}:/usr/bin:/bin", "CALLS": str(log),
+               "ADDITIONAL_PACKAGE": packages, "UPGRADE_PACKAGES": upgrade}
+        subprocess.run(["sh", "-c", run], env=env, check=True, timeout=10)
+        out = log.read_text().splitlines() if log.exists() else []
+        return [c.split(" /var/lib/apt/lists/")[0] if c.startswith("rm ") else c for c in out]
+
+    install = "apt-get install -qy --no-install-recommends"
+    assert calls("", "false") == []
+    assert calls("curl git", "false") == ["apt-get update -qy", f"{install} curl git", "rm -rf"]
+    for yes in ("true", "1"):
+        assert calls("", yes) == ["apt-get update -qy", "apt-get upgrade -qy", install, "rm -rf"]
+    assert calls("ffmpeg", "true")[1:3] == ["apt-get upgrade -qy", f"{install} ffmpeg"]
+
+
 # ------------------------------------------------------------------ hadolint
 
 def hadolint() -> str:

@@ -105,7 +105,8 @@ def test_template_files_are_what_faas_cli_expects():
         assert (t / f).is_file(), f
     docker = (t / "Dockerfile").read_text()
     for needle in ("of-watchdog", 'mode="http"', 'upstream_url="http://127.0.0.1:5000"',
-                   "USER app", "HEALTHCHECK", "COPY --chown=app:app function/", "AS ship"):
+                   "USER app", "HEALTHCHECK", "COPY --chown=app:app function/", "AS ship",
+                   "ARG WATCHDOG_VERSION=0.11.6"):  # the fwatchdog test_template_watchdog runs
         assert needle in docker, needle
     assert (t / "index.py").read_text().count("\n") < 120  # small, like python3-http
 

@@ -1,19 +1,16 @@
 """Entry point of every quart-python replica (the of-watchdog upstream in http mode).
 
-Kept small on purpose, like the upstream python3-http template: read the
-request, call ``handler.handle(event, context)``, turn the result into a
-response.  Heavy modules (torch) are imported once, *before* the handler, so
-that a later zygote can fork ready-to-serve children from this process.
+Small on purpose, and answering like the upstream python3-http template (format_response).
+Heavy modules (torch) are imported once, *before* the handler, so that a later zygote can
+fork ready-to-serve children from this process.
 
 Environment (all optional):
   QUART_HANDLER_DIR   handler package directory (default: ./function beside this file)
   QUART_LISTEN_FD     an already-listening socket inherited from the provider
-  QUART_LISTEN_HOST / QUART_LISTEN_PORT   otherwise bind here (default 127.0.0.1:5000,
-                      the of-watchdog ``upstream_url`` default)
+  QUART_LISTEN_HOST / QUART_LISTEN_PORT   otherwise bind here (default 127.0.0.1:5000)
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
   max_inflight        concurrent requests served by this replica (default 8)
-  QUART_ZYGOTE_SOCKET become a zygote serving fork requests there (keys_manager.zygote),
-                      when keys_manager is importable; otherwise start plainly
+  QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
 """
 from __future__ import annotations
 
@@ -28,14 +25,14 @@ for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
     importlib.import_module(_mod.strip())
 
 from flask import Flask, Response, request
+from werkzeug.datastructures import Headers
 from waitress import serve
 
 
 def load_handler(handler_dir: Path):
     """Import the handler folder as the package ``function`` (the name faas-cli gives it)."""
-    spec = importlib.util.spec_from_file_location(
-        "function", handler_dir / "__init__.py", submodule_search_locations=[str(handler_dir)]
-    )
+    spec = importlib.util.spec_from_file_location("function", handler_dir / "__init__.py",
+                                                  submodule_search_locations=[str(handler_dir)])
     if spec is None or spec.loader is None:
         raise SystemExit(f"no handler package in {handler_dir}")
     pkg = importlib.util.module_from_spec(spec)
@@ -59,14 +56,18 @@ class Context:
 
 
 def format_response(res) -> Response:
-    if res is None:
-        return Response("", status=200)
-    if isinstance(res, dict) and "statusCode" in res:
-        body = res.get("body", "")
-        return Response(body, status=int(res["statusCode"]), headers=res.get("headers") or {})
-    if isinstance(res, (str, bytes)):
-        return Response(res, status=200)
-    return Response(str(res), status=200)
+    """As upstream python3-http: a dict with statusCode (or only body/headers) is a response,
+    its dict or list body sent as JSON; any other dict or list is the JSON answer itself."""
+    if not isinstance(res, dict) or "statusCode" not in res and not (
+            "body" in res and res.keys() <= {"body", "headers"}):
+        res = {"body": res}  # None is an empty 200; str and bytes go out as they are
+    body, headers = res.get("body"), Headers(res.get("headers") or {})
+    if isinstance(body, (dict, list)):
+        body = app.json.dumps(body) + "\n"  # what jsonify sends
+        headers.setdefault("Content-Type", app.json.mimetype)
+    elif body is None or not isinstance(body, (str, bytes)) and not hasattr(body, "__next__"):
+        body = "" if body is None else str(body)  # a generator streams; a number is its str
+    return Response(body, status=int(res.get("statusCode", 200)), headers=headers)
 
 
 handler = load_handler(Path(os.environ.get("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
