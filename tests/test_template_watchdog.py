@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,28 +22,19 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import SENTENCES
+from tests.conftest import SENTENCES, openfaas_bin, require_tool, skip_outside_ci
 from tests.template_env import REPO, SHAPES, SHAPES_HANDLER, check_shape, shrinkwrap
 
 CLONE_NEWNET = 0x40000000
 
 
-def _need(ok: object, why: str) -> None:
-    """A missing part skips a local run with the reason; CI has every part, so there it fails."""
-    if not ok:
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-            pytest.fail(f"{why} (CI is set: this test must run)")
-        pytest.skip(why)
-
-
 def fwatchdog() -> Path:
-    base = os.environ.get("QUART_OPENFAAS_BIN")
-    exe = (Path(base) if base else REPO.parent / "shared" / "openfaas" / "bin") / "fwatchdog"
-    _need(exe.is_file(), f"no OpenFaaS fwatchdog at {exe}: put the upstream binaries in "
-                         "<repo>/../shared/openfaas/bin or set QUART_OPENFAAS_BIN")
-    _need(os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip"),
-          "fwatchdog always binds :8081, so it runs in its own network namespace, which "
-          "needs root, unshare and ip")
+    """The upstream watchdog; it always binds :8081, so it runs in its own network namespace,
+    which needs root (CI runs as root), unshare and ip."""
+    exe = openfaas_bin("fwatchdog")
+    require_tool("unshare"), require_tool("ip")
+    if os.geteuid() != 0:
+        skip_outside_ci("a network namespace per watchdog needs root")
     return exe
 
 
