@@ -20,7 +20,9 @@ from gateway_plugin.policies.replica_corrector import (
     hold_over_budget,
     tolerance_band,
 )
+from gateway_plugin.policies.smoothing import SmootherConfig, smooth_pipeline
 from gateway_plugin.policies.steps import Step, last_change
+from tests.test_policies_smoothing import _x
 
 NO_ID = PIDConfig(ki=0.0, kd=0.0)
 
@@ -109,3 +111,20 @@ def test_last_change_is_the_last_step_that_moved_the_value() -> None:
     assert last_change("corrector", 4, steps) == Step("corrector", "delay", "held")
     assert last_change("corrector", 3, steps[:3]) == Step("corrector", "pid", "pid")
     assert last_change("corrector", 2, (("mmc", 2, "m"),)) is None
+
+
+def test_smoother_names_headroom_release_and_the_cap() -> None:
+    a = _x(4, 1.0, 2.0, name="a")  # rising: 4*3/2 = 6 (+2)
+    b = _x(6, 2.0, 1.0, name="b")  # falling: 6*2/3 = 4 (-2)
+    c = _x(2, 1.0, 2.0, name="c", critical=True)  # rising: 3 (+1)
+    steady = _x(3, 2.0, 2.0, name="d")
+    out, _ = smooth_pipeline([a, b, c, steady], {}, SmootherConfig(release_periods=1))
+    assert [(o.replicas, o.by and o.by.step) for o in out] == [
+        (6, "headroom"), (4, "release"), (3, "headroom"), (3, None)]
+    assert out[0].by is not None and out[0].by.policy == "smoother"
+    # cap 11 (test_policies_smoothing): a's +2 is cut to +0, so the cap set a's count
+    out, _ = smooth_pipeline([a, b, c], {}, SmootherConfig(release_periods=1,
+                                                           max_pipeline_replicas=11))
+    assert [(o.replicas, o.by and o.by.step) for o in out] == [
+        (4, "cap"), (4, "release"), (3, "headroom")]
+    assert out[0].by is not None and out[0].by.reason == "pipeline cap 11: granted +0 of +2"

@@ -272,18 +272,18 @@ def decide(
             smoothed, s_states = smooth_pipeline(
                 [
                     SmoothingInput(
-                        s.name,
-                        c.replicas,
-                        c.budget_s,
-                        s.arrival_rate,
-                        s.service_time_s,
-                        s.service_cv,
-                        s.arrival_cv,
-                        p,
-                        c.critical,
-                        c.mmc_replicas,
-                        not c.missing,
-                        c.demand,
+                        name=s.name,
+                        replicas=c.replicas,
+                        budget_s=c.budget_s,
+                        arrival_rate=s.arrival_rate,
+                        service_time_s=s.service_time_s,
+                        service_cv=s.service_cv,
+                        arrival_cv=s.arrival_cv,
+                        predicted_cv=p,
+                        critical=c.critical,
+                        mmc_floor=c.mmc_replicas,
+                        may_release=not c.missing,
+                        demand=c.demand,
                     )
                     for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
                 ],
