@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_plugin.policies.cpu_compensation import CPUConfig, CPUState, compensate
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
 from gateway_plugin.policies.pid import PIDConfig
 from gateway_plugin.policies.replica_corrector import (
@@ -22,6 +23,7 @@ from gateway_plugin.policies.replica_corrector import (
 )
 from gateway_plugin.policies.smoothing import SmootherConfig, smooth_pipeline
 from gateway_plugin.policies.steps import Step, last_change
+from tests.test_policies_cpu import _in
 from tests.test_policies_smoothing import _x
 
 NO_ID = PIDConfig(ki=0.0, kd=0.0)
@@ -128,3 +130,13 @@ def test_smoother_names_headroom_release_and_the_cap() -> None:
     assert [(o.replicas, o.by and o.by.step) for o in out] == [
         (4, "cap"), (4, "release"), (3, "headroom")]
     assert out[0].by is not None and out[0].by.reason == "pipeline cap 11: granted +0 of +2"
+
+
+def test_cpu_names_increment_rollback_and_nothing_on_a_hold() -> None:
+    first = compensate(_in(4, 2, 40.0, 0.5), CPUState(), CPUConfig())  # 1.0 -> 1.464
+    assert first.by is not None and (first.by.policy, first.by.step) == ("cpu", "increment")
+    assert first.by.reason.startswith("cpu 1.00->1.46: step 0.46 towards demand 2.86")
+    held = compensate(_in(2, 2, 40.0, None), first.state, CPUConfig())  # no latency
+    assert held.by is None and held.cpu == first.cpu
+    judged = compensate(_in(2, 2, 40.0, 0.6), held.state, CPUConfig())  # 0.6 s >= 0.5 s
+    assert judged.by is not None and judged.by.step == "rollback"

@@ -303,15 +303,15 @@ def decide(
             cpu_out, cpu_states = compensate_pipeline(
                 [
                     CPUInput(
-                        s.name,
-                        c.replicas,
-                        r,
-                        s.arrival_rate,
-                        s.cpu_s_per_request,
-                        s.latency(stat),
-                        _plan_cv(p, s.arrival_cv),
-                        s.service_cv,
-                        s.cpu_cores,
+                        name=s.name,
+                        replicas_before=c.replicas,
+                        replicas_after=r,
+                        arrival_rate=s.arrival_rate,
+                        cpu_s_per_request=s.cpu_s_per_request,
+                        latency_s=s.latency(stat),
+                        arrival_cv=_plan_cv(p, s.arrival_cv),
+                        service_cv=s.service_cv,
+                        cpu_cores=s.cpu_cores,
                     )
                     for s, c, r, p in zip(obs.stages, corrections, replicas, predicted, strict=True)
                 ],
