@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_plugin.policies.chain import decide
 from gateway_plugin.policies.cpu_compensation import CPUConfig, CPUState, compensate
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
 from gateway_plugin.policies.pid import PIDConfig
@@ -23,6 +24,7 @@ from gateway_plugin.policies.replica_corrector import (
 )
 from gateway_plugin.policies.smoothing import SmootherConfig, smooth_pipeline
 from gateway_plugin.policies.steps import Step, last_change
+from tests.test_policies_chain import CONFIG, STATE, _three_stages
 from tests.test_policies_cpu import _in
 from tests.test_policies_smoothing import _x
 
@@ -140,3 +142,15 @@ def test_cpu_names_increment_rollback_and_nothing_on_a_hold() -> None:
     assert held.by is None and held.cpu == first.cpu
     judged = compensate(_in(2, 2, 40.0, 0.6), held.state, CPUConfig())  # 0.6 s >= 0.5 s
     assert judged.by is not None and judged.by.step == "rollback"
+
+
+def test_chain_decision_names_the_last_policy_that_moved_each_value() -> None:
+    a, b, c = decide(_three_stages(), STATE, CONFIG)[0]["bert"]
+    # a: the PID took 2 to 4; smoothing steady, nothing consolidated
+    assert a.replicas_by is not None and a.replicas_by.step == "pid" and a.cpu_by is None
+    # b: the corrector's delay held 6, then smoothing released 2 and the CPU stepped up
+    assert b.replicas_by is not None and (b.replicas_by.policy, b.replicas_by.step) == (
+        "smoother", "release")
+    assert b.cpu_by is not None and (b.cpu_by.policy, b.cpu_by.step) == ("cpu", "increment")
+    # c: no latency: the no-data hold
+    assert c.replicas_by is not None and c.replicas_by.step == "no_data" and c.cpu_by is None
