@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from gateway_plugin.actuate import Function
+from gateway_plugin.controller import decision_policy, function_bounds
 from gateway_plugin.policies.chain import decide
 from gateway_plugin.policies.cpu_compensation import CPUConfig, CPUState, compensate
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
@@ -154,3 +156,34 @@ def test_chain_decision_names_the_last_policy_that_moved_each_value() -> None:
     assert b.cpu_by is not None and (b.cpu_by.policy, b.cpu_by.step) == ("cpu", "increment")
     # c: no latency: the no-data hold
     assert c.replicas_by is not None and c.replicas_by.step == "no_data" and c.cpu_by is None
+
+
+def _function(replicas: int, lo: int, hi: int | None) -> Function:
+    return Function(name="f", replicas=replicas, available=replicas, cpu=1.0, min_replicas=lo,
+                    max_replicas=hi, body={})
+
+
+@pytest.mark.parametrize(("count", "lo", "hi", "expected"), [
+    (4, 1, 3, (3, "com.openfaas.scale.max 3")),
+    (1, 2, 5, (2, "com.openfaas.scale.min 2")),
+    (3, 1, None, (3, "")),  # no max label: nothing to cap
+])
+def test_function_labels_are_the_loops_own_last_step(count: int, lo: int, hi: int | None,
+                                                     expected: tuple[int, str]) -> None:
+    assert function_bounds(count, _function(2, lo, hi)) == expected
+
+
+PID_STEP = Step(policy="corrector", step="pid", reason="pid")
+BAND = Step(policy="corrector", step="band", reason="band")
+CPU_STEP = Step(policy="cpu", step="increment", reason="cpu")
+
+
+@pytest.mark.parametrize(("action", "by", "cpu_by", "expected"), [
+    ("up", PID_STEP, CPU_STEP, "corrector"),  # the count changed: whoever set it
+    ("steady", BAND, CPU_STEP, "cpu"),  # count held, CPU moved: the CPU step
+    ("steady", BAND, None, "corrector"),  # only a hold: the step that held it
+    ("steady", None, None, "none"),
+])
+def test_record_policy_comes_from_the_steps(action: str, by: Step | None, cpu_by: Step | None,
+                                            expected: str) -> None:
+    assert decision_policy(action, by, cpu_by) == expected
