@@ -288,14 +288,9 @@ def _elapsed(last_now_s: float | None, now_s: float) -> float | None:
     return now_s - last_now_s
 
 
-def _decide_pipeline(
-    obs: PipelineObservation,
-    predicted: list[float | None],
-    predictor: str,
-    prev: PipelineState,
-    config: QuartConfig,
-    smoother_cfg: SmootherConfig,
-) -> tuple[list[StageDecision], PipelineState]:
+def _decide_pipeline(obs: PipelineObservation, predicted: list[float | None], predictor: str,
+                     prev: PipelineState, config: QuartConfig,
+                     smoother_cfg: SmootherConfig) -> tuple[list[StageDecision], PipelineState]:
     """ReplicaCorrector -> PipelineSmoother -> CPUCompensator for one pipeline.
 
     Each policy reports the step that moved its value (``steps.Step``); the decision
@@ -322,13 +317,9 @@ def _decide_pipeline(
                                     smoother=s_states, cpu=cpu_states)
 
 
-def _smooth(
-    obs: PipelineObservation,
-    corrections: Sequence[Correction],
-    predicted: Sequence[float | None],
-    states: Mapping[str, SmootherState],
-    config: SmootherConfig,
-) -> tuple[list[Smoothed], dict[str, SmootherState]]:
+def _smooth(obs: PipelineObservation, corrections: Sequence[Correction],
+            predicted: Sequence[float | None], states: Mapping[str, SmootherState],
+            config: SmootherConfig) -> tuple[list[Smoothed], dict[str, SmootherState]]:
     """Eq. 6 on the corrected counts, with the corrector's M/M/c floor and demand."""
     return smooth_pipeline(
         [
@@ -346,14 +337,10 @@ def _smooth(
     )
 
 
-def _compensate(
-    obs: PipelineObservation,
-    corrections: Sequence[Correction],
-    replicas: Sequence[int],
-    predicted: Sequence[float | None],
-    states: Mapping[str, CPUState],
-    config: QuartConfig,
-) -> tuple[list[CPUDecision], dict[str, CPUState]]:
+def _compensate(obs: PipelineObservation, corrections: Sequence[Correction],
+                replicas: Sequence[int], predicted: Sequence[float | None],
+                states: Mapping[str, CPUState],
+                config: QuartConfig) -> tuple[list[CPUDecision], dict[str, CPUState]]:
     """Eq. 7-10 / Alg. 2 for stages whose smoothed count fell below the corrected one."""
     stat = config.corrector.latency_statistic
     return compensate_pipeline(
@@ -371,32 +358,17 @@ def _compensate(
     )
 
 
-def _stage_decision(
-    pipeline: str,
-    s: StageObservation,
-    c: Correction,
-    m: Smoothed | None,
-    predicted: float | None,
-    predictor: str,
-    replicas: int,
-    cpu: CPUDecision | None,
-) -> StageDecision:
+def _stage_decision(pipeline: str, s: StageObservation, c: Correction, m: Smoothed | None,
+                    predicted: float | None, predictor: str, replicas: int,
+                    cpu: CPUDecision | None) -> StageDecision:
     """One stage's decision: the reasons of every policy that ran, and the steps that set
     the count and the CPU."""
     reason = " | ".join(r for r in (c.reason, "" if m is None else m.reason,
                                     "" if cpu is None else cpu.reason) if r)
     return StageDecision(
-        pipeline=pipeline,
-        name=s.name,
-        replicas=replicas,
-        cpu=s.cpu_cores if cpu is None else cpu.cpu,
-        predictor=predictor,
-        critical=c.critical,
-        reason=reason,
-        budget_s=c.budget_s,
-        mmc_replicas=c.mmc_replicas,
-        corrected_replicas=c.replicas,
-        predicted_cv=predicted,
+        pipeline=pipeline, name=s.name, replicas=replicas,
+        cpu=s.cpu_cores if cpu is None else cpu.cpu, predictor=predictor,
+        critical=c.critical, reason=reason, budget_s=c.budget_s, mmc_replicas=c.mmc_replicas,
+        corrected_replicas=c.replicas, predicted_cv=predicted,
         replicas_by=c.by if m is None or m.by is None else m.by,
-        cpu_by=None if cpu is None else cpu.by,
-    )
+        cpu_by=None if cpu is None else cpu.by)
