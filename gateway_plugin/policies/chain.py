@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuartConfig:
     """One config per component; replica bounds come from ``corrector``."""
 

@@ -55,7 +55,7 @@ __all__ = [
 POLICY = "cpu"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CPUConfig:
     min_cpu: float = 1.0
     max_cpu: float = 16.0
@@ -75,7 +75,7 @@ class CPUConfig:
             raise ValueError("improve_tolerance must be in [0, 1) and min_step >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CPUState:
     cpu: float | None = None
     baseline: float | None = None

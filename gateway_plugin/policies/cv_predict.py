@@ -203,7 +203,7 @@ def predict(
 # ---------------------------------------------------------------- training and selection
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
     model: CVGAT
     state: dict[str, torch.Tensor]

@@ -61,7 +61,7 @@ POLICY = "corrector"
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectorConfig:
     pid: PIDConfig = field(default_factory=PIDConfig)
     min_replicas: int = 1
@@ -87,7 +87,7 @@ class CorrectorConfig:
             raise ValueError("burst_z and max_down_delay_s must be >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectorState:
     pid: PIDState = field(default_factory=PIDState)
     down_streak: int = 0

@@ -54,7 +54,7 @@ __all__ = [
 POLICY = "smoother"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SmootherConfig:
     cv_tolerance: float = 0.1
     release_periods: int = 2
