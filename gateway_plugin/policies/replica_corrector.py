@@ -304,7 +304,7 @@ def _correct_stage(
                                burstiness(lam, stage.arrival_cv, prev, dt_s, config), dt_s, config)
             if desired < current else config.scale_down_periods)
     replicas, verdict, streak, pending = down_delay(desired, current, prev, wait)
-    note = "; ".join(n for n in (model_note, pid_note, band_note, budget_note) if n)
+    note = "; ".join([n for n in (model_note, pid_note, band_note, budget_note) if n])
     by = last_change(POLICY, current, (
         ("mmc", base, model_note), ("pid", corrected, pid_note), ("bounds", demand, bounds_note),
         ("band", banded, band_note), ("over_budget", desired, budget_note),
