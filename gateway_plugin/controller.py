@@ -29,6 +29,7 @@ from gateway_plugin.policies.cpu_compensation import CPUConfig
 from gateway_plugin.policies.observation import PipelineObservation
 from gateway_plugin.policies.pid import PIDConfig
 from gateway_plugin.policies.replica_corrector import CorrectorConfig
+from gateway_plugin.policies.steps import Step
 from gateway_plugin.store import Store
 
 log = logging.getLogger("gateway_plugin")
@@ -174,9 +175,9 @@ class Controller:
 
     def _apply_stage(self, f: Function, d: chain.StageDecision, s: Any, trigger: str,
                      now: float) -> dict[str, Any]:
-        target = max(f.min_replicas if f.min_replicas else 0, d.replicas)
-        if f.max_replicas:
-            target = min(target, f.max_replicas)
+        target, why = function_bounds(d.replicas, f)
+        by = d.replicas_by if target == d.replicas else Step(
+            policy="bounds", step="function_labels", reason=why)
         action, error = "steady", ""
         try:
             if target != f.replicas:
@@ -188,15 +189,15 @@ class Controller:
         except GatewayError as e:
             error = str(e)
             log.error("acting on %s failed (next cycle re-applies): %s", f.name, e)
-        policy = ("cpu" if d.cpu is not None and f.cpu is not None and abs(d.cpu - f.cpu) > 0.01
-                  else "smoother" if d.replicas != d.corrected_replicas
-                  else "corrector" if action != "steady" else "none")
+        policy = decision_policy(action, by, d.cpu_by)
         self.metrics.decided(policy, action)
         cpu_now = d.cpu if d.cpu is not None and self.cpu_actuation and not error else f.cpu
         self.metrics.observe_stage(f.name, target, f.available, d.predicted_cv, d.budget_s,
                                    cpu_now)
         rec = {"t": now, "trigger": trigger, "pipeline": d.pipeline, "function": f.name,
                "from": f.replicas, "replicas": target, "cpu": d.cpu, "policy": policy,
+               "step": None if by is None else by.to_json(),
+               "cpu_step": None if d.cpu_by is None else d.cpu_by.to_json(),
                "action": action, "predictor": d.predictor, "critical": d.critical,
                "reason": d.reason, "error": error, "budget_s": d.budget_s,
                "predicted_cv": d.predicted_cv,
@@ -233,6 +234,27 @@ class Controller:
         log.info("GAT retrained on %d samples: %s -> using %s", len(samples), errors,
                  self.state.predictor)
         return errors
+
+
+def function_bounds(replicas: int, f: Function) -> tuple[int, str]:
+    """The last step: the function's own ``com.openfaas.scale.min``/``max`` labels bound
+    the policies' count."""
+    target = max(f.min_replicas if f.min_replicas else 0, replicas)
+    if f.max_replicas:
+        target = min(target, f.max_replicas)
+    if target > replicas:
+        return target, f"com.openfaas.scale.min {f.min_replicas}"
+    if target < replicas:
+        return target, f"com.openfaas.scale.max {f.max_replicas}"
+    return target, ""
+
+
+def decision_policy(action: str, by: Step | None, cpu_by: Step | None) -> str:
+    """A record's ``policy`` (and metric label), from the steps' own reports: the policy
+    that set the count when it changes, else the one that moved the CPU, else the one that
+    held the count, else ``none``."""
+    step = by if action != "steady" else cpu_by or by
+    return "none" if step is None else step.policy
 
 
 def observation_json(o: PipelineObservation) -> dict[str, Any]:

@@ -69,6 +69,17 @@ SCHEMAS: dict[str, Any] = {
                        "leader": {"type": "boolean"},
                        "predictor": {"type": "string", "description": "gat or a fallback"}},
     },
+    "PolicyStep": {
+        "type": "object", "nullable": True,
+        "description": "the last policy step that moved the value, as it reported itself "
+                       "(null: no step moved it)",
+        "required": ["policy", "step", "reason"],
+        "properties": {"policy": {"type": "string"},
+                       "step": {"type": "string", "description": "e.g. mmc, pid, band, "
+                                "over_budget, down_delay, no_data, headroom, release, cap, "
+                                "function_labels, increment, rollback, give_back"},
+                       "reason": {"type": "string"}},
+    },
     "Decision": {
         "type": "object",
         "description": "one stage's decision in one control cycle (newest first)",
@@ -78,7 +89,12 @@ SCHEMAS: dict[str, Any] = {
             "t": {"type": "number"}, "trigger": {"type": "string"},
             "pipeline": {"type": "string"}, "function": {"type": "string"},
             "from": {"type": "integer"}, "replicas": {"type": "integer"}, "cpu": NUM,
-            "policy": {"type": "string"}, "action": {"type": "string"},
+            "policy": {"type": "string",
+                       "description": "corrector, smoother, bounds or cpu: whose step set the "
+                                      "count (or moved the CPU); none, or hold"},
+            "step": {"$ref": "#/components/schemas/PolicyStep"},
+            "cpu_step": {"$ref": "#/components/schemas/PolicyStep"},
+            "action": {"type": "string"},
             "predictor": {"type": "string"}, "critical": {"type": "boolean"},
             "reason": {"type": "string"}, "error": {"type": "string"}, "budget_s": NUM,
             "predicted_cv": NUM, "inputs": {"type": "object", "additionalProperties": NUM},

@@ -131,11 +131,15 @@ def test_load_step_scales_the_bottleneck_up_then_down(env):
     assert lag <= 2 * PERIOD + 2.5, f"scale-up took {lag:.1f}s"
     ups = [d for d in plugin.decisions() if d.get("function") == FN[1] and d["action"] == "up"]
     assert ups and ups[-1]["reason"] and ups[-1]["inputs"]["arrival_rate"] > 0
+    # the record names the step that set the count, as the policy step reported it
+    step = ups[-1]["step"]
+    assert step and ups[-1]["policy"] == step["policy"] in ("corrector", "smoother"), ups[-1]
+    assert step["reason"] and step["reason"] in ups[-1]["reason"]
     assert replicas(dep, FN[0]) <= 2  # the cheap stages are not where the replicas go
     wait(lambda: replicas(dep, FN[1]) == 1, 60, "relay-b back to 1 after the load")
     downs = [d for d in plugin.decisions() if d.get("function") == FN[1] and
              d["action"] == "down"]
-    assert downs
+    assert downs and downs[-1]["step"] and downs[-1]["policy"] == downs[-1]["step"]["policy"]
 
 
 def test_alertmanager_webhook_triggers_a_cycle(env):

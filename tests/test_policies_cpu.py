@@ -36,7 +36,9 @@ def test_cpu_demand(lam: float, tau: float, r: int, ca: float, cs: float, expect
 
 
 def _in(before: int, after: int, lam: float | None, latency: float | None) -> CPUInput:
-    return CPUInput("s", before, after, lam, 0.1, latency, 1.0, 1.0, cpu_cores=1.0)
+    return CPUInput(name="s", replicas_before=before, replicas_after=after, arrival_rate=lam,
+                    cpu_s_per_request=0.1, latency_s=latency, arrival_cv=1.0, service_cv=1.0,
+                    cpu_cores=1.0)
 
 
 def test_algorithm2_steps_while_latency_improves_then_rolls_back() -> None:

@@ -119,14 +119,14 @@ def test_never_below_mmc_floor_on_random_inputs() -> None:
         if floor is None:
             continue
         x = SmoothingInput(
-            "s",
-            rng.randint(floor, 20),
-            budget,
-            lam,
-            s,
-            rng.uniform(0.1, 2.0),
-            rng.uniform(0.2, 4.0),
-            rng.uniform(0.2, 4.0),
+            name="s",
+            replicas=rng.randint(floor, 20),
+            budget_s=budget,
+            arrival_rate=lam,
+            service_time_s=s,
+            service_cv=rng.uniform(0.1, 2.0),
+            arrival_cv=rng.uniform(0.2, 4.0),
+            predicted_cv=rng.uniform(0.2, 4.0),
         )
         out, _ = smooth_pipeline([x], {}, cfg)
         assert floor <= out[0].replicas <= 20, (x, out[0])

@@ -53,6 +53,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway_plugin.policies.observation import StageObservation
+
 from .base import Bounds, Target, Tick
 from .common import (
     SUCCESS_CODES,
@@ -251,22 +253,12 @@ class OpenFaaSCE:
     # ------------------------------------------------------------------ one scrape
 
     def decide(self, tick: Tick, state: CEState) -> tuple[dict[str, Target], CEState]:
+        """One scrape (``_scrape``); the rule's evaluation and AlertManager's flushes when
+        due; the gateway's ``CalculateReplicas`` on each notification (``_gateway``)."""
         now = tick.now_s
         obs = {s.name: s for _, s in stages(tick)}
         names = list(obs)
-        samples = dict(state.samples)
-        keep = self.range_s + 2 * self.period_s
-        for name in names:
-            count = counter_of(tick, name, SUCCESS_CODES)
-            if count is None:
-                # no counter from the harness: integrate the observed arrival rate
-                prev = state.samples.get(name, ())
-                rate = obs[name].arrival_rate
-                if rate is None:
-                    continue
-                last_t, last_v = prev[-1] if prev else (now - self.period_s, 0.0)
-                count = last_v + rate * max(0.0, now - last_t)
-            samples[name] = push(state.samples.get(name, ()), now, count, keep)
+        samples = self._scrape(tick, state, obs)
         state = dataclasses.replace(state, samples=samples)
 
         pending, firing = dict(state.pending_since), state.firing
@@ -279,16 +271,7 @@ class OpenFaaSCE:
                 next_eval += self.eval_s
         delivered = self._flush(groups, now)
 
-        replicas = dict(state.replicas)
-        actions = dict(state.last_action)
-        for name, status in delivered:
-            if name not in obs:
-                continue  # the function was removed
-            current = replicas.get(name, obs[name].replicas)
-            new = calculate_replicas(status, current, self.max_label, self.min_label, self.factor)
-            new = clamp(self.bounds, new, CE_MIN_REPLICAS, CE_MAX_REPLICAS)
-            replicas[name] = new
-            actions[name] = f"{status} alert at {now:g}s: {current} -> {new}"
+        replicas, actions = self._gateway(delivered, obs, state, now)
         targets: dict[str, Target] = {}
         for name in names:
             n = replicas.get(name)
@@ -300,16 +283,44 @@ class OpenFaaSCE:
             if name in actions:
                 reason += f"; last {actions[name]}"
             targets[name] = Target(n, None, reason)
-        new_state = CEState(
-            samples=samples,
-            next_eval_s=next_eval,
-            pending_since=pending,
-            firing=firing,
-            groups=groups,
-            replicas=replicas,
-            last_action=actions,
-        )
+        new_state = CEState(samples=samples, next_eval_s=next_eval, pending_since=pending,
+                            firing=firing, groups=groups, replicas=replicas,
+                            last_action=actions)
         return targets, new_state
+
+    def _scrape(self, tick: Tick, state: CEState,
+                obs: Mapping[str, StageObservation]) -> dict[str, Samples]:
+        """Prometheus scrapes each function's success counter (``rate()`` needs the series)."""
+        now = tick.now_s
+        samples = dict(state.samples)
+        keep = self.range_s + 2 * self.period_s
+        for name in obs:
+            count = counter_of(tick, name, SUCCESS_CODES)
+            if count is None:
+                # no counter from the harness: integrate the observed arrival rate
+                prev = state.samples.get(name, ())
+                rate = obs[name].arrival_rate
+                if rate is None:
+                    continue
+                last_t, last_v = prev[-1] if prev else (now - self.period_s, 0.0)
+                count = last_v + rate * max(0.0, now - last_t)
+            samples[name] = push(state.samples.get(name, ()), now, count, keep)
+        return samples
+
+    def _gateway(self, delivered: list[tuple[str, str]], obs: Mapping[str, StageObservation],
+                 state: CEState, now: float) -> tuple[dict[str, int], dict[str, str]]:
+        """The gateway's ``/system/alert`` handler on each delivered alert, in order."""
+        replicas = dict(state.replicas)
+        actions = dict(state.last_action)
+        for name, status in delivered:
+            if name not in obs:
+                continue  # the function was removed
+            current = replicas.get(name, obs[name].replicas)
+            new = calculate_replicas(status, current, self.max_label, self.min_label, self.factor)
+            new = clamp(self.bounds, new, CE_MIN_REPLICAS, CE_MAX_REPLICAS)
+            replicas[name] = new
+            actions[name] = f"{status} alert at {now:g}s: {current} -> {new}"
+        return replicas, actions
 
 
 def build(bounds: Bounds, **options: Any) -> OpenFaaSCE:

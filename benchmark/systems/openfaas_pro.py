@@ -147,61 +147,20 @@ class OpenFaaSPro:
         return 1000.0 * (s.cpu_cores if s.cpu_cores else 1.0)
 
     def decide(self, tick: Tick, state: ProState) -> tuple[dict[str, Target], ProState]:
+        """Per function: its load (``_load``) against its target (``_target``) gives the
+        count (``_scale``, with the down window), then scale to zero after idling."""
         now = tick.now_s
-        counters = dict(state.counters)
-        inflight = dict(state.inflight)
-        recs = dict(state.recommendations)
-        replicas = dict(state.replicas)
-        targets_s = dict(state.targets)
-        active = dict(state.last_active_s)
+        counters, inflight = dict(state.counters), dict(state.inflight)
+        recs, replicas = dict(state.recommendations), dict(state.replicas)
+        targets_s, active = dict(state.targets), dict(state.last_active_s)
         out: dict[str, Target] = {}
         for _, s in stages(tick):
             name = s.name
-            load: float | None = None
-            busy = bool(s.arrival_rate)
-            if self.mode == "rps":
-                count = counter_of(tick, name, None)
-                if count is not None:
-                    prev = state.counters.get(name, ())
-                    busy = busy or (bool(prev) and count > prev[-1][1])
-                    counters[name] = push(prev, now, count, self.rps_range_s + 2 * self.period_s)
-                    load = extrapolated_rate(counters[name], now, self.rps_range_s)
-                if load is None:
-                    load = s.arrival_rate  # no counter series: the observed rate
-            elif self.mode == "capacity":
-                conc = concurrency_of(tick, s)
-                if conc is not None:
-                    busy = busy or conc > 0
-                    keep = self.capacity_range_s + self.period_s
-                    inflight[name] = push(state.inflight.get(name, ()), now, conc, keep)
-                    load = window_max(inflight[name], now, self.capacity_range_s)
-            elif s.arrival_rate is not None and s.cpu_s_per_request is not None:
-                load = 1000.0 * s.arrival_rate * s.cpu_s_per_request
+            load, busy = self._load(tick, s, state, counters, inflight)
             if busy or name not in active:
                 active[name] = now
-
-            target = per_stage(self.target, name, None)
-            if target is None:
-                target = targets_s.get(name)
-                if target is None:
-                    target = self._derived_target(s)
-                    if target is not None:
-                        targets_s[name] = target
-            current = replicas.get(name, s.replicas)
-            if load is None or target is None:
-                n = clamp(self.bounds, current, self.min_label)
-                why = f"{self.mode}: no load or target yet, hold {n}"
-            else:
-                if s.replicas > 0:
-                    want = desired_replicas(load, s.replicas, target, self.proportion)
-                else:  # 0/0: the gateway scales from zero to min on the first request
-                    want = self.min_label if load > 0 else 0
-                want = min(max(want, self.min_label), self.bounds.max_replicas)
-                n, why = self._apply_window(name, want, current, now, recs)
-                why = (
-                    f"{self.mode}: load {load:.3g} / ({target:.3g} x {self.proportion:g}) "
-                    f"on {s.replicas} ready -> {want}" + why
-                )
+            target = self._target(s, targets_s)
+            n, why = self._scale(s, load, target, replicas.get(name, s.replicas), now, recs)
             idle = now - active[name]
             if self.scale_zero and idle >= self.zero_duration_s:
                 n = 0
@@ -209,8 +168,65 @@ class OpenFaaSPro:
             n = self.bounds.clamp(n)
             replicas[name] = n
             out[name] = Target(n, None, why)
-        new = ProState(counters, inflight, recs, replicas, targets_s, active)
+        new = ProState(counters=counters, inflight=inflight, recommendations=recs,
+                       replicas=replicas, targets=targets_s, last_active_s=active)
         return out, new
+
+    def _load(self, tick: Tick, s: StageObservation, state: ProState,
+              counters: dict[str, Samples], inflight: dict[str, Samples]
+              ) -> tuple[float | None, bool]:
+        """The mode's load metric (None: no data yet) and whether the function saw traffic;
+        records this scrape's sample in ``counters`` / ``inflight``."""
+        name, now = s.name, tick.now_s
+        load: float | None = None
+        busy = bool(s.arrival_rate)
+        if self.mode == "rps":
+            count = counter_of(tick, name, None)
+            if count is not None:
+                prev = state.counters.get(name, ())
+                busy = busy or (bool(prev) and count > prev[-1][1])
+                counters[name] = push(prev, now, count, self.rps_range_s + 2 * self.period_s)
+                load = extrapolated_rate(counters[name], now, self.rps_range_s)
+            if load is None:
+                load = s.arrival_rate  # no counter series: the observed rate
+        elif self.mode == "capacity":
+            conc = concurrency_of(tick, s)
+            if conc is not None:
+                busy = busy or conc > 0
+                keep = self.capacity_range_s + self.period_s
+                inflight[name] = push(state.inflight.get(name, ()), now, conc, keep)
+                load = window_max(inflight[name], now, self.capacity_range_s)
+        elif s.arrival_rate is not None and s.cpu_s_per_request is not None:
+            load = 1000.0 * s.arrival_rate * s.cpu_s_per_request
+        return load, busy
+
+    def _target(self, s: StageObservation, targets_s: dict[str, float]) -> float | None:
+        """The configured per-replica target, else one derived once and remembered."""
+        target = per_stage(self.target, s.name, None)
+        if target is None:
+            target = targets_s.get(s.name)
+            if target is None:
+                target = self._derived_target(s)
+                if target is not None:
+                    targets_s[s.name] = target
+        return target
+
+    def _scale(self, s: StageObservation, load: float | None, target: float | None,
+               current: int, now: float, recs: dict[str, Samples]) -> tuple[int, str]:
+        """The autoscaler's count for ``load`` over ``target`` per replica, and why."""
+        if load is None or target is None:
+            n = clamp(self.bounds, current, self.min_label)
+            return n, f"{self.mode}: no load or target yet, hold {n}"
+        if s.replicas > 0:
+            want = desired_replicas(load, s.replicas, target, self.proportion)
+        else:  # 0/0: the gateway scales from zero to min on the first request
+            want = self.min_label if load > 0 else 0
+        want = min(max(want, self.min_label), self.bounds.max_replicas)
+        n, why = self._apply_window(s.name, want, current, now, recs)
+        return n, (
+            f"{self.mode}: load {load:.3g} / ({target:.3g} x {self.proportion:g}) "
+            f"on {s.replicas} ready -> {want}" + why
+        )
 
     def _apply_window(
         self, name: str, want: int, current: int, now: float, recs: dict[str, Samples]

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway_plugin.policies.budgets import split_slo
 from gateway_plugin.policies.mmc import min_replicas_for
 from gateway_plugin.policies.observation import PipelineObservation
-from gateway_plugin.policies.replica_corrector import split_slo
 
 from .base import Bounds, Target, Tick
 from .common import check_positive, per_stage, stages

@@ -22,11 +22,18 @@ from typing import Any
 import numpy as np
 
 from . import cv_predict
-from .cpu_compensation import CPUConfig, CPUInput, CPUState, compensate_pipeline
-from .observation import PipelineObservation
+from .cpu_compensation import CPUConfig, CPUDecision, CPUInput, CPUState, compensate_pipeline
+from .observation import PipelineObservation, StageObservation
 from .pid import PIDState
-from .replica_corrector import CorrectorConfig, CorrectorState, correct_pipeline
-from .smoothing import SmootherConfig, SmootherState, SmoothingInput, smooth_pipeline
+from .replica_corrector import Correction, CorrectorConfig, CorrectorState, correct_pipeline
+from .smoothing import (
+    Smoothed,
+    SmootherConfig,
+    SmootherState,
+    SmoothingInput,
+    smooth_pipeline,
+)
+from .steps import Step
 
 __all__ = [
     "PipelineState",
@@ -40,7 +47,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuartConfig:
     """One config per component; replica bounds come from ``corrector``."""
 
@@ -51,7 +58,7 @@ class QuartConfig:
     cpu_compensation: bool = True
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class StageDecision:
     pipeline: str
     name: str
@@ -64,6 +71,10 @@ class StageDecision:
     mmc_replicas: int | None
     corrected_replicas: int
     predicted_cv: float | None
+    # HPA style: the policy step that set ``replicas`` and the one that moved ``cpu``, as
+    # the steps reported them (None: no step moved the value from what the stage has)
+    replicas_by: Step | None = None
+    cpu_by: Step | None = None
 
 
 @dataclass(frozen=True)
@@ -264,85 +275,100 @@ def decide(
         # plain floats (None for no forecast): numpy scalars are slow one at a time
         predicted = [v if math.isfinite(v) else None for v in forecast.tolist()]
         prev = state.pipelines.get(obs.name, PipelineState())
-        dt = None if prev.last_now_s is None else obs.now_s - prev.last_now_s
-        if dt is not None and dt < 0:
-            dt = None  # a clock that went backwards: skip I and D this period
-        corrections, c_states = correct_pipeline(obs, prev.corrector, dt, config.corrector)
-        if config.smoothing:
-            smoothed, s_states = smooth_pipeline(
-                [
-                    SmoothingInput(
-                        s.name,
-                        c.replicas,
-                        c.budget_s,
-                        s.arrival_rate,
-                        s.service_time_s,
-                        s.service_cv,
-                        s.arrival_cv,
-                        p,
-                        c.critical,
-                        c.mmc_replicas,
-                        not c.missing,
-                        c.demand,
-                    )
-                    for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
-                ],
-                prev.smoother,
-                smoother_cfg,
-            )
-            replicas = [x.replicas for x in smoothed]
-            s_reasons = [x.reason for x in smoothed]
-        else:
-            s_states, replicas, s_reasons = (
-                {},
-                [c.replicas for c in corrections],
-                [""] * len(corrections),
-            )
-        stat = config.corrector.latency_statistic
-        if config.cpu_compensation:
-            cpu_out, cpu_states = compensate_pipeline(
-                [
-                    CPUInput(
-                        s.name,
-                        c.replicas,
-                        r,
-                        s.arrival_rate,
-                        s.cpu_s_per_request,
-                        s.latency(stat),
-                        _plan_cv(p, s.arrival_cv),
-                        s.service_cv,
-                        s.cpu_cores,
-                    )
-                    for s, c, r, p in zip(obs.stages, corrections, replicas, predicted, strict=True)
-                ],
-                prev.cpu,
-                config.cpu,
-            )
-            cpus: list[float | None] = [d.cpu for d in cpu_out]
-            cpu_reasons = [d.reason for d in cpu_out]
-        else:
-            cpu_states, cpus, cpu_reasons = (
-                {},
-                [s.cpu_cores for s in obs.stages],
-                [""] * len(corrections),
-            )
-        decisions[obs.name] = [
-            StageDecision(
-                pipeline=obs.name,
-                name=s.name,
-                replicas=replicas[i],
-                cpu=cpus[i],
-                predictor=predictor,
-                critical=corrections[i].critical,
-                reason=" | ".join(
-                    r for r in (corrections[i].reason, s_reasons[i], cpu_reasons[i]) if r
-                ),
-                budget_s=corrections[i].budget_s,
-                mmc_replicas=corrections[i].mmc_replicas,
-                corrected_replicas=corrections[i].replicas,
-                predicted_cv=predicted[i],
-            )
-            for i, s in enumerate(obs.stages)
-        ]
-        new_pipelines[obs.name] = PipelineState(obs.now_s, c_states, s_states, cpu_states)
+        decisions[obs.name], new_pipelines[obs.name] = _decide_pipeline(
+            obs, predicted, predictor, prev, config, smoother_cfg)
     return decisions, dataclasses.replace(state, pipelines=new_pipelines)
+
+
+def _elapsed(last_now_s: float | None, now_s: float) -> float | None:
+    """Seconds since the pipeline's last period; ``None`` on the first period or when the
+    clock went backwards (the PID then skips I and D this period)."""
+    if last_now_s is None or now_s < last_now_s:
+        return None
+    return now_s - last_now_s
+
+
+def _decide_pipeline(obs: PipelineObservation, predicted: list[float | None], predictor: str,
+                     prev: PipelineState, config: QuartConfig,
+                     smoother_cfg: SmootherConfig) -> tuple[list[StageDecision], PipelineState]:
+    """ReplicaCorrector -> PipelineSmoother -> CPUCompensator for one pipeline.
+
+    Each policy reports the step that moved its value (``steps.Step``); the decision
+    names the last one, the smoother's over the corrector's.
+    """
+    dt = _elapsed(prev.last_now_s, obs.now_s)
+    corrections, c_states = correct_pipeline(obs, prev.corrector, dt, config.corrector)
+    smoothed: Sequence[Smoothed | None] = [None] * len(corrections)
+    s_states: dict[str, SmootherState] = {}
+    if config.smoothing:
+        smoothed, s_states = _smooth(obs, corrections, predicted, prev.smoother, smoother_cfg)
+    replicas = [c.replicas if m is None else m.replicas
+                for c, m in zip(corrections, smoothed, strict=True)]
+    cpu_out: Sequence[CPUDecision | None] = [None] * len(corrections)
+    cpu_states: dict[str, CPUState] = {}
+    if config.cpu_compensation:
+        cpu_out, cpu_states = _compensate(obs, corrections, replicas, predicted, prev.cpu, config)
+    decisions = [
+        _stage_decision(obs.name, s, c, m, p, predictor, replicas[i], cpu_out[i])
+        for i, (s, c, m, p) in enumerate(zip(obs.stages, corrections, smoothed, predicted,
+                                             strict=True))
+    ]
+    return decisions, PipelineState(last_now_s=obs.now_s, corrector=c_states,
+                                    smoother=s_states, cpu=cpu_states)
+
+
+def _smooth(obs: PipelineObservation, corrections: Sequence[Correction],
+            predicted: Sequence[float | None], states: Mapping[str, SmootherState],
+            config: SmootherConfig) -> tuple[list[Smoothed], dict[str, SmootherState]]:
+    """Eq. 6 on the corrected counts, with the corrector's M/M/c floor and demand."""
+    return smooth_pipeline(
+        [
+            SmoothingInput(
+                name=s.name, replicas=c.replicas, budget_s=c.budget_s,
+                arrival_rate=s.arrival_rate, service_time_s=s.service_time_s,
+                service_cv=s.service_cv, arrival_cv=s.arrival_cv, predicted_cv=p,
+                critical=c.critical, mmc_floor=c.mmc_replicas, may_release=not c.missing,
+                demand=c.demand,
+            )
+            for s, c, p in zip(obs.stages, corrections, predicted, strict=True)
+        ],
+        states,
+        config,
+    )
+
+
+def _compensate(obs: PipelineObservation, corrections: Sequence[Correction],
+                replicas: Sequence[int], predicted: Sequence[float | None],
+                states: Mapping[str, CPUState],
+                config: QuartConfig) -> tuple[list[CPUDecision], dict[str, CPUState]]:
+    """Eq. 7-10 / Alg. 2 for stages whose smoothed count fell below the corrected one."""
+    stat = config.corrector.latency_statistic
+    return compensate_pipeline(
+        [
+            CPUInput(
+                name=s.name, replicas_before=c.replicas, replicas_after=r,
+                arrival_rate=s.arrival_rate, cpu_s_per_request=s.cpu_s_per_request,
+                latency_s=s.latency(stat), arrival_cv=_plan_cv(p, s.arrival_cv),
+                service_cv=s.service_cv, cpu_cores=s.cpu_cores,
+            )
+            for s, c, r, p in zip(obs.stages, corrections, replicas, predicted, strict=True)
+        ],
+        states,
+        config.cpu,
+    )
+
+
+def _stage_decision(pipeline: str, s: StageObservation, c: Correction, m: Smoothed | None,
+                    predicted: float | None, predictor: str, replicas: int,
+                    cpu: CPUDecision | None) -> StageDecision:
+    """One stage's decision: the reasons of every policy that ran, and the steps that set
+    the count and the CPU."""
+    reason = " | ".join(r for r in (c.reason, "" if m is None else m.reason,
+                                    "" if cpu is None else cpu.reason) if r)
+    return StageDecision(
+        pipeline=pipeline, name=s.name, replicas=replicas,
+        cpu=s.cpu_cores if cpu is None else cpu.cpu, predictor=predictor,
+        critical=c.critical, reason=reason, budget_s=c.budget_s, mmc_replicas=c.mmc_replicas,
+        corrected_replicas=c.replicas, predicted_cv=predicted,
+        replicas_by=c.by if m is None or m.by is None else m.by,
+        cpu_by=None if cpu is None else cpu.by)

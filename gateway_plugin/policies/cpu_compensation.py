@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .steps import Step
+
 __all__ = [
     "CPUConfig",
     "CPUDecision",
@@ -45,10 +47,15 @@ __all__ = [
     "compensate",
     "compensate_pipeline",
     "cpu_demand",
+    "give_back",
+    "increment",
+    "judge_step",
 ]
 
+POLICY = "cpu"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class CPUConfig:
     min_cpu: float = 1.0
     max_cpu: float = 16.0
@@ -68,7 +75,7 @@ class CPUConfig:
             raise ValueError("improve_tolerance must be in [0, 1) and min_step >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CPUState:
     cpu: float | None = None
     baseline: float | None = None
@@ -78,7 +85,7 @@ class CPUState:
     plateau_demand: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CPUInput:
     name: str
     replicas_before: int
@@ -91,13 +98,14 @@ class CPUInput:
     cpu_cores: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class CPUDecision:
     name: str
     cpu: float
     demand: float | None
     reason: str
     state: CPUState
+    by: Step | None = None  # the step that moved the allocation (None: unchanged)
 
 
 def cpu_demand(
@@ -122,69 +130,98 @@ def cpu_demand(
     return min(max(busy / rho_b, config.min_cpu), config.max_cpu)  # Eq. 10
 
 
+def _demand(x: CPUInput, config: CPUConfig) -> float | None:
+    if x.arrival_rate is None or x.cpu_s_per_request is None or x.replicas_after < 1:
+        return None
+    return cpu_demand(x.arrival_rate, x.cpu_s_per_request, x.replicas_after, config,
+                      x.arrival_cv, x.service_cv)
+
+
+def judge_step(cpu: float, baseline: float, latency_s: float, latency_before: float,
+               last_step: float, config: CPUConfig) -> tuple[float, str] | None:
+    """Alg. 2 step 3: keep last period's step if latency fell by more than
+    ``improve_tolerance``, else roll it back; ``None`` when it is kept."""
+    if latency_s < latency_before * (1.0 - config.improve_tolerance):
+        return None
+    back = max(cpu - last_step, baseline)
+    return back, (f"cpu {cpu:.2f}->{back:.2f}: rollback, latency {latency_s * 1e3:.1f} ms did "
+                  f"not improve on {latency_before * 1e3:.1f} ms")
+
+
+def give_back(cpu: float, demand: float, baseline: float,
+              config: CPUConfig) -> tuple[float, str] | None:
+    """Alg. 2 step 4: demand below the allocation gives CPU back, down to max(D, baseline);
+    ``None`` when the demand does not fall below it."""
+    if demand >= cpu * (1.0 - config.improve_tolerance):
+        return None
+    back = max(demand, baseline)
+    ends = back <= baseline + 1e-9
+    return back, f"cpu {cpu:.2f}->{back:.2f}: give back, demand {demand:.2f}" + (
+        " (baseline)" if ends else "")
+
+
+def increment(cpu: float, demand: float, config: CPUConfig) -> tuple[float, str] | None:
+    """Alg. 2 step 2: add ``increment_ratio * (D - cpu)`` (at least ``min_step``), up to D and
+    ``max_cpu``; ``None`` when the allocation already meets the demand."""
+    if not (demand > cpu + 1e-9 and cpu < config.max_cpu):
+        return None
+    step = max(config.increment_ratio * (demand - cpu), config.min_step)
+    new = min(cpu + step, demand, config.max_cpu)
+    return new, f"cpu {cpu:.2f}->{new:.2f}: step {new - cpu:.2f} towards demand {demand:.2f}"
+
+
 def compensate(x: CPUInput, state: CPUState, config: CPUConfig) -> CPUDecision:
-    """One period of Algorithm 2 for one stage."""
+    """One period of Algorithm 2 for one stage: ``judge_step`` -> ``give_back`` ->
+    (plateau) -> ``increment``; the step that moved the allocation is ``CPUDecision.by``."""
     cpu = state.cpu if state.cpu is not None else x.cpu_cores
     if cpu is None:
         cpu = config.min_cpu
-    demand: float | None = None
-    if x.arrival_rate is not None and x.cpu_s_per_request is not None and x.replicas_after >= 1:
-        demand = cpu_demand(
-            x.arrival_rate,
-            x.cpu_s_per_request,
-            x.replicas_after,
-            config,
-            x.arrival_cv,
-            x.service_cv,
-        )
+    demand = _demand(x, config)
     consolidated = 0 < x.replicas_after < x.replicas_before
     if not (state.active or consolidated):
         # the common case, kept cheap: a thousand stages go through here each period
         kept = state if state.cpu == cpu else CPUState(cpu=cpu)
-        return CPUDecision(x.name, cpu, demand, f"cpu {cpu:.2f}: no consolidation, unchanged", kept)
+        return CPUDecision(name=x.name, cpu=cpu, demand=demand, state=kept,
+                           reason=f"cpu {cpu:.2f}: no consolidation, unchanged")
     here = replace(state, cpu=cpu)
 
-    def out(new_cpu: float, why: str, **changes: Any) -> CPUDecision:
-        return CPUDecision(x.name, new_cpu, demand, why, replace(here, cpu=new_cpu, **changes))
+    def out(new_cpu: float, step: str, why: str, **changes: Any) -> CPUDecision:
+        by = None if new_cpu == cpu else Step(policy=POLICY, step=step, reason=why)
+        return CPUDecision(name=x.name, cpu=new_cpu, demand=demand, reason=why,
+                           state=replace(here, cpu=new_cpu, **changes), by=by)
 
     if demand is None or x.latency_s is None:
-        return out(cpu, f"cpu {cpu:.2f}: missing rate/CPU time/latency, hold")
+        return out(cpu, "no_data", f"cpu {cpu:.2f}: missing rate/CPU time/latency, hold")
     d_note = f"demand {demand:.2f}"
     baseline = state.baseline if state.active and state.baseline is not None else cpu
     if consolidated and not state.active:
         here = replace(here, active=True, baseline=baseline, plateau_demand=None)
-
     if state.last_step > 0 and state.latency_before is not None:
-        if x.latency_s >= state.latency_before * (1.0 - config.improve_tolerance):
-            back = max(cpu - state.last_step, baseline)
-            why = (
-                f"cpu {cpu:.2f}->{back:.2f}: rollback, latency {x.latency_s * 1e3:.1f} ms did not "
-                f"improve on {state.latency_before * 1e3:.1f} ms ({d_note})"
-            )
-            return out(back, why, last_step=0.0, latency_before=None, plateau_demand=demand)
+        judged = judge_step(cpu, baseline, x.latency_s, state.latency_before,
+                            state.last_step, config)
+        if judged is not None:
+            return out(judged[0], "rollback", f"{judged[1]} ({d_note})", last_step=0.0,
+                       latency_before=None, plateau_demand=demand)
         here = replace(here, last_step=0.0, latency_before=None)
-
-    if demand < cpu * (1.0 - config.improve_tolerance):
-        back = max(demand, baseline)
-        ends = back <= baseline + 1e-9
-        why = f"cpu {cpu:.2f}->{back:.2f}: give back, {d_note}" + (" (baseline)" if ends else "")
-        return out(back, why, active=not ends, last_step=0.0, latency_before=None)
-
+    given = give_back(cpu, demand, baseline, config)
+    if given is not None:
+        return out(given[0], "give_back", given[1], active=given[0] > baseline + 1e-9,
+                   last_step=0.0, latency_before=None)
     plateau = here.plateau_demand
     if plateau is not None and demand <= plateau * (1.0 + config.improve_tolerance):
-        return out(cpu, f"cpu {cpu:.2f}: plateau after rollback ({d_note})")
-    if demand > cpu + 1e-9 and cpu < config.max_cpu:
-        step = max(config.increment_ratio * (demand - cpu), config.min_step)
-        new = min(cpu + step, demand, config.max_cpu)
-        why = f"cpu {cpu:.2f}->{new:.2f}: step {new - cpu:.2f} towards {d_note}"
-        if consolidated:
-            why += f" (consolidated {x.replicas_before}->{x.replicas_after})"
-        return out(new, why, last_step=new - cpu, latency_before=x.latency_s, plateau_demand=None)
-    return out(cpu, f"cpu {cpu:.2f}: meets {d_note}")
+        return out(cpu, "plateau", f"cpu {cpu:.2f}: plateau after rollback ({d_note})")
+    stepped = increment(cpu, demand, config)
+    if stepped is None:
+        return out(cpu, "meets", f"cpu {cpu:.2f}: meets {d_note}")
+    why = stepped[1] + (f" (consolidated {x.replicas_before}->{x.replicas_after})"
+                        if consolidated else "")
+    return out(stepped[0], "increment", why, last_step=stepped[0] - cpu,
+               latency_before=x.latency_s, plateau_demand=None)
 
 
 def compensate_pipeline(
     inputs: Sequence[CPUInput], states: Mapping[str, CPUState], config: CPUConfig
 ) -> tuple[list[CPUDecision], dict[str, CPUState]]:
+    """Algorithm 2 for every stage of one pipeline."""
     decisions = [compensate(x, states.get(x.name, CPUState()), config) for x in inputs]
     return decisions, {d.name: d.state for d in decisions}

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 __all__ = ["PIDConfig", "PIDState", "PIDStep", "pid_step", "relative_error"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PIDConfig:
     """Gains (kp, ki per second, kd seconds) and output limits in output units."""
 
@@ -61,7 +61,7 @@ class PIDState:
     last_measurement: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class PIDStep:
     output: float
     error: float

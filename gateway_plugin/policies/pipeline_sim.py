@@ -146,5 +146,6 @@ def make_samples(
         obs = simulate_pipeline(specs, rates, cvs, period_s, int(rng.integers(2**31)))
         upstream = tuple(() if i == 0 else (i - 1,) for i in range(n_stages))
         for k in range(1, periods):
-            out.append(CVSample(obs[k], upstream, obs[k + 1, :, 1], g))
+            out.append(CVSample(features=obs[k], upstream=upstream, target=obs[k + 1, :, 1],
+                                group=g))
     return out

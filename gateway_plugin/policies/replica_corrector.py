@@ -10,9 +10,10 @@ burstier, and the p99 is not the mean.  A PID on the observed latency error
 
 so the model reacts to load at once (feedforward) and the PID removes what
 the model gets wrong (feedback): the two-degree-of-freedom structure that
-Åström & Murray, *Feedback Systems*, recommend for combining the two.  Because the decision never goes below
-``c_mmc``, a negative output would have no effect: the PID's lower output
-limit defaults to 0 and its anti-windup treats that as saturation.
+Åström & Murray, *Feedback Systems*, recommend for combining the two.
+Because the decision never goes below ``c_mmc``, a negative output would
+have no effect: the PID's lower output limit defaults to 0 and its
+anti-windup treats that as saturation.
 
 While a stage runs *fewer* replicas than the model already asks for, its
 latency is explained by that gap; feeding it to the PID would add the same
@@ -23,6 +24,14 @@ Flapping is damped the HPA way: a tolerance band on the ratio desired/current,
 scale-up at once, scale-down only after ``scale_down_periods`` consecutive
 periods that want less (to the largest of those wishes).  Missing metrics hold
 the current count (the M/M/c floor may still raise it) and never scale down.
+
+One stage's period is a chain of steps, each a pure function returning
+``(count, reason)``: ``missing_metrics``/``hold_on_missing`` (no data) or
+``model_replicas`` (Eq. 1) -> ``pid_correction`` + ``corrected_count`` (Eq. 2-3)
+-> ``apply_bounds`` -> ``tolerance_band`` -> ``hold_over_budget`` ->
+``down_delay``.  The last step that moved the count is named in
+``Correction.by`` (``steps.Step``).  ``split_slo``/``critical_stages`` live in
+``budgets``, the burst-aware delay in ``burst``; both are re-exported here.
 """
 
 from __future__ import annotations
@@ -31,9 +40,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .budgets import critical_stages, split_slo, stage_budgets
+from .burst import burst_cv, burstiness, down_delay_periods, rate_avg, rate_sq_avg
 from .mmc import min_replicas_for
-from .observation import PipelineObservation, StageObservation, topological_order
-from .pid import PIDConfig, PIDState, pid_step
+from .observation import PipelineObservation, StageObservation
+from .pid import PIDConfig, PIDState, PIDStep, pid_step
+from .steps import Step, last_change
 
 __all__ = [
     "Correction",
@@ -41,13 +53,15 @@ __all__ = [
     "CorrectorState",
     "correct_pipeline",
     "critical_stages",
+    "down_delay_periods",
     "split_slo",
 ]
 
+POLICY = "corrector"
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectorConfig:
     pid: PIDConfig = field(default_factory=PIDConfig)
     min_replicas: int = 1
@@ -73,7 +87,7 @@ class CorrectorConfig:
             raise ValueError("burst_z and max_down_delay_s must be >= 0")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CorrectorState:
     pid: PIDState = field(default_factory=PIDState)
     down_streak: int = 0
@@ -87,7 +101,7 @@ class CorrectorState:
     rate_sq_avg: float = 0.0  # the same average of the squared rate: their spread is burstiness
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Correction:
     name: str
     replicas: int
@@ -103,158 +117,7 @@ class Correction:
     # scales this, not ``replicas``: a held count already carries last period's
     # headroom, and scaling it again would compound the headroom every period.
     demand: int | None = None
-
-
-def split_slo(
-    service_times: Sequence[float],
-    slo_s: float,
-    edges: Sequence[tuple[int, int]] | None = None,
-) -> list[float]:
-    """Each stage's latency budget, in proportion to its service time.
-
-    On a chain, stage i gets ``slo * s_i / sum(s)``.  On a DAG a request only
-    pays for one path at a time, so stage i gets ``slo * s_i / L_i`` with L_i
-    the longest path (by service time) through i: every root-to-sink path then
-    sums to at most the SLO, and the critical path to exactly it.
-    """
-    n = len(service_times)
-    if n == 0:
-        return []
-    if not (math.isfinite(slo_s) and slo_s > 0):
-        raise ValueError(f"slo_s must be a finite number > 0, got {slo_s!r}")
-    if any(not (math.isfinite(s) and s > 0) for s in service_times):
-        raise ValueError("service times must be finite numbers > 0")
-    if edges is None:  # a chain: the plain proportional split
-        total = sum(service_times)
-        return [slo_s * s / total for s in service_times]
-    pairs = list(edges)
-    order = topological_order(n, pairs)
-    parents: list[list[int]] = [[] for _ in range(n)]
-    children: list[list[int]] = [[] for _ in range(n)]
-    for a, b in pairs:
-        parents[b].append(a)
-        children[a].append(b)
-    to_node = [0.0] * n  # longest path ending at i, including i
-    for i in order:
-        to_node[i] = service_times[i] + max((to_node[p] for p in parents[i]), default=0.0)
-    from_node = [0.0] * n  # longest path starting at i, including i
-    for i in reversed(order):
-        from_node[i] = service_times[i] + max((from_node[c] for c in children[i]), default=0.0)
-    return [slo_s * s / (to_node[i] + from_node[i] - s) for i, s in enumerate(service_times)]
-
-
-def critical_stages(
-    latencies: Sequence[float | None],
-    budgets: Sequence[float],
-    queue_depths: Sequence[float | None],
-) -> list[bool]:
-    """Flag the stage(s) using most of their latency share, and the longest queue.
-
-    A stage's share is ``latency / budget``; budgets are already proportional
-    to service times, so this asks "who is furthest over (or least under) its
-    fair part of the SLO", which is where a burst is hurting.  Ties flag all.
-    """
-    flags = [False] * len(budgets)
-    ratios = [None if lat is None else lat / b for lat, b in zip(latencies, budgets, strict=True)]
-    known = [r for r in ratios if r is not None]
-    if known:
-        top = max(known)
-        for i, r in enumerate(ratios):
-            if r is not None and r >= top - _EPS:
-                flags[i] = True
-    queues = [q for q in queue_depths if q is not None]
-    if queues and max(queues) > 0:
-        top_q = max(queues)
-        for i, q in enumerate(queue_depths):
-            if q is not None and q >= top_q - _EPS:
-                flags[i] = True
-    return flags
-
-
-def _stage_budgets(obs: PipelineObservation) -> list[float]:
-    times = [s.service_time_s for s in obs.stages]
-    known = [t for t in times if t is not None]
-    # A stage without a service-time sample gets the mean of the others: the
-    # split only needs weights, and equal weights are the honest default.
-    fill = sum(known) / len(known) if known else 1.0
-    edges = None if obs.edges is None else obs.edge_indices()
-    return split_slo([fill if t is None else t for t in times], obs.slo_s, edges)
-
-
-def down_delay_periods(arrival_rate: float | None, arrival_cv: float | None,
-                       dt_s: float | None, config: CorrectorConfig) -> int:
-    """Periods a scale-down waits: ``scale_down_periods``, longer for bursty arrivals.
-
-    A drop in the measured rate is only evidence of less load once it is larger
-    than the counting noise.  For a renewal process with inter-arrival CV ``c``
-    the count in a window of length T has variance ~ c² λ T (the index of
-    dispersion of counts tends to c², Cox & Lewis, *The Statistical Analysis of
-    Series of Events*, 1966, §4.5), so the relative error of the rate over T is
-    c / sqrt(λ T).  Asking for that error to be at most 1/z (a z-sigma drop, z = 2
-    by default) gives
-
-        T >= z² c² / λ
-
-    Poisson traffic (c = 1) at 5/s needs 0.8 s, i.e. the plain delay; CV 8 at
-    5/s needs 51 s: the idle gaps between bursts are not a fall in load.  During a
-    gap λ shrinks and T grows, up to ``max_down_delay_s``.  This is the same
-    reasoning as Knative's 60 s stable window, derived from the observed CV
-    instead of fixed.
-    """
-    base = config.scale_down_periods
-    if (arrival_cv is None or arrival_cv <= 1.0 or not dt_s or dt_s <= 0
-            or config.burst_z == 0):
-        return base
-    if not arrival_rate or arrival_rate <= 0:
-        hold_s = config.max_down_delay_s
-    else:
-        hold_s = min(config.max_down_delay_s,
-                     config.burst_z ** 2 * arrival_cv ** 2 / arrival_rate)
-    return max(base, math.ceil(hold_s / dt_s - 1e-9))
-
-
-def _burst_cv(observed: float | None, prev: CorrectorState) -> float:
-    return prev.burst_cv if observed is None else float(observed)
-
-
-def _rate_avg(rate: float | None, prev: CorrectorState, dt_s: float | None,
-              config: CorrectorConfig) -> float:
-    """Exponentially weighted rate, time constant ``max_down_delay_s / 2``."""
-    if rate is None:
-        return prev.rate_avg
-    return _ewma(float(rate), prev.rate_avg, dt_s, config)
-
-
-def _ewma(value: float, prev: float, dt_s: float | None, config: CorrectorConfig) -> float:
-    if prev <= 0 or not dt_s or dt_s <= 0:
-        return value
-    tau = max(config.max_down_delay_s / 2.0, 1e-9)
-    return prev + dt_s / (dt_s + tau) * (value - prev)
-
-
-def _rate_sq_avg(rate: float | None, prev: CorrectorState, dt_s: float | None,
-                 config: CorrectorConfig) -> float:
-    if rate is None:
-        return prev.rate_sq_avg
-    return _ewma(float(rate) ** 2, prev.rate_sq_avg, dt_s, config)
-
-
-def _burstiness(rate: float | None, observed_cv: float | None, prev: CorrectorState,
-                dt_s: float | None, config: CorrectorConfig) -> float:
-    """sqrt of the index of dispersion of per-period counts, or the window's CV if larger.
-
-    One window's inter-arrival CV misses clumping at longer time scales (a 10 s
-    window inside a CV-8 gamma process reads ~3); the spread of the per-period
-    rates does not: IDC(dt) = Var(N_dt) / E[N_dt] = dt * Var(rate) / mean(rate),
-    which tends to c² for a renewal process (Cox & Lewis 1966, §4.5).
-    """
-    avg = _rate_avg(rate, prev, dt_s, config)
-    sq = _rate_sq_avg(rate, prev, dt_s, config)
-    cv = _burst_cv(observed_cv, prev)
-    if avg <= 0 or not dt_s or dt_s <= 0:
-        return cv
-    idc = dt_s * max(0.0, sq - avg * avg) / avg
-    return max(cv, math.sqrt(idc))
+    by: Step | None = None  # the step that set ``replicas`` (None: no step moved the count)
 
 
 def _round(value: float, critical: bool) -> int:
@@ -265,6 +128,7 @@ def _round(value: float, critical: bool) -> int:
     return math.floor(value + 0.5)
 
 
+
 def correct_pipeline(
     obs: PipelineObservation,
     states: Mapping[str, CorrectorState],
@@ -272,7 +136,7 @@ def correct_pipeline(
     config: CorrectorConfig,
 ) -> tuple[list[Correction], dict[str, CorrectorState]]:
     """One control period of replica correction for every stage of a pipeline."""
-    budgets = _stage_budgets(obs)
+    budgets = stage_budgets(obs)
     stat = config.latency_statistic
     latencies = [s.latency(stat) for s in obs.stages]
     critical = critical_stages(latencies, budgets, [s.queue_depth for s in obs.stages])
@@ -286,6 +150,128 @@ def correct_pipeline(
     return out, new_states
 
 
+# ---------------------------------------------------------------- the steps, in order
+
+
+def missing_metrics(latency: float | None, arrival_rate: float | None,
+                    service_time_s: float | None, config: CorrectorConfig) -> tuple[str, ...]:
+    """The metrics a decision needs and did not get: an explicit "no data" (Knative's
+    ``ScaleValid: false``), never a zero."""
+    if latency is not None and arrival_rate is not None and service_time_s is not None:
+        return ()
+    needed = ((f"latency_{config.latency_statistic}_s", latency),
+              ("arrival_rate", arrival_rate), ("service_time_s", service_time_s))
+    return tuple(name for name, value in needed if value is None)
+
+
+def hold_on_missing(current: int, mmc: int | None, missing: Sequence[str],
+                    config: CorrectorConfig) -> tuple[int, str]:
+    """No data: hold ``current`` and never scale down (HPA's asymmetry); the M/M/c floor
+    (when the rates are there) and ``min_replicas`` may still raise it."""
+    target = max(current, config.min_replicas, mmc if mmc is not None else 0)
+    why = f"missing {', '.join(missing)}: hold {current}, no scale-down on missing data"
+    if target > current:
+        why += f"; raised to {target} (M/M/c floor / min_replicas)"
+    return target, why
+
+
+def model_replicas(arrival_rate: float, service_time_s: float, budget: float,
+                   mmc: int | None, config: CorrectorConfig) -> tuple[int, str]:
+    """Eq. 1 (M/M/c, Erlang C): the fewest replicas that meet the budget, the feedforward.
+
+    When no count meets it: a budget at or below the bare service time cannot be met by
+    replicas (CPU can), so keep the queueing wait within ``tolerance`` of the service
+    time; any other budget out of reach asks for ``max_replicas``.
+    """
+    hi = config.max_replicas
+    if mmc is not None:
+        return mmc, f"M/M/c needs {mmc} for {budget * 1e3:.1f} ms"
+    if budget <= service_time_s:
+        relaxed = min_replicas_for(arrival_rate, 1.0 / service_time_s,
+                                   service_time_s * (1.0 + config.tolerance), hi)
+        base = hi if relaxed is None else relaxed
+        return base, (
+            f"budget {budget * 1e3:.1f} ms <= service time {service_time_s * 1e3:.1f} ms: "
+            f"replicas cannot meet it, keep {base} (wait within {config.tolerance:.0%})"
+        )
+    return hi, f"M/M/c cannot meet {budget * 1e3:.1f} ms within {hi} replicas"
+
+
+def pid_correction(under: bool, hopeless: bool, latency: float, budget: float,
+                   dt_s: float | None, prev: PIDState, config: PIDConfig) -> tuple[float, PIDStep]:
+    """Eq. 2-3: the PID output ``u`` on the stage's relative latency error.
+
+    Below the model's count (``under``) the gap explains the latency: only the bias
+    already learned (the integral) counts and nothing integrates.  With a budget no
+    count can meet (``hopeless``) there is nothing for replicas to correct: u = 0.
+    """
+    step = pid_step(budget, latency, dt_s, prev, config, freeze_integral=under or hopeless)
+    if hopeless:
+        return 0.0, step
+    if under:
+        return min(max(step.i_term, config.output_min), config.output_max), step
+    return step.output, step
+
+
+def corrected_count(base: int, u: float, critical: bool) -> tuple[float, int]:
+    """Eq. 3: ``max(c_mmc, c_mmc * (1 + u))``, and the whole count it rounds to."""
+    desired_real = max(float(base), base * (1.0 + u))
+    return desired_real, _round(desired_real, critical)
+
+
+def apply_bounds(desired: int, base: int, config: CorrectorConfig) -> tuple[int, str]:
+    """``min_replicas`` <= count <= ``max_replicas``, never below the model's count."""
+    bounded = min(max(desired, base, config.min_replicas), config.max_replicas)
+    if bounded > desired:
+        return bounded, f"raised to min_replicas {config.min_replicas}"
+    if bounded < desired:
+        return bounded, f"capped at max_replicas {config.max_replicas}"
+    return bounded, ""
+
+
+def tolerance_band(desired: int, desired_real: float, current: int, base: int,
+                   config: CorrectorConfig) -> tuple[int, str]:
+    """HPA's tolerance: hold ``current`` while desired/current is within ±tolerance of 1.
+
+    Never below the model's count or outside the bounds: the band damps corrections,
+    it does not excuse under-provisioning.
+    """
+    in_band = current > 0 and abs(desired_real / current - 1.0) <= config.tolerance
+    if (in_band and desired != current and base <= current
+            and config.min_replicas <= current <= config.max_replicas):
+        return current, f"within ±{config.tolerance:.0%} band"
+    return desired, ""
+
+
+def hold_over_budget(desired: int, current: int, error: float) -> tuple[int, str]:
+    """No scale-down while latency is above its budget: the model may think fewer replicas
+    suffice (its rates lag a burst), but removing any now can only make latency worse."""
+    if desired < current and error > 0:
+        return current, "latency above budget: no scale-down"
+    return desired, ""
+
+
+def down_delay(desired: int, current: int, prev: CorrectorState,
+               wait: int) -> tuple[int, str, int, int]:
+    """Scale up at once; scale down after ``wait`` consecutive periods that want less, to
+    the largest of those wishes (HPA's downscale stabilisation).
+
+    Returns ``(replicas, verdict, down_streak, down_target)``.
+    """
+    if desired > current:
+        return desired, f"scale up {current}->{desired}", 0, 0
+    if desired == current:
+        return current, f"hold {current}", 0, 0
+    streak = prev.down_streak + 1
+    pending = max(prev.down_target, desired) if prev.down_streak else desired
+    if streak >= wait:
+        return pending, f"scale down {current}->{pending} after {streak} periods", 0, 0
+    return current, f"hold {current}, wants {desired} ({streak}/{wait} periods)", streak, pending
+
+
+# ---------------------------------------------------------------- one stage
+
+
 def _correct_stage(
     stage: StageObservation,
     latency: float | None,
@@ -295,112 +281,59 @@ def _correct_stage(
     dt_s: float | None,
     config: CorrectorConfig,
 ) -> Correction:
-    current = stage.replicas
-    lo, hi = config.min_replicas, config.max_replicas
-    lam, service = stage.arrival_rate, stage.service_time_s
+    """The steps above in order; the last one that moved the count is ``Correction.by``."""
+    lam, service, current = stage.arrival_rate, stage.service_time_s, stage.replicas
     mmc: int | None = None
     if lam is not None and service is not None:
-        mmc = min_replicas_for(lam, 1.0 / service, budget, hi)
-
-    missing: tuple[str, ...] = ()
-    if latency is None or lam is None or service is None:
-        missing = tuple(
-            name
-            for name, value in (
-                (f"latency_{config.latency_statistic}_s", latency),
-                ("arrival_rate", lam),
-                ("service_time_s", service),
-            )
-            if value is None
-        )
+        mmc = min_replicas_for(lam, 1.0 / service, budget, config.max_replicas)
+    missing = missing_metrics(latency, lam, service, config)
     if missing:
-        target = max(current, lo, mmc if mmc is not None else 0)
-        why = f"missing {', '.join(missing)}: hold {current}, no scale-down on missing data"
-        if target > current:
-            why += f"; raised to {target} (M/M/c floor / min_replicas)"
-        state = CorrectorState(pid=prev.pid, down_streak=0, down_target=0,
-                               burst_cv=_burst_cv(stage.arrival_cv, prev),
-                               rate_avg=_rate_avg(stage.arrival_rate, prev, dt_s, config),
-                               rate_sq_avg=_rate_sq_avg(stage.arrival_rate, prev, dt_s,
-                                                        config))
-        return Correction(stage.name, target, budget, mmc, 0.0, critical, why, state, missing,
-                          target)
-
+        return _no_data(stage, budget, critical, mmc, missing, prev, dt_s, config)
     assert latency is not None and lam is not None and service is not None
-    hopeless = budget <= service
-    if mmc is not None:
-        base = mmc
-        model_note = f"M/M/c needs {mmc} for {budget * 1e3:.1f} ms"
-    elif hopeless:
-        # No replica count beats the bare service time; CPU can, replicas
-        # cannot.  Keep the queueing wait within the tolerance of it and do
-        # not let the PID chase an error that replicas cannot remove.
-        relaxed = min_replicas_for(lam, 1.0 / service, service * (1.0 + config.tolerance), hi)
-        base = hi if relaxed is None else relaxed
-        model_note = (
-            f"budget {budget * 1e3:.1f} ms <= service time {service * 1e3:.1f} ms: "
-            f"replicas cannot meet it, keep {base} (wait within {config.tolerance:.0%})"
-        )
-    else:
-        base = hi
-        model_note = f"M/M/c cannot meet {budget * 1e3:.1f} ms within {hi} replicas"
-
+    base, model_note = model_replicas(lam, service, budget, mmc, config)
     under = current < base
-    step = pid_step(budget, latency, dt_s, prev.pid, config.pid, freeze_integral=under or hopeless)
-    u = step.output
-    if hopeless:
-        u = 0.0
-    elif under:
-        u = min(max(step.i_term, config.pid.output_min), config.pid.output_max)
-    desired_real = max(float(base), base * (1.0 + u))
-    desired = _round(desired_real, critical)
-    desired = min(max(desired, base, lo), hi)
-    demand = desired
-    note = (
-        f"{model_note}; latency {latency * 1e3:.1f} ms vs {budget * 1e3:.1f} ms "
-        f"(e={step.error:+.2f}, u={u:.2f}"
-        + (", feedforward only: below model" if under else "")
-        + ")"
-    )
+    u, pid = pid_correction(under, budget <= service, latency, budget, dt_s, prev.pid, config.pid)
+    desired_real, corrected = corrected_count(base, u, critical)
+    pid_note = (f"latency {latency * 1e3:.1f} ms vs {budget * 1e3:.1f} ms "
+                f"(e={pid.error:+.2f}, u={u:.2f}"
+                + (", feedforward only: below model" if under else "") + ")")
+    demand, bounds_note = apply_bounds(corrected, base, config)
+    banded, band_note = tolerance_band(demand, desired_real, current, base, config)
+    desired, budget_note = hold_over_budget(banded, current, pid.error)
+    wait = (down_delay_periods(rate_avg(lam, prev, dt_s, config),
+                               burstiness(lam, stage.arrival_cv, prev, dt_s, config), dt_s, config)
+            if desired < current else config.scale_down_periods)
+    replicas, verdict, streak, pending = down_delay(desired, current, prev, wait)
+    note = "; ".join([n for n in (model_note, pid_note, band_note, budget_note) if n])
+    by = last_change(POLICY, current, (
+        ("mmc", base, model_note), ("pid", corrected, pid_note), ("bounds", demand, bounds_note),
+        ("band", banded, band_note), ("over_budget", desired, budget_note),
+        ("down_delay", replicas, verdict)))
+    return Correction(
+        name=stage.name, replicas=replicas, budget_s=budget, mmc_replicas=mmc, pid_output=u,
+        critical=critical, reason=f"{verdict}: {note}",
+        state=_next_state(stage, prev, dt_s, config, pid=pid.state, streak=streak,
+                          pending=pending),
+        demand=demand, by=by)
 
-    in_band = current > 0 and abs(desired_real / current - 1.0) <= config.tolerance
-    if in_band and desired != current and base <= current and lo <= current <= hi:
-        # Never hold below the model's minimum: the band damps corrections,
-        # it does not excuse under-provisioning.
-        desired = current
-        note += f"; within ±{config.tolerance:.0%} band"
 
-    if desired < current and step.error > 0:
-        # Latency is above its budget: the model may think fewer replicas suffice (its
-        # rates lag a burst), but removing any now can only make the latency worse.
-        desired = current
-        note += "; latency above budget: no scale-down"
+def _no_data(stage: StageObservation, budget: float, critical: bool, mmc: int | None,
+             missing: tuple[str, ...], prev: CorrectorState, dt_s: float | None,
+             config: CorrectorConfig) -> Correction:
+    """The no-data result replaces every other step, so it always names itself."""
+    target, why = hold_on_missing(stage.replicas, mmc, missing, config)
+    return Correction(
+        name=stage.name, replicas=target, budget_s=budget, mmc_replicas=mmc, pid_output=0.0,
+        critical=critical, reason=why,
+        state=_next_state(stage, prev, dt_s, config, pid=prev.pid, streak=0, pending=0),
+        missing=missing, demand=target, by=Step(policy=POLICY, step="no_data", reason=why))
 
-    streak, pending = 0, 0
-    if desired > current:
-        reason = f"scale up {current}->{desired}: {note}"
-        replicas = desired
-    elif desired == current:
-        reason = f"hold {current}: {note}"
-        replicas = current
-    else:
-        streak = prev.down_streak + 1
-        pending = max(prev.down_target, desired) if prev.down_streak else desired
-        wait = down_delay_periods(_rate_avg(lam, prev, dt_s, config),
-                                  _burstiness(lam, stage.arrival_cv, prev, dt_s, config),
-                                  dt_s, config)
-        if streak >= wait:
-            replicas = pending
-            reason = f"scale down {current}->{pending} after {streak} periods: {note}"
-            streak, pending = 0, 0
-        else:
-            replicas = current
-            reason = (
-                f"hold {current}, wants {desired} "
-                f"({streak}/{wait} periods): {note}"
-            )
-    state = CorrectorState(pid=step.state, down_streak=streak, down_target=pending,
-                           burst_cv=_burst_cv(stage.arrival_cv, prev),
-                           rate_avg=_rate_avg(lam, prev, dt_s, config),
-                           rate_sq_avg=_rate_sq_avg(lam, prev, dt_s, config))
-    return Correction(stage.name, replicas, budget, mmc, u, critical, reason, state, (), demand)
+
+def _next_state(stage: StageObservation, prev: CorrectorState, dt_s: float | None,
+                config: CorrectorConfig, *, pid: PIDState, streak: int,
+                pending: int) -> CorrectorState:
+    lam = stage.arrival_rate
+    return CorrectorState(pid=pid, down_streak=streak, down_target=pending,
+                          burst_cv=burst_cv(stage.arrival_cv, prev),
+                          rate_avg=rate_avg(lam, prev, dt_s, config),
+                          rate_sq_avg=rate_sq_avg(lam, prev, dt_s, config))

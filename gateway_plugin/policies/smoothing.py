@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .mmc import min_replicas_for, mmc_queue_wait
+from .steps import Step
 
 __all__ = [
     "Smoothed",
@@ -45,11 +46,15 @@ __all__ = [
     "SmoothingInput",
     "allen_cunneen_wait",
     "min_replicas_ggc",
+    "pipeline_cap",
     "smooth_pipeline",
+    "smooth_stage",
 ]
 
+POLICY = "smoother"
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class SmootherConfig:
     cv_tolerance: float = 0.1
     release_periods: int = 2
@@ -74,7 +79,7 @@ class SmootherState:
 _STEADY = SmootherState()  # shared: frozen, and most stages are steady most periods
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class SmoothingInput:
     name: str
     replicas: int
@@ -90,13 +95,14 @@ class SmoothingInput:
     demand: int | None = None  # the corrector's unheld count (Correction.demand); None: replicas
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class Smoothed:
     name: str
     replicas: int
     mmc_floor: int | None
     reason: str
     state: SmootherState
+    by: Step | None = None  # the step that changed the corrected count (None: unchanged)
 
 
 def allen_cunneen_wait(
@@ -142,55 +148,111 @@ def _positive(value: float | None) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
-def _stage(
-    x: SmoothingInput, prev: SmootherState, config: SmootherConfig
-) -> tuple[int, int | None, str, SmootherState]:
+def add_headroom(x: SmoothingInput, need_now: int, need_next: int, hi: int) -> tuple[int, str]:
+    """Eq. 6, rising CV: ``r * g(next) / g(now)`` rounded up, at least ``r``, at most ``hi``.
+
+    Headroom on what the observed traffic needs (``demand``), not on the possibly
+    held count: a count held by the band or the scale-down delay already carries
+    last period's headroom, and scaling it again would ratchet up every period.
+    """
     r = x.replicas
+    base = x.demand if x.demand is not None else r
+    target = min(max(math.ceil(base * need_next / need_now - 1e-9), r), hi)
+    return target, (f"+{target - r} headroom" if target > r else "no change")
+
+
+def release(x: SmoothingInput, scaled: float, floor: int | None, prev: SmootherState,
+            config: SmootherConfig, g_note: str) -> tuple[int, str, SmootherState]:
+    """Eq. 6, falling CV: ``scaled`` rounded to nearest, released only after
+    ``release_periods`` falling forecasts in a row, never by a critical stage or one
+    held on missing data, never below the M/M/c floor or ``min_replicas``.
+
+    Returns ``(replicas, what happened after "falling", next state)``.
+    """
+    r = x.replicas
+    if x.critical:
+        return r, f", critical stage keeps {r}", _STEADY
+    if not x.may_release:
+        return r, f", keeps {r} (missing data)", _STEADY
+    streak = prev.falling_streak + 1
+    lowest = max(floor if floor is not None else r, config.min_replicas)
+    target = min(r, max(math.floor(scaled + 0.5), lowest))
+    if streak < config.release_periods:
+        return r, f" ({streak}/{config.release_periods}), keeps {r}", SmootherState(
+            falling_streak=streak)
+    if target == r:
+        return r, f", {g_note}, M/M/c floor {floor}: keeps {r}", SmootherState(
+            falling_streak=streak)
+    return target, f", {g_note}: release {r - target} (M/M/c floor {floor})", _STEADY
+
+
+def smooth_stage(x: SmoothingInput, prev: SmootherState, config: SmootherConfig) -> Smoothed:
+    """Eq. 6 for one stage: unchanged unless both CVs are known and apart by more than
+    ``cv_tolerance``; then ``add_headroom`` (rising) or ``release`` (falling)."""
     if x.arrival_rate is None or x.service_time_s is None:
-        return r, None, "smoothing: no rates, unchanged", _STEADY
+        return _unchanged(x, None, "smoothing: no rates, unchanged")
     mu = 1.0 / x.service_time_s
     hi = config.max_replicas
     floor = x.mmc_floor
     if floor is None:
         floor = min_replicas_for(x.arrival_rate, mu, x.budget_s, hi)
     if not (_positive(x.arrival_cv) and _positive(x.predicted_cv)):
-        return r, floor, "smoothing: no observed/predicted CV, unchanged", _STEADY
+        return _unchanged(x, floor, "smoothing: no observed/predicted CV, unchanged")
     assert x.arrival_cv is not None and x.predicted_cv is not None
     cs = x.service_cv if x.service_cv is not None else 1.0  # exponential if unknown
     now, nxt = x.arrival_cv, x.predicted_cv
     cv_note = f"arrival CV {now:.2f}->{nxt:.2f}"
     if abs(nxt - now) <= config.cv_tolerance * now:
-        return r, floor, f"smoothing: {cv_note} steady", _STEADY
+        return _unchanged(x, floor, f"smoothing: {cv_note} steady")
     need_now = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, now, cs, hi)
     need_next = min_replicas_ggc(x.arrival_rate, mu, x.budget_s, nxt, cs, hi)
     if need_now is None or need_next is None:
-        return r, floor, f"smoothing: {cv_note}, budget out of reach, unchanged", _STEADY
-    scaled = r * need_next / need_now
+        return _unchanged(x, floor, f"smoothing: {cv_note}, budget out of reach, unchanged")
     g_note = f"G/G/c need {need_now}->{need_next}"
     if nxt > now:
-        # Headroom on what the observed traffic needs, not on the possibly held
-        # count: a count held by the band or the scale-down delay already carries
-        # last period's headroom, and r * ratio again would ratchet up every period.
-        base = x.demand if x.demand is not None else r
-        target = min(max(math.ceil(base * need_next / need_now - 1e-9), r), hi)
-        verb = f"+{target - r} headroom" if target > r else "no change"
-        return target, floor, f"smoothing: {cv_note} rising, {g_note}: {verb}", _STEADY
-    # falling
-    if x.critical:
-        return r, floor, f"smoothing: {cv_note} falling, critical stage keeps {r}", _STEADY
-    if not x.may_release:
-        return r, floor, f"smoothing: {cv_note} falling, keeps {r} (missing data)", _STEADY
-    streak = prev.falling_streak + 1
-    lowest = max(floor if floor is not None else r, config.min_replicas)
-    target = min(r, max(math.floor(scaled + 0.5), lowest))
-    if streak < config.release_periods:
-        why = f"smoothing: {cv_note} falling ({streak}/{config.release_periods}), keeps {r}"
-        return r, floor, why, SmootherState(falling_streak=streak)
-    if target == r:
-        why = f"smoothing: {cv_note} falling, {g_note}, M/M/c floor {floor}: keeps {r}"
-        return r, floor, why, SmootherState(falling_streak=streak)
-    why = f"smoothing: {cv_note} falling, {g_note}: release {r - target} (M/M/c floor {floor})"
-    return target, floor, why, _STEADY
+        target, why = add_headroom(x, need_now, need_next, hi)
+        return _smoothed(x, floor, target, f"smoothing: {cv_note} rising, {g_note}: {why}",
+                         _STEADY, "headroom")
+    scaled = x.replicas * need_next / need_now
+    target, why, state = release(x, scaled, floor, prev, config, g_note)
+    return _smoothed(x, floor, target, f"smoothing: {cv_note} falling{why}", state, "release")
+
+
+def _unchanged(x: SmoothingInput, floor: int | None, why: str) -> Smoothed:
+    return Smoothed(name=x.name, replicas=x.replicas, mmc_floor=floor, reason=why,
+                    state=_STEADY)
+
+
+def _smoothed(x: SmoothingInput, floor: int | None, target: int, why: str,
+              state: SmootherState, step: str) -> Smoothed:
+    by = None if target == x.replicas else Step(policy=POLICY, step=step, reason=why)
+    return Smoothed(name=x.name, replicas=target, mmc_floor=floor, reason=why, state=state,
+                    by=by)
+
+
+def pipeline_cap(stages: Sequence[SmoothingInput], replicas: Sequence[int],
+                 cap: int) -> list[tuple[int, str]]:
+    """Fund increases from what other stages release, critical stages first, up to ``cap``
+    replicas for the whole pipeline: the paper's reallocation in a cluster that cannot grow.
+
+    Returns ``(replicas, reason)`` per stage; the reason is empty where nothing was cut.
+    """
+    out = [(r, "") for r in replicas]
+    if sum(replicas) <= cap:
+        return out
+    base = [min(x.replicas, r) for x, r in zip(stages, replicas, strict=True)]
+    room = cap - sum(base)
+    order = sorted(
+        (i for i, x in enumerate(stages) if replicas[i] > base[i]),
+        key=lambda i: (not stages[i].critical, -(replicas[i] - base[i])),
+    )
+    for i in order:
+        want = replicas[i] - base[i]
+        grant = max(min(want, room), 0)
+        why = f"pipeline cap {cap}: granted +{grant} of +{want}" if grant < want else ""
+        out[i] = (base[i] + grant, why)
+        room -= grant
+    return out
 
 
 def smooth_pipeline(
@@ -199,25 +261,14 @@ def smooth_pipeline(
     config: SmootherConfig,
 ) -> tuple[list[Smoothed], dict[str, SmootherState]]:
     """Eq. 6 for every stage of one pipeline, then the optional pipeline cap."""
-    results = [_stage(x, states.get(x.name, _STEADY), config) for x in stages]
-    replicas = [r for r, _, _, _ in results]
-    reasons = [why for _, _, why, _ in results]
+    out = [smooth_stage(x, states.get(x.name, _STEADY), config) for x in stages]
     cap = config.max_pipeline_replicas
-    if cap is not None and sum(replicas) > cap:
-        base = [min(x.replicas, r) for x, r in zip(stages, replicas, strict=True)]
-        room = cap - sum(base)
-        order = sorted(
-            (i for i, x in enumerate(stages) if replicas[i] > base[i]),
-            key=lambda i: (not stages[i].critical, -(replicas[i] - base[i])),
-        )
-        for i in order:
-            grant = max(min(replicas[i] - base[i], room), 0)
-            if grant < replicas[i] - base[i]:
-                reasons[i] += f"; pipeline cap {cap}: granted +{grant} of +{replicas[i] - base[i]}"
-            replicas[i] = base[i] + grant
-            room -= grant
-    out = [
-        Smoothed(x.name, replicas[i], results[i][1], reasons[i], results[i][3])
-        for i, x in enumerate(stages)
-    ]
+    if cap is not None:
+        capped = pipeline_cap(stages, [s.replicas for s in out], cap)
+        for s, (r, why) in zip(out, capped, strict=True):
+            if r != s.replicas:
+                s.by = Step(policy=POLICY, step="cap", reason=why)
+            s.replicas = r
+            if why:
+                s.reason += f"; {why}"
     return out, {s.name: s.state for s in out}
