@@ -133,7 +133,7 @@ def test_service_times_match_the_calibration(emu4):
     assert dilated.mean_s(cfg, 8, 64) == pytest.approx(20 * model.mean_s(cfg, 8, 64))
 
 
-# ------------------------------------------------------------------ no CPU, not slowed by a cold start
+# ---------------------------------------------------- no CPU, not slowed by a cold start
 
 def test_forwards_sleep_instead_of_burning_cpu(emu4, tmp_path):
     srv = server(emu4, 3, tmp_path / "dev", scale=0.3)  # ~20 ms per request
@@ -172,7 +172,8 @@ def test_a_cold_start_does_not_slow_emulated_compute(emu4, tmp_path):
             cold.kill()
             cold.wait()
     assert len(over) >= 10, f"only {len(over)} forwards overlapped the cold start"
-    assert statistics.fmean(over) < 0.003, f"mean overshoot {statistics.fmean(over) * 1e3:.2f} ms"
+    mean = statistics.fmean(over)
+    assert mean < 0.003, f"mean overshoot {mean * 1e3:.2f} ms"
     assert statistics.quantiles(over, n=10)[-1] < 0.010
 
 
@@ -196,7 +197,7 @@ def test_a_device_comes_back_when_its_replica_is_killed(tmp_path):
         got = threading.Event()
         waiter = threading.Thread(target=lambda: (pool.acquire(), got.set()), daemon=True)
         waiter.start()
-        assert not got.wait(0.5), "the device was handed out while its holder runs"
+        assert not got.wait(0.5), "the device was handed out while its holder ran"
         assert pool.slot == (1, 0)  # the holder is bound at level 0: we share device 0
         holder.kill()  # SIGKILL: no handler, no cleanup in the process
         holder.wait()
@@ -212,7 +213,7 @@ def test_a_device_comes_back_when_its_replica_is_killed(tmp_path):
             holder.wait()
 
 
-# ------------------------------------------------------------------ the rig: stack.yml's emu pipeline
+# ---------------------------------------------------- the rig: stack.yml's emu pipeline
 
 @pytest.fixture(scope="module")
 def rig(emu4, tmp_path_factory):

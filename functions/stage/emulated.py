@@ -17,16 +17,18 @@ The values are placeholders (stage 0 looks token ids up in a small seeded table,
 later stages pass their input on, the last pools and normalises as the real one
 does): shapes, dtypes, sizes and the protocol are real, the numbers are not a model's.
 
-Environment, beside ``config.py``'s:
+Environment, beside ``config.py``'s (docs/emulated-stage.md has the details):
 
-| variable              | default                         | meaning |
-|-----------------------|---------------------------------|---------|
-| QUART_ACCELERATOR     | the partition's (``--accelerator``) | profile: cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16 |
-| QUART_EMU_TIME_SCALE  | 1                               | multiplies every service time (time dilation, docs/emulated-stage.md) |
-| QUART_EMU_DEVICES     | 16                              | devices per node, shared by all emulated replicas of the node |
-| QUART_EMU_DEVICE_DIR  | $QUART_NODE_DIR/emulated-devices, else /dev/shm/quart-emu-<uid> | the node's device locks |
-| QUART_EMU_SEED        | the partition's seed            | base of every replica's seed (with its function and HOSTNAME) |
-| QUART_EMU_LOAD_S      | 0                               | emulated model load, slept by a process that imports the stage (a zygote or a cold process), not by forked replicas |
+  QUART_ACCELERATOR     profile: cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16
+                        (default: the partition's ``--accelerator``)
+  QUART_EMU_TIME_SCALE  1; multiplies every service time (time dilation)
+  QUART_EMU_DEVICES     16; devices per node, shared by every emulated replica of the node
+  QUART_EMU_DEVICE_DIR  the node's device locks; default $QUART_NODE_DIR/emulated-devices
+                        (keys_manager sets QUART_NODE_DIR), else /dev/shm/quart-emu-<uid>
+  QUART_EMU_SEED        the partition's seed; base of each replica's seed (with its
+                        function name and HOSTNAME)
+  QUART_EMU_LOAD_S      0; an emulated model load, slept by a process that imports the
+                        stage (a zygote or a cold process), never by a forked replica
 """
 from __future__ import annotations
 
