@@ -213,6 +213,45 @@ def test_a_device_comes_back_when_its_replica_is_killed(tmp_path):
             holder.wait()
 
 
+WORKER = """
+import sys
+from functions.stage.device import DevicePool
+p = DevicePool(sys.argv[1], 2, rebalance_s=0)
+for line in sys.stdin:
+    p.acquire()
+    p.release()
+    print(*p.slot, flush=True)
+"""
+
+
+def test_replicas_bind_evenly_and_rebalance_when_some_die(tmp_path):
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path)], text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                cwd=pipeline_env.REPO) for _ in range(4)]
+
+    def slot(w: subprocess.Popen) -> tuple[int, int]:
+        assert w.stdin is not None and w.stdout is not None
+        w.stdin.write("go\n")
+        w.stdin.flush()
+        level, device = w.stdout.readline().split()
+        return int(level), int(device)
+
+    try:
+        # one after the other: (level, device) in binding order, two replicas per device
+        assert [slot(w) for w in workers] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+        for w in (workers[0], workers[2]):  # device 0 loses both of its replicas
+            w.kill()
+            w.wait()
+        assert slot(workers[1]) == (0, 1)  # alone at level 0 on device 1: stays
+        assert slot(workers[3]) == (0, 0)  # shared device 1, device 0 idle: moves there
+        assert sorted(DevicePool(tmp_path, 2).occupancy()) == [1, 1]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+
+
 # ---------------------------------------------------- the rig: stack.yml's emu pipeline
 
 @pytest.fixture(scope="module")

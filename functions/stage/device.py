@@ -41,7 +41,8 @@ class DeviceError(RuntimeError):
 
 
 class DevicePool:
-    def __init__(self, directory: str | Path, devices: int) -> None:
+    def __init__(self, directory: str | Path, devices: int,
+                 rebalance_s: float = REBALANCE_S) -> None:
         if devices < 1:
             raise DeviceError(f"the device budget must be at least 1, got {devices}")
         self.dir = Path(directory)
@@ -51,6 +52,7 @@ class DevicePool:
         self.slot: tuple[int, int] | None = None  # (level, device) this replica is bound to
         self._held = False
         self._checked = 0.0
+        self.rebalance_s = rebalance_s
 
     # ------------------------------------------------------------------ files
 
@@ -102,7 +104,7 @@ class DevicePool:
         if self.slot is None:
             self.slot = self._first_free()
             self._checked = time.monotonic()
-        elif self.slot[0] > 0 and time.monotonic() - self._checked >= REBALANCE_S:
+        elif self.slot[0] > 0 and time.monotonic() - self._checked >= self.rebalance_s:
             self._checked = time.monotonic()
             self._rebalance()
         return self.slot[1]
