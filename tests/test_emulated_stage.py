@@ -102,6 +102,25 @@ def test_partition_has_no_weights_and_carries_its_calibration(emu4):
     assert req.stage() is None
 
 
+def test_partition_refuses_what_it_cannot_emulate(tmp_path, capsys):
+    from quart_faas.cli import main
+
+    def run(*args: str) -> int:
+        return main(["partition", *args, "--stages", "2", "--out", str(tmp_path / "o")])
+
+    assert run("--model", "emulated:bert-large", "--accelerator", "h100") == 2
+    assert "unknown --accelerator 'h100'" in capsys.readouterr().err
+    assert run("--model", "emulated:bert-base") == 2
+    assert "covers 'bert-large'" in capsys.readouterr().err
+    assert run("--synthetic", "bert-mini", "--accelerator", "t4-fp32") == 2
+    assert "emulated models" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    # the model name the stack carries (QUART_MODEL) partitions too, as deploy's hint says
+    assert run("--model", "emulated-bert-large", "--accelerator", "a10-fp16") == 0
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["emulation"]["accelerator"] == "a10-fp16" and m["num_stages"] == 2
+
+
 def test_service_times_match_the_calibration(emu4):
     m = json.loads((emu4 / "manifest.json").read_text())
     cal, _ = load_calibration()

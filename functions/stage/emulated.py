@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import urllib3
 
-from .bert import Stage, mean_pool_normalize, read_manifest
+from .bert import BertConfig, Stage, mean_pool_normalize, read_manifest
 from .codec import decode, encode
 from .compute import ComputeLock
 from .config import StageConfig
@@ -172,8 +172,6 @@ class EmulatedServer(StageServer):
         if not 0 <= cfg.stage < n:
             raise SystemExit(f"QUART_STAGE={cfg.stage} out of range: {cfg.model_dir} has "
                              f"{n} stages")
-        from .bert import BertConfig
-
         try:
             model = ServiceModel.from_manifest(manifest, cfg.stage,
                                                BertConfig.from_dict(manifest["config"]),
