@@ -1,7 +1,8 @@
 """Cut a BERT-family encoder into pipeline stages (``quart-faas partition``).
 
 OPT decoders (seeded ``opt-125m-seeded``, or a local OPT checkpoint) are handed to
-``decoder_partition.py``, which writes the same layout.
+``decoder_partition.py``, which writes the same layout; ``emulated:bert-large`` (an
+emulated accelerator, no weights) to ``emulated_partition.py``.
 
 Output (written to a temporary sibling directory, then renamed into place, so a
 failure never leaves a half-written partition where a replica could load it)::
@@ -115,7 +116,8 @@ def _shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
 def partition(out: str | Path, stages: int, model: str | None = None,
               synthetic: str | None = None, seed: int = 0, split: list[int] | None = None,
               force: bool = False, max_seq_length: int = 256,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+              progress: Callable[[str], None] | None = None,
+              accelerator: str | None = None) -> dict[str, Any]:
     """Write a partition to ``out`` and return its manifest."""
     say = progress or (lambda _m: None)
     out = Path(out).expanduser().resolve()
@@ -123,6 +125,14 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         raise PartitionError("give exactly one of --model or --synthetic")
     if out.exists() and not force:
         raise PartitionError(f"{out} already exists (use --force to replace it)")
+    from functions.emulated_partition import is_emulated, partition_emulated
+
+    if is_emulated(model):  # no weights: an emulated accelerator (emulated_partition.py)
+        return partition_emulated(out, stages, str(model), seed, split, force, say,
+                                  max_seq_length, accelerator)
+    if accelerator is not None:
+        raise PartitionError("--accelerator applies to emulated models (--model "
+                             "emulated:bert-large) only")
     from functions.decoder_partition import is_decoder, partition_decoder  # imports this module
 
     if is_decoder(model) or is_decoder(synthetic):  # seeded OPT decoders (decoder_partition.py)

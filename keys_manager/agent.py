@@ -16,6 +16,11 @@ for, so nothing leaks in ``/dev/shm``.  A zygote that dies (crash, OOM kill,
 request it was started with (kept in ``state.json`` too): otherwise the next
 scale-up, in the middle of the burst that asked for it, would pay the cold
 start the zygote exists to avoid.
+
+Every zygote and replica gets ``QUART_NODE_DIR`` (this agent's keys directory):
+where replicas of the node keep what they share, e.g. the emulated
+accelerators' device locks (``functions/stage/device.py``).  A weightless stage
+(``"file": null`` in its manifest, an emulated one) has nothing to cache.
 """
 from __future__ import annotations
 
@@ -238,7 +243,8 @@ class KeysManager:
         env = dict(req.env)
         env.pop("QUART_LISTEN_FD", None)
         env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
-                    "QUART_ZYGOTE_SOCKET": str(sock), "max_inflight": str(req.max_inflight)})
+                    "QUART_ZYGOTE_SOCKET": str(sock), "max_inflight": str(req.max_inflight),
+                    "QUART_NODE_DIR": str(self.cfg.keys_dir)})
         if entry is not None:
             env["QUART_WEIGHTS_PATH"] = str(entry.path)
         logp = req.log_path.with_name(f"{req.function}-zygote.log")
@@ -301,7 +307,8 @@ class KeysManager:
         """A fresh ``python index.py`` (no zygote): the cold baseline, or T1/T2 without fork."""
         env = dict(req.env)
         env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
-                    "max_inflight": str(req.max_inflight)})
+                    "max_inflight": str(req.max_inflight),
+                    "QUART_NODE_DIR": str(self.cfg.keys_dir)})
         env.pop("QUART_ZYGOTE_SOCKET", None)
         env.pop("QUART_WEIGHTS_PATH", None)
         if entry is not None and weights != "T3":

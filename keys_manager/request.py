@@ -63,7 +63,8 @@ class ReplicaRequest:
         return hashlib.sha256(doc.encode()).hexdigest()[:12]
 
     def stage(self) -> tuple[Path, int, str | None] | None:
-        """(partition dir, stage, model) when the function is a model stage, else None."""
+        """(partition dir, stage, model) when the function is a model stage with weights to
+        cache, else None (no model, or a weightless stage such as an emulated one)."""
         md = self.env.get("QUART_MODEL_DIR")
         if not md:
             return None
@@ -75,4 +76,16 @@ class ReplicaRequest:
             idx = int(self.env.get("QUART_STAGE") or 0)
         except ValueError:
             raise ValueError(f"QUART_STAGE={self.env['QUART_STAGE']!r} is not an integer") from None
+        if _weightless(origin / "manifest.json", idx):
+            return None
         return origin, idx, self.env.get("QUART_MODEL") or None
+
+
+def _weightless(manifest: Path, idx: int) -> bool:
+    """The manifest says stage ``idx`` has no weight file (``"file": null``: an emulated
+    accelerator).  Anything unreadable is left to the cache, which reports it."""
+    try:
+        info = json.loads(manifest.read_text())["stages"][idx]
+        return isinstance(info, dict) and info.get("file") is None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False

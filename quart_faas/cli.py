@@ -21,11 +21,14 @@ def cmd_partition(a: argparse.Namespace) -> int:
     try:
         m = partition(a.out, a.stages, model=a.model, synthetic=a.synthetic, seed=a.seed,
                       split=split, force=a.force, max_seq_length=a.max_seq_length,
-                      progress=lambda s: print(f"  {s}", flush=True))
+                      progress=lambda s: print(f"  {s}", flush=True),
+                      accelerator=a.accelerator)
     except (PartitionError, OSError) as e:
         return _fail(str(e))
     total = sum(s["parameter_bytes"] for s in m["stages"])
-    print(f"wrote {m['num_stages']} stages of {m['model']} ({total / 2**20:.1f} MiB) to "
+    size = (f"no weights, emulated on {m['emulation']['accelerator']}"
+            if m.get("architecture") == "emulated" else f"{total / 2**20:.1f} MiB")
+    print(f"wrote {m['num_stages']} stages of {m['model']} ({size}) to "
           f"{Path(a.out).resolve()}")
     return 0
 
@@ -69,8 +72,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("partition", help="cut a BERT-family encoder into pipeline stages")
     src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="all-MiniLM-L6-v2, opt-125m-seeded, opt-tiny-seeded or a "
-                                     "local Hugging Face (BERT or OPT) model directory")
+    src.add_argument("--model", help="all-MiniLM-L6-v2, opt-125m-seeded, opt-tiny-seeded, "
+                                     "emulated:bert-large (an emulated accelerator, no "
+                                     "weights) or a local Hugging Face (BERT or OPT) model "
+                                     "directory")
     src.add_argument("--synthetic", help="seeded random weights: bert-large, bert-base, bert-mini")
     s.add_argument("--stages", type=int, required=True, help="number of stages N")
     s.add_argument("--out", required=True, help="output directory")
@@ -78,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--split", help="layers per stage, e.g. 2,2,2 (default: balanced)")
     s.add_argument("--max-seq-length", type=int, default=256)
     s.add_argument("--force", action="store_true", help="replace an existing output directory")
+    s.add_argument("--accelerator", help="emulated models: the accelerator profile "
+                                         "(cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16; default "
+                                         "t4-fp32; docs/emulated-stage.md)")
     s.set_defaults(fn=cmd_partition)
 
     s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")

@@ -30,7 +30,7 @@ def stack(root: Path) -> Path:
             f["handler"] = str(REPO / f["handler"][2:])
     (root / "template").symlink_to(REPO / "template")
     p = root / "stack.yml"
-    p.write_text(yaml.safe_dump(doc))
+    p.write_text(yaml.safe_dump(doc, sort_keys=False))  # file order: minilm stays first
     return p
 
 

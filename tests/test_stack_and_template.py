@@ -16,11 +16,13 @@ from quart_faas.stack import ANN_HANDLER, StackError, ce_label_errors, load_stac
 from tests.conftest import REPO
 
 
-@pytest.mark.parametrize("pipeline,n", [("minilm", 3), ("opt", 2)])
+PIPELINES = (("minilm", 3), ("opt", 2), ("emu", 4))
+
+
+@pytest.mark.parametrize("pipeline,n", PIPELINES)
 def test_stack_yml_parses_and_is_community_edition_valid(pipeline, n):
     stack = load_stack(REPO / "stack.yml", {})
-    assert list(stack.functions) == [f"{p}-stage-{i}" for p, k in (("minilm", 3), ("opt", 2))
-                                     for i in range(k)]
+    assert list(stack.functions) == [f"{p}-stage-{i}" for p, k in PIPELINES for i in range(k)]
     raw = yaml.safe_load((REPO / "stack.yml").read_text())
     assert str(raw["version"]) == "1.0" and raw["provider"]["name"] == "openfaas"
     fns = [f for f in stack.functions.values() if f.name.startswith(f"{pipeline}-")]

@@ -18,7 +18,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO,
 
 
 def _make_server(cfg: StageConfig) -> Any:
-    """The partition's manifest decides: an OPT decoder streams tokens (decoder_server.py)."""
+    """The partition's manifest decides: an OPT decoder streams tokens (decoder_server.py),
+    an emulated partition sleeps on an emulated accelerator (emulated.py)."""
     from .bert import read_manifest
 
     try:
@@ -29,6 +30,10 @@ def _make_server(cfg: StageConfig) -> Any:
         from .decoder_server import DecoderServer
 
         return DecoderServer(cfg)
+    if arch == "emulated":  # no weights: an emulated accelerator's forward (emulated.py)
+        from .emulated import EmulatedServer
+
+        return EmulatedServer(cfg)
     return StageServer(cfg)
 
 
