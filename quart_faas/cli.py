@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return plugin_main(args[1:]) or 0
     if args[:1] == ["plan"]:  # each of these owns its flags
-        from gateway_plugin.planner.cli import main as plan_main
+        from planner.cli import main as plan_main
 
         return plan_main(args[1:]) or 0
     if args[:1] == ["scorer"]:

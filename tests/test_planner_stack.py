@@ -9,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from gateway_plugin.planner.cli import main
-from gateway_plugin.planner.generate import main as generate_main
-from gateway_plugin.planner.spec import PlanInputError, parse_config, parse_requests
-from gateway_plugin.planner.stackfile import emit_constraints, load_stack
+from planner.cli import main
+from planner.generate import main as generate_main
+from planner.spec import PlanInputError, parse_config, parse_requests
+from planner.stackfile import emit_constraints, load_stack
 from tests.planner_helpers import EXAMPLES, REPO, STACK, write
 
 # --------------------------------------------------------------------------- our own pipelines
@@ -209,7 +209,7 @@ def test_shipped_requests_match_the_shipped_config():
 
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway_plugin.planner", "--help"],
+        [sys.executable, "-m", "planner", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""``python -m gateway_plugin.planner.generate``: write a workflow requests YAML for a config.
+"""``python -m planner.generate``: write a workflow requests YAML for a config.
 
 The seed's workflow generator, as a reproducible tool: Poisson arrivals over
 ``--duration-s``, workflows drawn by their config ``weight``, per-node
@@ -23,7 +23,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m gateway_plugin.planner.generate",
+        prog="python -m planner.generate",
         description="Generate workflow requests (the seed's YAML format).",
     )
     p.add_argument("--config", type=Path, required=True, help="system configuration JSON")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# {args.count} requests generated from {args.config.name} "
         f"(seed {args.seed}, Poisson arrivals over {args.duration_s:g} s) by\n"
-        f"# python -m gateway_plugin.planner.generate --config {args.config.name} "
+        f"# python -m planner.generate --config {args.config.name} "
         f"--count {args.count} --duration-s {args.duration_s:g} --seed {args.seed} "
         f"--out {args.out.name}\n"
     )

@@ -17,7 +17,7 @@ Two durations per node:
 
 This module also holds the request generator (Poisson arrivals, workflow
 choice by the config's optional ``weight``), used by ``--generate N`` and by
-``python -m gateway_plugin.planner.generate``.
+``python -m planner.generate``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Command line of the static planner: ``python -m gateway_plugin.planner`` / ``quart-faas plan``.
+"""Command line of the static planner: ``python -m planner`` / ``quart-faas plan``.
 
 The flags are the seed's (``--gpus``, ``--gpus-per-server``, ``--mode``,
 ``--config``, ``--requests``, ``--simulate``) with the seed's defaults
