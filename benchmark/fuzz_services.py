@@ -11,7 +11,7 @@ dead process or a traceback in its log, not hidden in a test client.
                                answers 200 to anything)
   plugin                       ``python -m gateway_plugin`` on a real redis-server, acting on
                                that gateway (no Prometheus: the loop degrades, the API serves)
-  scorer                       ``python -m gateway_plugin.scorer`` on the same redis-server
+  scorer                       ``python -m scorer`` on the same redis-server
   keys                         ``python -m keys_manager`` (its /metrics, /healthz listener)
   stage                        template/quart-python/index.py serving stage 0 of a partitioned
                                all-MiniLM-L6-v2 (functions/stage): text in, activations out to
@@ -222,7 +222,7 @@ class Fleet:
                                           "--dir", str(self.root)], {})
             waits.append(("redis", redis, lambda: _redis_up(redis_url)))
         if "scorer" in need:
-            svc = self._start("scorer", [py, "-m", "gateway_plugin.scorer"], {
+            svc = self._start("scorer", [py, "-m", "scorer"], {
                 "SCHEDULER_DB": "redis", "REDIS_URL": redis_url,
                 "SCHEDULER_PORT": str(ports["scorer"])})
             url = f"http://127.0.0.1:{ports['scorer']}"

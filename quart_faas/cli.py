@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return plan_main(args[1:]) or 0
     if args[:1] == ["scorer"]:
-        from gateway_plugin.scorer.cli import main as scorer_main
+        from scorer.cli import main as scorer_main
 
         return scorer_main(args[1:]) or 0
     if args[:1] == ["compare"]:

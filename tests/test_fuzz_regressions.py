@@ -15,10 +15,10 @@ import pytest
 
 from gateway_plugin.app import Triggers
 from gateway_plugin.app import create_app as plugin_app
-from gateway_plugin.scorer.app import create_app as scorer_app
-from gateway_plugin.scorer.config import ScorerConfig
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.store import MemoryBackend
+from scorer.app import create_app as scorer_app
+from scorer.config import ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import MemoryBackend
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
 from keys_manager.service import _metrics_server

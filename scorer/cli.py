@@ -1,6 +1,6 @@
-"""``quart-faas scorer`` / ``python -m gateway_plugin.scorer``: the scorer's HTTP service.
+"""``quart-faas scorer`` / ``python -m scorer``: the scorer's HTTP service.
 
-Settings come from the environment (gateway_plugin/scorer/config.py);
+Settings come from the environment (scorer/config.py);
 ``--bind`` and ``--port`` override SCHEDULER_BIND / SCHEDULER_PORT.  waitress
 serves the Flask app; a background thread writes unsaved state every second
 (it matters only after a store outage: requests write through).  SIGTERM or
@@ -18,12 +18,12 @@ from collections.abc import Callable
 
 from waitress.server import create_server
 
-from gateway_plugin.scorer.app import create_app
-from gateway_plugin.scorer.config import ConfigError, ScorerConfig
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.store import open_backend
+from scorer.app import create_app
+from scorer.config import ConfigError, ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import open_backend
 
-log = logging.getLogger("gateway_plugin.scorer")
+log = logging.getLogger("scorer")
 
 FLUSH_EVERY_S = 1.0
 
@@ -59,7 +59,7 @@ def run(cfg: ScorerConfig, stop: threading.Event | None = None,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="quart-faas scorer", description=__doc__.split("\n")[0],
                                 epilog="Environment: SCHEDULER_* and REDIS_URL "
-                                       "(see gateway_plugin/scorer/config.py).")
+                                       "(see scorer/config.py).")
     p.add_argument("--bind", help="address to listen on (SCHEDULER_BIND, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (SCHEDULER_PORT, default 8085; 0: any free)")
     p.add_argument("--log-level", default="INFO")

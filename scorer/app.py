@@ -25,11 +25,11 @@ from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from gateway_plugin.scorer import openapi, validate
-from gateway_plugin.scorer.metrics import registry_for
-from gateway_plugin.scorer.service import ScoringService
+from scorer import openapi, validate
+from scorer.metrics import registry_for
+from scorer.service import ScoringService
 
-log = logging.getLogger("gateway_plugin.scorer")
+log = logging.getLogger("scorer")
 
 MAX_BODY = 1 << 20
 ENDPOINTS = ["POST /v1/score", "POST /v1/observe", "POST /v1/assign", "GET /metrics",
@@ -50,7 +50,7 @@ def _error(status: int, message: str, field: str | None = None) -> Response:
 
 
 def create_app(service: ScoringService) -> Flask:
-    app = Flask("gateway_plugin.scorer")
+    app = Flask("scorer")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     registry = registry_for(service)
 

@@ -36,5 +36,5 @@ Modules (each small, each pure where it can be):
   app.py       the Flask routes
   cli.py       ``main(argv)``: waitress, signals, the flusher thread
 
-Run: ``python -m gateway_plugin.scorer --port 8085`` (or ``quart-faas scorer``).
+Run: ``python -m scorer --port 8085`` (or ``quart-faas scorer``).
 """

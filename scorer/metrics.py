@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gateway_plugin.scorer.service import ScoringService
+from scorer.service import ScoringService
 
 
 class ScorerCollector(Collector):

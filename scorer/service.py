@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from gateway_plugin.scorer.config import ScorerConfig
-from gateway_plugin.scorer.model import Posterior, SchedulerModel, Slowdown
-from gateway_plugin.scorer.sinkhorn import sinkhorn
-from gateway_plugin.scorer.store import Backend, Key, Snapshot, StoreError
-from gateway_plugin.scorer.validate import AssignRequest, ObserveRequest, ScoreRequest
+from scorer.config import ScorerConfig
+from scorer.model import Posterior, SchedulerModel, Slowdown
+from scorer.sinkhorn import sinkhorn
+from scorer.store import Backend, Key, Snapshot, StoreError
+from scorer.validate import AssignRequest, ObserveRequest, ScoreRequest
 
-log = logging.getLogger("gateway_plugin.scorer")
+log = logging.getLogger("scorer")
 
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
 PENDING_MAX = 100_000  # events kept while the state was never read

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import redis
 
-log = logging.getLogger("gateway_plugin.scorer.store")
+log = logging.getLogger("scorer.store")
 
 SCHEMA = "1"
 

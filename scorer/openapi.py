@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_plugin.scorer.validate import (
+from scorer.validate import (
     MAX_BATCH,
     MAX_CANDIDATES,
     MAX_COLOCATED,

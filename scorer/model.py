@@ -31,7 +31,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
-from gateway_plugin.scorer.config import ScorerConfig
+from scorer.config import ScorerConfig
 
 _TIE = 1e-12          # relative: costs closer than this are equal
 _SLOWDOWN_MIN = -0.9  # a co-location may speed a job up a little, never to zero runtime
