@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from gateway_plugin.placement import (
+from local_provider.placement import (
     Node,
     PlacementConfig,
     StageRequest,

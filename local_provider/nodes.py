@@ -1,7 +1,7 @@
 """Several simulated nodes on one machine, each its own keys_manager with its own memory
 budget, and replicas placed on them by the cache-aware scheduler.
 
-Why: placement (``gateway_plugin.placement``) must be exercised for real — real
+Why: placement (``local_provider.placement``) must be exercised for real — real
 caches that fill, zygotes that are warm on one node and not another, a node
 that fails — without a cluster.  ``QUART_NODES`` turns it on in the local
 provider:
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway_plugin.placement import Node, PlacementConfig, StageRequest, place
+from local_provider.placement import Node, PlacementConfig, StageRequest, place
 from keys_manager.client import AgentError, AgentLauncher, ForkedHandle
 from keys_manager.segment import node_memory_bytes, parse_threshold
 
-log = logging.getLogger("keys_manager.nodes")
+log = logging.getLogger("local_provider.nodes")
 
 
 @dataclass

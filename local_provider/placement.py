@@ -2,7 +2,9 @@
 
 Pure: nodes and requests in, one ``Placement`` per replica added or removed
 out, each with its reason.  The local provider's multi-node launcher, the
-benchmark's simulated clusters and the tests call the same ``place``.
+benchmark's simulated clusters and the tests call the same ``place``.  It lives
+with the provider because the provider places replicas, as kube-scheduler does;
+the autoscaling plugin only sets how many there are.
 
 Two forces, blended per stage:
 
