@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, ANN_STAGES
 from gateway_plugin import controller, observe
-from gateway_plugin.actuate import ANN_PIPELINE, ANN_SLO, ANN_STAGE, Gateway
+from gateway_plugin.actuate import Gateway
 from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import QUERIES, PrometheusReader
 from gateway_plugin.policies import chain, cv_predict
@@ -109,7 +110,7 @@ def function_bodies(n_pipes: int, spp: int, rng: np.random.Generator) -> tuple[
                 "labels": {"faas_function": name, "com.openfaas.scale.min": "1",
                            "com.openfaas.scale.max": "20"},
                 "annotations": {ANN_PIPELINE: f"p{p:03d}", ANN_STAGE: str(s),
-                                "com.openfaas.quart.stages": str(spp), ANN_SLO: str(slo)},
+                                ANN_STAGES: str(spp), ANN_SLO: str(slo)},
                 "limits": {"cpu": "1000m", "memory": "1Gi"}, "requests": {"memory": "512Mi"},
                 "replicas": 1, "availableReplicas": 1, "invocationCount": 0,
                 "createdAt": "2024-01-01T00:00:00Z", "readOnlyRootFilesystem": False})

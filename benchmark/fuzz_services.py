@@ -36,7 +36,7 @@ from typing import Any
 
 import requests
 
-from local_provider.types import ANN_HANDLER
+from contracts.names import ANN_HANDLER
 from quart_faas import services
 
 REPO = Path(__file__).resolve().parents[1]

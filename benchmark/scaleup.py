@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from benchmark import procmem
 from functions.partitioner import partition
+from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
 from functions.stage import codec
 from functions.stage.bert import read_manifest
 from keys_manager.client import AgentError, AgentLauncher
@@ -64,7 +65,6 @@ from keys_manager.procs import alive, start_time, terminate
 from local_provider.auth import BasicAuth
 from local_provider.config import ServeConfig
 from local_provider.server import serve
-from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / ".quart" / "models"

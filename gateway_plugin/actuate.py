@@ -20,10 +20,12 @@ from typing import Any
 import orjson
 import requests
 
+from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, LABEL_SCALE_MAX, LABEL_SCALE_MIN
+
+__all__ = ["ANN_PIPELINE", "ANN_SLO", "ANN_STAGE", "Function", "Gateway", "GatewayError",
+           "Pipeline"]
+
 log = logging.getLogger("gateway_plugin.actuate")
-ANN_PIPELINE = "com.openfaas.quart.pipeline"
-ANN_STAGE = "com.openfaas.quart.stage"
-ANN_SLO = "com.openfaas.quart.slo"
 
 
 class GatewayError(RuntimeError):
@@ -100,8 +102,8 @@ class Gateway:
             out.append(Function(
                 name=f["name"], replicas=int(f.get("replicas") or 0),
                 available=int(f.get("availableReplicas") or 0), cpu=_cpu(f.get("limits")),
-                min_replicas=_int_label(labels, "com.openfaas.scale.min") or 1,
-                max_replicas=_int_label(labels, "com.openfaas.scale.max"), body=f))
+                min_replicas=_int_label(labels, LABEL_SCALE_MIN) or 1,
+                max_replicas=_int_label(labels, LABEL_SCALE_MAX), body=f))
         return out
 
     def pipelines(self, functions: list[Function] | None = None) -> list[Pipeline]:

@@ -33,6 +33,10 @@ from typing import Any
 
 import yaml
 
+from contracts.names import ANN_PIPELINE as ANNOTATION_PIPELINE
+from contracts.names import ANN_STAGE as ANNOTATION_STAGE
+from contracts.names import ANN_STAGES as ANNOTATION_STAGES
+
 from .spec import ModelSpec, NetworkSpec, NodeSpec, PlanInputError, SystemConfig, WorkflowSpec
 
 __all__ = [
@@ -45,9 +49,6 @@ __all__ = [
     "load_stack",
 ]
 
-ANNOTATION_PIPELINE = "com.openfaas.quart.pipeline"
-ANNOTATION_STAGE = "com.openfaas.quart.stage"
-ANNOTATION_STAGES = "com.openfaas.quart.stages"
 DEFAULT_STAGE_TIME_S = 0.05  # one MiniLM stage of 2 layers on one CPU: tens of ms
 DEFAULT_STACK_NETWORK = NetworkSpec(intra_server_transfer_s=0.0005, inter_server_transfer_s=0.005)
 

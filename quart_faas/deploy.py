@@ -24,17 +24,17 @@ from urllib.parse import urlparse
 
 import requests
 
+from contracts.names import ANN_PIPELINE
 from quart_faas import prometheus, services
 from quart_faas.stack import Stack, StackError, load_stack, min_replicas
 
 USER = "admin"
-PIPELINE_ANNOTATION = "com.openfaas.quart.pipeline"
 
 
 def select_pipeline(stack: Stack, pipeline: str | None) -> Stack:
     """The stack restricted to one pipeline (None: the first one; "all": every function).
     Functions that belong to no pipeline are always kept."""
-    names = [f.annotations.get(PIPELINE_ANNOTATION) for f in stack.functions.values()]
+    names = [f.annotations.get(ANN_PIPELINE) for f in stack.functions.values()]
     known = list(dict.fromkeys(n for n in names if n))
     if pipeline == "all" or not known:
         return stack
@@ -42,7 +42,7 @@ def select_pipeline(stack: Stack, pipeline: str | None) -> Stack:
     if want not in known:
         raise DeployError(f"no pipeline {want!r} in {stack.path.name}; it has {known} (or all)")
     keep = {k: f for k, f in stack.functions.items()
-            if f.annotations.get(PIPELINE_ANNOTATION) in (None, "", want)}
+            if f.annotations.get(ANN_PIPELINE) in (None, "", want)}
     return Stack(stack.path, stack.gateway, keep)
 
 

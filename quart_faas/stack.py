@@ -17,16 +17,21 @@ from typing import Any
 
 import yaml
 
+from contracts.names import (
+    ANN_HANDLER,
+    ANN_TEMPLATE,
+    ANN_WORKDIR,
+    CE_SCALE_MAX,
+    LABEL_SCALE_MAX,
+    LABEL_SCALE_MIN,
+    PRO_ONLY_LABELS,
+)
+
 DEFAULT_NAMESPACE = "openfaas-fn"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
-CE_SCALE_MAX = 5
-PRO_ONLY_LABELS = ("com.openfaas.scale.type", "com.openfaas.scale.target",
-                   "com.openfaas.scale.zero", "com.openfaas.scale.zero-duration",
-                   "com.openfaas.scale.target-proportion")
-ANN_HANDLER = "com.openfaas.quart.handler"
-ANN_TEMPLATE = "com.openfaas.quart.template"
-ANN_WORKDIR = "com.openfaas.quart.workdir"
+__all__ = ["ANN_HANDLER", "ANN_TEMPLATE", "ANN_WORKDIR", "Stack", "StackError", "StackFunction",
+           "ce_label_errors", "load_stack", "min_replicas", "substitute"]
 
 
 class StackError(ValueError):
@@ -167,7 +172,7 @@ def ce_label_errors(labels: Mapping[str, str]) -> list[str]:
     errors = [f"{k} is an OpenFaaS Pro label, rejected by Community Edition"
               for k in labels if k in PRO_ONLY_LABELS]
     bounds = {}
-    for k in ("com.openfaas.scale.min", "com.openfaas.scale.max"):
+    for k in (LABEL_SCALE_MIN, LABEL_SCALE_MAX):
         if k in labels:
             try:
                 bounds[k] = int(labels[k])
@@ -176,14 +181,14 @@ def ce_label_errors(labels: Mapping[str, str]) -> list[str]:
                 continue
             if not 1 <= bounds[k] <= CE_SCALE_MAX:
                 errors.append(f"{k}={bounds[k]} is outside 1..{CE_SCALE_MAX} (Community Edition)")
-    lo, hi = bounds.get("com.openfaas.scale.min"), bounds.get("com.openfaas.scale.max")
+    lo, hi = bounds.get(LABEL_SCALE_MIN), bounds.get(LABEL_SCALE_MAX)
     if lo is not None and hi is not None and lo > hi:
-        errors.append(f"com.openfaas.scale.min={lo} is above com.openfaas.scale.max={hi}")
+        errors.append(f"{LABEL_SCALE_MIN}={lo} is above {LABEL_SCALE_MAX}={hi}")
     return errors
 
 
 def min_replicas(fn: StackFunction) -> int:
     try:
-        return max(1, int(fn.labels.get("com.openfaas.scale.min", "1")))
+        return max(1, int(fn.labels.get(LABEL_SCALE_MIN, "1")))
     except ValueError:
         return 1

@@ -24,6 +24,7 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY quart_faas/ quart_faas/
+COPY contracts/ contracts/
 COPY gateway_plugin/ gateway_plugin/
 COPY scorer/ scorer/
 COPY keys_manager/ keys_manager/
