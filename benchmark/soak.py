@@ -51,7 +51,7 @@ from benchmark.soak_faults import (
 from benchmark.workloads import gamma
 from quart_faas import deploy, plugin_services, services
 from quart_faas.demo import SENTENCES
-from quart_faas.stack import load_stack
+from contracts.stack import load_stack
 
 OPENLOOP_LEAD_S = 0.05  # openloop.run's first send is planned this long after its call
 

@@ -4,9 +4,10 @@
 ``com.openfaas.quart.pipeline``, ``com.openfaas.quart.stage`` and
 ``com.openfaas.quart.stages`` become models (one GPU -- here: one replica slot
 -- each); each pipeline becomes a workflow ``stage-0 -> stage-1 -> ...``.  The
-file is parsed with ``yaml.safe_load``; ``${VAR:-default}`` values stay plain
-strings (nothing is expanded).  Functions without the annotations are not
-planned and are left untouched.
+file is read as ``quart-faas up`` reads it, by ``contracts.stack.parse_text``
+(faas-cli's ``${VAR}`` / ``${VAR:-default}`` expansion, then YAML); the stack
+written back keeps the variables as written.  Functions without the
+annotations are not planned and are left untouched.
 
 **Out.**  ``emit_constraints`` adds to every planned function a faas-cli
 ``constraints:`` list, in the form faas-netes turns into a Kubernetes
@@ -27,6 +28,7 @@ planned on several servers is pinned to the server that ran most of its work.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ import yaml
 from contracts.names import ANN_PIPELINE as ANNOTATION_PIPELINE
 from contracts.names import ANN_STAGE as ANNOTATION_STAGE
 from contracts.names import ANN_STAGES as ANNOTATION_STAGES
+from contracts.stack import parse_text
 
 from .spec import ModelSpec, NetworkSpec, NodeSpec, PlanInputError, SystemConfig, WorkflowSpec
 
@@ -56,9 +59,10 @@ DEFAULT_STACK_NETWORK = NetworkSpec(intra_server_transfer_s=0.0005, inter_server
 @dataclass(frozen=True)
 class StackPlanInput:
     config: SystemConfig
-    data: dict[str, Any]  # the parsed stack
+    data: dict[str, Any]  # the parsed stack, ${VAR} expanded
     text: str  # the stack as written
     unplanned: tuple[str, ...]  # functions without the pipeline annotations
+    env: Mapping[str, str] | None = None  # what ${VAR} was expanded from (None: os.environ)
 
 
 def _int_annotation(src: str, path: str, value: Any) -> int:
@@ -68,12 +72,14 @@ def _int_annotation(src: str, path: str, value: Any) -> int:
     return int(text)
 
 
-def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanInput:
+def load_stack(path: Path, overrides: SystemConfig | None = None,
+               env: Mapping[str, str] | None = None) -> StackPlanInput:
     """Pipelines of a stack.yml as a :class:`SystemConfig` (models = functions).
 
     ``overrides`` (a ``--config`` given with ``--stack``) may set timing and
     ``gpus_required`` of functions by name and the ``network`` section; its
-    workflows are not used.
+    workflows are not used.  ``${VAR}`` expands from ``env`` (default: the
+    process environment).
     """
     src = path.name
     try:
@@ -81,7 +87,7 @@ def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanIn
     except FileNotFoundError:
         raise PlanInputError(str(path), "", "no such file") from None
     try:
-        data = yaml.safe_load(text)
+        data = parse_text(text, env)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -173,7 +179,7 @@ def load_stack(path: Path, overrides: SystemConfig | None = None) -> StackPlanIn
         workflows[pipeline] = WorkflowSpec(pipeline, nodes, edges, name=f"pipeline {pipeline}")
     network = overrides.network if overrides is not None else DEFAULT_STACK_NETWORK
     return StackPlanInput(
-        SystemConfig(models, workflows, network, src), data, text, tuple(unplanned)
+        SystemConfig(models, workflows, network, src), data, text, tuple(unplanned), env
     )
 
 
@@ -262,7 +268,7 @@ def emit_constraints(stack: StackPlanInput, constraints: dict[str, list[str]]) -
     """The stack text with ``constraints`` set per function; and whether it was edited in place."""
     try:
         text = _edit_text(stack.text, constraints)
-        again = yaml.safe_load(text)
+        again = parse_text(text, stack.env)
         same_rest = {k: v for k, v in again.items() if k != "functions"} == {
             k: v for k, v in stack.data.items() if k != "functions"
         }
@@ -275,7 +281,8 @@ def emit_constraints(stack: StackPlanInput, constraints: dict[str, list[str]]) -
             return text, True
     except (ValueError, yaml.YAMLError, KeyError, AttributeError, TypeError):
         pass
-    data = {**stack.data, "functions": {k: dict(v) for k, v in stack.data["functions"].items()}}
+    written = parse_text(stack.text, expand=False)  # keep ${VAR} as the user wrote it
+    data = {**written, "functions": {k: dict(v) for k, v in written["functions"].items()}}
     for name, cons in constraints.items():
         data["functions"][name]["constraints"] = list(cons)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False), False

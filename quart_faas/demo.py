@@ -28,7 +28,7 @@ from tqdm import tqdm
 from benchmark import openloop
 from quart_faas import demo_timeline, deploy, plugin_services, services
 from quart_faas.metrics_query import GatewayMetrics
-from quart_faas.stack import load_stack
+from contracts.stack import load_stack
 
 SENTENCES = [
     "Serverless platforms scale functions with the load.",

@@ -25,7 +25,7 @@ from benchmark import openloop, streamload
 from benchmark.decoder import per_token, prompt
 from quart_faas import deploy
 from quart_faas.metrics_query import GatewayMetrics
-from quart_faas.stack import load_stack
+from contracts.stack import load_stack
 
 MODEL = "opt-125m-seeded"
 

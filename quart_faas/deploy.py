@@ -26,7 +26,7 @@ import requests
 
 from contracts.names import ANN_PIPELINE
 from quart_faas import prometheus, services
-from quart_faas.stack import Stack, StackError, load_stack, min_replicas
+from contracts.stack import Stack, StackError, load_stack, min_replicas
 
 USER = "admin"
 

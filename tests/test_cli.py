@@ -65,7 +65,7 @@ def test_deploy_names_unknown_functions(tmp_path):
     import pytest
 
     from quart_faas.deploy import DeployError, deploy
-    from quart_faas.stack import load_stack
+    from contracts.stack import load_stack
 
     stack = load_stack(pipeline_env.REPO / "stack.yml", {})
     with pytest.raises(DeployError, match="unknown function"):

@@ -110,6 +110,32 @@ def test_emit_constraints_replaces_existing_and_keeps_unplanned(tmp_path):
     assert "old=1" not in new
 
 
+
+def test_stack_variables_expand_as_quart_faas_up_expands_them(tmp_path, capsys, monkeypatch):
+    """One stack.yml reader: ``${VAR:-default}`` in an annotation means to the planner what
+    it means to ``quart-faas up`` (the planner used to read the text unexpanded and refuse
+    ``${STAGES:-3}`` as "not an integer"); the stack written back keeps the variable."""
+    from contracts.stack import load_stack as deploy_load_stack
+
+    text = STACK.read_text().replace(
+        'com.openfaas.quart.stages: "3"', 'com.openfaas.quart.stages: "${STAGES:-3}"'
+    )
+    assert text.count("${STAGES:-3}") == 3
+    path = write(tmp_path / "stack.yml", text)
+    monkeypatch.delenv("STAGES", raising=False)
+    out = tmp_path / "planned.yml"
+    rc = main(["--stack", str(path), "--gpus", "3", "--out", str(out),
+               "--output-dir", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    assert out.read_text().count("${STAGES:-3}") == 3
+    deployed = deploy_load_stack(path, {})
+    planned = load_stack(path, env={})
+    assert [f.annotations["com.openfaas.quart.stages"] for f in deployed.functions.values()] \
+        == ["3", "3", "3"]
+    assert len(planned.config.workflows["minilm"].nodes) == 3
+    with pytest.raises(PlanInputError, match=r"no function for stage\(s\) \[3\]"):
+        load_stack(path, env={"STAGES": "4"})
+
 @pytest.mark.parametrize(
     "edit, expected",
     [

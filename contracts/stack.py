@@ -1,10 +1,14 @@
-"""Read a faas-cli stack file and turn each function into a FunctionDeployment.
+"""The one reader of faas-cli stack files; each function becomes a FunctionDeployment.
 
 Follows faas-cli: ``${VAR}`` / ``${VAR:-default}`` substitution before YAML
 parsing, YAML anchors and merge keys, ``provider.gateway`` as the default
 gateway, and the deployment JSON that ``faas-cli deploy`` sends.  Labels are
 checked against what OpenFaaS Community Edition accepts, because a stack that
 only works on our provider is a trap for the user.
+
+``parse_text`` is the reading step itself (expand, then ``yaml.safe_load``);
+``load_stack`` (deploy, demo, benchmarks) and the planner's
+``planner.stackfile`` both go through it, so a stack means the same to both.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ DEFAULT_NAMESPACE = "openfaas-fn"
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SUBST = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 __all__ = ["ANN_HANDLER", "ANN_TEMPLATE", "ANN_WORKDIR", "Stack", "StackError", "StackFunction",
-           "ce_label_errors", "load_stack", "min_replicas", "substitute"]
+           "ce_label_errors", "load_stack", "min_replicas", "parse_text", "substitute"]
 
 
 class StackError(ValueError):
@@ -89,7 +93,19 @@ class Stack:
 
 
 def substitute(text: str, env: Mapping[str, str]) -> str:
+    """faas-cli's expansion: ``${VAR}``, ``${VAR:-default}`` (and ``${VAR-default}``);
+    an unset or empty variable without a default becomes ""."""
     return _SUBST.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), text)
+
+
+def parse_text(text: str, env: Mapping[str, str] | None = None, expand: bool = True) -> Any:
+    """The stack document: ``text`` with ``${VAR}`` expanded from ``env`` (default: the
+    process environment), then ``yaml.safe_load``.  ``expand=False`` reads it as written
+    (to write a stack back without baking in the values).  ``yaml.YAMLError`` propagates:
+    each caller says where in its own error type."""
+    if expand:
+        text = substitute(text, os.environ if env is None else env)
+    return yaml.safe_load(text)
 
 
 def load_stack(path: str | Path, env: Mapping[str, str] | None = None) -> Stack:
@@ -97,7 +113,7 @@ def load_stack(path: str | Path, env: Mapping[str, str] | None = None) -> Stack:
     if not p.is_file():
         raise StackError(f"{p}: stack file not found")
     try:
-        doc = yaml.safe_load(substitute(p.read_text(), os.environ if env is None else env))
+        doc = parse_text(p.read_text(), env)
     except yaml.YAMLError as e:
         raise StackError(f"{p}: not valid YAML: {e}") from e
     if not isinstance(doc, dict):
