@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 import torch
 
+from contracts import server_timing
 from functions.partitioner import partition
 from functions.stage.bert import Monolith
 from quart_faas import deploy, services
@@ -110,13 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                 row[name] = time.perf_counter() - t
                 r.raise_for_status()
                 if name == "3 stages":
-                    timing = r.headers.get("Server-Timing", "")
-                    c = sum(float(p.split("dur=")[1]) for p in timing.split(",") if "dur=" in p)
+                    c = server_timing.total_seconds(r.headers.get(server_timing.HEADER))
             if i >= a.warmup:
                 lat["monolith"].append(d_mono)
                 for k, v in row.items():
                     lat[k].append(v)
-                compute.append(c / 1e3)
+                compute.append(c)
         base = p50(lat["monolith"])
         print(f"\nall-MiniLM-L6-v2, {a.inputs} sentences/request, {a.requests} sequential "
               f"requests, {a.threads} torch thread(s)\n")

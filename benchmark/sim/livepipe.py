@@ -21,6 +21,7 @@ from pathlib import Path
 import requests
 
 from benchmark.pipeline_overhead import SENTENCES, stack_file
+from contracts import server_timing
 from quart_faas import deploy, services
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,11 +73,7 @@ def body(inputs: int = 8) -> bytes:
 
 def stage_times(header: str | None) -> list[float]:
     """Seconds per stage from ``Server-Timing: stage0;dur=12.3, stage1;dur=...``."""
-    out = []
-    for part in (header or "").split(","):
-        if "dur=" in part:
-            out.append(float(part.split("dur=")[1].split(";")[0]) / 1e3)
-    return out
+    return [seconds for _, seconds in server_timing.parse(header)]
 
 
 def cpu_seconds(pids: list[int]) -> float:
