@@ -21,6 +21,7 @@ import orjson
 import requests
 
 from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, LABEL_SCALE_MAX, LABEL_SCALE_MIN
+from contracts.quantity import format_cpu, parse_cpu
 
 __all__ = ["ANN_PIPELINE", "ANN_SLO", "ANN_STAGE", "Function", "Gateway", "GatewayError",
            "Pipeline"]
@@ -51,8 +52,6 @@ class Pipeline:
 
 
 def _cpu(limits: dict[str, Any] | None) -> float | None:
-    from local_provider.cpulimit import parse_cpu
-
     try:
         return parse_cpu((limits or {}).get("cpu") or "")
     except ValueError:
@@ -156,7 +155,7 @@ class Gateway:
                 is not None}
         body["service"] = fn.name
         body["image"] = fn.body.get("image", "")
-        body["limits"] = {**(fn.body.get("limits") or {}), "cpu": f"{round(cpus * 1000)}m"}
+        body["limits"] = {**(fn.body.get("limits") or {}), "cpu": format_cpu(cpus)}
         r = self._call("PUT", "/system/functions", json=body)
         if r.status_code not in (200, 202):
             raise GatewayError(f"set cpu of {fn.name} to {cpus:g}: {r.status_code} "

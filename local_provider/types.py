@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, LABEL_SCALE_MIN
+from contracts.quantity import parse_cpu
 from local_provider.config import NAMESPACE
-from local_provider.cpulimit import parse_cpu
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 63

@@ -43,3 +43,26 @@ def test_what_the_writers_write_parses_back():
     assert server_timing.join(own, None) == own
     decoder = _timing_header({"stage0": 4.25, "stage1": 2.0})  # the decoder stages' writer
     assert server_timing.parse(decoder) == [("stage0", 0.00425), ("stage1", 0.002)]
+
+
+# --------------------------------------------------------------------------- CPU quantities
+
+
+@pytest.mark.parametrize("cpus", [0.001, 0.25, 1.0, 1.5, 3.999])
+def test_cpu_the_plugin_writes_is_the_cpu_the_provider_enforces(cpus):
+    from contracts.quantity import format_cpu, parse_cpu
+    from gateway_plugin.actuate import _cpu
+
+    text = format_cpu(cpus)
+    assert text.endswith("m") and parse_cpu(text) == pytest.approx(cpus)
+    assert _cpu({"cpu": text}) == pytest.approx(cpus)  # what the plugin reads back
+
+
+def test_one_cpu_parser():
+    import gateway_plugin.actuate
+    import local_provider.cpulimit
+    import local_provider.types
+    from contracts import quantity
+
+    for mod in (gateway_plugin.actuate, local_provider.cpulimit, local_provider.types):
+        assert mod.parse_cpu is quantity.parse_cpu, mod.__name__
