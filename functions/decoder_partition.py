@@ -35,7 +35,8 @@ from functions.partitioner import (
     _swap_into_place,
     split_layers,
 )
-from functions.stage.bert import MANIFEST, sha256_file
+from contracts.manifest import MANIFEST
+from functions.stage.bert import sha256_file
 from functions.stage.opt import (
     EMBED_POSITIONS,
     EMBED_TOKENS,

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from functions.models import SYNTHETIC, ModelError, minilm_dir, resolve_model
+from contracts.manifest import MANIFEST
 from functions.stage.bert import (
     EMBEDDING_PARAMS,
-    MANIFEST,
     BertConfig,
     layer_param_names,
     sha256_file,

@@ -17,7 +17,6 @@ replaces the lost replicas on the nodes that are left.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from local_provider.placement import Node, PlacementConfig, StageRequest, place
+from contracts.manifest import read_manifest
 from keys_manager.client import AgentError, AgentLauncher, ForkedHandle
 from keys_manager.segment import node_memory_bytes, parse_threshold
+from local_provider.placement import Node, PlacementConfig, StageRequest, place
 
 log = logging.getLogger("local_provider.nodes")
 
@@ -186,7 +186,7 @@ def _stage_of(spec: Any) -> tuple[str | None, int]:
         return None, 0
     try:
         origin = (Path(spec.workdir) / md).resolve()
-        m = json.loads((origin / "manifest.json").read_text())
+        m = read_manifest(origin)
         idx = int(spec.env.get("QUART_STAGE") or 0)
         model = spec.env.get("QUART_MODEL") or m["model"]
         return f"{model}--stage-{idx}", int(m["stages"][idx]["file_bytes"])

@@ -24,9 +24,10 @@ from urllib.parse import urlparse
 
 import requests
 
+from contracts.manifest import has_manifest
 from contracts.names import ANN_PIPELINE
-from quart_faas import prometheus, services
 from contracts.stack import Stack, StackError, load_stack, min_replicas
+from quart_faas import prometheus, services
 
 USER = "admin"
 
@@ -124,7 +125,7 @@ def check_local(stack: Stack) -> None:
             raise DeployError(f"{fn.name}: template/{fn.lang}/index.py not found beside "
                               f"{stack.path.name} (faas-cli template store pull?)")
         model_dir = fn.environment.get("QUART_MODEL_DIR")
-        if model_dir and not (stack.root / model_dir / "manifest.json").is_file():
+        if model_dir and not has_manifest(stack.root / model_dir):
             raise DeployError(f"{fn.name}: QUART_MODEL_DIR={model_dir} holds no partition; run "
                               f"`quart-faas partition --model {fn.environment.get('QUART_MODEL', 'MODEL')} "
                               f"--stages {fn.environment.get('QUART_STAGES', 'N')} --out {model_dir}`")

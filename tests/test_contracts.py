@@ -66,3 +66,23 @@ def test_one_cpu_parser():
 
     for mod in (gateway_plugin.actuate, local_provider.cpulimit, local_provider.types):
         assert mod.parse_cpu is quantity.parse_cpu, mod.__name__
+
+
+# --------------------------------------------------------------------------- partition manifest
+
+
+def test_the_handler_folders_manifest_reader_agrees(tmp_path):
+    import json
+
+    from contracts import manifest
+    from functions.stage import bert
+
+    assert bert.MANIFEST == manifest.MANIFEST
+    assert not manifest.has_manifest(tmp_path)
+    for read in (manifest.read_manifest, bert.read_manifest):
+        with pytest.raises(FileNotFoundError, match="quart-faas partition"):
+            read(tmp_path)
+    doc = {"model": "m", "num_stages": 1, "stages": [{"file_bytes": 3}]}
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps(doc))
+    assert manifest.has_manifest(tmp_path)
+    assert manifest.read_manifest(tmp_path) == bert.read_manifest(tmp_path) == doc
