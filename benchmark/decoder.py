@@ -103,7 +103,7 @@ def ensure_partition(model: str, out: Path, stages: int, say=print) -> Path:
 
 
 def deploy_local(model: str, encoder: bool, state: Path, say=print) -> tuple[str, Path]:
-    from quart_faas import deploy, services
+    from local_provider import deploy, services
 
     mdir = ensure_partition(model, REPO / ".quart" / "models" / f"{model.removesuffix('-seeded')}-2",
                             2, say)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(a, gateway, mdir)
     finally:
         if deployed:
-            from quart_faas import deploy
+            from local_provider import deploy
 
             deploy.down(state, say=lambda s: None)
 

@@ -37,7 +37,7 @@ from typing import Any
 import requests
 
 from contracts.names import ANN_HANDLER
-from quart_faas import services
+from local_provider import services
 
 REPO = Path(__file__).resolve().parents[1]
 RELAY = REPO / "tests" / "fixtures" / "relay"

@@ -28,7 +28,7 @@ import torch
 from contracts import server_timing
 from functions.partitioner import partition
 from functions.stage.bert import Monolith
-from quart_faas import deploy, services
+from local_provider import deploy, services
 
 REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [

@@ -49,7 +49,7 @@ from benchmark.soak_faults import (
     score,
 )
 from benchmark.workloads import gamma
-from quart_faas import deploy, plugin_services, services
+from local_provider import deploy, plugin_services, services
 from quart_faas.demo import SENTENCES
 from contracts.stack import load_stack
 

@@ -41,7 +41,7 @@ import yaml
 
 from benchmark.soak_probe import Target, agent_status, service_pid, stats
 from keys_manager.client import AgentError, call
-from quart_faas import plugin_services, prometheus, services
+from local_provider import plugin_services, prometheus, services
 
 KINDS = ("replica", "zygote", "keys_manager", "plugin", "redis", "prometheus")
 SUPERVISED = frozenset({"plugin", "redis", "prometheus"})

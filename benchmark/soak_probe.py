@@ -25,7 +25,7 @@ from benchmark import procmem
 from keys_manager.client import AgentError, call
 from keys_manager.config import AgentConfig
 from keys_manager.procs import start_time
-from quart_faas import services
+from local_provider import services
 
 SHM = Path("/dev/shm")
 SERVICES = ("gateway", "plugin", "prometheus", "redis")  # records of `quart-faas up`

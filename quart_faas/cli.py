@@ -31,7 +31,7 @@ def cmd_partition(a: argparse.Namespace) -> int:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
-    from quart_faas.deploy import DeployError, up
+    from local_provider.deploy import DeployError, up
 
     try:
         _, ep = up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
@@ -39,7 +39,7 @@ def cmd_up(a: argparse.Namespace) -> int:
                    metrics_port=a.metrics_port, keys_metrics_port=a.keys_metrics_port,
                    pipeline=a.pipeline)
         if a.with_plugin:
-            from quart_faas import plugin_services
+            from local_provider import plugin_services
 
             if a.no_prometheus:
                 return _fail("the plugin reads its metrics from Prometheus: drop --no-prometheus")
@@ -52,7 +52,7 @@ def cmd_up(a: argparse.Namespace) -> int:
 
 
 def cmd_down(a: argparse.Namespace) -> int:
-    from quart_faas.deploy import down
+    from local_provider.deploy import down
 
     down(a.state_dir)
     return 0

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from benchmark import openloop
 from contracts.manifest import has_manifest
 from contracts.stack import load_stack
-from quart_faas import demo_timeline, deploy, plugin_services, services
+from local_provider import deploy, plugin_services, services
+from quart_faas import demo_timeline
 from quart_faas.metrics_query import GatewayMetrics
 
 SENTENCES = [

@@ -25,7 +25,7 @@ from benchmark import openloop, streamload
 from benchmark.decoder import per_token, prompt
 from contracts.manifest import has_manifest
 from contracts.stack import load_stack
-from quart_faas import deploy
+from local_provider import deploy
 from quart_faas.metrics_query import GatewayMetrics
 
 MODEL = "opt-125m-seeded"

@@ -23,8 +23,8 @@ from gateway_plugin.plugin_metrics import PluginMetrics
 from keys_manager.agent import KeysManager
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
+from local_provider import prometheus, services
 from local_provider.metrics import FunctionGauges, GatewayMetrics, function_label
-from quart_faas import prometheus, services
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "deploy" / "grafana" / "quart-faas.json"

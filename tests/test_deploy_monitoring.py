@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from quart_faas import prometheus, services
+from local_provider import prometheus, services
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"

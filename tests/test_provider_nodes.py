@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from quart_faas.deploy import wait_available
+from local_provider.deploy import wait_available
 from tests import pipeline_env
 
 REPO = Path(__file__).resolve().parents[1]

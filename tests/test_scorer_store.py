@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from local_provider import services
 from scorer import cli
 from scorer.app import create_app
 from scorer.config import ScorerConfig
 from scorer.service import ScoringService
 from scorer.store import RedisBackend, SqliteBackend, StoreError
 from scorer.validate import ObserveRequest, ScoreRequest
-from quart_faas import services
 from tests.redis_env import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ from benchmark.live.driver import BaselineDriver
 from benchmark.results import RunResult, TimelineRow
 from benchmark.systems.base import Autoscaler, Bounds
 from gateway_plugin.actuate import Gateway
-from quart_faas import deploy, plugin_services, services
+from local_provider import deploy, plugin_services, services
 
 SENTENCES = [
     "Serverless platforms scale functions with the load.",

@@ -2,7 +2,7 @@
 
 Deployed exactly as ``benchmark.pipeline_overhead`` does (its ``stack_file``:
 three ``quart-python`` functions over a 3-stage partition, 1 torch thread,
-``max_inflight`` 8), through ``quart_faas.deploy.up`` on free ports with a
+``max_inflight`` 8), through ``local_provider.deploy.up`` on free ports with a
 private state directory, so nothing of a running demo is touched.  Requests
 carry ``pipeline_overhead.SENTENCES`` (8 sentences by default), the same body
 for calibration and validation.
@@ -22,7 +22,7 @@ import requests
 
 from benchmark.pipeline_overhead import SENTENCES, stack_file
 from contracts import server_timing
-from quart_faas import deploy, services
+from local_provider import deploy, services
 
 REPO = Path(__file__).resolve().parents[2]
 CACHED = REPO / ".quart" / "models" / "minilm-3"

@@ -264,7 +264,7 @@ class SimConfig:
     """Metrics pipeline and provider knobs.
 
     ``scrape_s`` is Prometheus' scrape interval (5 s by default; the local
-    deploy, ``quart_faas/deploy.py``, scrapes every 1 s, and validation uses
+    deploy, ``local_provider/deploy.py``, scrapes every 1 s, and validation uses
     that).  ``rate_window_s`` is the ``[w]`` of every ``rate()``; ``None``
     uses the plugin's own choice, ``max(2 * period_s, 4)``
     (``gateway_plugin/controller.py``).  ``recovery_window_s`` is the

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from quart_faas import services
+from local_provider import services
 
 
 def write_config(path: Path, targets: dict[str, list[str]], scrape_interval_s: float) -> Path:

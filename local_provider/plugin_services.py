@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from quart_faas import services
+from local_provider import services
 
 
 class ServiceError(RuntimeError):

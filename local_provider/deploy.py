@@ -27,7 +27,7 @@ import requests
 from contracts.manifest import has_manifest
 from contracts.names import ANN_PIPELINE
 from contracts.stack import Stack, StackError, load_stack, min_replicas
-from quart_faas import prometheus, services
+from local_provider import prometheus, services
 
 USER = "admin"
 
