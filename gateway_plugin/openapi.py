@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from gateway_plugin.app import MAX_ALERT_BYTES
+MAX_ALERT_BYTES = 1 << 20  # the webhook's body limit; app.py enforces it (413)
 
 STATUS = {"type": "string", "enum": ["firing", "resolved"]}
 ERROR = {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
