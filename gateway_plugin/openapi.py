@@ -2,7 +2,7 @@
 
 Why: the webhook is called by AlertManager and the rest by people and
 Prometheus; a machine-readable contract lets a client check its payload and
-lets schemathesis fuzz the plugin (tests/test_fuzz_*.py, benchmark/fuzz.py).
+lets schemathesis fuzz the plugin (tests/test_fuzz_*.py, checks/fuzz.py).
 The alert body follows upstream's ``PrometheusAlert`` (openfaas/faas
 api-docs/spec.openapi.yml), restricted to what ``parse_alert`` requires: a
 non-empty ``alerts`` list whose items carry ``labels.function_name`` and a

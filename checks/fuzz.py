@@ -1,8 +1,8 @@
 """Fuzz every HTTP API we serve with schemathesis, from the OpenAPI document each publishes.
 
-    python -m benchmark.fuzz --minutes 5 [--service gateway --service scorer ...] [--seed N]
+    python -m checks.fuzz --minutes 5 [--service gateway --service scorer ...] [--seed N]
 
-Every service of benchmark/fuzz_services.py is started for real on free ports,
+Every service of checks/fuzz_services.py is started for real on free ports,
 its ``/openapi.json`` is loaded, and schemathesis runs its phases (examples,
 boundary-value coverage, property-based fuzzing, stateful sequences), then the
 property-based phase again with new seeds until the service's share of
@@ -32,7 +32,7 @@ from typing import Any
 import schemathesis
 from schemathesis.engine import events, from_schema
 
-from benchmark.fuzz_services import NAMES, Fleet, Target
+from checks.fuzz_services import NAMES, Fleet, Target
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection", "ignored_auth",
@@ -174,7 +174,7 @@ def report(r: FuzzResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.fuzz", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m checks.fuzz", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=5.0, help="total fuzzing time (default 5)")
     p.add_argument("--service", action="append", choices=NAMES,

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmark.soak_faults import HEALTH, SUPERVISED, Fault
+from checks.soak_faults import HEALTH, SUPERVISED, Fault
 
 MB = 1 << 20
 GOAL_GROWTH = 0.05

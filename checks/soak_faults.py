@@ -39,7 +39,7 @@ from typing import Any
 import requests
 import yaml
 
-from benchmark.soak_probe import Target, agent_status, service_pid, stats
+from checks.soak_probe import Target, agent_status, service_pid, stats
 from keys_manager.client import AgentError, call
 from local_provider import plugin_services, prometheus, services
 

@@ -1,4 +1,4 @@
-"""``python -m benchmark.soak --minutes 30 [--faults]``: the whole system under bursty load.
+"""``python -m checks.soak --minutes 30 [--faults]``: the whole system under bursty load.
 
 A fresh deployment of stack.yml (its first pipeline, MiniLM) on free ports in
 its own state directory: local gateway + provider, keys_manager and its
@@ -17,7 +17,7 @@ It prints, from the running system:
 ``--faults`` kills (SIGKILL) a replica, a zygote, keys_manager, the plugin,
 Redis and Prometheus at set times (``--fault-at SECONDS:KIND`` to choose) and
 reports per fault the time to recover and the requests lost; see
-benchmark/soak_faults.py for who brings each back and what "recovered" means.
+checks/soak_faults.py for who brings each back and what "recovered" means.
 """
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ import requests
 from rich.console import Console
 from tqdm import tqdm
 
-from benchmark import openloop, soak_probe, soak_report
-from benchmark.soak_faults import (
+from benchmark import openloop
+from benchmark.workloads import gamma
+from checks import soak_probe, soak_report
+from checks.soak_faults import (
     Fault,
     Injector,
     Outcome,
@@ -48,10 +50,9 @@ from benchmark.soak_faults import (
     parse_schedule,
     score,
 )
-from benchmark.workloads import gamma
+from contracts.stack import load_stack
 from local_provider import deploy, plugin_services, services
 from quart_faas.demo import SENTENCES
-from contracts.stack import load_stack
 
 OPENLOOP_LEAD_S = 0.05  # openloop.run's first send is planned this long after its call
 
@@ -335,7 +336,7 @@ def _print(con: Console, cfg: SoakConfig, rep: dict[str, Any], rows: dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.soak", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m checks.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0)
     p.add_argument("--rps", type=float, default=4.0, help="mean requests per second")
