@@ -43,7 +43,7 @@ from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import QUERIES, PrometheusReader
 from gateway_plugin.policies import chain, cv_predict
 from gateway_plugin.store import Store
-from tests.redis_env import RedisServer
+from local_provider import plugin_services, services
 
 TARGET_P50_MS = 100.0
 PERIOD_S = 5.0
@@ -262,7 +262,7 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stages", type=int, default=1000)
     ap.add_argument("--stages-per-pipeline", type=int, default=4)
@@ -275,7 +275,7 @@ def main() -> None:
     ap.add_argument("--gc-freeze", action="store_true",
                     help="gc.freeze() after start-up, as the plugin could (see the report)")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     gc.callbacks.append(_gc_timer)
     spp = args.stages_per_pipeline
@@ -293,15 +293,16 @@ def main() -> None:
         gc.freeze()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
-        rs = RedisServer(Path(tmp))
+        url = f"redis://127.0.0.1:{services.free_port()}/0"  # a redis-server of our own
         try:
-            rs.start()
+            plugin_services.ensure_redis(Path(tmp), url, lambda _msg: None)
             names = args.predictors.split(",")
             for i, predictor in enumerate(names):  # train once, after the last run
-                rows.append(run(predictor, bodies, prom, rs.url, args,
+                rows.append(run(predictor, bodies, prom, url, args,
                                 args.train and i == len(names) - 1))
         finally:
-            rs.stop()
+            for svc in services.recorded(Path(tmp)):
+                services.stop(Path(tmp), svc)
     cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
             ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
             ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
@@ -328,7 +329,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"stages": len(bodies), "pipelines": n_pipes,
                                          "target_p50_ms": TARGET_P50_MS, "rows": rows},
                                         indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
