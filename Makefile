@@ -24,10 +24,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup
-	$(VENV)/bin/python -m benchmark.pipeline_overhead
-	$(VENV)/bin/python -m benchmark.scaleup
-	$(VENV)/bin/python -m benchmark.control_cycle --stages 1000
-	$(VENV)/bin/python -m benchmark.decoder
+	$(VENV)/bin/quart-faas bench --default
 
 down:
 	$(VENV)/bin/quart-faas down

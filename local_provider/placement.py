@@ -41,7 +41,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-TIER_SPAWN_S = {"T0": 0.04, "T1": 2.3, "T2": 2.5, "T3": 2.6}  # measured: benchmark.scaleup
+TIER_SPAWN_S = {"T0": 0.04, "T1": 2.3, "T2": 2.5, "T3": 2.6}  # measured: benchmark.studies.scaleup
 EPS = 1e-3
 
 

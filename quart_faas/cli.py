@@ -1,4 +1,5 @@
-"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer."""
+"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer, compare,
+workloads, bench."""
 from __future__ import annotations
 
 import argparse
@@ -115,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
                                    "simulated or live (quart-faas compare --help)")
     sub.add_parser("workloads", help="generate, show and replay arrival workloads "
                                      "(quart-faas workloads --help)")
+    sub.add_parser("bench", help="studies and micro-benchmarks: no NAME lists them, "
+                                 "NAME runs one (quart-faas bench --help)")
     return p
 
 
@@ -144,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.workloads.cli import main as workloads_main
 
         return workloads_main(args[1:]) or 0
+    if args[:1] == ["bench"]:
+        from benchmark.studies.cli import main as bench_main
+
+        return bench_main(args[1:]) or 0
     a = parser().parse_args(args)
     return int(a.fn(a))
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from benchmark import openloop, streamload
-from benchmark.decoder import per_token, prompt
+from benchmark.studies.decoder import per_token, prompt
 from contracts.manifest import has_manifest
 from contracts.stack import load_stack
 from local_provider import deploy

@@ -1,6 +1,6 @@
 """The live MiniLM pipeline for calibration and validation: deploy, call, tear down.
 
-Deployed exactly as ``benchmark.pipeline_overhead`` does (its ``stack_file``:
+Deployed exactly as ``benchmark.studies.pipeline_overhead`` does (its ``stack_file``:
 three ``quart-python`` functions over a 3-stage partition, 1 torch thread,
 ``max_inflight`` 8), through ``local_provider.deploy.up`` on free ports with a
 private state directory, so nothing of a running demo is touched.  Requests
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from benchmark.pipeline_overhead import SENTENCES, stack_file
+from benchmark.studies.pipeline_overhead import SENTENCES, stack_file
 from contracts import server_timing
 from local_provider import deploy, services
 

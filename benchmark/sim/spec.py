@@ -47,7 +47,7 @@ class StageSpec:
     threads, 1 in the template).  ``memory_gib`` is the stage's weights plus
     runtime: a cold replica holds all of it, a forked replica shares the
     zygote's copy and adds only ``fork_overhead_gib`` (its PSS, measured by
-    ``benchmark.scaleup``).  Reaching the stage costs ``hop_s`` of delay plus
+    ``benchmark.studies.scaleup``).  Reaching the stage costs ``hop_s`` of delay plus
     ``hop_cpu_s`` core-seconds of the gateway's CPU (proxying), paid before it
     queues: on ``SimConfig.gateway_node``, one hop at a time (the embedded
     gateway is one Python process), when one is named, else as plain delay.

@@ -14,7 +14,7 @@ with seeded random weights, saved as safetensors, and timed:
 
 Random weights cost the same FLOPs as trained ones, so the times hold.  Runs
 with one torch thread, as the scale-up benchmark does.
-Usage: ``python -m benchmark.sched.calibrate [--trials 5] [--prompt 64] [--tokens 32]``.
+Usage: ``quart-faas bench sched_calibrate [--trials 5] [--prompt 64] [--tokens 32]``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def measure(trials: int, prompt: int, tokens: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.sched.calibrate", description=__doc__
+    p = argparse.ArgumentParser(prog="quart-faas bench sched_calibrate", description=__doc__
                                 .split("\n\n")[0])
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--prompt", type=int, default=64)

@@ -2,7 +2,7 @@
 
 As in seed 003, the load generator sends each request to a node chosen at
 random.  That node decides at once, in-process, with
-:func:`benchmark.sched.decide.decide_gossip`: its own state is exact, its
+:func:`benchmark.studies.sched.decide.decide_gossip`: its own state is exact, its
 peers' state is whatever the last gossip exchange brought (see ``gossip``),
 so a peer believed idle may already be swamped.  Two things keep that from
 turning into a herd: a node counts the requests it forwarded into its view of
@@ -22,10 +22,10 @@ import random
 
 import numpy as np
 
-from benchmark.sched.cluster import Cluster
-from benchmark.sched.decide import MIGRATE, decide_gossip
-from benchmark.sched.gossip import DEAD, Entry, View, choose_partners
-from benchmark.sched.node import Job, WorkerNode
+from benchmark.studies.sched.cluster import Cluster
+from benchmark.studies.sched.decide import MIGRATE, decide_gossip
+from benchmark.studies.sched.gossip import DEAD, Entry, View, choose_partners
+from benchmark.studies.sched.node import Job, WorkerNode
 
 __all__ = ["GossipScheduler"]
 

@@ -16,9 +16,9 @@ import numpy as np
 import simpy
 
 from benchmark.results import TimelineRow
-from benchmark.sched.config import SchedConfig
-from benchmark.sched.models import ModelSpec
-from benchmark.sched.node import Job, WorkerNode
+from benchmark.studies.sched.config import SchedConfig
+from benchmark.studies.sched.models import ModelSpec
+from benchmark.studies.sched.node import Job, WorkerNode
 
 __all__ = ["Cluster", "Scheduler"]
 

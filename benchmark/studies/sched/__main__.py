@@ -1,4 +1,4 @@
-"""``python -m benchmark.sched``: seed 003's centralised-vs-gossip comparison, simulated.
+"""``quart-faas bench sched``: seed 003's centralised-vs-gossip comparison, simulated.
 
 Both schedulers replay the same arrivals (the sha256 printed is the proof) on
 identical clusters, then the seed's table is printed; ``--out`` also writes
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.results import summarize
-from benchmark.sched.gossip import rounds_to_converge
-from benchmark.sched.models import CATALOGUE
-from benchmark.sched.report import comparison_rows, format_table
-from benchmark.sched.run import run
+from benchmark.studies.sched.gossip import rounds_to_converge
+from benchmark.studies.sched.models import CATALOGUE
+from benchmark.studies.sched.report import comparison_rows, format_table
+from benchmark.studies.sched.run import run
 
 DEFAULT_MIX = "minilm-stage:2=0.6,bert-large-stage:2=0.36,opt-125m:1=0.04"
 
@@ -71,7 +71,7 @@ def mixed_gamma(rps: float, cv: float, duration_s: float, mix: list[tuple[str, f
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmark.sched",
+    p = argparse.ArgumentParser(prog="quart-faas bench sched",
                                 description="Centralised vs gossip scheduling (seed 003), "
                                             "simulated on identical arrivals.")
     p.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
     if a.convergence:
-        print("push-pull gossip, fanout 1, 10 seeds (benchmark.sched.gossip.rounds_to_converge)")
+        print("push-pull gossip, fanout 1, 10 seeds "
+              "(benchmark.studies.sched.gossip.rounds_to_converge)")
         print(convergence_table())
         return 0
     try:

@@ -40,7 +40,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from benchmark.sched.models import MiB, ModelSpec
+from benchmark.studies.sched.models import MiB, ModelSpec
 from local_provider.placement import Node as PlacementNode
 from local_provider.placement import StageRequest, place
 

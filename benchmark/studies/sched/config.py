@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from benchmark.sched.gossip import GossipParams
+from benchmark.studies.sched.gossip import GossipParams
 
 __all__ = ["SchedConfig"]
 

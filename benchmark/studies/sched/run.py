@@ -21,13 +21,13 @@ import numpy as np
 import simpy
 
 from benchmark.results import RunResult
-from benchmark.sched.central import Coordinator
-from benchmark.sched.cluster import Cluster
-from benchmark.sched.config import SchedConfig
-from benchmark.sched.decide import ACTIONS
-from benchmark.sched.models import ModelSpec, resolve_models
-from benchmark.sched.peer import GossipScheduler
-from benchmark.sched.recovery import recovery_time
+from benchmark.studies.sched.central import Coordinator
+from benchmark.studies.sched.cluster import Cluster
+from benchmark.studies.sched.config import SchedConfig
+from benchmark.studies.sched.decide import ACTIONS
+from benchmark.studies.sched.models import ModelSpec, resolve_models
+from benchmark.studies.sched.peer import GossipScheduler
+from benchmark.studies.sched.recovery import recovery_time
 
 __all__ = ["SCHEDULERS", "run"]
 

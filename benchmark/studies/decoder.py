@@ -1,4 +1,4 @@
-"""``python -m benchmark.decoder``: TTFT and per-token latency of the streaming decoder pipeline.
+"""``quart-faas bench decoder``: TTFT and per-token latency of the streaming decoder pipeline.
 
 Deploys stack.yml's ``opt`` pipeline (OPT-125M shapes, seeded weights, 2
 stages) on the embedded gateway (partitioning it first if needed), or uses
@@ -37,7 +37,7 @@ import torch
 from benchmark import openloop, streamload
 from benchmark.results import RunResult, summarize
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEXT = ("Serverless platforms scale functions with the load. A large model is cut into stages "
         "that run as a pipeline, and bursts travel down the pipeline from stage to stage. ")
 

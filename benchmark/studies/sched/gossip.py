@@ -37,7 +37,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from benchmark.sched.decide import NodeView
+from benchmark.studies.sched.decide import NodeView
 
 __all__ = ["ALIVE", "DEAD", "SUSPECT", "Entry", "GossipParams", "View", "rounds_to_converge"]
 

@@ -2,7 +2,7 @@
 
 The scheduler comparison is only as good as these numbers, so the encoder
 figures are the ones this repository measured, not guesses
-(``python -m benchmark.scaleup``, README "scale-up" table, 20 trials per tier,
+(``quart-faas bench scaleup``, README "scale-up" table, 20 trials per tier,
 1 torch thread):
 
 ==========================  ==========  =================  ==========
@@ -17,7 +17,7 @@ what a node pays when the scheduler chooses COLD_START.  A decoder request
 has a time to first token (queue + load + prefill) and then one step per
 generated token (Pope et al., *Efficiently Scaling Transformer Inference*,
 2022, split latency the same way); the decoder entry is measured by
-``python -m benchmark.sched.calibrate`` on this machine (see that module).
+``quart-faas bench sched_calibrate`` on this machine (see that module).
 
 Per-request service times vary around the mean by a log-normal factor with a
 mean of 1 (sigma 0.1 for a serve, 0.05 for a load): a few percent of jitter is
@@ -85,7 +85,7 @@ class ModelSpec:
 # Measured figures: see the module docstring.  The decoder row is a synthetic
 # OPT-125m (facebook/opt-125m's config, seeded weights, fp32) on this machine's CPU
 # with 1 torch thread, a 64-token prompt, 32 generated tokens, medians of 5 trials
-# (`python -m benchmark.sched.calibrate --trials 5`, measured while other jobs shared the
+# (`quart-faas bench sched_calibrate --trials 5`, measured while other jobs shared the
 # 2 cores: cold load 7.31 s — transformers' import is most of it —, prefill 0.500 s,
 # 93.3 ms per token).
 CATALOGUE: dict[str, ModelSpec] = {

@@ -56,8 +56,8 @@ import urllib3
 from tqdm import tqdm
 
 from benchmark import procmem
-from functions.partitioner import partition
 from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
+from functions.partitioner import partition
 from functions.stage import codec
 from functions.stage.bert import read_manifest
 from keys_manager.client import AgentError, AgentLauncher
@@ -66,7 +66,7 @@ from local_provider.auth import BasicAuth
 from local_provider.config import ServeConfig
 from local_provider.server import serve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODELS_DIR = REPO / ".quart" / "models"
 TIERS = {"cold": ("process", "T3"), "T2": ("process", "T2"), "T1": ("process", "T1"),
          "T0": ("fork", "T1")}

@@ -30,7 +30,7 @@ from functions.partitioner import partition
 from functions.stage.bert import Monolith
 from local_provider import deploy, services
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SENTENCES = [
     "A large model is cut into stages that run as a pipeline of functions.",
     "Bursts travel down the pipeline and the slowest stage sets the latency.",

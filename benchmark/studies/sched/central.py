@@ -2,7 +2,7 @@
 
 Every request goes client -> coordinator -> node.  The coordinator sees every
 node's queue and cache exactly (it placed everything there) and decides with
-:func:`benchmark.sched.decide.decide_central`; decisions are serial, each
+:func:`benchmark.studies.sched.decide.decide_central`; decisions are serial, each
 costing ``central_decide_s`` (its request handling, see ``config``), so it is
 also a throughput ceiling.  It learns that a worker died by missed heartbeats
 (``detect_s``) or, sooner, by a dispatch that cannot connect — then it routes
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import simpy
 
-from benchmark.sched.cluster import Cluster
-from benchmark.sched.decide import MIGRATE, decide_central
-from benchmark.sched.node import Job, WorkerNode
+from benchmark.studies.sched.cluster import Cluster
+from benchmark.studies.sched.decide import MIGRATE, decide_central
+from benchmark.studies.sched.node import Job, WorkerNode
 
 __all__ = ["Coordinator"]
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from benchmark.sched.decide import NodeView
-from benchmark.sched.models import ModelSpec
+from benchmark.studies.sched.decide import NodeView
+from benchmark.studies.sched.models import ModelSpec
 
 __all__ = ["Job", "WorkerNode"]
 
