@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) scripts/check_python.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q -r requirements.lock
-	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/pip install -q --no-deps -e '.[model,bench,test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
@@ -31,10 +31,7 @@ test: setup
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup
-	$(VENV)/bin/python -m benchmark.pipeline_overhead
-	$(VENV)/bin/python -m benchmark.scaleup
-	$(VENV)/bin/python -m benchmark.control_cycle --stages 1000
-	$(VENV)/bin/python -m benchmark.decoder
+	$(VENV)/bin/quart-faas bench --default
 
 # Stop what `make demo` / `quart-faas up` started. A checkout without the venv (fresh, or
 # before `make setup`) started nothing: there is nothing to stop, and `make clean` still works.

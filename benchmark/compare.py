@@ -164,7 +164,7 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
             fails: list[tuple[float, str, str | None]], dash: Any, con: Console) -> RunResult:
     progress = (lambda t, total: dash.update(name, progress_s=t, duration_s=total))
     if name in SCHEDULERS:
-        from benchmark import sched
+        from benchmark.studies import sched
 
         t_fail = fails[0][0] if fails else None
         node = fails[0][2] if fails else None

@@ -76,8 +76,8 @@ def prometheus_config() -> str:
 
 # the entry points the image runs: the plugin, keys_manager, the scorer
 IMAGE_MODULES = ("gateway_plugin.main", "gateway_plugin.controller", "gateway_plugin.metrics_in",
-                 "keys_manager.service", "keys_manager.zygote", "gateway_plugin.scorer.cli",
-                 "gateway_plugin.scorer.app")
+                 "keys_manager.service", "keys_manager.zygote", "scorer.cli",
+                 "scorer.app")
 OWN = "quart-faas"
 
 

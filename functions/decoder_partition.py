@@ -28,14 +28,15 @@ from typing import Any
 
 import torch
 
-from functions.partitioner import (
+from contracts.manifest import MANIFEST
+from functions.partition_layout import (
     FORMAT,
     PartitionError,
-    _stable_seed,
-    _swap_into_place,
     split_layers,
+    stable_seed,
+    swap_into_place,
 )
-from functions.stage.bert import MANIFEST, sha256_file
+from functions.stage.bert import sha256_file
 from functions.stage.opt import (
     EMBED_POSITIONS,
     EMBED_TOKENS,
@@ -87,7 +88,7 @@ def seeded_tensor_fn(spec: OPTSpec, seed: int) -> Callable[[str], torch.Tensor]:
             return torch.ones(shape) if name.endswith("weight") else torch.zeros(shape)
         if name.endswith(".bias"):
             return torch.zeros(shape)
-        g = torch.Generator().manual_seed(_stable_seed(seed, name))
+        g = torch.Generator().manual_seed(stable_seed(seed, name))
         t = torch.randn(shape, generator=g) * spec.init_std
         if name == EMBED_TOKENS:
             t[spec.pad_token_id] = 0.0
@@ -124,7 +125,7 @@ def partition_decoder(out: str | Path, stages: int, name: str, seed: int = 0,
         raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
     try:
         manifest = _write(tmp, display, source, spec, ranges, get, say)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

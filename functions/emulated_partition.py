@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from functions.models import SYNTHETIC, minilm_dir
-from functions.partitioner import (
+from functions.partition_layout import (
     FORMAT,
     TOKENIZER_FILES,
     PartitionError,
-    _swap_into_place,
     split_layers,
+    swap_into_place,
 )
 from functions.stage.bert import MANIFEST, BertConfig
 from functions.stage.emulated_profile import (
@@ -80,7 +80,7 @@ def partition_emulated(out: Path, stages: int, name: str, seed: int = 0,
         manifest = _manifest(f"emulated-{base}", name, cfg, ranges, cal, sha, acc, seed,
                              max_seq_length)
         _write(tmp, manifest)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

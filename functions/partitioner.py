@@ -1,8 +1,8 @@
 """Cut a BERT-family encoder into pipeline stages (``quart-faas partition``).
 
 OPT decoders (seeded ``opt-125m-seeded``, or a local OPT checkpoint) are handed to
-``decoder_partition.py``, which writes the same layout; ``emulated:bert-large`` (an
-emulated accelerator, no weights) to ``emulated_partition.py``.
+``decoder_partition.py``, which writes the same layout (``partition_layout.py``);
+``emulated:bert-large`` (an emulated accelerator, no weights) to ``emulated_partition.py``.
 
 Output (written to a temporary sibling directory, then renamed into place, so a
 failure never leaves a half-written partition where a replica could load it)::
@@ -15,7 +15,6 @@ failure never leaves a half-written partition where a replica could load it)::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -24,43 +23,24 @@ from typing import Any
 
 import torch
 
+from contracts.manifest import MANIFEST
+from functions.decoder_partition import is_decoder, partition_decoder
+from functions.emulated_partition import is_emulated, partition_emulated
 from functions.models import SYNTHETIC, ModelError, minilm_dir, resolve_model
+from functions.partition_layout import (
+    FORMAT,
+    TOKENIZER_FILES,
+    PartitionError,
+    split_layers,
+    stable_seed,
+    swap_into_place,
+)
 from functions.stage.bert import (
     EMBEDDING_PARAMS,
-    MANIFEST,
     BertConfig,
     layer_param_names,
     sha256_file,
 )
-
-FORMAT = "quart-partition/1"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                   "special_tokens_map.json")
-
-
-class PartitionError(ValueError):
-    """Bad partitioning request; the message is meant for the user."""
-
-
-def split_layers(num_layers: int, num_stages: int, sizes: list[int] | None = None
-                 ) -> list[tuple[int, int]]:
-    """Contiguous layer ranges; balanced (earlier stages take the remainder) unless sizes given."""
-    if num_stages < 1:
-        raise PartitionError("--stages must be at least 1")
-    if num_stages > num_layers:
-        raise PartitionError(f"--stages {num_stages} is larger than the model's "
-                             f"{num_layers} layers: every stage needs at least one layer")
-    if sizes is None:
-        base, extra = divmod(num_layers, num_stages)
-        sizes = [base + (1 if i < extra else 0) for i in range(num_stages)]
-    if len(sizes) != num_stages or any(s < 1 for s in sizes) or sum(sizes) != num_layers:
-        raise PartitionError(f"--split {sizes} must be {num_stages} positive sizes "
-                             f"summing to {num_layers}")
-    ranges, start = [], 0
-    for s in sizes:
-        ranges.append((start, start + s))
-        start += s
-    return ranges
 
 
 def synthetic_tensor_fn(cfg: BertConfig, seed: int) -> Callable[[str], torch.Tensor]:
@@ -77,16 +57,10 @@ def synthetic_tensor_fn(cfg: BertConfig, seed: int) -> Callable[[str], torch.Ten
             return torch.ones(shape)
         if name.endswith(".bias"):
             return torch.zeros(shape)
-        g = torch.Generator().manual_seed(_stable_seed(seed, name))
+        g = torch.Generator().manual_seed(stable_seed(seed, name))
         return torch.randn(shape, generator=g) * 0.02
 
     return make
-
-
-def _stable_seed(seed: int, name: str) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
 
 
 def _shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
@@ -125,16 +99,12 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         raise PartitionError("give exactly one of --model or --synthetic")
     if out.exists() and not force:
         raise PartitionError(f"{out} already exists (use --force to replace it)")
-    from functions.emulated_partition import is_emulated, partition_emulated
-
     if is_emulated(model):  # no weights: an emulated accelerator (emulated_partition.py)
         return partition_emulated(out, stages, str(model), seed, split, force, say,
                                   max_seq_length, accelerator)
     if accelerator is not None:
         raise PartitionError("--accelerator applies to emulated models (--model "
                              "emulated:bert-large) only")
-    from functions.decoder_partition import is_decoder, partition_decoder  # imports this module
-
     if is_decoder(model) or is_decoder(synthetic):  # seeded OPT decoders (decoder_partition.py)
         return partition_decoder(out, stages, str(model or synthetic), seed, split, force, say)
     tok_dir = minilm_dir()  # BERT uncased WordPiece vocabulary, shared by the synthetic models
@@ -177,7 +147,7 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
     try:
         manifest = _write(tmp, name, source, cfg, ranges, get, tok_dir, max_seq_length, say)
-        _swap_into_place(tmp, out)
+        swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -223,14 +193,3 @@ def _write(tmp: Path, name: str, source: str, cfg: BertConfig, ranges: list[tupl
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished directory into place; an old one is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

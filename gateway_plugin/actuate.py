@@ -20,10 +20,13 @@ from typing import Any
 import orjson
 import requests
 
+from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, LABEL_SCALE_MAX, LABEL_SCALE_MIN
+from contracts.quantity import format_cpu, parse_cpu
+
+__all__ = ["ANN_PIPELINE", "ANN_SLO", "ANN_STAGE", "Function", "Gateway", "GatewayError",
+           "Pipeline"]
+
 log = logging.getLogger("gateway_plugin.actuate")
-ANN_PIPELINE = "com.openfaas.quart.pipeline"
-ANN_STAGE = "com.openfaas.quart.stage"
-ANN_SLO = "com.openfaas.quart.slo"
 
 
 class GatewayError(RuntimeError):
@@ -49,8 +52,6 @@ class Pipeline:
 
 
 def _cpu(limits: dict[str, Any] | None) -> float | None:
-    from local_provider.cpulimit import parse_cpu
-
     try:
         return parse_cpu((limits or {}).get("cpu") or "")
     except ValueError:
@@ -100,8 +101,8 @@ class Gateway:
             out.append(Function(
                 name=f["name"], replicas=int(f.get("replicas") or 0),
                 available=int(f.get("availableReplicas") or 0), cpu=_cpu(f.get("limits")),
-                min_replicas=_int_label(labels, "com.openfaas.scale.min") or 1,
-                max_replicas=_int_label(labels, "com.openfaas.scale.max"), body=f))
+                min_replicas=_int_label(labels, LABEL_SCALE_MIN) or 1,
+                max_replicas=_int_label(labels, LABEL_SCALE_MAX), body=f))
         return out
 
     def pipelines(self, functions: list[Function] | None = None) -> list[Pipeline]:
@@ -154,7 +155,7 @@ class Gateway:
                 is not None}
         body["service"] = fn.name
         body["image"] = fn.body.get("image", "")
-        body["limits"] = {**(fn.body.get("limits") or {}), "cpu": f"{round(cpus * 1000)}m"}
+        body["limits"] = {**(fn.body.get("limits") or {}), "cpu": format_cpu(cpus)}
         r = self._call("PUT", "/system/functions", json=body)
         if r.status_code not in (200, 202):
             raise GatewayError(f"set cpu of {fn.name} to {cpus:g}: {r.status_code} "

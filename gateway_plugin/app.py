@@ -15,8 +15,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway_plugin.arrivals import strip_namespace
-
-MAX_ALERT_BYTES = 1 << 20
+from gateway_plugin.openapi import MAX_ALERT_BYTES, document
 
 
 class Triggers:
@@ -108,8 +107,6 @@ def create_app(controller, triggers: Triggers) -> Flask:
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:
-        from gateway_plugin.openapi import document  # it imports this module
-
         return jsonify(document())
 
     @app.post("/system/alert")

@@ -31,9 +31,11 @@ from gateway_plugin.policies.pid import PIDConfig
 from gateway_plugin.policies.replica_corrector import CorrectorConfig
 from gateway_plugin.policies.steps import Step
 from gateway_plugin.store import Store
+from gateway_plugin.training import MIN_SAMPLES, retrain
+
+__all__ = ["MIN_SAMPLES", "Controller", "observation_json", "quart_config"]
 
 log = logging.getLogger("gateway_plugin")
-MIN_SAMPLES = 40  # GAT training needs a few dozen (pipeline, next period) pairs
 
 
 def quart_config(cfg: PluginConfig, max_replicas: int) -> chain.QuartConfig:
@@ -218,20 +220,19 @@ class Controller:
                 hist.append(PipelineObservation.from_dict(doc))
             except (KeyError, TypeError, ValueError):
                 continue
-        samples = chain.samples_from_history(hist)
-        if len(samples) < MIN_SAMPLES or len({s.group for s in samples}) < 2:
+        self.state, rnd = retrain(self.state, hist)
+        if rnd.errors is None:
             log.info("GAT: %d training samples from %d pipeline(s), need %d from >= 2: later",
-                     len(samples), len({s.group for s in samples}), MIN_SAMPLES)
+                     rnd.samples, rnd.pipelines, MIN_SAMPLES)
             return None
-        t0 = time.perf_counter()
-        self.state, errors = chain.with_trained_predictor(self.state, samples, epochs=100)
-        self.gat_meta = {"validation_mae": errors, "samples": len(samples), "trained_at":
+        errors = dict(rnd.errors)
+        self.gat_meta = {"validation_mae": errors, "samples": rnd.samples, "trained_at":
                          self.clock(), "predictor": self.state.predictor,
                          "reason": self.state.predictor_reason,
-                         "seconds": round(time.perf_counter() - t0, 3)}
+                         "seconds": round(rnd.seconds, 3)}
         for name, mae in errors.items():
             self.metrics.gat_mae.labels(predictor=name).set(mae)
-        log.info("GAT retrained on %d samples: %s -> using %s", len(samples), errors,
+        log.info("GAT retrained on %d samples: %s -> using %s", rnd.samples, errors,
                  self.state.predictor)
         return errors
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from functions.stage.bert import read_manifest
+from contracts.manifest import read_manifest
 from keys_manager.segment import (
     TMP_PREFIX,
     SegmentCorrupt,

@@ -103,7 +103,8 @@ class AgentLauncher:
         # False for an agent whose death is meant to last (a simulated node failure)
         self.restart_on_exit, self.restart_delay_s = restart_on_exit, restart_delay_s
         # how replicas are made: "fork" from the warm zygote (production), or "process"
-        # (a fresh interpreter, weights from tier ``weights``: the baselines of benchmark.scaleup)
+        # (a fresh interpreter, weights from tier ``weights``: the baselines of
+        # benchmark.studies.scaleup)
         self.mode, self.weights = "fork", "T1"
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contracts.manifest import MANIFEST, has_manifest
+
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 PER_REPLICA_ENV = frozenset({"HOSTNAME", "QUART_LISTEN_FD"})
 
@@ -69,9 +71,9 @@ class ReplicaRequest:
         if not md:
             return None
         origin = (self.workdir / md).resolve()
-        if not (origin / "manifest.json").is_file():
+        if not has_manifest(origin):
             raise ValueError(f"{self.function}: QUART_MODEL_DIR={md} holds no partition "
-                             f"(no {origin / 'manifest.json'})")
+                             f"(no {origin / MANIFEST})")
         try:
             idx = int(self.env.get("QUART_STAGE") or 0)
         except ValueError:

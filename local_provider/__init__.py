@@ -15,4 +15,15 @@ Unlike OpenFaaS CE there is no 5-replica cap: scale requests may go up to
 
 Entry point: ``local_provider.server.serve(config, role)``; configuration:
 ``local_provider.config`` (every environment variable and default).
+
+Also here, because they exist to run the stack on one machine:
+
+* the scheduler: ``placement`` (cache-aware, KL-dispersed) and ``nodes``
+  (simulated nodes, one keys_manager each) -- the provider places replicas,
+  as kube-scheduler does; the autoscaling plugin only sets their number;
+* ``quart-faas up``/``down``: ``deploy`` (start the local gateway if nothing
+  answers, then deploy a stack as ``faas-cli deploy`` does), ``services``
+  (the background processes ``up`` starts and ``down`` stops),
+  ``prometheus`` and ``plugin_services`` (Prometheus, Redis and the plugin
+  beside the gateway).  The benchmarks and checks deploy through them too.
 """

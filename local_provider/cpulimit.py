@@ -15,32 +15,17 @@ metadata only.
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import threading
 import time
 from pathlib import Path
 
+from contracts.quantity import parse_cpu
+
+__all__ = ["PERIOD_US", "CpuLimiter", "parse_cpu"]
+
 log = logging.getLogger("local_provider.cpulimit")
 PERIOD_US = 100_000
-_QTY = re.compile(r"^(?P<num>[0-9]+(?:\.[0-9]+)?)(?P<milli>m?)$")
-
-
-def parse_cpu(value: str) -> float | None:
-    """A Kubernetes CPU quantity ("500m", "1", "1.5") in CPUs; None for "" (no limit)."""
-    v = (value or "").strip()
-    if not v:
-        return None
-    m = _QTY.match(v)
-    if m is None:
-        raise ValueError(f"invalid cpu quantity {value!r}: use e.g. \"500m\", \"1\" or \"1.5\"")
-    cpus = float(m["num"]) / (1000 if m["milli"] else 1)
-    if cpus <= 0:
-        raise ValueError(f"cpu quantity {value!r} must be > 0")
-    if not math.isfinite(cpus):  # 309+ digits: the quota, round(inf), raised in reconcile
-        raise ValueError(f"cpu quantity {value[:20]!r}... is too large")
-    return cpus
 
 
 def _writable_dir(p: Path) -> bool:

@@ -19,6 +19,7 @@ import requests
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from contracts.server_timing import first_seconds as server_timing_first
 from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE
@@ -196,22 +197,6 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
         return result_response(result)
 
     return app
-
-
-def server_timing_first(value: str | None) -> float | None:
-    """Seconds of the first metric of a ``Server-Timing`` header (``name;dur=ms``): a stage
-    puts its own compute first, then the downstream stages' (functions/stage/server.py)."""
-    if not value:
-        return None
-    for param in value.split(",", 1)[0].split(";")[1:]:
-        k, _, v = param.strip().partition("=")
-        if k.strip().lower() == "dur":
-            try:
-                ms = float(v.strip().strip('"'))
-            except ValueError:
-                return None
-            return ms / 1e3 if 0 <= ms < 1e9 else None
-    return None
 
 
 def create_metrics_app(metrics: GatewayMetrics) -> Flask:

@@ -126,7 +126,7 @@ def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
     kind = (os.environ.get("QUART_LAUNCHER") or "fork").strip().lower()
     nodes = (os.environ.get("QUART_NODES") or "").strip()
     if kind == "fork" and nodes:
-        from keys_manager.nodes import MultiNodeLauncher
+        from local_provider.nodes import MultiNodeLauncher
 
         return MultiNodeLauncher(cfg.state_dir, nodes, os.environ.get("QUART_NODE_MEMORY") or "0.2")
     if kind == "fork":

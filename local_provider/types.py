@@ -13,17 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, LABEL_SCALE_MIN
+from contracts.quantity import parse_cpu
 from local_provider.config import NAMESPACE
-from local_provider.cpulimit import parse_cpu
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 NAME_MAX = 63
-
-# Annotations that tell the local provider how to run a handler folder as a process.
-ANN_HANDLER = "com.openfaas.quart.handler"
-ANN_TEMPLATE = "com.openfaas.quart.template"
-ANN_WORKDIR = "com.openfaas.quart.workdir"
-LABEL_SCALE_MIN = "com.openfaas.scale.min"
 
 
 class ValidationError(ValueError):

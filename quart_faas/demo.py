@@ -26,9 +26,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from benchmark import openloop
-from quart_faas import demo_timeline, deploy, plugin_services, services
+from contracts.manifest import has_manifest
+from contracts.stack import load_stack
+from local_provider import deploy, plugin_services, services
+from quart_faas import demo_timeline
 from quart_faas.metrics_query import GatewayMetrics
-from quart_faas.stack import load_stack
 
 SENTENCES = [
     "Serverless platforms scale functions with the load.",
@@ -93,7 +95,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     stack = load_stack(a.file)
     fn0 = stack.functions[next(iter(stack.functions))]
     model_dir = fn0.environment.get("QUART_MODEL_DIR", ".quart/models/minilm-3")
-    if not (stack.root / model_dir / "manifest.json").exists():
+    if not has_manifest(stack.root / model_dir):
         from functions.partitioner import partition
 
         con.print(f"partitioning {fn0.environment.get('QUART_MODEL')} into "

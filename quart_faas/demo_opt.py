@@ -22,10 +22,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from benchmark import openloop, streamload
-from benchmark.decoder import per_token, prompt
-from quart_faas import deploy
+from benchmark.studies.decoder import per_token, prompt
+from contracts.manifest import has_manifest
+from contracts.stack import load_stack
+from local_provider import deploy
 from quart_faas.metrics_query import GatewayMetrics
-from quart_faas.stack import load_stack
 
 MODEL = "opt-125m-seeded"
 
@@ -34,7 +35,7 @@ def run(a: argparse.Namespace, con: Console) -> int:
     stack = load_stack(a.file)
     fn0 = stack.functions["opt-stage-0"]
     model_dir = fn0.environment.get("QUART_MODEL_DIR", ".quart/models/opt-125m-2")
-    if not (stack.root / model_dir / "manifest.json").exists():
+    if not has_manifest(stack.root / model_dir):
         from functions.partitioner import partition
 
         con.print(f"partitioning {MODEL} (seeded weights, byte tokenizer) into 2 stages -> "

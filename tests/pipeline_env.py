@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from quart_faas import services
+from local_provider import services
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from gateway_plugin.planner.assign import Plan
+from planner.assign import Plan
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "planner"

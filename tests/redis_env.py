@@ -8,7 +8,7 @@ from pathlib import Path
 
 import redis
 
-from quart_faas import services
+from local_provider import services
 
 
 class RedisServer:

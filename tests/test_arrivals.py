@@ -71,7 +71,7 @@ def test_function_name_with_and_without_namespace():
     ("stage1;dur=12.5, stage2;dur=3", 0.0125), ('db;desc="x";dur="7"', 0.007),
     ("cache;desc=hit", None), ("", None), (None, None), ("a;dur=abc", None)])
 def test_server_timing_first_entry(header, seconds):
-    from local_provider.gateway_app import server_timing_first
+    from contracts.server_timing import first_seconds as server_timing_first
 
     got = server_timing_first(header)
     assert got == (pytest.approx(seconds) if seconds is not None else None)

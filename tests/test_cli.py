@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from quart_faas import services
+from local_provider import services
 from tests import pipeline_env
 
 
@@ -64,8 +64,8 @@ def test_up_refuses_a_missing_partition_or_handler(tmp_path):
 def test_deploy_names_unknown_functions(tmp_path):
     import pytest
 
-    from quart_faas.deploy import DeployError, deploy
-    from quart_faas.stack import load_stack
+    from local_provider.deploy import DeployError, deploy
+    from contracts.stack import load_stack
 
     stack = load_stack(pipeline_env.REPO / "stack.yml", {})
     with pytest.raises(DeployError, match="unknown function"):

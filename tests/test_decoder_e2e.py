@@ -15,8 +15,8 @@ import torch
 
 from functions.partitioner import partition
 from functions.stage.opt import DecoderMonolith
-from quart_faas import services
-from quart_faas.deploy import wait_available
+from local_provider import services
+from local_provider.deploy import wait_available
 from tests import pipeline_env
 from tests.test_pipeline_e2e import sample, scrape
 

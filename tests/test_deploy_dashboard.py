@@ -23,7 +23,7 @@ from keys_manager.agent import KeysManager
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
 from local_provider.metrics import FunctionGauges, GatewayMetrics, function_label
-from quart_faas import prometheus, services
+from local_provider import prometheus, services
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from quart_faas import prometheus, services
+from local_provider import prometheus, services
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]

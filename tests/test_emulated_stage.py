@@ -34,9 +34,9 @@ from functions.stage.device import DevicePool
 from functions.stage.emulated import EmulatedConfig, EmulatedServer
 from functions.stage.emulated_profile import ServiceModel, ServiceTimes
 from keys_manager.request import ReplicaRequest
-from quart_faas import services
-from quart_faas.deploy import wait_available
-from quart_faas.stack import load_stack
+from local_provider import services
+from local_provider.deploy import wait_available
+from contracts.stack import load_stack
 from tests import pipeline_env
 
 MODEL = "emulated-bert-large"

@@ -15,11 +15,6 @@ from flask import Flask
 from gateway_plugin import openapi as plugin_openapi
 from gateway_plugin.app import Triggers
 from gateway_plugin.app import create_app as plugin_app
-from gateway_plugin.scorer import openapi as scorer_openapi
-from gateway_plugin.scorer.app import create_app as scorer_app
-from gateway_plugin.scorer.config import ScorerConfig
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.store import MemoryBackend
 from keys_manager import openapi as keys_openapi
 from local_provider import openapi as lp_openapi
 from local_provider.config import ProviderConfig
@@ -30,6 +25,11 @@ from local_provider.proxy import ReplicaProxy
 from local_provider.registry import Registry
 from local_provider.replicas import ProcessLauncher
 from local_provider.types import ANN_HANDLER, FunctionDeployment, ValidationError
+from scorer import openapi as scorer_openapi
+from scorer.app import create_app as scorer_app
+from scorer.config import ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import MemoryBackend
 
 IMPLICIT = {"HEAD", "OPTIONS"}  # Flask adds them to every rule
 

@@ -1,5 +1,5 @@
 """One regression test per defect the fuzzer found (tests/test_fuzz_services.py,
-benchmark/fuzz.py), each pinned on the smallest real part that had it."""
+checks/fuzz.py), each pinned on the smallest real part that had it."""
 from __future__ import annotations
 
 import http.client
@@ -15,15 +15,15 @@ import pytest
 
 from gateway_plugin.app import Triggers
 from gateway_plugin.app import create_app as plugin_app
-from gateway_plugin.scorer.app import create_app as scorer_app
-from gateway_plugin.scorer.config import ScorerConfig
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.store import MemoryBackend
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
 from keys_manager.service import _metrics_server
 from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, FunctionDeployment
 from local_provider.types import ValidationError as DeploymentInvalid
+from scorer.app import create_app as scorer_app
+from scorer.config import ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import MemoryBackend
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO = REPO / "tests" / "fixtures" / "echo"

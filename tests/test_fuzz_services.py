@@ -1,6 +1,6 @@
 """Bounded fuzz of every HTTP API we serve (issue 8, Reliability), on real processes.
 
-Each service is started for real (benchmark/fuzz_services.py), its published
+Each service is started for real (checks/fuzz_services.py), its published
 OpenAPI document is loaded, and schemathesis runs its examples, boundary-value
 coverage and property-based phases with a fixed seed in hypothesis'
 derandomised mode, so a run is reproducible.  Every answer must be 2xx or 4xx
@@ -9,7 +9,7 @@ that breaks the schema must be refused; ``/system/*`` must want credentials;
 undocumented methods get 405 with ``Allow``.  Afterwards the process still
 runs, answers its health check and logged no traceback.
 
-The longer fuzz is ``python -m benchmark.fuzz --minutes N``.
+The longer fuzz is ``python -m checks.fuzz --minutes N``.
 """
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import requests
 
-from benchmark.fuzz import fuzz
-from benchmark.fuzz_services import NAMES, TARGET_FUNCTION, Fleet, Target
+from checks.fuzz import fuzz
+from checks.fuzz_services import NAMES, TARGET_FUNCTION, Fleet, Target
 
 SEED = 8
 # Per service: max examples per operation and which operations.  The gateway forwards
 # /system/* to the provider (the same code), so the provider is fuzzed on its own invoke path
 # only; invocations differ by method only in what the function sees, so the gateway takes
 # GET and POST and the provider the other methods; PUT /system/functions validates its body
-# with the code POST does (python -m benchmark.fuzz covers every operation on both).
+# with the code POST does (python -m checks.fuzz covers every operation on both).
 OTHER_METHODS = ["PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 

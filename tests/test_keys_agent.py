@@ -17,7 +17,7 @@ import requests
 from functions.stage.bert import read_manifest
 from keys_manager.client import AgentError, call
 from keys_manager.procs import alive, start_time
-from quart_faas import services
+from local_provider import services
 
 REPO = Path(__file__).resolve().parents[1]
 COW = REPO / "tests" / "fixtures" / "cow"

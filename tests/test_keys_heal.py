@@ -1,4 +1,4 @@
-"""keys_manager heals itself after kill -9 (found by the soak, benchmark/soak.py --faults).
+"""keys_manager heals itself after kill -9 (found by the soak, checks/soak.py --faults).
 
 * The agent: the provider's launcher supervises the agent it started and
   starts a new one when it dies, instead of waiting for the next scale-up

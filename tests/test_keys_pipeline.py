@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from keys_manager.client import call
-from quart_faas.deploy import wait_available
+from local_provider.deploy import wait_available
 from tests import pipeline_env
 
 FN = ["minilm-stage-0", "minilm-stage-1", "minilm-stage-2"]

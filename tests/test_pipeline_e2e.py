@@ -14,7 +14,7 @@ import torch
 
 from functions.stage.bert import Monolith
 from functions.stage.codec import CONTENT_TYPE, encode
-from quart_faas.deploy import wait_available
+from local_provider.deploy import wait_available
 from quart_faas.metrics_query import GatewayMetrics
 from tests import pipeline_env
 from tests.conftest import SENTENCES

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from gateway_plugin.placement import (
+from local_provider.placement import (
     Node,
     PlacementConfig,
     StageRequest,
@@ -109,7 +109,7 @@ def test_losing_any_node_leaves_every_stage_serving():
 
 
 def test_simulated_cluster_cache_aware_vs_baselines_same_demand():
-    from benchmark.placement import run
+    from benchmark.studies.placement import run
 
     rows = {s: run(s, 12, 4, 4, 40, seed=0, stage_gib=0.3, node_gib=1.2)
             for s in ("cache-aware", "random", "least-loaded")}

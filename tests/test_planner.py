@@ -1,4 +1,4 @@
-"""Static workflow-locality planner (gateway_plugin.planner, seed 002): plans, metrics, logs, bad input.
+"""Static workflow-locality planner (planner, seed 002): plans, metrics, logs, bad input.
 
 Everything runs in-process on small workloads: no network, no model weights.
 """
@@ -9,12 +9,12 @@ import json
 
 import pytest
 
-from gateway_plugin.planner import analyse, build_workload, make_plan, simulate, summarise
-from gateway_plugin.planner.assign import STRATEGIES, Plan, server_caps
-from gateway_plugin.planner.choose import choose_gswarm
-from gateway_plugin.planner.cli import main
-from gateway_plugin.planner.spec import parse_config, parse_requests
-from gateway_plugin.planner.workload import generate_requests
+from planner import analyse, build_workload, make_plan, simulate, summarise
+from planner.assign import STRATEGIES, Plan, server_caps
+from planner.choose import choose_gswarm
+from planner.cli import main
+from planner.spec import parse_config, parse_requests
+from planner.workload import generate_requests
 from tests.planner_helpers import EXAMPLES, chain_config, check_layout, write
 
 # --------------------------------------------------------------------------- hand-worked simulation
@@ -30,7 +30,7 @@ from tests.planner_helpers import EXAMPLES, chain_config, check_layout, write
     ],
 )
 def test_simulator_hand_worked(placement, latency, se, csc):
-    from gateway_plugin.planner.assign import Instance
+    from planner.assign import Instance
 
     config = parse_config(
         {

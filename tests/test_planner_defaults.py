@@ -10,8 +10,8 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
-from gateway_plugin.planner import cli
-from gateway_plugin.planner.cli import main
+from planner import cli
+from planner.cli import main
 from tests.planner_helpers import EXAMPLES, REPO, chain_config, write
 
 SHIPPED = Path(cli.__file__).resolve().parent / "examples"
@@ -67,7 +67,7 @@ def test_own_requests_run_on_the_shipped_config(tmp_path, monkeypatch, capsys):
 
 def test_the_example_is_package_data_and_the_same_as_examples_planner():
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
-        "package-data"]["gateway_plugin.planner"]
+        "package-data"]["planner"]
     for name in ("simple_config.json", "simple_requests.yaml"):
         assert any(Path("examples", name).match(pattern) for pattern in data), (name, data)
         assert (SHIPPED / name).read_bytes() == (EXAMPLES / name).read_bytes()

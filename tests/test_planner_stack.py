@@ -9,10 +9,10 @@ import sys
 import pytest
 import yaml
 
-from gateway_plugin.planner.cli import main
-from gateway_plugin.planner.generate import main as generate_main
-from gateway_plugin.planner.spec import PlanInputError, parse_config, parse_requests
-from gateway_plugin.planner.stackfile import emit_constraints, load_stack
+from planner.cli import main
+from planner.generate import main as generate_main
+from planner.spec import PlanInputError, parse_config, parse_requests
+from planner.stackfile import emit_constraints, load_stack
 from tests.planner_helpers import EXAMPLES, REPO, STACK, write
 
 # --------------------------------------------------------------------------- our own pipelines
@@ -109,6 +109,32 @@ def test_emit_constraints_replaces_existing_and_keeps_unplanned(tmp_path):
         assert data["functions"][name]["constraints"] == cons
     assert "old=1" not in new
 
+
+
+def test_stack_variables_expand_as_quart_faas_up_expands_them(tmp_path, capsys, monkeypatch):
+    """One stack.yml reader: ``${VAR:-default}`` in an annotation means to the planner what
+    it means to ``quart-faas up`` (the planner used to read the text unexpanded and refuse
+    ``${STAGES:-3}`` as "not an integer"); the stack written back keeps the variable."""
+    from contracts.stack import load_stack as deploy_load_stack
+
+    text = STACK.read_text().replace(
+        'com.openfaas.quart.stages: "3"', 'com.openfaas.quart.stages: "${STAGES:-3}"'
+    )
+    assert text.count("${STAGES:-3}") == 3
+    path = write(tmp_path / "stack.yml", text)
+    monkeypatch.delenv("STAGES", raising=False)
+    out = tmp_path / "planned.yml"
+    rc = main(["--stack", str(path), "--gpus", "3", "--out", str(out),
+               "--output-dir", str(tmp_path)])
+    assert rc == 0, capsys.readouterr().err
+    assert out.read_text().count("${STAGES:-3}") == 3
+    deployed = deploy_load_stack(path, {})
+    planned = load_stack(path, env={})
+    assert [f.annotations["com.openfaas.quart.stages"] for f in deployed.functions.values()] \
+        == ["3", "3", "3"]
+    assert len(planned.config.workflows["minilm"].nodes) == 3
+    with pytest.raises(PlanInputError, match=r"no function for stage\(s\) \[3\]"):
+        load_stack(path, env={"STAGES": "4"})
 
 @pytest.mark.parametrize(
     "edit, expected",
@@ -209,7 +235,7 @@ def test_shipped_requests_match_the_shipped_config():
 
 def test_python_dash_m_entry_point(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway_plugin.planner", "--help"],
+        [sys.executable, "-m", "planner", "--help"],
         cwd=REPO,
         capture_output=True,
         text=True,

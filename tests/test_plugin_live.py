@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from benchmark import openloop
-from quart_faas import services
+from local_provider import services
 from tests import pipeline_env
 from tests.redis_env import RedisServer
 

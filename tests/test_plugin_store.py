@@ -67,7 +67,7 @@ def test_redis_outage_keeps_everything_and_writes_it_back(rs):
 
 def test_up_with_plugin_starts_redis_and_down_stops_it(tmp_path):
     """redis-server rewrites its process title; `quart-faas down` must still find it."""
-    from quart_faas import deploy, plugin_services, services
+    from local_provider import deploy, plugin_services, services
 
     url = f"redis://127.0.0.1:{services.free_port()}/0"
     plugin_services.ensure_redis(tmp_path, url, lambda _m: None)

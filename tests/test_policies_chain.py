@@ -245,7 +245,7 @@ def _cluster(now: float, seed: int) -> list[PipelineObservation]:
 
 @pytest.mark.parametrize("predictor", ["qna", "gat"])
 def test_1000_stages_in_one_call(predictor: str) -> None:
-    """Cluster scale in one batched call (its time is benchmark.control_cycle's business)."""
+    """Cluster scale in one batched call (its time is the control_cycle study's business)."""
     state = QuartState()
     if predictor == "gat":
         model = cp.CVGAT(hidden=8, heads=2, seed=0)  # plumbing only: weights do not matter here

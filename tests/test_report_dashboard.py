@@ -8,7 +8,8 @@ import threading
 import pytest
 from rich.console import Console
 
-from benchmark.report.dashboard import Dashboard, choose_mode, main
+from benchmark.report.dashboard import Dashboard, choose_mode
+from benchmark.report.dashboard_demo import main
 
 
 class FakeTTY(io.StringIO):

@@ -1,4 +1,4 @@
-"""benchmark.sched's pure parts: decisions, eviction cost, gossip views, recovery maths."""
+"""benchmark.studies.sched's pure parts: decisions, eviction cost, gossip views, recovery maths."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import simpy
 
-from benchmark.sched.decide import (
+from benchmark.studies.sched.decide import (
     COLD_START,
     MIGRATE,
     SERVE,
@@ -18,7 +18,7 @@ from benchmark.sched.decide import (
     decide_central,
     decide_gossip,
 )
-from benchmark.sched.gossip import (
+from benchmark.studies.sched.gossip import (
     ALIVE,
     DEAD,
     SUSPECT,
@@ -27,9 +27,9 @@ from benchmark.sched.gossip import (
     View,
     rounds_to_converge,
 )
-from benchmark.sched.models import CATALOGUE, ModelSpec, resolve_models
-from benchmark.sched.node import Job, WorkerNode
-from benchmark.sched.recovery import recovery_time, rolling_p99
+from benchmark.studies.sched.models import CATALOGUE, ModelSpec, resolve_models
+from benchmark.studies.sched.node import Job, WorkerNode
+from benchmark.studies.sched.recovery import recovery_time, rolling_p99
 
 BERT = CATALOGUE["bert-large-stage"]
 MINI = CATALOGUE["minilm-stage"]

@@ -1,4 +1,4 @@
-"""benchmark.sched.run end to end: the simpy cluster under both schedulers.
+"""benchmark.studies.sched.run end to end: the simpy cluster under both schedulers.
 
 Workloads are numpy gamma arrivals built here (shape 1/CV^2, as benchmark.workloads),
 so these tests do not depend on the workload module's file format.
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from benchmark.results import summarize
-from benchmark.sched import GossipParams, SchedConfig, run
-from benchmark.sched.__main__ import convergence_table, main, parse_mix
+from benchmark.studies.sched import GossipParams, SchedConfig, run
+from benchmark.studies.sched.__main__ import convergence_table, main, parse_mix
 
 
 @dataclass

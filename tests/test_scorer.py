@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_plugin.scorer.app import create_app
-from gateway_plugin.scorer.config import ConfigError, ScorerConfig
-from gateway_plugin.scorer.model import (
+from scorer.app import create_app
+from scorer.config import ConfigError, ScorerConfig
+from scorer.model import (
     ExplorationWindow,
     Posterior,
     SchedulerModel,
@@ -20,9 +20,9 @@ from gateway_plugin.scorer.model import (
     objective,
     update_posterior,
 )
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.sinkhorn import round_plan, sinkhorn
-from gateway_plugin.scorer.store import MemoryBackend
+from scorer.service import ScoringService
+from scorer.sinkhorn import round_plan, sinkhorn
+from scorer.store import MemoryBackend
 
 
 def client(**cfg):

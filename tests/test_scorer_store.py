@@ -1,5 +1,5 @@
 """The scorer's state across restarts and outages: a real redis-server, SQLite, and the
-real service (waitress in a thread; ``python -m gateway_plugin.scorer`` in a process)."""
+real service (waitress in a thread; ``python -m scorer`` in a process)."""
 from __future__ import annotations
 
 import json
@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_plugin.scorer import cli
-from gateway_plugin.scorer.app import create_app
-from gateway_plugin.scorer.config import ScorerConfig
-from gateway_plugin.scorer.service import ScoringService
-from gateway_plugin.scorer.store import RedisBackend, SqliteBackend, StoreError
-from gateway_plugin.scorer.validate import ObserveRequest, ScoreRequest
-from quart_faas import services
+from local_provider import services
+from scorer import cli
+from scorer.app import create_app
+from scorer.config import ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import RedisBackend, SqliteBackend, StoreError
+from scorer.validate import ObserveRequest, ScoreRequest
 from tests.redis_env import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,14 +188,14 @@ def test_real_waitress_server_score_observe_score(rs):
 
 
 def test_module_process_restarts_with_its_state(rs):
-    """``python -m gateway_plugin.scorer``: SIGTERM, start again, the counters continue."""
+    """``python -m scorer``: SIGTERM, start again, the counters continue."""
     port = services.free_port()
     env = {**os.environ, "REDIS_URL": rs.url, "SCHEDULER_REDIS_PREFIX": "p:",
            "SCHEDULER_EXPLORATION_CAP": "0.5", "PYTHONPATH": str(REPO)}
     base = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, "-m", "gateway_plugin.scorer", "--port", str(port)],
+        p = subprocess.Popen([sys.executable, "-m", "scorer", "--port", str(port)],
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15

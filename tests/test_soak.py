@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from benchmark import soak, soak_report
-from benchmark.soak_faults import (
+from checks import soak, soak_report
+from checks.soak_faults import (
     KINDS,
     Fault,
     Outcome,

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from quart_faas.stack import ANN_HANDLER, StackError, ce_label_errors, load_stack, substitute
+from contracts.stack import ANN_HANDLER, StackError, ce_label_errors, load_stack, substitute
 from tests.conftest import REPO
 
 

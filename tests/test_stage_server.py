@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
+from contracts import server_timing
 from functions.stage.bert import Monolith, Stage
 from functions.stage.codec import CONTENT_TYPE, encode
 from functions.stage.config import StageConfig
@@ -94,6 +95,7 @@ def test_last_stage_pools_like_the_whole_model(minilm3, s2, acts):
     ref = Monolith(minilm3).encode(["first sentence", "second, longer sentence here"])
     assert (torch.tensor(body["embeddings"]) - ref).abs().max().item() <= 1e-6
     assert res["headers"]["Server-Timing"].startswith("stage2;dur=")
+    assert [n for n, _ in server_timing.parse(res["headers"]["Server-Timing"])] == ["stage2"]
 
 
 def _payload(h, m, meta=None):

@@ -19,9 +19,9 @@ import pytest
 from benchmark.systems.base import Bounds, Tick
 from benchmark.systems.registry import SYSTEMS
 from benchmark.systems.static import Static, load_plan
-from gateway_plugin.planner.cli import main as plan_main
 from gateway_plugin.policies.cv_predict import select_predictor
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
+from planner.cli import main as plan_main
 from tests.planner_helpers import STACK
 
 

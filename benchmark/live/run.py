@@ -35,7 +35,7 @@ from benchmark.live.driver import BaselineDriver
 from benchmark.results import RunResult, TimelineRow
 from benchmark.systems.base import Autoscaler, Bounds
 from gateway_plugin.actuate import Gateway
-from quart_faas import deploy, plugin_services, services
+from local_provider import deploy, plugin_services, services
 
 SENTENCES = [
     "Serverless platforms scale functions with the load.",
@@ -147,7 +147,7 @@ class Sampler:
 def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
     """Cut the model the stack's first function serves if its partition is missing."""
     from functions.partitioner import partition
-    from quart_faas.stack import load_stack
+    from contracts.stack import load_stack
 
     stack = load_stack(stack_file)
     env = stack.functions[next(iter(stack.functions))].environment

@@ -13,13 +13,12 @@ view is a ``rich.live.Live`` table; otherwise (``--dashboard`` off, or output
 piped to a file / CI log) it degrades to one ``tqdm`` bar per system, which
 logs sensibly; ``quiet`` shows nothing.
 
-Run ``python -m benchmark.report.dashboard --demo`` to see it fed synthetic
+Run ``python -m benchmark.report.dashboard_demo --demo`` to see it fed synthetic
 numbers for a few seconds.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import threading
@@ -362,25 +361,3 @@ class Dashboard:
             for bar in self._bars.values():
                 if not bar.disable:
                     bar.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmark.report.dashboard", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--demo", action="store_true", help="feed synthetic numbers and show it")
-    parser.add_argument("--seconds", type=float, default=4.0, help="demo length (wall seconds)")
-    parser.add_argument("--no-dashboard", action="store_true", help="show the tqdm fallback")
-    args = parser.parse_args(argv)
-    if not args.demo:
-        parser.error("nothing to do: the dashboard is fed by `quart-faas compare`; try --demo")
-    if args.seconds <= 0:
-        parser.error("--seconds must be positive")
-    from benchmark.report.dashboard_demo import demo  # late: only the demo needs it
-
-    demo(args.seconds, dashboard=not args.no_dashboard)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

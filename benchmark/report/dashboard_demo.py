@@ -1,4 +1,4 @@
-"""Synthetic numbers for ``python -m benchmark.report.dashboard --demo``.
+"""Synthetic numbers for ``python -m benchmark.report.dashboard_demo --demo``.
 
 Lets someone see (and a test exercise) the dashboard without running a
 simulator or a cluster: three systems whose replicas follow bursts with
@@ -7,6 +7,7 @@ different lags, so their rolling p99 and queue depth visibly differ.
 
 from __future__ import annotations
 
+import argparse
 import math
 import threading
 import time
@@ -73,3 +74,23 @@ def demo(seconds: float = 4.0, dashboard: bool = True, file: IO[str] | None = No
                 time.sleep(min(0.5, seconds / 4))
         for th in threads:
             th.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmark.report.dashboard_demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--demo", action="store_true", help="feed synthetic numbers and show it")
+    parser.add_argument("--seconds", type=float, default=4.0, help="demo length (wall seconds)")
+    parser.add_argument("--no-dashboard", action="store_true", help="show the tqdm fallback")
+    args = parser.parse_args(argv)
+    if not args.demo:
+        parser.error("nothing to do: the dashboard is fed by `quart-faas compare`; try --demo")
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+    demo(args.seconds, dashboard=not args.no_dashboard)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.report.naming import safe_name
 from benchmark.report.table import METRICS, comparison_rows, render_plain
 from benchmark.results import SUMMARY_COLUMNS, RunResult, summarize
 
@@ -73,14 +73,6 @@ class ReportFiles:
 def timestamp(now: datetime | None = None) -> str:
     """The seed's ``YYYYmmdd_HHMMSS`` stamp (local time, like the seed)."""
     return (now or datetime.now()).strftime("%Y%m%d_%H%M%S")
-
-
-def safe_name(part: str) -> str:
-    """A name part safe in a file name on every OS (system names may hold ``/`` or spaces)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "-", part).strip("-.")
-    if not cleaned:
-        raise ValueError(f"{part!r} has nothing usable in a file name")
-    return cleaned
 
 
 def csv_path(out_dir: Path, name: str, system: str, stamp: str) -> Path:

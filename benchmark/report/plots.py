@@ -26,6 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from benchmark.report.naming import safe_name
 from benchmark.results import RunResult, TimelineRow
 
 __all__ = ["plot_cv_sweep", "plot_latency_cdf", "plot_replicas_over_time", "write_run_plots"]
@@ -298,8 +299,6 @@ def write_run_plots(
     its CSVs, table and the other figure behind.  The returned dict says
     which figures were written.
     """
-    from benchmark.report.files import safe_name  # late: files does not need matplotlib
-
     _require(results, "write_run_plots")
     base = Path(out_dir)
     prefix = safe_name(name)

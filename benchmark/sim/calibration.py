@@ -1,7 +1,7 @@
 """Measured figures the simulator samples from, each with where it was measured.
 
 Spawn latency (time from the scale request until the gateway counts the new
-replica as available), from ``python -m benchmark.scaleup --trials 20`` on
+replica as available), from ``quart-faas bench scaleup --trials 20`` on
 this machine (2 cores, 1 torch thread, 32 tokens; README "Benchmarks"):
 
 | stage                         | T0 ready p50 / p95 | cold ready p50 / p95 | first call |
@@ -57,9 +57,9 @@ class SpawnProfile:
 
 SPAWN: dict[str, SpawnProfile] = {
     "minilm": SpawnProfile(0.0362, 0.0474, 2.545, 2.976, 0.0083,
-                           "benchmark.scaleup --trials 20, MiniLM stage 2/3"),
+                           "benchmark.studies.scaleup --trials 20, MiniLM stage 2/3"),
     "bert-large": SpawnProfile(0.0405, 0.0507, 2.851, 2.851 * 2.976 / 2.545, 0.0366,
-                               "benchmark.scaleup --trials 20, BERT-large stage 3/4 "
+                               "benchmark.studies.scaleup --trials 20, BERT-large stage 3/4 "
                                "(cold p95 assumed from MiniLM's p95/p50)"),
 }
 

@@ -12,7 +12,7 @@ Parametrisations (mean m, coefficient of variation c):
   gamma      shape k = 1 / c^2, scale = m / k (CV of a gamma is 1/sqrt(k))
   exponential gamma with k = 1, the M in M/M/c
 Spawn latencies are fitted from a median and a 95th percentile, the figures
-``benchmark.scaleup`` reports: lognormal with median p50 and
+``benchmark.studies.scaleup`` reports: lognormal with median p50 and
 sigma = ln(p95 / p50) / z_0.95, z_0.95 = 1.6449.
 """
 from __future__ import annotations

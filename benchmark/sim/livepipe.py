@@ -1,8 +1,8 @@
 """The live MiniLM pipeline for calibration and validation: deploy, call, tear down.
 
-Deployed exactly as ``benchmark.pipeline_overhead`` does (its ``stack_file``:
+Deployed exactly as ``benchmark.studies.pipeline_overhead`` does (its ``stack_file``:
 three ``quart-python`` functions over a 3-stage partition, 1 torch thread,
-``max_inflight`` 8), through ``quart_faas.deploy.up`` on free ports with a
+``max_inflight`` 8), through ``local_provider.deploy.up`` on free ports with a
 private state directory, so nothing of a running demo is touched.  Requests
 carry ``pipeline_overhead.SENTENCES`` (8 sentences by default), the same body
 for calibration and validation.
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import requests
 
-from benchmark.pipeline_overhead import SENTENCES, stack_file
-from quart_faas import deploy, services
+from benchmark.studies.pipeline_overhead import SENTENCES, stack_file
+from contracts import server_timing
+from local_provider import deploy, services
 
 REPO = Path(__file__).resolve().parents[2]
 CACHED = REPO / ".quart" / "models" / "minilm-3"
@@ -72,11 +73,7 @@ def body(inputs: int = 8) -> bytes:
 
 def stage_times(header: str | None) -> list[float]:
     """Seconds per stage from ``Server-Timing: stage0;dur=12.3, stage1;dur=...``."""
-    out = []
-    for part in (header or "").split(","):
-        if "dur=" in part:
-            out.append(float(part.split("dur=")[1].split(";")[0]) / 1e3)
-    return out
+    return [seconds for _, seconds in server_timing.parse(header)]
 
 
 def cpu_seconds(pids: list[int]) -> float:

@@ -47,7 +47,7 @@ class StageSpec:
     threads, 1 in the template).  ``memory_gib`` is the stage's weights plus
     runtime: a cold replica holds all of it, a forked replica shares the
     zygote's copy and adds only ``fork_overhead_gib`` (its PSS, measured by
-    ``benchmark.scaleup``).  Reaching the stage costs ``hop_s`` of delay plus
+    ``benchmark.studies.scaleup``).  Reaching the stage costs ``hop_s`` of delay plus
     ``hop_cpu_s`` core-seconds of the gateway's CPU (proxying), paid before it
     queues: on ``SimConfig.gateway_node``, one hop at a time (the embedded
     gateway is one Python process), when one is named, else as plain delay.
@@ -191,7 +191,7 @@ class NodeSpec:
 class ClusterSpec:
     """Nodes and how new replicas are placed on them.
 
-    ``cache-aware`` is the plugin's own ``gateway_plugin.placement.place``
+    ``cache-aware`` is the provider's own ``local_provider.placement.place``
     (warm zygote first, KL-dispersed, memory-checked); ``least-loaded`` puts
     a replica on the up node with the most free memory that fits it, fewest
     replicas first (what a Kubernetes scheduler scoring LeastAllocated does).
@@ -264,7 +264,7 @@ class SimConfig:
     """Metrics pipeline and provider knobs.
 
     ``scrape_s`` is Prometheus' scrape interval (5 s by default; the local
-    deploy, ``quart_faas/deploy.py``, scrapes every 1 s, and validation uses
+    deploy, ``local_provider/deploy.py``, scrapes every 1 s, and validation uses
     that).  ``rate_window_s`` is the ``[w]`` of every ``rate()``; ``None``
     uses the plugin's own choice, ``max(2 * period_s, 4)``
     (``gateway_plugin/controller.py``).  ``recovery_window_s`` is the

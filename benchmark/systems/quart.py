@@ -5,10 +5,10 @@ control period, ``policies.chain.decide`` (ReplicaCorrector: M/M/c + PID ->
 PipelineSmoother: GAT-predicted CV -> CPUCompensator) on the pipelines'
 observations, stores the observations as history, and every
 ``QUART_TRAIN_EVERY`` periods retrains the CV predictor on that history
-(``chain.samples_from_history`` -> ``chain.with_trained_predictor``, at least
-``MIN_SAMPLES`` samples from two or more pipelines).  This system does the
-same with the same functions: its config is built by the controller's own
-``quart_config`` from a :class:`gateway_plugin.config.PluginConfig` whose
+(``gateway_plugin.training.retrain``: at least ``MIN_SAMPLES`` samples from
+two or more pipelines).  This system does the same with the same functions:
+its config is built by the controller's own ``quart_config`` from a
+:class:`gateway_plugin.config.PluginConfig` whose
 defaults (period 5 s, PID 2.0/0.3/0.1, tolerance 0.1, scale-down after 3
 periods, train every 12 periods) are the plugin's documented defaults.
 
@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway_plugin.config import PluginConfig
-from gateway_plugin.controller import MIN_SAMPLES, quart_config
+from gateway_plugin.controller import quart_config
 from gateway_plugin.policies import chain
 from gateway_plugin.policies.observation import PipelineObservation
+from gateway_plugin.training import MIN_SAMPLES, TrainingError, retrain
 
 from .base import Bounds, Target, Tick
 from .common import check_positive, stages
@@ -167,21 +168,20 @@ class QuartSystem:
         last: Mapping[str, Any] | None,
     ) -> tuple[chain.QuartState, Mapping[str, Any] | None]:
         """The controller's ``train``: retrain on the history, keep whichever predictor wins."""
-        samples = chain.samples_from_history(history)
-        groups = len({s.group for s in samples})
-        if len(samples) < self.min_samples or groups < 2:
-            return quart, last
         try:
-            quart, errors = chain.with_trained_predictor(quart, samples, epochs=self.train_epochs)
-        except ValueError as exc:
+            quart, rnd = retrain(quart, history, min_samples=self.min_samples,
+                                 epochs=self.train_epochs)
+        except TrainingError as exc:
             # e.g. no held-out stage has an observed CV yet: keep the current predictor
             # (the plugin's loop logs the failed cycle and goes on with the same one)
-            return quart, {"period": periods, "samples": len(samples), "error": str(exc)}
+            return quart, {"period": periods, "samples": exc.samples, "error": str(exc)}
+        if rnd.errors is None:
+            return quart, last
         info = {
             "period": periods,
-            "samples": len(samples),
-            "pipelines": groups,
-            "validation_mae": dict(errors),
+            "samples": rnd.samples,
+            "pipelines": rnd.pipelines,
+            "validation_mae": dict(rnd.errors),
             "predictor": quart.predictor,
             "reason": quart.predictor_reason,
         }

@@ -4,9 +4,9 @@ What an operator without an autoscaler does: size each function once and
 leave it.  Two ways to size, in order:
 
 1. **A GSwarm plan** (the placement issue's static planner,
-   ``gateway_plugin.planner``, ``quart-faas plan --stack stack.yml``): each
+   ``planner``, ``quart-faas plan --stack stack.yml``): each
    stage gets as many replicas as the plan has instances of it.  ``plan`` may
-   be a :class:`gateway_plugin.planner.Plan`, the ``static_execution_log.json``
+   be a :class:`planner.Plan`, the ``static_execution_log.json``
    that ``quart-faas plan`` writes (its ``plan.instances``), or a mapping
    ``stage -> replicas``.  A stage the plan does not cover is a harness error.
 2. **M/M/c at the workload's mean rate** (``gateway_plugin.policies.mmc``,
@@ -50,7 +50,7 @@ def load_plan(plan: Any) -> dict[str, int]:
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read plan {path}: {exc}") from None
     instances = getattr(plan, "instances", None)
-    if instances is not None:  # a gateway_plugin.planner.Plan
+    if instances is not None:  # a planner.Plan
         return dict(Counter(i.model for i in instances))
     if not isinstance(plan, Mapping):
         raise TypeError(f"plan must be a Plan, a planner log or a mapping, got {type(plan)}")

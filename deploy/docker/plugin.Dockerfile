@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The image of Quart's cluster services, one image for all three (they share the package
 # and its torch): the gateway plugin (the default command), keys_manager
-# (`python -m keys_manager`) and the scorer (`python -m gateway_plugin.scorer`).
+# (`python -m keys_manager`) and the scorer (`python -m scorer`).
 #
 # Build from the repository root (plugin.Dockerfile.dockerignore beside this file keeps the
 # context small):
@@ -24,7 +24,9 @@ RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY quart_faas/ quart_faas/
+COPY contracts/ contracts/
 COPY gateway_plugin/ gateway_plugin/
+COPY scorer/ scorer/
 COPY keys_manager/ keys_manager/
 COPY local_provider/ local_provider/
 COPY functions/ functions/

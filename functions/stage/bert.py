@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-MANIFEST = "manifest.json"
+MANIFEST = "manifest.json"  # contracts.manifest's: this folder ships alone, imports nothing of ours
 TOKENIZER = "tokenizer/tokenizer.json"
 
 

