@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gateway_plugin.actuate import ANN_PIPELINE, Function, Gateway, GatewayError, IncompleteSpec
@@ -26,6 +26,7 @@ from gateway_plugin.pod_control import ControlError, PodControl, Workers, read_t
 from gateway_plugin.realise import PodChange, PodLimits, PodPlan, PodView, plan_pods
 
 log = logging.getLogger("gateway_plugin.actuators")
+RESIZE_WAIT_S = 2.0  # an in-place CPU change takes well under a second where the node has room
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,9 @@ class PodSourceError(RuntimeError):
 class PodSource(Protocol):
     def pods(self, functions: Sequence[str]) -> Mapping[str, Sequence[PodInfo]]: ...
 
-    def resize(self, function: str, pod: PodInfo, cpu_millis: int) -> None:
-        """Set the pod's CPU limit in place (raise PodSourceError when refused)."""
+    def resize(self, function: str, pod: PodInfo, cpu_millis: int, wait_s: float = 0.0) -> bool:
+        """Set the pod's CPU limit in place; with ``wait_s``, True once it is in force,
+        False when the orchestrator cannot now (PodSourceError when refused)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,13 @@ class _Seen:
     pods: dict[str, PodInfo]
     views: list[PodView]
     new_pod_workers: int
-    warned: set[str] = field(default_factory=set)
+
+    @property
+    def controllable(self) -> bool:
+        """Workers can change here: some ready pod's endpoint answers (or none is ready yet
+        to say otherwise)."""
+        ready = [v for v in self.views if v.ready]
+        return not ready or any(v.controllable for v in ready)
 
 
 def _millis(cpus: float | None) -> int:
@@ -203,7 +211,8 @@ class PodActuator:
     def _limits(self, seen: _Seen) -> PodLimits:
         f = seen.function
         return PodLimits(
-            max_workers=self.settings.max_workers if self.control else seen.new_pod_workers,
+            max_workers=self.settings.max_workers if self.control and seen.controllable
+            else seen.new_pod_workers,
             min_workers=1, floor_cpu_millis=_millis(f.cpu),
             max_cpu_millis=max(self.settings.max_cpu_millis, _millis(f.cpu)),
             min_pods=max(1, f.min_replicas),
@@ -246,8 +255,10 @@ class PodActuator:
         pod = seen.pods[c.pod]
         grow = c.cpu_millis is not None and c.cpu_from is not None and c.cpu_millis > c.cpu_from
         try:
-            if grow:
-                self.source.resize(function, pod, c.cpu_millis)  # type: ignore[arg-type]
+            # a worker forked before its CPU is there would share the old CPU: wait for it
+            if grow and not self.source.resize(function, pod, c.cpu_millis,  # type: ignore[arg-type]
+                                               wait_s=RESIZE_WAIT_S):
+                return f"resize {c.pod} to {c.cpu_millis}m pending: its workers stay"
             if c.workers is not None and self.control is not None:
                 self.control.put(pod.control_url, c.workers)
             if c.cpu_millis is not None and not grow:

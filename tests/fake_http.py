@@ -32,16 +32,18 @@ class _Quiet(WSGIRequestHandler):
 class Recorder:
     """``handler(request) -> Response``; ``requests`` lists what came in, in order."""
 
-    def __init__(self, handler: Callable[[Request], Response], ssl_context: Any = None) -> None:
+    def __init__(self, handler: Callable[[Request], Response], ssl_context: Any = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.handler = handler
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True,
+        self._server = make_server(host, port, self._app, threaded=True,
                                    request_handler=_Quiet, ssl_context=ssl_context)
         scheme = "https" if ssl_context else "http"
-        self.url = f"{scheme}://127.0.0.1:{self._server.server_port}"
+        self.url = f"{scheme}://{host}:{self._server.server_port}"
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True)
 
     def __enter__(self) -> Recorder:
         self._thread.start()
