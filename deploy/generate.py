@@ -306,6 +306,20 @@ def dashboard() -> dict:
             pid += 1
         y += 8 * ((len(section) + 1) // 2)
     return {
+        # Grafana's import step (Dashboards > New > Import) asks for each input and replaces
+        # ${DS_PROMETHEUS} with the data source chosen; the panels use the datasource
+        # variable, which starts on that choice and can be switched later
+        "__inputs": [{"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
+                      "pluginId": "prometheus", "pluginName": "Prometheus",
+                      "description": "the Prometheus that scrapes the OpenFaaS gateway, the "
+                                     "Quart plugin and keys_manager"}],
+        "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana",
+                        "version": "10.0.0"},
+                       {"type": "datasource", "id": "prometheus", "name": "Prometheus",
+                        "version": "1.0.0"},
+                       {"type": "panel", "id": "timeseries", "name": "Time series",
+                        "version": ""},
+                       {"type": "panel", "id": "stat", "name": "Stat", "version": ""}],
         "title": "Quart-FaaS pipelines", "uid": "quart-faas", "editable": True,
         "description": "Per-stage load, latency against the SLO, the plugin's scaling "
                        "decisions and keys_manager's spawns and cache (deploy/grafana).",
@@ -319,7 +333,9 @@ def dashboard() -> dict:
                                   "type": "dashboard"}]},
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource",
-             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1},
+             "query": "prometheus", "hide": 0, "refresh": 1,
+             "current": {"selected": False, "text": "${DS_PROMETHEUS}",
+                         "value": "${DS_PROMETHEUS}"}},
             {"name": "function", "label": "Stage", "type": "query", "datasource": DS,
              "query": {"query": "label_values(quart_plugin_desired_replicas, function_name)",
                        "refId": "function"},
