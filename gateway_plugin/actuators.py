@@ -66,9 +66,9 @@ class GatewayActuator:
         """CPU first: a PUT that resets replicas (faas-netes does) is then undone by the
         scale call after it."""
         cpu_now, notes, errors, speeds = f.cpu, [], [], []
-        if _cpu_differs(cpu, f.cpu):
+        if cpu is not None and _cpu_differs(cpu, f.cpu):
             try:
-                self.gw.set_cpu(f, cpu)  # type: ignore[arg-type]
+                self.gw.set_cpu(f, cpu)
                 cpu_now = cpu
                 speeds.append("cpu")
                 self.refused.discard(f.name)
@@ -166,7 +166,8 @@ class PodActuator:
     def view(self, functions: list[Function]) -> list[Function]:
         """The pipeline stages with replicas counted in workers (ready pods' workers plus
         starting pods at their initial count); the pods seen are kept for ``apply``."""
-        stages = {f.name for f in functions if (f.body.get("annotations") or {}).get(ANN_PIPELINE)}
+        stages = {f.name for f in functions
+                  if (f.body.get("annotations") or {}).get(ANN_PIPELINE)}
         self.seen = {}
         try:
             listed = self.source.pods(sorted(stages)) if stages else {}
@@ -184,6 +185,8 @@ class PodActuator:
         return out
 
     def _observe(self, f: Function, pods: list[PodInfo]) -> tuple[_Seen, int]:
+        """Ask every ready pod's control endpoint (in parallel); a pod that does not answer
+        counts as its initial workers and is not controllable this cycle."""
         asked = [p for p in pods if p.ready] if self.control else []
         answers = dict(zip([p.name for p in asked], self.pool.map(self._get, asked),
                            strict=True))
@@ -194,11 +197,11 @@ class PodActuator:
             if isinstance(w, ControlError):
                 self._warn_once(f"{f.name}:{w.status}", "%s: pod %s control endpoint: %s "
                                 "(workers there stay as they are)", f.name, p.name, w)
-            ok = isinstance(w, Workers)
-            views.append(PodView(p.name, w.workers if ok else p.new_pod_workers,  # type: ignore[union-attr]
-                                 p.cpu_millis, p.ready, ok, p.resizable))
+            got = w if isinstance(w, Workers) else None
+            views.append(PodView(p.name, got.workers if got else p.new_pod_workers,
+                                 p.cpu_millis, p.ready, got is not None, p.resizable))
             if p.ready:
-                ready_workers += w.ready if ok else p.new_pod_workers  # type: ignore[union-attr]
+                ready_workers += got.ready if got else p.new_pod_workers
         return _Seen(f, {p.name: p for p in pods}, views, npw), ready_workers
 
     def _get(self, p: PodInfo) -> Workers | ControlError:
@@ -253,15 +256,16 @@ class PodActuator:
     def _change(self, function: str, seen: _Seen, c: PodChange) -> str:
         """One pod: CPU up before more workers, fewer workers before CPU down."""
         pod = seen.pods[c.pod]
-        grow = c.cpu_millis is not None and c.cpu_from is not None and c.cpu_millis > c.cpu_from
+        up = c.cpu_millis if c.cpu_millis is not None and c.cpu_from is not None \
+            and c.cpu_millis > c.cpu_from else None
         try:
             # a worker forked before its CPU is there would share the old CPU: wait for it
-            if grow and not self.source.resize(function, pod, c.cpu_millis,  # type: ignore[arg-type]
-                                               wait_s=RESIZE_WAIT_S):
-                return f"resize {c.pod} to {c.cpu_millis}m pending: its workers stay"
+            if up is not None and not self.source.resize(function, pod, up,
+                                                         wait_s=RESIZE_WAIT_S):
+                return f"resize {c.pod} to {up}m pending: its workers stay"
             if c.workers is not None and self.control is not None:
                 self.control.put(pod.control_url, c.workers)
-            if c.cpu_millis is not None and not grow:
+            if c.cpu_millis is not None and up is None:
                 self.source.resize(function, pod, c.cpu_millis)
         except PodSourceError as e:
             return f"resize {c.pod} to {c.cpu_millis}m: {e}"
