@@ -33,6 +33,14 @@ class GatewayError(RuntimeError):
     pass
 
 
+class IncompleteSpec(GatewayError):
+    """The gateway's status of a function lacks what a ``PUT`` would replace: writing it
+    back would wipe it.  faas-netes returns no ``envVars`` (pkg/k8s/function_status.go) and
+    its ``PUT /system/functions`` replaces the container env and resets replicas to
+    ``com.openfaas.scale.min``; a read-modify-write there drops QUART_STAGE, QUART_MODEL_DIR
+    and QUART_NEXT_FUNCTION and the stage's scale."""
+
+
 @dataclass(frozen=True)
 class Function:
     name: str
@@ -147,7 +155,13 @@ class Gateway:
             raise GatewayError(f"scale {name} to {replicas}: {r.status_code} {r.text[:200]}")
 
     def set_cpu(self, fn: Function, cpus: float) -> None:
-        """PUT the function back with a new limits.cpu (millicores), everything else as is."""
+        """PUT the function back with a new limits.cpu (millicores), everything else as is;
+        refused (``IncompleteSpec``, nothing sent) when the status was not read in full."""
+        if "envVars" not in fn.body:
+            raise IncompleteSpec(
+                f"{fn.name}: {self.url} returned no envVars for it (faas-netes does not), so a "
+                "PUT /system/functions would replace its environment and reset its replicas; "
+                "CPU left as it is (QUART_ACTUATOR=kubernetes changes CPU in place)")
         body = {k: fn.body.get(k) for k in ("service", "image", "namespace", "envProcess",
                                              "envVars", "constraints", "secrets", "labels",
                                              "annotations", "requests",

@@ -22,12 +22,21 @@
 | QUART_SMOOTHING / QUART_CPU_COMPENSATION | 1 / 1         | turn a policy off |
 | QUART_TRAIN_EVERY             | 12                       | retrain the GAT every N periods (0 = never) |
 | QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``POST /system/alert`` |
+| QUART_ACTUATOR                | gateway                  | how decisions are applied (gateway_plugin/actuators.py): ``gateway`` (scale and CPU through the gateway's REST API; CPU only where its status has ``envVars``), ``kubernetes`` (functions in pod mode on faas-netes: workers through each pod's control endpoint, CPU by Pod ``resize``, pods through the gateway), ``pods`` (the same on local pods) |
+| QUART_FUNCTION_NAMESPACE      | openfaas-fn              | where the function pods are (``kubernetes``) |
+| QUART_CONTROL_TOKEN_FILE      | /var/openfaas/secrets/quart-control-token | the token the pods' control endpoints take (the secret the functions mount); absent: workers inside pods are left alone |
+| QUART_POD_CONTROL_PORT        | 8080                     | the pods' watchdog port, where ``/_/quart/workers`` is |
+| QUART_POD_MAX_WORKERS         | 4                        | workers per pod at most (as the functions' own QUART_POD_MAX_WORKERS) |
+| QUART_POD_MAX_CPU             | 8.0                      | CPUs a pod may be resized to in place, at most |
+| QUART_POD_REGISTRY            | .quart/pods              | ``pods``: the directory where the local pod runner describes its pods (local_pods.py) |
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+ACTUATORS = ("gateway", "kubernetes", "pods")
 
 
 class ConfigError(ValueError):
@@ -62,6 +71,13 @@ class PluginConfig:
     train_every: int = 12
     bind: str = "127.0.0.1"
     port: int = 8084
+    actuator: str = "gateway"
+    function_namespace: str = "openfaas-fn"
+    control_token_file: str = "/var/openfaas/secrets/quart-control-token"
+    pod_control_port: int = 8080
+    pod_max_workers: int = 4
+    pod_max_cpu: float = 8.0
+    pod_registry: str = ".quart/pods"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PluginConfig:
@@ -86,6 +102,9 @@ class PluginConfig:
         stat = get("QUART_LATENCY_STATISTIC", "p99")
         if stat not in ("p99", "mean"):
             raise ConfigError(f"QUART_LATENCY_STATISTIC={stat!r}: use 'p99' or 'mean'")
+        actuator = get("QUART_ACTUATOR", "gateway").lower()
+        if actuator not in ACTUATORS:
+            raise ConfigError(f"QUART_ACTUATOR={actuator!r}: use one of {', '.join(ACTUATORS)}")
         cfg = cls(
             gateway_url=get("OPENFAAS_URL", "http://127.0.0.1:8080").rstrip("/"),
             user=get("QUART_BASIC_AUTH_USER", get("basic_auth_user", "admin")),
@@ -111,6 +130,14 @@ class PluginConfig:
             train_every=num("QUART_TRAIN_EVERY", "12", int, 0, 10**6),
             bind=get("QUART_PLUGIN_BIND", "127.0.0.1"),
             port=num("QUART_PLUGIN_PORT", "8084", int, 0, 65535),
+            actuator=actuator,
+            function_namespace=get("QUART_FUNCTION_NAMESPACE", "openfaas-fn"),
+            control_token_file=get("QUART_CONTROL_TOKEN_FILE",
+                                   "/var/openfaas/secrets/quart-control-token"),
+            pod_control_port=num("QUART_POD_CONTROL_PORT", "8080", int, 1, 65535),
+            pod_max_workers=num("QUART_POD_MAX_WORKERS", "4", int, 1, 1024),
+            pod_max_cpu=num("QUART_POD_MAX_CPU", "8.0", lo=0.001),
+            pod_registry=get("QUART_POD_REGISTRY", ".quart/pods"),
         )
         if cfg.min_replicas > cfg.max_replicas:
             raise ConfigError("QUART_MIN_REPLICAS must be <= QUART_MAX_REPLICAS")

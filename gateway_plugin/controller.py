@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway_plugin import observe
 from gateway_plugin.actuate import Function, Gateway, GatewayError, Pipeline
+from gateway_plugin.actuators import Actuator, GatewayActuator
 from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
 from gateway_plugin.plugin_metrics import PluginMetrics
@@ -52,8 +53,10 @@ def quart_config(cfg: PluginConfig, max_replicas: int) -> chain.QuartConfig:
 
 class Controller:
     def __init__(self, cfg: PluginConfig, gateway: Gateway, reader: PrometheusReader,
-                 store: Store, metrics: PluginMetrics | None = None, clock=time.time) -> None:
+                 store: Store, metrics: PluginMetrics | None = None, clock=time.time,
+                 actuator: Actuator | None = None) -> None:
         self.cfg, self.gw, self.reader, self.store = cfg, gateway, reader, store
+        self.actuator = actuator or GatewayActuator(gateway)
         self.metrics = metrics or PluginMetrics()
         self.clock = clock
         self.lock = threading.Lock()
@@ -77,10 +80,14 @@ class Controller:
             return
         cpu = caps.get("cpu_limits", {})
         self.cpu_actuation = True if self.ce else bool(cpu.get("available"))
-        self.cpu_reason = ("a stock gateway: the orchestrator applies limits.cpu" if self.ce
+        self.cpu_reason = ("a stock gateway: limits.cpu where its status has envVars" if self.ce
                            else cpu.get("reason") or "cgroup quotas")
         max_r = min(self.cfg.max_replicas, self.cfg.ce_max_replicas) if self.ce \
             else self.cfg.max_replicas
+        if self.actuator.counts_workers:  # replicas are workers; the CE cap bounds pods
+            self.cpu_actuation = True
+            self.cpu_reason = f"{self.actuator.name}: pods resized in place"
+            max_r = self.cfg.max_replicas
         self.qcfg = quart_config(self.cfg, max_r)
         log.info("gateway %s: %s, max %d replicas, CPU actuation %s (%s)", self.cfg.gateway_url,
                  "OpenFaaS CE" if self.ce else "embedded provider", max_r,
@@ -133,6 +140,7 @@ class Controller:
             return self._hold(f"gateway unavailable: {e}")
         if self.ce is None:
             self._detect()
+        functions = self.actuator.view(functions)
         pipelines = [p for p in self.gw.pipelines(functions)
                      if not only or any(f.name in only for f in p.stages)]
         if not pipelines:
@@ -180,27 +188,19 @@ class Controller:
         target, why = function_bounds(d.replicas, f)
         by = d.replicas_by if target == d.replicas else Step(
             policy="bounds", step="function_labels", reason=why)
-        action, error = "steady", ""
-        try:
-            if target != f.replicas:
-                self.gw.scale(f.name, target)
-                action = "up" if target > f.replicas else "down"
-            if d.cpu is not None and self.cpu_actuation and \
-                    (f.cpu is None or abs(d.cpu - f.cpu) > 0.01 * max(f.cpu, 1e-9)):
-                self.gw.set_cpu(f, d.cpu)
-        except GatewayError as e:
-            error = str(e)
-            log.error("acting on %s failed (next cycle re-applies): %s", f.name, e)
+        act = self.actuator.apply(f, target, d.cpu if self.cpu_actuation else None)
+        action, error = act.action, act.error
         policy = decision_policy(action, by, d.cpu_by)
         self.metrics.decided(policy, action)
-        cpu_now = d.cpu if d.cpu is not None and self.cpu_actuation and not error else f.cpu
+        cpu_now = act.cpu
         self.metrics.observe_stage(f.name, target, f.available, d.predicted_cv, d.budget_s,
                                    cpu_now)
         rec = {"t": now, "trigger": trigger, "pipeline": d.pipeline, "function": f.name,
                "from": f.replicas, "replicas": target, "cpu": d.cpu, "policy": policy,
                "step": None if by is None else by.to_json(),
                "cpu_step": None if d.cpu_by is None else d.cpu_by.to_json(),
-               "action": action, "predictor": d.predictor, "critical": d.critical,
+               "action": action, "actuator": self.actuator.name, "speeds": list(act.speeds),
+               "actuation": act.note, "predictor": d.predictor, "critical": d.critical,
                "reason": d.reason, "error": error, "budget_s": d.budget_s,
                "predicted_cv": d.predicted_cv,
                "inputs": {"arrival_rate": s.arrival_rate, "latency_mean_s": s.latency_mean_s,

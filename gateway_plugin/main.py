@@ -12,6 +12,7 @@ import time
 from waitress.server import create_server
 
 from gateway_plugin.actuate import Gateway
+from gateway_plugin.actuators import make_actuator
 from gateway_plugin.app import Triggers, create_app
 from gateway_plugin.config import ConfigError, PluginConfig
 from gateway_plugin.controller import Controller
@@ -24,8 +25,9 @@ log = logging.getLogger("gateway_plugin")
 def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> int:
     stop = stop or threading.Event()
     store = Store(cfg.redis_url, cfg.redis_prefix)
-    ctl = Controller(cfg, Gateway(cfg.gateway_url, cfg.auth), PrometheusReader(cfg.prometheus_url),
-                     store)
+    gw = Gateway(cfg.gateway_url, cfg.auth)
+    ctl = Controller(cfg, gw, PrometheusReader(cfg.prometheus_url), store,
+                     actuator=make_actuator(cfg, gw))
     # torch and friends leave ~200k objects to the cyclic collector: a full collection
     # would pause a cycle for ~140 ms every few periods; they are never garbage
     gc.collect()
@@ -39,9 +41,9 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: (stop.set(), triggers.event.set()))
     port = int(srv.effective_port)  # waitress gives a str; the log line and ready() want int
-    log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs)",
-             store.instance, cfg.bind, port, cfg.gateway_url, cfg.prometheus_url,
-             cfg.redis_url, cfg.period_s)
+    log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs, "
+             "actuator %s)", store.instance, cfg.bind, port, cfg.gateway_url,
+             cfg.prometheus_url, cfg.redis_url, cfg.period_s, cfg.actuator)
     if ready:
         ready(port)
     next_at = time.monotonic()
@@ -73,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = PluginConfig.from_env()
+        if cfg.actuator == "kubernetes":  # fail at start, not in the first cycle
+            from kubernetes.config import ConfigException
+
+            from gateway_plugin.kube_pods import KubernetesPods
+            try:
+                KubernetesPods.from_environment(cfg.function_namespace, cfg.pod_control_port)
+            except ConfigException as e:
+                raise ConfigError(f"QUART_ACTUATOR=kubernetes: no in-cluster service account "
+                                  f"and no kubeconfig ({e})") from None
     except ConfigError as e:
         print(f"quart-faas plugin: {e}", file=sys.stderr)
         return 2

@@ -98,6 +98,13 @@ SCHEMAS: dict[str, Any] = {
             "predictor": {"type": "string"}, "critical": {"type": "boolean"},
             "reason": {"type": "string"}, "error": {"type": "string"}, "budget_s": NUM,
             "predicted_cv": NUM, "inputs": {"type": "object", "additionalProperties": NUM},
+            "actuator": {"type": "string", "enum": ["gateway", "kubernetes", "pods"],
+                         "description": "QUART_ACTUATOR that applied it"},
+            "speeds": {"type": "array", "items": {"type": "string",
+                                                  "enum": ["workers", "cpu", "pods"]},
+                       "description": "the means used: workers in pods, CPU in place, pods"},
+            "actuation": {"type": "string",
+                          "description": "what the actuator did or refused, and why"},
         },
     },
 }

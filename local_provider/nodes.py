@@ -1,7 +1,7 @@
 """Several simulated nodes on one machine, each its own keys_manager with its own memory
 budget, and replicas placed on them by the cache-aware scheduler.
 
-Why: placement (``local_provider.placement``) must be exercised for real — real
+Why: placement (``placement``) must be exercised for real — real
 caches that fill, zygotes that are warm on one node and not another, a node
 that fails — without a cluster.  ``QUART_NODES`` turns it on in the local
 provider:
@@ -28,7 +28,7 @@ from typing import Any
 from contracts.manifest import read_manifest
 from keys_manager.client import AgentError, AgentLauncher, ForkedHandle
 from keys_manager.segment import node_memory_bytes, parse_threshold
-from local_provider.placement import Node, PlacementConfig, StageRequest, place
+from placement import Node, PlacementConfig, StageRequest, place
 
 log = logging.getLogger("local_provider.nodes")
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # packages of one layer do not import each other.  tests/ sits above all of them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contracts", ("contracts",)),
-    ("node agent", ("keys_manager",)),
+    ("node agent, scheduler", ("keys_manager", "placement")),
     ("services", ("functions", "template", "local_provider", "gateway_plugin", "planner",
                   "scorer")),
     ("harness", ("benchmark",)),

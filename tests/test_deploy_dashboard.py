@@ -70,6 +70,16 @@ def test_dashboard_model():
     var = {v["name"]: v for v in d["templating"]["list"]}
     assert var["datasource"]["type"] == "datasource" and var["datasource"]["query"] == \
         "prometheus"
+    # the import step of docs/cluster.md asks for the data source: one input, and every
+    # ${DS_...} reference in the JSON names a declared input (Grafana replaces exactly those)
+    (inp,) = d["__inputs"]
+    assert (inp["type"], inp["pluginId"]) == ("datasource", "prometheus")
+    text = DASHBOARD.read_text()
+    assert set(re.findall(r"\$\{(DS_[A-Z_]+)\}", text)) == {inp["name"]}
+    assert var["datasource"]["current"]["value"] == "${%s}" % inp["name"]
+    required = {(r["type"], r["id"]) for r in d["__requires"]}
+    assert {("datasource", "prometheus"), ("grafana", "grafana")} <= required
+    assert {("panel", p["type"]) for p in d["panels"] if p["type"] != "row"} <= required
     assert var["function"]["type"] == "query" and var["function"]["multi"] is True
     assert var["function"]["includeAll"] is True and var["function"]["allValue"] == ".+"
     ids = [p["id"] for p in d["panels"]]

@@ -158,13 +158,32 @@ def test_overlays_change_what_they_say(rendered):
 
 # ------------------------------------------------------------------ security
 
+PLUGIN_RULES = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch"]}]
+
+
+def api_tokens(pod: dict) -> list[str]:
+    """Volumes of a pod spec that carry a Kubernetes API token."""
+    return [v["name"] for v in pod.get("volumes", [])
+            for src in v.get("projected", {}).get("sources", []) if "serviceAccountToken" in src]
+
+
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_every_pod_is_locked_down(rendered, name):
     docs = rendered[name]
-    # nothing of ours talks to the Kubernetes API: no Role, no binding, no token
-    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding",
-                                                 "ClusterRoleBinding")]
-    assert {d["metadata"]["namespace"] for d in docs if d["kind"] != "Namespace"} == {"openfaas"}
+    # one Role, in the function namespace, with exactly what the kubernetes actuator calls,
+    # bound to the plugin alone; nothing cluster-wide
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "openfaas-fn"
+    assert role["rules"] == PLUGIN_RULES
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "quart-gateway-plugin",
+                                    "namespace": "openfaas"}]
+    assert {d["metadata"]["namespace"] for d in docs
+            if d["kind"] not in ("Namespace", "Role", "RoleBinding")} == {"openfaas"}
     for sa in (d for d in docs if d["kind"] == "ServiceAccount"):
         assert sa["automountServiceAccountToken"] is False
     workloads = [d for d in docs if d["kind"] in WORKLOADS]
@@ -173,6 +192,15 @@ def test_every_pod_is_locked_down(rendered, name):
         pod = w["spec"]["template"]["spec"]
         who = f"{w['kind']}/{w['metadata']['name']}"
         assert pod["automountServiceAccountToken"] is False, who
+        # an API token only where the Role is bound, and only in the container that uses it
+        if w["metadata"]["name"] == "quart-gateway-plugin":
+            (vol,) = api_tokens(pod)
+            (mount,) = [m for c in pod["containers"] + pod.get("initContainers", [])
+                        for m in c.get("volumeMounts", []) if m["name"] == vol]
+            assert mount == {"name": vol, "readOnly": True,
+                             "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+        else:
+            assert api_tokens(pod) == [], who
         assert pod["securityContext"]["runAsNonRoot"] is True, who
         assert pod["securityContext"]["runAsUser"] > 0, who
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, who
@@ -214,12 +242,21 @@ def test_plugin_settings_come_from_the_manifest(rendered, tmp_path):
     (tmp_path / "basic-auth-password").write_text("s3cret\n")
     dep, env = _plugin_env(docs, tmp_path)
     cfg = PluginConfig.from_env(env)
+    mount = next(m for m in container(dep, "plugin")["volumeMounts"] if m["name"] == "auth")
     # the gateway's credentials the OpenFaaS way: user from the Secret, password from the
     # file basic-auth-password under $secret_mount_path
     assert cfg.auth == ("admin", "s3cret")
     pod = dep["spec"]["template"]["spec"]
     vol = next(v for v in pod["volumes"] if v["name"] == "auth")
-    assert vol["secret"]["secretName"] == "basic-auth"
+    secrets = [src["secret"] for src in vol["projected"]["sources"]]
+    assert secrets[0] == {"name": "basic-auth"}
+    # the pods' control token beside it, at the path the plugin reads by default
+    assert secrets[1] == {"name": "quart-control-token", "optional": True,
+                          "items": [{"key": "quart-control-token",
+                                     "path": "quart-control-token"}]}
+    assert cfg.control_token_file == f"{mount['mountPath']}/quart-control-token"
+    assert cfg.actuator == "kubernetes" and cfg.function_namespace == "openfaas-fn"
+    assert mount["mountPath"] == "/var/openfaas/secrets"
     assert urlparse(cfg.gateway_url).hostname == "gateway.openfaas"
     assert urlparse(cfg.prometheus_url).hostname == "prometheus.openfaas"
     # leader election needs two replicas sharing one Redis and one key prefix
@@ -383,3 +420,63 @@ def test_function_patch_mounts_the_same_node_paths(rendered, tmp_path):
         assert fn_mount[name]["readOnly"] is True
         # a node without the agent's directories fails the pod instead of getting empty ones
         assert h["type"] == "Directory"
+
+
+# ------------------------------------------------------------------ the plugin's API access
+
+def _verb(method: str, path: str, query: dict[str, str]) -> tuple[str, str]:
+    """(resource, verb) of a request, as the API server's RBAC sees it."""
+    m = re.fullmatch(r"/api/v1/namespaces/openfaas-fn/pods(?:/([^/]+))?(/resize)?", path)
+    assert m, path
+    if m[2]:
+        return "pods/resize", {"PATCH": "patch", "PUT": "update", "GET": "get"}[method]
+    if method == "GET":
+        return "pods", "watch" if query.get("watch") in ("true", "True", "1") else \
+            ("get" if m[1] else "list")
+    return "pods", method.lower()
+
+
+def test_the_role_allows_every_call_the_actuator_makes(rendered):
+    """The kubernetes actuator's own calls (list, resize, the watch that awaits it), made
+    against the API-server stand-in and mapped to RBAC verbs: each one is in the Role."""
+    from kubernetes import client
+
+    from gateway_plugin.kube_pods import KubernetesPods
+    from tests.fake_kube_api import FakeKubeAPI, function_pod
+
+    (role,) = [d for d in rendered["base"] if d["kind"] == "Role"]
+    allowed = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    with FakeKubeAPI([function_pod("fn-a", "fn-a-1", "127.0.0.2")]) as api:
+        conf = client.Configuration(host=api.url)
+        conf.api_key["BearerToken"] = "Bearer sa-token"
+        src = KubernetesPods(client.CoreV1Api(client.ApiClient(conf)), "openfaas-fn")
+        (pod,) = src.pods(["fn-a"])["fn-a"]
+        assert src.resize("fn-a", pod, 2000, wait_s=1.0) is True
+        used = {_verb(r.method, r.path, r.query) for r in api.requests}
+    assert used == {("pods", "list"), ("pods/resize", "patch"), ("pods", "watch")}
+    assert used <= allowed
+
+
+def test_the_control_token_secrets_as_the_guide_makes_them(tmp_path):
+    """docs/cluster.md creates the token twice, same value: for the functions (an OpenFaaS
+    secret in openfaas-fn, mounted by faas-netes at /var/openfaas/secrets/NAME) and for the
+    plugin (openfaas).  Both, as kubectl makes them, are valid Secrets whose key is the file
+    name both sides read."""
+    guide = (REPO / "docs" / "cluster.md").read_text()
+    cmds = re.findall(r"^kubectl -n (openfaas(?:-fn)?) create secret generic "
+                      r"quart-control-token (--from-literal=quart-control-token=\"\$TOKEN\")$",
+                      guide, re.MULTILINE)
+    assert sorted(ns for ns, _ in cmds) == ["openfaas", "openfaas-fn"]
+    stack = yaml.safe_load((REPO / "stack.yml").read_text())
+    for ns, literal in cmds:
+        r = subprocess.run([kubectl(), "-n", ns, "create", "secret", "generic",
+                            "quart-control-token", literal.replace('"$TOKEN"', "abc123"),
+                            "--dry-run=client", "-o", "yaml"], capture_output=True, text=True,
+                           timeout=60, check=False)
+        assert r.returncode == 0, r.stderr
+        secret = yaml.safe_load(r.stdout)
+        for version in VERSIONS:
+            kubernetes_validate.validate(secret, version, strict=True)
+        assert list(secret["data"]) == ["quart-control-token"]
+    assert PluginConfig().control_token_file == "/var/openfaas/secrets/quart-control-token"
+    assert "--secret quart-control-token" in guide and stack["functions"]

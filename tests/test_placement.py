@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from local_provider.placement import (
+from placement import (
     Node,
     PlacementConfig,
     StageRequest,

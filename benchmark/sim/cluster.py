@@ -18,7 +18,7 @@ counter turns stale events into no-ops).  On an undersubscribed node rates
 never change, so a request costs one event, not one per change.
 
 Placement of new replicas: ``cache-aware`` calls the plugin's own
-``local_provider.placement.place`` on a view of the nodes (as
+``placement.place`` on a view of the nodes (as
 ``local_provider/nodes.py`` does for the local provider's simulated nodes);
 ``least-loaded`` takes the up node with the fewest replicas per core that
 has the memory.
@@ -32,8 +32,8 @@ from typing import Any
 
 import simpy
 
-from local_provider.placement import Node as PNode
-from local_provider.placement import StageRequest, place
+from placement import Node as PNode
+from placement import StageRequest, place
 
 from .spec import ClusterSpec
 

@@ -191,7 +191,7 @@ class NodeSpec:
 class ClusterSpec:
     """Nodes and how new replicas are placed on them.
 
-    ``cache-aware`` is the provider's own ``local_provider.placement.place``
+    ``cache-aware`` is the provider's own ``placement.place``
     (warm zygote first, KL-dispersed, memory-checked); ``least-loaded`` puts
     a replica on the up node with the most free memory that fits it, fewest
     replicas first (what a Kubernetes scheduler scoring LeastAllocated does).

@@ -6,7 +6,7 @@ with bursts) on a cluster of nodes, each with a keys_manager memory budget.  The
 node model follows keys_manager: a spawn leaves the stage warm (T0) on its node;
 a stage whose replicas are gone stays cached until its T1 space is needed (LRU),
 then it falls back to T2 (node disk).  Spawn time per tier is the measured model
-in ``local_provider.placement.TIER_SPAWN_S``.  Removals use each strategy's own
+in ``placement.TIER_SPAWN_S``.  Removals use each strategy's own
 victim choice (cache-aware: KL; the others: newest on the busiest node / random).
 
 Reported per strategy: the share of spawns served from T0/T1, the mean spawn
@@ -21,7 +21,7 @@ import random
 import statistics
 from dataclasses import dataclass, field, replace
 
-from local_provider.placement import (
+from placement import (
     TIER_SPAWN_S,
     Node,
     PlacementConfig,

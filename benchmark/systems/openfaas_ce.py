@@ -12,7 +12,7 @@ each modelled here with its shipped configuration:
        for: 5s
 
    with ``evaluation_interval: 15s`` (the chart's global) and the gateway
-   scraped every 5 s (the chart's ``kubernetes-pods`` job).  A rule that is
+   scraped every 5 s (the chart's ``openfaas-pods`` job).  A rule that is
    true starts *pending*; it fires at the first evaluation at least ``for``
    after it became pending; a pending rule that turns false is dropped, a
    firing one is sent as *resolved* (Prometheus alerting rules docs).

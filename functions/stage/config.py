@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,22 @@ class StageConfig:
             verify_sha256=e.get("QUART_VERIFY_SHA256", "1") not in ("0", "false", "no"),
             weights_path=e.get("QUART_WEIGHTS_PATH", "").strip(),
         )
+
+
+def require_model(cfg: StageConfig, env: dict[str, str] | None = None) -> None:
+    """Refuse to start without a partition, with what to do: a pod that started anyway would
+    only answer errors.  On a cluster the partition is not where `quart-faas partition`
+    wrote it on the build machine: it has to be baked into the image (or mounted)."""
+    e = os.environ if env is None else env
+    where = Path(cfg.model_dir)
+    if (where / "manifest.json").is_file():
+        return
+    setting = (f"QUART_MODEL_DIR={cfg.model_dir!r}" if e.get("QUART_MODEL_DIR")
+               else f"QUART_MODEL_DIR is unset (default {cfg.model_dir!r})")
+    raise SystemExit(
+        f"quart stage {cfg.stage}: no partitioned model to serve: {setting} has no "
+        f"manifest.json (looked in {where.absolute()}). On a cluster, bake the partition into "
+        "the image: `quart-faas partition --model all-MiniLM-L6-v2 --stages 3 --out "
+        "functions/stage/models/minilm-3` before `faas-cli up`, and deploy with "
+        "QUART_MODEL_DIR=/home/app/function/models/minilm-3 (docs/cluster.md, step 2). "
+        "Locally: `quart-faas partition ... --out .quart/models/minilm-3`.")

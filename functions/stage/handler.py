@@ -10,7 +10,7 @@ import logging
 import sys
 from typing import Any
 
-from .config import StageConfig
+from .config import StageConfig, require_model
 from .server import StageServer
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO,
@@ -22,6 +22,7 @@ def _make_server(cfg: StageConfig) -> Any:
     an emulated partition sleeps on an emulated accelerator (emulated.py)."""
     from .bert import read_manifest
 
+    require_model(cfg)
     try:
         arch = read_manifest(cfg.model_dir).get("architecture")
     except (OSError, ValueError):

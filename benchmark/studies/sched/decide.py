@@ -16,7 +16,7 @@ Central (one coordinator, the true global view):
   long; then COLD_START on the node where a cold start is expected to finish
   first, if it beats that queue.  Among cold candidates within
   ``tie_s`` of the best, the cache-aware, KL-dispersed choice of
-  ``local_provider.placement.place`` (Eq. 11-13) picks the node.  It only
+  ``placement.place`` (Eq. 11-13) picks the node.  It only
   breaks near-ties because it has no notion of a request backlog, which
   dominates a request's latency here.  What it adds: the candidates never hold
   the model, so its spawn tier and (with equal node capacities) its KL term are
@@ -41,8 +41,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from benchmark.studies.sched.models import MiB, ModelSpec
-from local_provider.placement import Node as PlacementNode
-from local_provider.placement import StageRequest, place
+from placement import Node as PlacementNode
+from placement import StageRequest, place
 
 __all__ = [
     "ACTIONS",
