@@ -40,7 +40,8 @@ def _answer(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": _json(ref)}
 
 
-UNAUTHORIZED = _answer("no or wrong basic-auth credentials (WWW-Authenticate: Basic)", "Error")
+UNAUTHORIZED = _answer("no or wrong basic-auth credentials (WWW-Authenticate: Basic)",
+                       "Error")
 LOCKED = [{"basicAuth": []}]
 
 ERRORS = {
@@ -190,7 +191,8 @@ SCHEMAS: dict[str, Any] = {
 
 def _post(summary: str, request: str, response: str) -> dict[str, Any]:
     return {"post": {"summary": summary, "operationId": request.removesuffix("Request"),
-                     "security": LOCKED, "requestBody": {"required": True, "content": _json(request)},
+                     "security": LOCKED,
+                     "requestBody": {"required": True, "content": _json(request)},
                      "responses": {"200": _answer("done", response), **ERRORS}}}
 
 
