@@ -12,6 +12,7 @@ dead process or a traceback in its log, not hidden in a test client.
   plugin                       ``python -m gateway_plugin`` on a real redis-server, acting on
                                that gateway (no Prometheus: the loop degrades, the API serves)
   scorer                       ``python -m scorer`` on the same redis-server
+                               (both take the gateway's credentials, as their doors do)
   keys                         ``python -m keys_manager`` (its /metrics, /healthz listener)
   stage                        template/quart-python/index.py serving stage 0 of a partitioned
                                all-MiniLM-L6-v2 (functions/stage): text in, activations out to
@@ -155,13 +156,15 @@ def with_target_function(doc: dict[str, Any]) -> dict[str, Any]:
 class Fleet:
     """Start the processes behind ``names``; ``stop()`` ends them (process groups)."""
 
-    def __init__(self, root: Path, names: list[str], model_dir: Path | None = None) -> None:
+    def __init__(self, root: Path, names: list[str], model_dir: Path | None = None,
+                 plugin_env: dict[str, str] | None = None) -> None:
         unknown = set(names) - set(NAMES)
         if unknown:
             raise ValueError(f"unknown service(s) {sorted(unknown)}; known: {', '.join(NAMES)}")
         self.root = root
         self.names = list(names)
         self.model_dir = model_dir
+        self.plugin_env = plugin_env or {}
         self.state = root / "state"
         self.started: list[Proc] = []
         self.targets: dict[str, Target] = {}
@@ -224,9 +227,10 @@ class Fleet:
         if "scorer" in need:
             svc = self._start("scorer", [py, "-m", "scorer"], {
                 "SCHEDULER_DB": "redis", "REDIS_URL": redis_url,
-                "SCHEDULER_PORT": str(ports["scorer"])})
+                "SCHEDULER_PORT": str(ports["scorer"]),
+                "QUART_BASIC_AUTH_PASSWORD_FILE": str(pw)})
             url = f"http://127.0.0.1:{ports['scorer']}"
-            self._target("scorer", svc, url)
+            self._target("scorer", svc, url, auth=("admin", PASSWORD))
             waits.append(("scorer", svc, partial(services.answers, url + "/healthz")))
         if "keys" in need:
             svc = self._start("keys_manager", [py, "-m", "keys_manager"], {
@@ -287,9 +291,9 @@ class Fleet:
             "REDIS_URL": self.redis_url,
             "QUART_BASIC_AUTH_PASSWORD_FILE": str(self.root / "password"),
             "QUART_PLUGIN_PORT": str(port), "QUART_CONTROL_PERIOD_S": "2",
-            "QUART_TRAIN_EVERY": "0"})
+            "QUART_TRAIN_EVERY": "0", **self.plugin_env})
         url = f"http://127.0.0.1:{port}"
-        self._target("plugin", svc, url)
+        self._target("plugin", svc, url, auth=("admin", PASSWORD))
         return "plugin", svc, lambda: services.answers(url + "/healthz")
 
     def stop(self) -> None:

@@ -111,8 +111,7 @@ def _deploy(cfg: SoakConfig, say: Any) -> soak_probe.Target:
                           f"http://127.0.0.1:{ports[1]}", say=say, provider_port=ports[2],
                           metrics_port=ports[3], keys_metrics_port=ports[4])
     auth = (deploy.USER, deploy.password_file(sdir).read_text().strip())
-    redis_url = f"redis://127.0.0.1:{ports[5]}/0"
-    plugin_services.ensure_redis(sdir, redis_url, say)
+    redis_url = plugin_services.ensure_redis(sdir, f"redis://127.0.0.1:{ports[5]}/0", say)
     env = {"QUART_CONTROL_PERIOD_S": str(cfg.period_s)}
     plugin_services.start_plugin(sdir, ep.gateway, ep.prometheus, redis_url, ports[6], say, env)
     return soak_probe.Target(sdir, ep.gateway, ep.metrics, ep.prometheus, ep.keys_metrics,

@@ -120,7 +120,7 @@ def _decided_after(t: Target, wall: float, s: requests.Session) -> bool:
         h = s.get(f"{t.plugin}/healthz", timeout=1).json()
         if not (h.get("ok") and h.get("leader") and h.get("redis")):
             return False
-        ds = s.get(f"{t.plugin}/decisions", params={"n": 30}, timeout=2).json()
+        ds = s.get(f"{t.plugin}/decisions", params={"n": 30}, auth=t.auth, timeout=2).json()
     except (requests.RequestException, ValueError):
         return False
     return any(d.get("t", 0) > wall and d.get("policy") != "hold" for d in ds)

@@ -1,41 +1,40 @@
-"""The plugin's HTTP surface: ``/metrics``, ``/healthz``, ``GET /decisions`` and the
-AlertManager webhook ``POST /system/alert`` (the payload OpenFaaS CE's alert rule sends),
+"""The plugin's HTTP surface: ``/metrics``, ``/healthz``, ``/livez``, ``GET /decisions`` and
+the AlertManager webhook ``POST /system/alert`` (the payload OpenFaaS CE's alert rule sends),
 described by ``GET /openapi.json`` (gateway_plugin/openapi.py).
 
-A webhook never runs a cycle on the request thread: it names the pipelines
-to look at and wakes the control loop, which runs cycles one at a time.
+Doors (issue 18): ``/decisions`` (reveals every stage's load and decisions) and
+``/system/alert`` (starts control cycles) take the OpenFaaS gateway's basic-auth
+credentials, as the gateway's own ``/system/alert`` does; AlertManager sends them
+(gateway_plugin/alerting/alertmanager.yml, ``http_config.basic_auth``).  Open, and why:
+``/healthz`` and ``/livez`` (the kubelet's probes carry no credentials; they tell whether the
+loop runs and which input is missing, nothing of the load), ``/metrics`` (Prometheus scrapes
+it without credentials, like the gateway's own metrics port) and ``/openapi.json`` (the
+contract, no state).
+
+A webhook never runs a cycle on the request thread: it names the functions whose pipelines
+to look at, and the loop runs cycles one at a time, alerts coalesced (gateway_plugin/pacing.py).
+An alert naming a function the gateway does not list is a 404; before the plugin has listed
+the gateway's functions at all (starting, or a standby that never acts) it is a 503.
 """
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+import webguard
+from contracts.basic_auth import BasicAuth
 from gateway_plugin.arrivals import strip_namespace
+from gateway_plugin.health import Health
 from gateway_plugin.openapi import MAX_ALERT_BYTES, document
+from gateway_plugin.pacing import Triggers
 
+__all__ = ["MAX_ALERT_BYTES", "Triggers", "create_app", "parse_alert"]
 
-class Triggers:
-    """Pipelines an alert asked about, for the loop to pick up."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._lock = threading.Lock()
-        self._functions: set[str] = set()
-
-    def add(self, functions: set[str]) -> None:
-        with self._lock:
-            self._functions |= functions
-        self.event.set()
-
-    def take(self) -> set[str]:
-        with self._lock:
-            out, self._functions = self._functions, set()
-        self.event.clear()
-        return out
+PUBLIC = ("healthz", "livez", "metrics", "openapi_json")
+error = webguard.json_error
 
 
 def parse_alert(body: Any) -> tuple[set[str], dict[str, int]]:
@@ -63,13 +62,13 @@ def parse_alert(body: Any) -> tuple[set[str], dict[str, int]]:
     return names, statuses
 
 
-def create_app(controller, triggers: Triggers) -> Flask:
+def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
+               health: Health | None = None) -> Flask:
+    """``auth`` None only when basic_auth=false was asked for (webguard.require)."""
     app = Flask("gateway_plugin")
     app.config["MAX_CONTENT_LENGTH"] = MAX_ALERT_BYTES
-
-    def error(status: int, message: str) -> Response:
-        return Response(json.dumps({"error": message}), status=status,
-                        mimetype="application/json")
+    health = health or Health(triggers.period_s)
+    webguard.install(app, auth, PUBLIC)
 
     @app.errorhandler(413)
     def too_large(_e):
@@ -77,20 +76,24 @@ def create_app(controller, triggers: Triggers) -> Flask:
 
     @app.errorhandler(404)
     def not_found(_e):
-        return error(404, "not found: /metrics, /healthz, /decisions, POST /system/alert, "
-                          "/openapi.json")
-
-    @app.errorhandler(405)
-    def bad_method(e):
-        resp = error(405, "method not allowed")
-        resp.headers["Allow"] = ", ".join(getattr(e, "valid_methods", None) or [])  # RFC 9110
-        return resp
+        return error(404, "not found: /metrics, /healthz, /livez, /decisions, "
+                          "POST /system/alert, /openapi.json")
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return jsonify({"ok": True, "cycles": controller.cycles, "redis": controller.store.up,
-                        "leader": controller.store._leader,
-                        "predictor": controller.state.predictor})
+        ok, body = health.report(controller.store.up)
+        body = {"cycles": controller.cycles, "redis": controller.store.up,
+                "leader": controller.store._leader, "predictor": controller.state.predictor,
+                **body}
+        return Response(json.dumps(body), status=200 if ok else 503,
+                        mimetype="application/json")
+
+    @app.get("/livez")
+    def livez() -> Response:
+        stale, age = health.stale(health.clock())
+        body = {"ok": not stale, "last_cycle_age_s": round(age, 3), "period_s": health.period_s}
+        return Response(json.dumps(body), status=503 if stale else 200,
+                        mimetype="application/json")
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -112,18 +115,33 @@ def create_app(controller, triggers: Triggers) -> Flask:
     @app.post("/system/alert")
     def alert() -> Response:
         try:
-            body = json.loads(request.get_data() or b"null")
-        except (ValueError, UnicodeDecodeError) as e:
-            return error(400, f"malformed JSON: {e}")
-        try:
-            names, statuses = parse_alert(body)
-        except ValueError as e:
+            names, statuses = parse_alert(webguard.parse_json(request.get_data() or b"null"))
+        except ValueError as e:  # BadJSON is one
             return error(400, str(e))
+        refused = _refuse(controller, names, triggers.period_s)
+        if refused is not None:
+            return refused
         for status, n in statuses.items():
             if n:
                 controller.metrics.alerts.labels(status=status).inc(n)
-        triggers.add(names)
-        return Response(json.dumps({"accepted": sorted(names), **statuses}), status=202,
-                        mimetype="application/json")
+        in_s, coalesced = triggers.add(names)
+        return Response(json.dumps({"accepted": sorted(names), **statuses,
+                                    "cycle_in_s": round(in_s, 3), "coalesced": coalesced}),
+                        status=202, mimetype="application/json")
 
     return app
+
+
+def _refuse(controller, names: set[str], period_s: float) -> Response | None:
+    """503 before the gateway's functions are known, 404 for names it does not list."""
+    known = controller.functions
+    if known is None:
+        resp = error(503, "the plugin has not listed the gateway's functions yet (starting, "
+                          "or a standby: the leader runs the cycles)")
+        resp.headers["Retry-After"] = str(max(1, round(period_s)))
+        return resp
+    unknown = sorted(names - known)
+    if unknown:
+        return error(404, f"no such function on the gateway: {', '.join(unknown)}",
+                     unknown=unknown)
+    return None

@@ -3,12 +3,14 @@
 | variable                      | default                  | meaning |
 |-------------------------------|--------------------------|---------|
 | OPENFAAS_URL                  | http://127.0.0.1:8080    | the gateway (REST API for scaling, as faas-cli uses it) |
-| basic_auth_user / QUART_BASIC_AUTH_USER | admin          | gateway user |
-| QUART_BASIC_AUTH_PASSWORD_FILE| (unset)                  | file with the gateway password; else ``$secret_mount_path/basic-auth-password`` (the OpenFaaS way), else ``.quart/basic-auth-password`` |
+| basic_auth_user / QUART_BASIC_AUTH_USER | admin          | gateway user; else ``$secret_mount_path/basic-auth-user`` |
+| QUART_BASIC_AUTH_PASSWORD_FILE| (unset)                  | file with the gateway password; else ``$secret_mount_path/basic-auth-password`` (the OpenFaaS way), else ``$QUART_STATE_DIR/basic-auth-password`` (``.quart``) |
+| basic_auth                    | true                     | the plugin's own ``/decisions`` and ``/system/alert`` take the same credentials; without a password the plugin refuses to start unless this is ``false`` |
 | PROMETHEUS_URL                | http://127.0.0.1:9090    | where the gateway's metrics are scraped to |
 | REDIS_URL                     | redis://127.0.0.1:6379/0 | all scaling state |
 | QUART_REDIS_PREFIX            | quart:                   | key prefix (several deployments per Redis) |
 | QUART_CONTROL_PERIOD_S        | 5                        | control period |
+| QUART_ALERT_MIN_INTERVAL_S    | the control period       | at most one alert-triggered cycle per interval; alerts in between are coalesced (gateway_plugin/pacing.py) |
 | QUART_SLO_S                   | 0.5                      | pipeline latency SLO (seed's target_latency) unless a function says ``com.openfaas.quart.slo`` |
 | QUART_LATENCY_STATISTIC       | p99                      | what the SLO bounds: ``p99`` or ``mean`` |
 | QUART_KP / QUART_KI / QUART_KD| 2.0 / 0.3 / 0.1          | PID gains (seed 001) |
@@ -21,7 +23,7 @@
 | QUART_SCALE_DOWN_PERIODS      | 3                        | periods a lower count must persist before scaling down |
 | QUART_SMOOTHING / QUART_CPU_COMPENSATION | 1 / 1         | turn a policy off |
 | QUART_TRAIN_EVERY             | 12                       | retrain the GAT every N periods (0 = never) |
-| QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``POST /system/alert`` |
+| QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``/livez``, ``/decisions``, ``POST /system/alert`` |
 | QUART_ACTUATOR                | gateway                  | how decisions are applied (gateway_plugin/actuators.py): ``gateway`` (scale and CPU through the gateway's REST API; CPU only where its status has ``envVars``), ``kubernetes`` (functions in pod mode on faas-netes: workers through each pod's control endpoint, CPU by Pod ``resize``, pods through the gateway), ``pods`` (the same on local pods) |
 | QUART_FUNCTION_NAMESPACE      | openfaas-fn              | where the function pods are (``kubernetes``) |
 | QUART_CONTROL_TOKEN_FILE      | /var/openfaas/secrets/quart-control-token | the token the pods' control endpoints take (the secret the functions mount); absent: workers inside pods are left alone |
@@ -34,7 +36,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
+
+from webguard import auth_enabled, credentials
 
 ACTUATORS = ("gateway", "kubernetes", "pods")
 
@@ -48,10 +51,12 @@ class PluginConfig:
     gateway_url: str = "http://127.0.0.1:8080"
     user: str = "admin"
     password: str = ""
+    basic_auth: bool = True
     prometheus_url: str = "http://127.0.0.1:9090"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "quart:"
     period_s: float = 5.0
+    alert_min_interval_s: float = 5.0
     slo_s: float = 0.5
     latency_statistic: str = "p99"
     kp: float = 2.0
@@ -105,14 +110,18 @@ class PluginConfig:
         actuator = get("QUART_ACTUATOR", "gateway").lower()
         if actuator not in ACTUATORS:
             raise ConfigError(f"QUART_ACTUATOR={actuator!r}: use one of {', '.join(ACTUATORS)}")
+        user, password = credentials(e) or (get("QUART_BASIC_AUTH_USER",
+                                                  get("basic_auth_user", "admin")), "")
+        period_s = num("QUART_CONTROL_PERIOD_S", "5", lo=0.05, hi=3600)
         cfg = cls(
             gateway_url=get("OPENFAAS_URL", "http://127.0.0.1:8080").rstrip("/"),
-            user=get("QUART_BASIC_AUTH_USER", get("basic_auth_user", "admin")),
-            password=_password(e),
+            user=user, password=password, basic_auth=auth_enabled(e),
             prometheus_url=get("PROMETHEUS_URL", "http://127.0.0.1:9090").rstrip("/"),
             redis_url=get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             redis_prefix=get("QUART_REDIS_PREFIX", "quart:"),
-            period_s=num("QUART_CONTROL_PERIOD_S", "5", lo=0.05, hi=3600),
+            period_s=period_s,
+            alert_min_interval_s=num("QUART_ALERT_MIN_INTERVAL_S", f"{period_s!r}", lo=0.05,
+                                     hi=3600),
             slo_s=num("QUART_SLO_S", "0.5", lo=1e-3, hi=3600),
             latency_statistic=stat,
             kp=num("QUART_KP", "2.0"), ki=num("QUART_KI", "0.3"), kd=num("QUART_KD", "0.1"),
@@ -150,14 +159,10 @@ class PluginConfig:
         return (self.user, self.password) if self.password else None
 
 
-def _password(e) -> str:
-    """The OpenFaaS ways first: a password file, then the secret mount, then our state dir."""
-    candidates = [e.get("QUART_BASIC_AUTH_PASSWORD_FILE") or ""]
-    if e.get("secret_mount_path"):
-        candidates.append(str(Path(e["secret_mount_path"]) / "basic-auth-password"))
-    candidates.append(str(Path(e.get("QUART_STATE_DIR") or ".quart") / "basic-auth-password"))
-    for c in filter(None, candidates):
-        p = Path(c)
-        if p.is_file():
-            return p.read_text().strip()
-    return ""
+def redact(url: str) -> str:
+    """``redis://:secret@host`` -> ``redis://:***@host``: logs are not for passwords."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        cred, _, host = rest.rpartition("@")
+        return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
+    return url

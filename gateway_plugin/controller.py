@@ -65,6 +65,7 @@ class Controller:
         self.last: dict[str, dict[str, Any]] = {}
         self.memory: dict[str, observe.ServiceMemory] = {}
         self.cycles = 0
+        self.functions: frozenset[str] | None = None  # the gateway's, as of the last listing
         self.ce: bool | None = None  # detected at the first cycle that reaches the gateway
         self.cpu_actuation, self.cpu_reason = False, "not detected yet"
         self.qcfg = quart_config(cfg, cfg.max_replicas)
@@ -137,7 +138,8 @@ class Controller:
         try:
             functions = self.gw.functions()
         except GatewayError as e:
-            return self._hold(f"gateway unavailable: {e}")
+            return self._hold(f"gateway unavailable: {e}", "gateway")
+        self.functions = frozenset(f.name for f in functions)
         if self.ce is None:
             self._detect()
         functions = self.actuator.view(functions)
@@ -150,7 +152,8 @@ class Controller:
             self.metrics.prometheus_up.set(1)
         except MetricsUnavailable as e:
             self.metrics.prometheus_up.set(0)
-            return self._hold(f"metrics unavailable ({e}): holding the last decision")
+            return self._hold(f"metrics unavailable ({e}): holding the last decision",
+                              "prometheus")
         now = self.clock()
         obs = [observe.build(p, fm, now, self.cfg.slo_s, self.memory) for p in pipelines]
         decisions, self.state = chain.decide(obs, self.state, self.qcfg)
@@ -168,11 +171,13 @@ class Controller:
         self.store.record_decisions(records)
         return {"leader": True, "pipelines": len(pipelines), "decisions": records}
 
-    def _hold(self, reason: str) -> dict[str, Any]:
+    def _hold(self, reason: str, missing: str) -> dict[str, Any]:
+        """``missing``: the input that is gone (gateway, prometheus), for /healthz."""
         log.warning("%s", reason)
         self.metrics.decisions.labels(policy="hold", action="hold").inc()
-        self.store.record_decisions([{"t": self.clock(), "policy": "hold", "reason": reason}])
-        return {"leader": True, "hold": True, "reason": reason}
+        self.store.record_decisions([{"t": self.clock(), "policy": "hold", "reason": reason,
+                                      "missing": missing}])
+        return {"leader": True, "hold": True, "reason": reason, "missing": missing}
 
     def _apply(self, pipelines: list[Pipeline], decisions: dict[str, list[chain.StageDecision]],
                obs: list[PipelineObservation], trigger: str, now: float) -> list[dict[str, Any]]:

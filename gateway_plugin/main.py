@@ -11,19 +11,24 @@ import time
 
 from waitress.server import create_server
 
+import webguard
 from gateway_plugin.actuate import Gateway
 from gateway_plugin.actuators import make_actuator
-from gateway_plugin.app import Triggers, create_app
-from gateway_plugin.config import ConfigError, PluginConfig
+from gateway_plugin.app import create_app
+from gateway_plugin.config import ConfigError, PluginConfig, redact
 from gateway_plugin.controller import Controller
+from gateway_plugin.health import Health
 from gateway_plugin.metrics_in import PrometheusReader
+from gateway_plugin.pacing import Triggers
 from gateway_plugin.store import Store
 
 log = logging.getLogger("gateway_plugin")
 
 
 def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> int:
+    """Serve and run the loop until ``stop``; AuthConfigError when the doors would be open."""
     stop = stop or threading.Event()
+    auth = webguard.require(cfg.basic_auth, cfg.user, cfg.password, "quart-faas plugin")
     store = Store(cfg.redis_url, cfg.redis_prefix)
     gw = Gateway(cfg.gateway_url, cfg.auth)
     ctl = Controller(cfg, gw, PrometheusReader(cfg.prometheus_url), store,
@@ -32,9 +37,10 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
     # would pause a cycle for ~140 ms every few periods; they are never garbage
     gc.collect()
     gc.freeze()
-    triggers = Triggers()
-    srv = create_server(create_app(ctl, triggers), host=cfg.bind, port=cfg.port, threads=4,
-                        ident=None)
+    triggers = Triggers(cfg.period_s, cfg.alert_min_interval_s)
+    health = Health(cfg.period_s)
+    srv = create_server(create_app(ctl, triggers, auth=auth, health=health), host=cfg.bind,
+                        port=cfg.port, threads=4, ident=None)
     web = threading.Thread(target=srv.run, name="plugin-http", daemon=True)
     web.start()
     if threading.current_thread() is threading.main_thread():
@@ -43,28 +49,32 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
     port = int(srv.effective_port)  # waitress gives a str; the log line and ready() want int
     log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs, "
              "actuator %s)", store.instance, cfg.bind, port, cfg.gateway_url,
-             cfg.prometheus_url, cfg.redis_url, cfg.period_s, cfg.actuator)
+             cfg.prometheus_url, redact(cfg.redis_url), cfg.period_s, cfg.actuator)
     if ready:
         ready(port)
-    next_at = time.monotonic()
     try:
-        while not stop.is_set():
-            timeout = max(0.0, next_at - time.monotonic())
-            fired = triggers.event.wait(timeout)
-            if stop.is_set():
-                break
-            only = triggers.take() if fired else None
-            try:
-                ctl.cycle("alert" if only else "timer", only or None)
-            except Exception:  # a bad cycle is logged; the loop goes on
-                log.exception("control cycle failed")
-            if not only:
-                next_at = time.monotonic() + cfg.period_s
+        loop(ctl, triggers, health, stop)
     finally:
         srv.close()
         store.resign()
         log.info("plugin stopped")
     return 0
+
+
+def loop(ctl: Controller, triggers: Triggers, health: Health, stop: threading.Event) -> None:
+    """Cycles one at a time: the timer's every period, alerts' coalesced (pacing.py)."""
+    while not stop.is_set():
+        step = triggers.due(time.monotonic())
+        if step is None:
+            triggers.wait(stop)
+            continue
+        kind, only = step
+        try:
+            health.cycled(ctl.cycle(kind, only))
+        except Exception as e:  # a bad cycle is logged; the loop goes on
+            log.exception("control cycle failed")
+            health.failed(f"{type(e).__name__}: {e}")
+        triggers.done(kind, time.monotonic())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"quart-faas plugin: {e}", file=sys.stderr)
         return 2
-    return run(cfg)
+    try:
+        return run(cfg)
+    except webguard.AuthConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

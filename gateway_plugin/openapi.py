@@ -6,7 +6,8 @@ lets schemathesis fuzz the plugin (tests/test_fuzz_*.py, checks/fuzz.py).
 The alert body follows upstream's ``PrometheusAlert`` (openfaas/faas
 api-docs/spec.openapi.yml), restricted to what ``parse_alert`` requires: a
 non-empty ``alerts`` list whose items carry ``labels.function_name`` and a
-``status`` (the item's, else the group's) of ``firing`` or ``resolved``.
+``status`` (the item's, else the group's) of ``firing`` or ``resolved``.  ``/decisions``
+and ``/system/alert`` take the gateway's basic-auth credentials (``basicAuth``).
 """
 from __future__ import annotations
 
@@ -60,14 +61,34 @@ SCHEMAS: dict[str, Any] = {
                                     "description": "functions whose pipelines the next "
                                                    "cycle looks at"},
                        "firing": {"type": "integer", "minimum": 0},
-                       "resolved": {"type": "integer", "minimum": 0}},
+                       "resolved": {"type": "integer", "minimum": 0},
+                       "cycle_in_s": {"type": "number", "minimum": 0,
+                                      "description": "when the cycle covering them runs: at "
+                                                     "most one alert cycle per "
+                                                     "QUART_ALERT_MIN_INTERVAL_S"},
+                       "coalesced": {"type": "boolean",
+                                     "description": "merged into an alert cycle already "
+                                                    "waiting"}},
     },
     "Health": {
-        "type": "object", "required": ["ok", "cycles", "redis", "leader", "predictor"],
+        "type": "object", "required": ["ok", "cycles", "redis", "leader", "predictor",
+                                       "missing", "problems", "last_cycle_age_s", "period_s"],
         "properties": {"ok": {"type": "boolean"}, "cycles": {"type": "integer"},
                        "redis": {"type": "boolean", "description": "Redis answered last time"},
                        "leader": {"type": "boolean"},
-                       "predictor": {"type": "string", "description": "gat or a fallback"}},
+                       "predictor": {"type": "string", "description": "gat or a fallback"},
+                       "missing": {"type": "array", "items": {
+                           "type": "string", "enum": ["gateway", "prometheus", "redis"]},
+                           "description": "inputs the last cycle went without"},
+                       "problems": {"type": "array", "items": {"type": "string"}},
+                       "last_cycle_age_s": {"type": "number", "nullable": True,
+                                            "description": "null: no cycle completed yet"},
+                       "period_s": {"type": "number"}},
+    },
+    "Liveness": {
+        "type": "object", "required": ["ok", "last_cycle_age_s", "period_s"],
+        "properties": {"ok": {"type": "boolean"}, "last_cycle_age_s": {"type": "number"},
+                       "period_s": {"type": "number"}},
     },
     "PolicyStep": {
         "type": "object", "nullable": True,
@@ -109,31 +130,51 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
+UNAUTHORIZED = _error("no or wrong basic-auth credentials (WWW-Authenticate: Basic)")
+LOCKED = [{"basicAuth": []}]
+
 PATHS: dict[str, Any] = {
-    "/healthz": {"get": {"operationId": "healthz", "summary": "liveness and what the loop sees",
-                         "responses": {"200": _json({"$ref": "#/components/schemas/Health"},
-                                                    "serving")}}},
+    "/healthz": {"get": {"operationId": "healthz",
+                         "summary": "readiness: the loop runs and has its inputs",
+                         "responses": {
+                             "200": _json({"$ref": "#/components/schemas/Health"}, "ok"),
+                             "503": _json({"$ref": "#/components/schemas/Health"},
+                                          "the last cycle is older than three periods, or an "
+                                          "input (gateway, Prometheus, Redis) is missing")}}},
+    "/livez": {"get": {"operationId": "livez",
+                       "summary": "liveness: a cycle completed within three periods",
+                       "responses": {
+                           "200": _json({"$ref": "#/components/schemas/Liveness"}, "ok"),
+                           "503": _json({"$ref": "#/components/schemas/Liveness"},
+                                        "the loop is stuck or its cycles fail")}}},
     "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus text exposition",
                          "responses": {"200": {"description": "metrics", "content": {
                              "text/plain": {"schema": {"type": "string"}}}}}}},
     "/decisions": {"get": {
         "operationId": "decisions", "summary": "the latest decision records from Redis",
+        "security": LOCKED,
         "parameters": [{"name": "n", "in": "query", "required": False,
                         "description": "how many (clamped to 1..1000)",
                         "schema": {"type": "integer", "default": 100}}],
         "responses": {"200": _json({"type": "array",
                                     "items": {"$ref": "#/components/schemas/Decision"}},
                                    "newest first"),
-                      "400": _error("n is not an integer")}}},
+                      "400": _error("n is not an integer"), "401": UNAUTHORIZED}}},
     "/system/alert": {"post": {
         "operationId": "ScaleAlert",
         "summary": "AlertManager webhook: wake the control loop for these functions' pipelines",
+        "security": LOCKED,
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": "#/components/schemas/PrometheusAlert"}}}},
         "responses": {"202": _json({"$ref": "#/components/schemas/AlertAccepted"},
                                    "the next cycle runs for these pipelines"),
-                      "400": _error("not JSON, or not an alert payload"),
-                      "413": _error(f"body over {MAX_ALERT_BYTES} bytes")}}},
+                      "400": _error("not JSON (or not UTF-8, nested too deep, a lone "
+                                    "surrogate), or not an alert payload"),
+                      "401": UNAUTHORIZED,
+                      "404": _error("a function the gateway does not list"),
+                      "413": _error(f"body over {MAX_ALERT_BYTES} bytes"),
+                      "503": _error("the gateway's functions are not known yet (starting, "
+                                    "or a standby instance); Retry-After")}}},
     "/openapi.json": {"get": {"operationId": "openapi", "summary": "this document",
                               "responses": {"200": _json({"type": "object"}, "OpenAPI 3.0")}}},
 }
@@ -146,5 +187,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "Quart-FaaS gateway plugin", "version": "1.0.0",
                  "description": "the autoscaling plugin beside the OpenFaaS gateway"},
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "basicAuth": {"type": "http", "scheme": "basic",
+                          "description": "the OpenFaaS gateway's admin credentials"}}},
     })

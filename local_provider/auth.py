@@ -7,21 +7,18 @@ else a random password written to ``<state_dir>/basic-auth-password``
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import logging
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
+from contracts.basic_auth import REALM, BasicAuth
 from local_provider.config import AuthConfig
 
+__all__ = ["REALM", "BasicAuth", "from_config", "resolve"]
+
 log = logging.getLogger("local_provider.auth")
-
-REALM = 'Basic realm="Restricted"'
-
 
 def resolve(auth: AuthConfig, state_dir: Path) -> AuthConfig:
     """Fill in user and password from files; the result is what both apps check."""
@@ -53,29 +50,6 @@ def _read(path: Path) -> str:
     if not value:
         raise SystemExit(f"basic-auth secret {path} is empty")
     return value
-
-
-@dataclass(frozen=True)
-class BasicAuth:
-    user: str
-    password: str
-
-    def check(self, header: str | None) -> bool:
-        """Constant-time comparison of both user and password."""
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        user, sep, password = decoded.partition(":")
-        ok_user = hmac.compare_digest(user.encode(), self.user.encode())
-        ok_pw = hmac.compare_digest(password.encode(), self.password.encode())
-        return bool(sep) and ok_user and ok_pw
-
-    def header(self) -> str:
-        token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
-        return f"Basic {token}"
 
 
 def from_config(auth: AuthConfig) -> BasicAuth | None:

@@ -2,6 +2,11 @@
 
 The config is generated so that tests and the demo can use free ports and a
 short scrape interval; nothing here re-implements Prometheus.
+
+Without ``--web.enable-lifecycle`` (issue 18): with it, anyone who reaches the port could
+``POST /-/quit`` and stop the plugin's eyes, or ``/-/reload`` at will.  Nothing here
+reloads a running server; one that must (a changed ``<name>.yml``) gets SIGHUP, which
+Prometheus always honours and only the process' owner may send.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ def start(state_dir: Path, port: int, targets: dict[str, list[str]],
     data.mkdir(parents=True, exist_ok=True)
     url = f"http://{host}:{port}"
     cmd = [binary(), f"--config.file={cfg}", f"--storage.tsdb.path={data}",
-           f"--web.listen-address={host}:{port}", "--web.enable-lifecycle",
+           f"--web.listen-address={host}:{port}",
            "--storage.tsdb.retention.time=1d", "--log.level=warn"]
     svc = services.start(state_dir, name, cmd, url)
     if not services.wait_http(f"{url}/-/ready", timeout_s, lambda: services.pid_alive(svc.pid)):

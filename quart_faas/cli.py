@@ -47,8 +47,8 @@ def cmd_up(a: argparse.Namespace) -> int:
 
             if a.no_prometheus:
                 return _fail("the plugin reads its metrics from Prometheus: drop --no-prometheus")
-            plugin_services.ensure_redis(a.state_dir, a.redis_url, print)
-            plugin_services.start_plugin(a.state_dir, ep.gateway, ep.prometheus, a.redis_url,
+            redis_url = plugin_services.ensure_redis(a.state_dir, a.redis_url, print)
+            plugin_services.start_plugin(a.state_dir, ep.gateway, ep.prometheus, redis_url,
                                          a.plugin_port, print)
     except (DeployError, RuntimeError) as e:
         return _fail(str(e))

@@ -107,7 +107,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     con.print(f"pipeline ready in {time.perf_counter() - t0:.1f}s")
     auth = (deploy.USER, deploy.password_file(a.state_dir).read_text().strip())
     names = list(stack.functions)
-    plugin_services.ensure_redis(a.state_dir, a.redis_url, con.print)
+    redis_url = plugin_services.ensure_redis(a.state_dir, a.redis_url, con.print)
 
     # Show a scale-up through the gateway's REST API, as the plugin will do.
     mid = names[len(names) // 2]
@@ -121,7 +121,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
                   json={"serviceName": mid, "replicas": 1}).raise_for_status()
     plugin = plugin_services.start_plugin(
-        a.state_dir, ep.gateway, ep.prometheus, a.redis_url, a.plugin_port, con.print,
+        a.state_dir, ep.gateway, ep.prometheus, redis_url, a.plugin_port, con.print,
         {"QUART_CONTROL_PERIOD_S": str(a.period)})
 
     url = f"{ep.gateway}/function/{names[0]}"
@@ -143,7 +143,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     time.sleep(max(3.0, 3 * a.period))  # the plugin reacts to the end of the burst too
     sampler.stop()
     end = time.time()
-    decisions = [d for d in requests.get(f"{plugin}/decisions", params={"n": 1000},
+    decisions = [d for d in requests.get(f"{plugin}/decisions", params={"n": 1000}, auth=auth,
                                          timeout=10).json() if d.get("t", 0) >= start]
     demo_timeline.report(con, names, start, end, sampler,
                          demo_timeline.p99_series(ep.prometheus, start, end),

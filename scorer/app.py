@@ -10,9 +10,15 @@
   GET  /healthz     200 while serving; says whether state is being persisted
   GET  /            the configuration in use
 
-Errors are answers: non-JSON -> 400, a JSON body that breaks a rule -> 422,
-both ``{"error": ..., "field": ...}``; anything unexpected is logged and
-answered with a JSON 500, and the service goes on.
+Doors: ``/v1/*`` (they change what the scorer has learned, or reveal it) and ``GET /`` (the
+configuration) take the OpenFaaS gateway's basic-auth credentials (gateway_plugin/webguard.py),
+401 with ``WWW-Authenticate`` without them.  ``/healthz``, ``/metrics`` and ``/openapi.json``
+stay open: probes and Prometheus carry no credentials, and none of them changes anything.
+
+Errors are answers: non-JSON (not UTF-8, nested deeper than 32, a lone surrogate) -> 400,
+a JSON body that breaks a rule -> 422, both ``{"error": ..., "field": ...}``; every other
+HTTP error is JSON too, anything unexpected is logged and answered with a JSON 500, and the
+service goes on.
 """
 from __future__ import annotations
 
@@ -23,8 +29,9 @@ from typing import Any
 
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from werkzeug.exceptions import HTTPException
 
+import webguard
+from contracts.basic_auth import BasicAuth
 from scorer import openapi, validate
 from scorer.metrics import registry_for
 from scorer.service import ScoringService
@@ -32,6 +39,7 @@ from scorer.service import ScoringService
 log = logging.getLogger("scorer")
 
 MAX_BODY = 1 << 20
+PUBLIC = ("healthz", "metrics", "openapi_json")
 ENDPOINTS = ["POST /v1/score", "POST /v1/observe", "POST /v1/assign", "GET /metrics",
              "GET /healthz", "GET /", "GET /openapi.json"]
 
@@ -49,15 +57,17 @@ def _error(status: int, message: str, field: str | None = None) -> Response:
     return _json(status, {"error": message, "field": field})
 
 
-def create_app(service: ScoringService) -> Flask:
+def create_app(service: ScoringService, *, auth: BasicAuth | None) -> Flask:
+    """``auth`` None only when basic_auth=false was asked for (webguard.require)."""
     app = Flask("scorer")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     registry = registry_for(service)
+    webguard.install(app, auth, PUBLIC, error=_error)
 
     def body_of() -> Any:
         try:
-            return json.loads(request.get_data() or b"")
-        except (ValueError, UnicodeDecodeError) as e:
+            return webguard.parse_json(request.get_data())
+        except webguard.BadJSON as e:
             raise _BadJSON(str(e)) from None
 
     def endpoint(parse: Callable[[Any], Any], act: Callable[[Any], dict[str, Any]]) -> Response:
@@ -69,21 +79,13 @@ def create_app(service: ScoringService) -> Flask:
             return _error(422, f"{e.field}: {e.message}", e.field)
         return _json(200, act(req))
 
-    @app.errorhandler(HTTPException)
-    def http_error(e: HTTPException) -> Response:
-        if e.code == 404:
-            return _error(404, f"not found; endpoints: {', '.join(ENDPOINTS)}")
-        if e.code == 413:
-            return _error(413, f"body over {MAX_BODY} bytes", "body")
-        resp = _error(e.code or 500, e.description or e.name)
-        if getattr(e, "valid_methods", None):  # a 405 names what is allowed (RFC 9110)
-            resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
-        return resp
+    @app.errorhandler(404)
+    def not_found(_e: Exception) -> Response:
+        return _error(404, f"not found; endpoints: {', '.join(ENDPOINTS)}")
 
-    @app.errorhandler(Exception)
-    def unexpected(e: Exception) -> Response:
-        log.exception("request failed: %s %s", request.method, request.path)
-        return _error(500, f"internal error: {type(e).__name__}")
+    @app.errorhandler(413)
+    def too_large(_e: Exception) -> Response:
+        return _error(413, f"body over {MAX_BODY} bytes", "body")
 
     @app.post("/v1/score")
     def score() -> Response:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from waitress.server import create_server
 
+import webguard
 from scorer.app import create_app
 from scorer.config import ConfigError, ScorerConfig
 from scorer.service import ScoringService
@@ -30,11 +31,13 @@ FLUSH_EVERY_S = 1.0
 
 def run(cfg: ScorerConfig, stop: threading.Event | None = None,
         ready: Callable[[int], None] | None = None) -> int:
-    """Serve until ``stop`` is set (or a signal arrives); ``ready(port)`` once listening."""
+    """Serve until ``stop`` is set (or a signal arrives); ``ready(port)`` once listening.
+    AuthConfigError when no password is configured and basic_auth is not false."""
     stop = stop or threading.Event()
+    auth = webguard.require(cfg.basic_auth, cfg.user, cfg.password, "quart-faas scorer")
     service = ScoringService(cfg, open_backend(cfg.db, cfg.redis_url, cfg.redis_prefix,
                                                cfg.db_path))
-    srv = create_server(create_app(service), host=cfg.bind, port=cfg.port, threads=4,
+    srv = create_server(create_app(service, auth=auth), host=cfg.bind, port=cfg.port, threads=4,
                         ident=None)
     web = threading.Thread(target=srv.run, name="scorer-http", daemon=True)
     web.start()
@@ -58,7 +61,8 @@ def run(cfg: ScorerConfig, stop: threading.Event | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="quart-faas scorer", description=__doc__.split("\n")[0],
-                                epilog="Environment: SCHEDULER_* and REDIS_URL "
+                                epilog="Environment: SCHEDULER_*, REDIS_URL and the basic-auth "
+                                       "credentials "
                                        "(see scorer/config.py).")
     p.add_argument("--bind", help="address to listen on (SCHEDULER_BIND, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (SCHEDULER_PORT, default 8085; 0: any free)")
@@ -80,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, port=a.port)
     try:
         return run(cfg)
+    except webguard.AuthConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     except OSError as e:  # e.g. the port is taken
         print(f"quart-faas scorer: cannot listen on {cfg.bind}:{cfg.port}: {e}", file=sys.stderr)
         return 1

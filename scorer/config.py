@@ -21,13 +21,18 @@ weight, the exploration window, where state lives, where to listen).
 | SCHEDULER_REDIS_PREFIX         | quart:scorer:            | key prefix (several scorers per Redis) |
 | SCHEDULER_DB_PATH              | .quart/scorer.sqlite3    | the SQLite file (SCHEDULER_DB=sqlite) |
 | SCHEDULER_BIND / SCHEDULER_PORT| 127.0.0.1 / 8085         | where the HTTP service listens |
+| basic_auth                     | true                     | ``/v1/*`` and ``GET /`` take the OpenFaaS gateway's basic-auth credentials; without a password the scorer refuses to start unless this is ``false`` |
+| QUART_BASIC_AUTH_USER / basic_auth_user | admin           | the user; else ``$secret_mount_path/basic-auth-user`` |
+| QUART_BASIC_AUTH_PASSWORD_FILE | (unset)                  | the password file; else ``$secret_mount_path/basic-auth-password``, else ``$QUART_STATE_DIR/basic-auth-password`` (gateway_plugin/webguard.py) |
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from webguard import auth_enabled, credentials
 
 BACKENDS = ("redis", "sqlite", "memory")
 
@@ -54,6 +59,9 @@ class ScorerConfig:
     db_path: str = ".quart/scorer.sqlite3"
     bind: str = "127.0.0.1"
     port: int = 8085
+    basic_auth: bool = True
+    user: str = "admin"
+    password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ScorerConfig:
@@ -82,6 +90,7 @@ class ScorerConfig:
                 return False
             raise ConfigError(f"{name}={raw!r}: use true or false")
 
+        user, password = credentials(e) or ("admin", "")
         db = get("SCHEDULER_DB", "redis").lower()
         if db not in BACKENDS:
             raise ConfigError(f"SCHEDULER_DB={db!r}: use one of {', '.join(BACKENDS)}")
@@ -102,11 +111,14 @@ class ScorerConfig:
             db_path=get("SCHEDULER_DB_PATH", ".quart/scorer.sqlite3"),
             bind=get("SCHEDULER_BIND", "127.0.0.1"),
             port=num("SCHEDULER_PORT", "8085", int, 0, 65535),
+            basic_auth=auth_enabled(e), user=user, password=password,
         )
 
     def public(self) -> dict[str, Any]:
         """What ``GET /`` shows: every setting under its environment variable name."""
         d = asdict(self)
+        for secret in ("user", "password"):  # who may come in is not shown to whoever did
+            d.pop(secret)
         names = {
             "lambda_uncertainty": "SCHEDULER_LAMBDA_UNCERTAINTY",
             "beta_exploration": "SCHEDULER_BETA_EXPLORATION",
@@ -124,6 +136,7 @@ class ScorerConfig:
             "db_path": "SCHEDULER_DB_PATH",
             "bind": "SCHEDULER_BIND",
             "port": "SCHEDULER_PORT",
+            "basic_auth": "basic_auth",
         }
         out = {names[k]: v for k, v in d.items()}
         out["REDIS_URL"] = _redact(out["REDIS_URL"])

@@ -7,6 +7,7 @@ know the bounds without reading Python.  A rule that JSON Schema cannot say
 (a name that is blank after stripping, a ``colocated_job_types`` key that is
 not a candidate, capacities that hold fewer jobs than the batch) is named in
 a ``description``; the service answers it with a 422 like any other.
+``/v1/*`` and ``GET /`` take the OpenFaaS gateway's basic-auth credentials (``basicAuth``).
 """
 from __future__ import annotations
 
@@ -39,8 +40,14 @@ def _answer(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": _json(ref)}
 
 
+UNAUTHORIZED = _answer("no or wrong basic-auth credentials (WWW-Authenticate: Basic)",
+                       "Error")
+LOCKED = [{"basicAuth": []}]
+
 ERRORS = {
-    "400": _answer("the body is not JSON", "Error"),
+    "400": _answer("the body is not JSON (or not UTF-8, nested deeper than 32, a lone "
+                   "surrogate)", "Error"),
+    "401": UNAUTHORIZED,
     "413": _answer("the body is over 1 MiB", "Error"),
     "422": _answer("the JSON breaks a rule; ``field`` names it", "Error"),
 }
@@ -184,12 +191,15 @@ SCHEMAS: dict[str, Any] = {
 
 def _post(summary: str, request: str, response: str) -> dict[str, Any]:
     return {"post": {"summary": summary, "operationId": request.removesuffix("Request"),
+                     "security": LOCKED,
                      "requestBody": {"required": True, "content": _json(request)},
                      "responses": {"200": _answer("done", response), **ERRORS}}}
 
 
-def _get(summary: str, op: str, responses: dict[str, Any]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "operationId": op, "responses": responses}}
+def _get(summary: str, op: str, responses: dict[str, Any],
+         security: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    extra = {"security": security} if security else {}
+    return {"get": {"summary": summary, "operationId": op, "responses": responses, **extra}}
 
 
 def document() -> dict[str, Any]:
@@ -214,10 +224,13 @@ def document() -> dict[str, Any]:
             "/metrics": _get("Prometheus text exposition", "metrics", {"200": {
                 "description": "metrics", "content": {"text/plain": {"schema": {
                     "type": "string"}}}}}),
-            "/": _get("the configuration in use", "index", {"200": _answer("config", "Index")}),
+            "/": _get("the configuration in use", "index", {
+                "200": _answer("config", "Index"), "401": UNAUTHORIZED}, LOCKED),
             "/openapi.json": _get("this document", "openapi", {"200": {
                 "description": "OpenAPI 3.0", "content": {"application/json": {"schema": {
                     "type": "object"}}}}}),
         },
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "basicAuth": {"type": "http", "scheme": "basic",
+                          "description": "the OpenFaaS gateway's admin credentials"}}},
     })

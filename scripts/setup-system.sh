@@ -9,6 +9,7 @@ TOOLS=(
   prometheus:prometheus
   promtool:prometheus                  # checks the alert rules and scrape configs
   amtool:prometheus-alertmanager       # checks deploy/'s AlertManager route
+  prometheus-alertmanager:prometheus-alertmanager  # delivers an alert to the plugin for real
   pgrep:procps                         # tests look for leftover processes
   unshare:util-linux                   # a watchdog/pod in its own network namespace
   ip:iproute2                          # loopback and veth pairs in those namespaces

@@ -23,6 +23,7 @@ SYSTEM_TOOLS = {  # on PATH, from the Debian package, by scripts/setup-system.sh
     "prometheus": "prometheus",
     "promtool": "prometheus",
     "amtool": "prometheus-alertmanager",
+    "prometheus-alertmanager": "prometheus-alertmanager",
     "pgrep": "procps",
     "unshare": "util-linux",
     "ip": "iproute2",

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # packages of one layer do not import each other.  tests/ sits above all of them.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("contracts", ("contracts",)),
-    ("node agent, scheduler", ("keys_manager", "placement")),
+    ("node agent, scheduler, web guard", ("keys_manager", "placement", "webguard")),
     ("services", ("functions", "template", "local_provider", "gateway_plugin", "planner",
                   "scorer")),
     ("harness", ("benchmark",)),

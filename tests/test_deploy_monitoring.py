@@ -87,6 +87,15 @@ def test_webhook_reaches_the_plugin_service():
     args = pod["containers"][0]["args"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config")
     assert f"--config.file={mount['mountPath']}/alertmanager.yml" in args
+    # the plugin's webhook takes the gateway's credentials: the password file the route
+    # names lies in the chart's basic-auth Secret, mounted into this pod
+    secret = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    for h in hooks:
+        basic = h["http_config"]["basic_auth"]
+        folder, _, key = basic["password_file"].rpartition("/")
+        assert basic["username"] == "admin" and key == "basic-auth-password"
+        assert secret[mounts[folder]] == "basic-auth"
 
 
 def test_alertmanager_config_passes_amtool_and_routes_to_the_plugin(tmp_path):

@@ -93,8 +93,8 @@ def test_gateway_routes_are_documented() -> None:
 
 
 def test_plugin_and_scorer_routes_are_documented() -> None:
-    scorer = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend()))
-    assert _routes(plugin_app(None, Triggers())) == _documented(documents()["plugin"])
+    scorer = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend()), auth=None)
+    assert _routes(plugin_app(None, Triggers(), auth=None)) == _documented(documents()["plugin"])
     assert _routes(scorer) == _documented(documents()["scorer"])
 
 
@@ -103,7 +103,7 @@ def test_served_documents_are_the_modules() -> None:
     apps = _provider_apps()
     for name in ("gateway", "provider", "metrics"):
         assert apps[name].test_client().get("/openapi.json").json == documents()[name]
-    assert plugin_app(None, Triggers()).test_client().get("/openapi.json").json == \
+    assert plugin_app(None, Triggers(), auth=None).test_client().get("/openapi.json").json == \
         documents()["plugin"]
 
 

@@ -33,7 +33,7 @@ ECHO = REPO / "tests" / "fixtures" / "echo"
 
 @pytest.mark.parametrize("status", [{}, [], ["firing"], 1, True, None])
 def test_alert_status_of_another_json_type_is_a_400(status) -> None:
-    client = plugin_app(None, Triggers()).test_client()
+    client = plugin_app(None, Triggers(), auth=None).test_client()
     for body in ({"alerts": [{"labels": {"function_name": "f"}, "status": status}]},
                  {"status": status, "alerts": [{"labels": {"function_name": "f"}}]}):
         r = client.post("/system/alert", json=body)
@@ -43,7 +43,7 @@ def test_alert_status_of_another_json_type_is_a_400(status) -> None:
 def test_alert_group_status_is_checked_even_when_every_alert_has_its_own() -> None:
     """Found by the long fuzz: {"status": "__not_in_enum__", "alerts": [{..., "status":
     "firing"}]} was accepted although the document (and AlertManager) allow two values."""
-    client = plugin_app(None, Triggers()).test_client()
+    client = plugin_app(None, Triggers(), auth=None).test_client()
     for group in ("__not_in_enum__", None, 3):
         body = {"status": group, "alerts": [{"labels": {"function_name": "f"},
                                              "status": "firing"}]}
@@ -54,10 +54,11 @@ def test_alert_group_status_is_checked_even_when_every_alert_has_its_own() -> No
 # -- 405 without the Allow header RFC 9110 requires (scorer, plugin, stage) ------------------
 
 def test_scorer_and_plugin_405_name_the_allowed_methods() -> None:
-    scorer = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend())).test_client()
+    scorer = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend()),
+                        auth=None).test_client()
     r = scorer.open("/v1/score", method="TRACE")
     assert r.status_code == 405 and "POST" in r.headers["Allow"] and r.json["error"]
-    plugin = plugin_app(None, Triggers()).test_client()
+    plugin = plugin_app(None, Triggers(), auth=None).test_client()
     r = plugin.put("/healthz")
     assert r.status_code == 405 and "GET" in r.headers["Allow"] and r.json["error"]
 
@@ -174,7 +175,8 @@ def test_deployment_with_real_folders_is_accepted() -> None:
 #    encoder (allow_nan=False) raised: a 500 --------------------------------------------------
 
 def test_assign_epsilon_too_small_is_a_422_and_the_smallest_allowed_is_finite() -> None:
-    client = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend())).test_client()
+    client = scorer_app(ScoringService(ScorerConfig(db="memory"), MemoryBackend()),
+                        auth=None).test_client()
     body = {"candidate_gpu_types": ["a", "b", "c"],
             "jobs": [{"job_type": "x"}, {"job_type": "0"}, {"job_type": "y"}], "max_iter": 1}
     client.post("/v1/observe", json={"job_type": "x", "gpu_type": "b", "measured_runtime_s": 3})

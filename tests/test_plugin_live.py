@@ -52,6 +52,7 @@ def stack(root: Path) -> Path:
 
 class Plugin:
     def __init__(self, dep, redis_url: str, root: Path) -> None:
+        self.auth = dep.auth  # the plugin's doors take the gateway's credentials
         self.port = services.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = root / f"plugin-{self.port}.log"
@@ -67,7 +68,7 @@ class Plugin:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "gateway_plugin"], env=self.env,
                                          cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        assert services.wait_http(self.url + "/healthz", 30, lambda: self.proc.poll() is None), \
+        assert services.wait_http(self.url + "/livez", 30, lambda: self.proc.poll() is None), \
             self.log.read_text()
         return self
 
@@ -75,7 +76,8 @@ class Plugin:
         return requests.get(self.url + "/healthz", timeout=5).json()
 
     def decisions(self, n: int = 200) -> list[dict]:
-        return requests.get(self.url + "/decisions", params={"n": n}, timeout=5).json()
+        return requests.get(self.url + "/decisions", params={"n": n}, auth=self.auth,
+                            timeout=5).json()
 
     def kill(self, sig=signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -151,13 +153,13 @@ def test_alertmanager_webhook_triggers_a_cycle(env):
                    "service": "gateway", "severity": "major"},
                    "annotations": {"description": "High invocation total on relay-b"},
                    "startsAt": "2026-11-23T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]}
-    r = requests.post(plugin.url + "/system/alert", json=payload, timeout=5)
+    r = requests.post(plugin.url + "/system/alert", json=payload, auth=plugin.auth, timeout=5)
     assert r.status_code == 202 and r.json()["accepted"] == ["relay-b"]
     wait(lambda: any(d.get("trigger") == "alert" for d in plugin.decisions(20)), 10,
          "a cycle triggered by the alert")
     for bad in (b"not json", b"{}", b'{"alerts": []}', b'{"alerts": [{"labels": {}}]}',
                 b'{"alerts": [{"status": "pending", "labels": {"function_name": "x"}}]}'):
-        r = requests.post(plugin.url + "/system/alert", data=bad, timeout=5)
+        r = requests.post(plugin.url + "/system/alert", data=bad, auth=plugin.auth, timeout=5)
         assert r.status_code == 400 and "error" in r.json(), bad
     assert plugin.health()["ok"]
 

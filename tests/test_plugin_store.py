@@ -70,8 +70,8 @@ def test_up_with_plugin_starts_redis_and_down_stops_it(tmp_path):
     from local_provider import deploy, plugin_services, services
 
     url = f"redis://127.0.0.1:{services.free_port()}/0"
-    plugin_services.ensure_redis(tmp_path, url, lambda _m: None)
-    assert plugin_services.redis_answers(url)
+    authed = plugin_services.ensure_redis(tmp_path, url, lambda _m: None)
+    assert plugin_services.redis_answers(authed)
     assert deploy.down(tmp_path, lambda _m: None) == 1
-    assert not plugin_services.redis_answers(url)
+    assert not plugin_services.redis_answers(authed)
     assert services.recorded(tmp_path) == []

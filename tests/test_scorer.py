@@ -27,7 +27,7 @@ from scorer.store import MemoryBackend
 
 def client(**cfg):
     svc = ScoringService(ScorerConfig(db="memory", **cfg), MemoryBackend())
-    return svc, create_app(svc).test_client()
+    return svc, create_app(svc, auth=None).test_client()
 
 
 def score(c, job="stage-1", gpus=("a100", "l4"), colocated=None, **extra):

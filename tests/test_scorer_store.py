@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.basic_auth import BasicAuth
 from local_provider import services
 from scorer import cli
 from scorer.app import create_app
@@ -73,7 +74,7 @@ def test_redis_outage_serves_from_memory_and_writes_back(rs):
     cfg = ScorerConfig(db="redis", redis_url=rs.url, redis_prefix="t:")
     now = [0.0]
     svc = ScoringService(cfg, RedisBackend(rs.url, "t:"), clock=lambda: now[0])
-    c = create_app(svc).test_client()
+    c = create_app(svc, auth=None).test_client()
     rs.stop()
     r = c.post("/v1/observe", json={"job_type": "s", "gpu_type": "g", "measured_runtime_s": 2.0})
     assert r.status_code == 200 and r.json["persisted"] is False
@@ -144,21 +145,25 @@ def test_sqlite_backend_survives_a_restart(tmp_path):
     assert state(b) == before
 
 
+PASSWORD = "scorer-s3cret"
+AUTH = {"Authorization": BasicAuth("admin", PASSWORD).header()}  # the service's doors
+
+
 def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=5) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=5) as r:
         return r.status, r.read()
 
 
 def post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url, json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+                                 {"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
 
 
 def test_real_waitress_server_score_observe_score(rs):
     cfg = ScorerConfig(db="redis", redis_url=rs.url, redis_prefix="w:",
-                       port=services.free_port())
+                       port=services.free_port(), password=PASSWORD)
     stop, ready = threading.Event(), threading.Event()
     t = threading.Thread(target=cli.run, args=(cfg, stop, lambda port: ready.set()), daemon=True)
     t.start()
@@ -187,11 +192,13 @@ def test_real_waitress_server_score_observe_score(rs):
     assert not t.is_alive()
 
 
-def test_module_process_restarts_with_its_state(rs):
+def test_module_process_restarts_with_its_state(rs, tmp_path):
     """``python -m scorer``: SIGTERM, start again, the counters continue."""
     port = services.free_port()
+    (tmp_path / "basic-auth-password").write_text(PASSWORD + "\n")
     env = {**os.environ, "REDIS_URL": rs.url, "SCHEDULER_REDIS_PREFIX": "p:",
-           "SCHEDULER_EXPLORATION_CAP": "0.5", "PYTHONPATH": str(REPO)}
+           "SCHEDULER_EXPLORATION_CAP": "0.5", "PYTHONPATH": str(REPO),
+           "QUART_BASIC_AUTH_PASSWORD_FILE": str(tmp_path / "basic-auth-password")}
     base = f"http://127.0.0.1:{port}"
 
     def start() -> subprocess.Popen:

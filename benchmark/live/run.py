@@ -192,8 +192,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         names = list(stack.functions)
         entry = names[0]
         if system.name.startswith("quart"):
-            redis_url = f"redis://127.0.0.1:{ports[5]}/0"
-            plugin_services.ensure_redis(sdir, redis_url, say)
+            redis_url = plugin_services.ensure_redis(sdir, f"redis://127.0.0.1:{ports[5]}/0",
+                                                     say)
             env = {"QUART_CONTROL_PERIOD_S": str(cfg.quart_period_s),
                    "QUART_SLO_S": str(cfg.slo_s),
                    "QUART_MIN_REPLICAS": str(cfg.bounds.min_replicas),
