@@ -8,6 +8,7 @@ labels stay bounded by the deployed functions.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,14 +17,22 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import requests
+import urllib3
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from local_provider import openapi
+from local_provider import info, openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE
 from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
-from local_provider.proxy import InvokeResult, http_call, pooled_session, target_url
+from local_provider.proxy import (
+    InvokeResult,
+    fast_call,
+    http_call,
+    invoke_pool,
+    pooled_session,
+    target_url,
+)
 from local_provider.registry import Registry
 from local_provider.web import (
     FUNCTION_METHODS,
@@ -119,12 +128,13 @@ class RemoteDirectory:
 
 def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
                        provider_url: str, auth: BasicAuth | None, max_body_bytes: int,
-                       system_timeout_s: float = 60.0) -> Flask:
+                       system_timeout_s: float = 60.0, log_follow_s: float = 60.0) -> Flask:
     app = Flask("local_provider.gateway")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     register_error_handlers(app)
     install_basic_auth(app, auth)
     system = pooled_session(16)
+    streams = invoke_pool(16)
     provider = provider_url.rstrip("/")
 
     @app.get("/healthz")
@@ -138,6 +148,37 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     @app.get("/openapi.json")
     def openapi_json() -> Response:
         return jsonify(openapi.gateway_document())
+
+    @app.get("/system/info")
+    def system_info() -> Response:
+        """GatewayInfo around the provider's InfoResponse, as the upstream gateway answers."""
+        method, query, headers, body = request_parts()
+        try:
+            result = http_call(system, method, target_url(provider, "system/info", query),
+                               headers, body, system_timeout_s)
+        except requests.RequestException as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        if result.status != 200:
+            return result_response(result)
+        try:
+            doc = json.loads(result.body)
+        except ValueError:
+            doc = None
+        if not info.is_provider_info(doc):
+            return json_error(502, "the provider's /system/info is not a faas-provider "
+                                   "InfoResponse")
+        return jsonify(info.gateway_info(doc))
+
+    @app.get("/system/logs")
+    def system_logs() -> Response:
+        """Streamed through (NDJSON while ``follow`` lasts), like upstream's log proxy."""
+        method, query, headers, body = request_parts()
+        try:
+            result = fast_call(streams, method, target_url(provider, "system/logs", query),
+                               headers, body, log_follow_s + 10)
+        except urllib3.exceptions.HTTPError as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        return result_response(result)
 
     @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def system_forward(path: str) -> Response:

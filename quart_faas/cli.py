@@ -1,4 +1,4 @@
-"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer."""
+"""``quart-faas`` command line: partition, build, up, down, serve, plugin, plan, scorer."""
 from __future__ import annotations
 
 import argparse
@@ -27,6 +27,16 @@ def cmd_partition(a: argparse.Namespace) -> int:
     total = sum(s["parameter_bytes"] for s in m["stages"])
     print(f"wrote {m['num_stages']} stages of {m['model']} ({total / 2**20:.1f} MiB) to "
           f"{Path(a.out).resolve()}")
+    return 0
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from quart_faas.build import BuildError, build
+
+    try:
+        build(a.file, a.state_dir, a.filter, a.regex)
+    except (BuildError, OSError) as e:
+        return _fail(str(e))
     return 0
 
 
@@ -79,6 +89,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-seq-length", type=int, default=256)
     s.add_argument("--force", action="store_true", help="replace an existing output directory")
     s.set_defaults(fn=cmd_partition)
+
+    s = sub.add_parser("build", help="record a stack's images in the local image store, so "
+                                     "that `faas-cli deploy -f stack.yml` runs them here")
+    s.add_argument("-f", "--file", "--yaml", dest="file", default="stack.yml")
+    s.add_argument("--filter", help="wildcard on function names (as faas-cli --filter)")
+    s.add_argument("--regex", help="regex on function names (as faas-cli --regex)")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                   help="the local provider's QUART_STATE_DIR (images.json lives there)")
+    s.set_defaults(fn=cmd_build)
 
     s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")
     s.add_argument("-f", "--file", default="stack.yml")
