@@ -1,7 +1,8 @@
 """Function logs: each replica's stdout/stderr, served as faas-provider's ``/system/logs``.
 
 Replicas write their output to ``<state>/logs/<function>-<index>.log`` (both
-launchers).  A tailer thread reads what each live replica appended since it
+launchers), and the provider adds its own lines there (``--- <time> ... ready in``),
+as a watchdog does inside a container.  A tailer thread reads what each live replica appended since it
 started, every ``POLL_S``, and stamps each complete line with the time it was
 read (a line is at most one poll late; a query reads the files first, so it
 never misses what was already written).  The last ``QUART_LOG_LINES`` lines
@@ -33,6 +34,17 @@ from local_provider.types import ValidationError, check_name, check_namespace
 POLL_S = 0.25
 LINE_MAX = 16 << 10  # a longer line is cut (and says so)
 PARTIAL_FLUSH_S = 1.0  # a line without its newline is shown after this long
+
+
+def note(path: Path, text: str) -> None:
+    """A provider line in a replica's log, as a watchdog prints its own lines in a container
+    ("--- <time> <text>", like the process launcher's start line)."""
+    stamp = datetime.now(UTC).astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+    try:
+        with open(path, "ab") as f:  # O_APPEND: whole lines between the replica's own
+            f.write(f"--- {stamp} {text}\n".encode())
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from local_provider.config import ProviderConfig
 from local_provider.cpulimit import CpuLimiter, parse_cpu
 from local_provider.images import ImageResolver, ImageSource
-from local_provider.logs import LogStore
+from local_provider.logs import LogStore, note
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
 from local_provider.secret_store import SecretStore
@@ -341,6 +341,8 @@ class Registry:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
                      time.monotonic() - t0, handle.pid, handle.url, handle.info.get("tier"))
+            note(spec.log_path, f"{spec.function}-{spec.index} ready in {time.monotonic() - t0:.3f}s "
+                                f"(pid {handle.pid}, {handle.info.get('tier', 'process')})")
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now
