@@ -110,9 +110,7 @@ class Registry:
         return rec
 
     def update(self, dep: FunctionDeployment) -> FunctionRecord:
-        if not self.exists(dep.service):
-            raise FunctionNotFound(dep.service)  # 404 first: faas-cli then POSTs
-        source = self.admit(dep)
+        source = self.admit(dep)  # a request we refuse is 400 whether or not it exists
         with self.lock:
             rec = self._functions.get(dep.service)
             if rec is None:

@@ -17,6 +17,7 @@ import binascii
 import os
 import re
 import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,29 +60,38 @@ class SecretRequest:
 
     @classmethod
     def from_json(cls, raw: Any, need_value: bool) -> SecretRequest:
+        """``need_value``: POST and PUT; a DELETE names the secret only (a value it carries
+        must still be well-formed: a request that breaks the schema is refused)."""
         if not isinstance(raw, dict):
             raise ValidationError("body", "must be a JSON object")
         name = check_secret_name(raw.get("name"))
         namespace = check_namespace(raw.get("namespace"))
-        if not need_value:
-            return cls(name, namespace)
-        value, raw_value = raw.get("value"), raw.get("rawValue")
-        if raw_value not in (None, ""):  # Go []byte: base64 in JSON; it wins, as upstream
-            if not isinstance(raw_value, str):
-                raise ValidationError("rawValue", "must be a base64 string")
-            try:
-                data = base64.b64decode(raw_value, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValidationError("rawValue", "is not valid base64") from None
-        elif isinstance(value, str):
-            data = value.encode()
-        elif value is None and "rawValue" in raw:
-            data = b""
-        else:
+        data = _value(raw)
+        if need_value and data is None:
             raise ValidationError("value", "required (a string), or rawValue (base64)")
-        if len(data) > VALUE_MAX:
-            raise ValidationError("value", f"larger than {VALUE_MAX} bytes")
         return cls(name, namespace, data)
+
+
+def _value(raw: dict[str, Any]) -> bytes | None:
+    value, raw_value = raw.get("value"), raw.get("rawValue")
+    if value is not None and not isinstance(value, str):
+        raise ValidationError("value", "must be a string")
+    if raw_value is not None and not isinstance(raw_value, str):
+        raise ValidationError("rawValue", "must be a base64 string")
+    if raw_value:  # Go []byte: base64 in JSON; it wins over value, as upstream
+        try:
+            data = base64.b64decode(raw_value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValidationError("rawValue", "is not valid base64") from None
+    elif value is not None:
+        data = value.encode()
+    elif raw_value is not None:
+        data = b""
+    else:
+        return None
+    if len(data) > VALUE_MAX:
+        raise ValidationError("value", f"larger than {VALUE_MAX} bytes")
+    return data
 
 
 class SecretStore:
@@ -106,11 +116,16 @@ class SecretStore:
     def _write(self, name: str, data: bytes) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        tmp = self.root / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, self._path(name))
+        # mkstemp: mode 0600, and a short name (a 253-byte secret name + suffixes would
+        # pass the 255-byte file name limit; found by the fuzzer)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, self._path(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def create(self, req: SecretRequest) -> None:
         assert req.data is not None
