@@ -20,7 +20,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("local_provider.cpulimit")
 PERIOD_US = 100_000
@@ -41,6 +43,23 @@ def parse_cpu(value: str) -> float | None:
     if not math.isfinite(cpus):  # 309+ digits: the quota, round(inf), raised in reconcile
         raise ValueError(f"cpu quantity {value[:20]!r}... is too large")
     return cpus
+
+
+def wanted_quotas(recs: Iterable[Any]) -> dict[tuple[str, int], tuple[int, float | None]]:
+    """limits.cpu of each function (registry records) for each of its live replicas (per
+    replica, as a container limit is on faas-netes)."""
+    want = {}
+    for rec in recs:
+        lim = rec.deployment.limits
+        try:
+            cpus = parse_cpu(lim.cpu) if lim else None
+        except ValueError:
+            cpus = None  # refused at deploy time; never reached
+        with rec.pool.cond:
+            for r in rec.pool.replicas:
+                if r.handle is not None and not r.dead:
+                    want[(rec.name, r.index)] = (r.handle.pid, cpus)
+    return want
 
 
 def _writable_dir(p: Path) -> bool:

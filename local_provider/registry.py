@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from local_provider.config import ProviderConfig
-from local_provider.cpulimit import CpuLimiter, parse_cpu
+from local_provider.cpulimit import CpuLimiter, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
 from local_provider.logs import LogStore, note
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
@@ -221,24 +221,7 @@ class Registry:
         for rec in recs:
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
-            self.limiter.sync(self._cpu_wanted(recs))
-
-    def _cpu_wanted(self, recs: list[FunctionRecord]
-                    ) -> dict[tuple[str, int], tuple[int, float | None]]:
-        """limits.cpu of each function for each of its live replicas (per replica, as a
-        container limit is on faas-netes)."""
-        want = {}
-        for rec in recs:
-            lim = rec.deployment.limits
-            try:
-                cpus = parse_cpu(lim.cpu) if lim else None
-            except ValueError:
-                cpus = None  # refused at deploy time; never reached
-            with rec.pool.cond:
-                for r in rec.pool.replicas:
-                    if r.handle is not None and not r.dead:
-                        want[(rec.name, r.index)] = (r.handle.pid, cpus)
-        return want
+            self.limiter.sync(wanted_quotas(recs))
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool
