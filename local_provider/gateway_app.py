@@ -134,7 +134,6 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     register_error_handlers(app)
     install_basic_auth(app, auth)
     system = pooled_session(16)
-    streams = invoke_pool(16)
     provider = provider_url.rstrip("/")
 
     @app.get("/healthz")
@@ -149,36 +148,7 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     def openapi_json() -> Response:
         return jsonify(openapi.gateway_document())
 
-    @app.get("/system/info")
-    def system_info() -> Response:
-        """GatewayInfo around the provider's InfoResponse, as the upstream gateway answers."""
-        method, query, headers, body = request_parts()
-        try:
-            result = http_call(system, method, target_url(provider, "system/info", query),
-                               headers, body, system_timeout_s)
-        except requests.RequestException as e:
-            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
-        if result.status != 200:
-            return result_response(result)
-        try:
-            doc = json.loads(result.body)
-        except ValueError:
-            doc = None
-        if not info.is_provider_info(doc):
-            return json_error(502, "the provider's /system/info is not a faas-provider "
-                                   "InfoResponse")
-        return jsonify(info.gateway_info(doc))
-
-    @app.get("/system/logs")
-    def system_logs() -> Response:
-        """Streamed through (NDJSON while ``follow`` lasts), like upstream's log proxy."""
-        method, query, headers, body = request_parts()
-        try:
-            result = fast_call(streams, method, target_url(provider, "system/logs", query),
-                               headers, body, log_follow_s + 10)
-        except urllib3.exceptions.HTTPError as e:
-            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
-        return result_response(result)
+    _info_and_log_routes(app, provider, system, system_timeout_s, log_follow_s)
 
     @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def system_forward(path: str) -> Response:
@@ -237,6 +207,43 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
         return result_response(result)
 
     return app
+
+
+def _info_and_log_routes(app: Flask, provider: str, system: requests.Session,
+                         system_timeout_s: float, log_follow_s: float) -> None:
+    """The two /system/* routes the gateway answers itself instead of forwarding as they are."""
+    streams = invoke_pool(16)
+
+    @app.get("/system/info")
+    def system_info() -> Response:
+        """GatewayInfo around the provider's InfoResponse, as the upstream gateway answers."""
+        method, query, headers, body = request_parts()
+        try:
+            result = http_call(system, method, target_url(provider, "system/info", query),
+                               headers, body, system_timeout_s)
+        except requests.RequestException as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        if result.status != 200:
+            return result_response(result)
+        try:
+            doc = json.loads(result.body)
+        except ValueError:
+            doc = None
+        if not info.is_provider_info(doc):
+            return json_error(502, "the provider's /system/info is not a faas-provider "
+                                   "InfoResponse")
+        return jsonify(info.gateway_info(doc))
+
+    @app.get("/system/logs")
+    def system_logs() -> Response:
+        """Streamed through (NDJSON while ``follow`` lasts), like upstream's log proxy."""
+        method, query, headers, body = request_parts()
+        try:
+            result = fast_call(streams, method, target_url(provider, "system/logs", query),
+                               headers, body, log_follow_s + 10)
+        except urllib3.exceptions.HTTPError as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        return result_response(result)
 
 
 def server_timing_first(value: str | None) -> float | None:

@@ -140,8 +140,9 @@ class ImageResolver:
             return _check(src, f"{image!r} (from {index_path(self.state_dir)})")
         wrapped = (self.build_dir / service).absolute()
         if (wrapped / "index.py").is_file():
-            return _check(ImageSource(wrapped / "function", wrapped, self.build_dir.absolute().parent,
-                                      "shrinkwrap"), f"{service} (faas-cli build in {wrapped})")
+            src = ImageSource(wrapped / "function", wrapped, self.build_dir.absolute().parent,
+                              "shrinkwrap")
+            return _check(src, f"{service} (faas-cli build in {wrapped})")
         raise ValidationError(
             "image", f"{image!r} is not in the local image store: run `quart-faas build -f "
             f"stack.yml` (records it in {index_path(self.state_dir).absolute()}), or "

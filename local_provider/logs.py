@@ -1,9 +1,10 @@
 """Function logs: each replica's stdout/stderr, served as faas-provider's ``/system/logs``.
 
 Replicas write their output to ``<state>/logs/<function>-<index>.log`` (both
-launchers), and the provider adds its own lines there (``--- <time> ... ready in``),
-as a watchdog does inside a container.  A tailer thread reads what each live replica appended since it
-started, every ``POLL_S``, and stamps each complete line with the time it was
+launchers), and the provider adds its own lines there (``--- <time> ... ready
+in``), as a watchdog does inside a container.  A tailer thread reads what each
+live replica appended since it started, every ``POLL_S``, and stamps each
+complete line with the time it was
 read (a line is at most one poll late; a query reads the files first, so it
 never misses what was already written).  The last ``QUART_LOG_LINES`` lines
 of each function are kept in memory; the files keep everything.

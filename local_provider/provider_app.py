@@ -127,24 +127,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
         return jsonify([NAMESPACE])
 
     _secret_routes(app, registry)
-
-    @app.get("/system/logs")
-    def logs() -> Response:
-        """faas-provider's log API: NDJSON, streamed while ``follow`` lasts."""
-        req = LogRequest.from_query(request.args)
-        if not registry.exists(req.name):
-            return json_error(404, f"function not found: {req.name}")
-        backlog, cursor = registry.logs.query(req)
-        gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
-        deadline = time.monotonic() + config.log_follow_s
-
-        def lines() -> Iterator[bytes]:
-            yield b"".join(_ndjson(req.name, backlog))
-            if req.follow:
-                for batch in registry.logs.follow(req, cursor, deadline, gone):
-                    yield b"".join(_ndjson(req.name, batch))
-
-        return Response(lines(), mimetype="application/x-ndjson")
+    _log_routes(app, registry, config)
 
     @app.get("/system/quart/capabilities")
     def capabilities() -> Response:
@@ -233,3 +216,23 @@ def _secret_routes(app: Flask, registry: Registry) -> None:
         except SecretNotFound:
             return json_error(404, f"secret not found: {req.name}")
         return Response(status=202)
+
+
+def _log_routes(app: Flask, registry: Registry, config: ProviderConfig) -> None:
+    @app.get("/system/logs")
+    def logs() -> Response:
+        """faas-provider's log API: NDJSON, streamed while ``follow`` lasts."""
+        req = LogRequest.from_query(request.args)
+        if not registry.exists(req.name):
+            return json_error(404, f"function not found: {req.name}")
+        backlog, cursor = registry.logs.query(req)
+        gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+        deadline = time.monotonic() + config.log_follow_s
+
+        def lines() -> Iterator[bytes]:
+            yield b"".join(_ndjson(req.name, backlog))  # b"" still sends the headers
+            if req.follow:
+                for batch in registry.logs.follow(req, cursor, deadline, gone):
+                    yield b"".join(_ndjson(req.name, batch))
+
+        return Response(lines(), mimetype="application/x-ndjson")

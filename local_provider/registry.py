@@ -322,8 +322,9 @@ class Registry:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
                      time.monotonic() - t0, handle.pid, handle.url, handle.info.get("tier"))
-            note(spec.log_path, f"{spec.function}-{spec.index} ready in {time.monotonic() - t0:.3f}s "
-                                f"(pid {handle.pid}, {handle.info.get('tier', 'process')})")
+            note(spec.log_path, f"{spec.function}-{spec.index} ready in "
+                                f"{time.monotonic() - t0:.3f}s (pid {handle.pid}, "
+                                f"{handle.info.get('tier', 'process')})")
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from local_provider import info
 from local_provider.config import NAMESPACE
 from local_provider.cpulimit import parse_cpu
 
@@ -303,8 +304,6 @@ class ProviderInfo:
     sha: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        from local_provider import info
-
         return {"provider": self.provider, "orchestration": self.orchestration,
                 "version": {"sha": self.sha or info.commit()[0],
                             "release": self.release or info.release()}}

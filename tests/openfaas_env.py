@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from test_provider_helpers import wait_for
 
 from quart_faas import prometheus, services
 
@@ -125,8 +126,6 @@ def serve(state: Path, role: str, env: dict[str, str] | None = None, cwd: Path =
             return None
         return urls if urls.get("pid") == p.proc.pid else None
 
-    from test_provider_helpers import wait_for
-
     return p, wait_for(ready, 60, what="serve.json")
 
 
@@ -183,8 +182,6 @@ def start_upstream_gateway(bin_dir: Path, provider_url: str, credentials: Path,
                      "--", str(bin_dir / "gateway")], state / "gateway.log", netns=True, env=env)
     gw = UpstreamGateway(f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{metrics_port}",
                          f"http://127.0.0.1:{prom_port}", [outside, inside], prom, state, sockets)
-    from test_provider_helpers import wait_for
-
     def up() -> bool:
         for p in (outside, inside):
             if not p.alive():

@@ -117,7 +117,8 @@ def test_logs_are_the_replicas_output_in_faas_provider_format(server: Server) ->
         r = _logs(server, **params)
         assert r.status_code == 400 and r.json()["error"].startswith(field + ":"), r.text
     assert _logs(server, name="ghost").status_code == 404
-    assert requests.get(server.gateway + "/system/logs", params={"name": "chatty"}).status_code == 401
+    unauthenticated = requests.get(server.gateway + "/system/logs", params={"name": "chatty"})
+    assert unauthenticated.status_code == 401
 
 
 def test_follow_streams_new_lines_until_the_deadline(server: Server) -> None:
