@@ -25,7 +25,10 @@ prefixed ``QUART_``.
 | QUART_DRAIN_TIMEOUT_S           | 5                        | wait for in-flight calls before stopping a replica |
 | QUART_STOP_GRACE_S              | 5                        | SIGTERM -> SIGKILL grace of a replica          |
 | QUART_SERVER_THREADS            | QUART_QUEUE_SIZE + 128   | waitress threads of gateway and provider      |
-| QUART_TEMPLATE_DIR              | <repo>/template/quart-python | template used without the template annotation |
+| QUART_TEMPLATE_DIR              | <repo>/template/quart-python | template used with the handler annotation alone |
+| QUART_BUILD_DIR                 | build                    | where ``faas-cli build --shrinkwrap`` writes ``<function>/``; an image not in ``<state>/images.json`` runs from there (local_provider/images.py) |
+| QUART_LOG_LINES                 | 2000                     | replica log lines kept in memory per function for ``/system/logs`` (files keep all) |
+| QUART_LOG_FOLLOW_S              | 60                       | longest ``/system/logs?follow=true`` stream |
 | QUART_CPU_LIMITS                | auto                     | ``auto``: limits.cpu of a function becomes a CFS quota per replica (cgroup v2 or v1, when writable; see ``GET /system/quart/capabilities``); ``off``: metadata only |
 | QUART_NODES                     | (unset: one node)        | simulated nodes, each its own keys_manager: ``3`` or ``a:1GiB,b:2GiB:2`` (name:memory[:capacity]); replicas placed cache-aware (local_provider/nodes.py) |
 | QUART_NODE_MEMORY               | 0.2                      | memory_threshold of each node given by count |
@@ -103,6 +106,9 @@ class ProviderConfig:
     drain_timeout_s: float = 5.0
     stop_grace_s: float = 5.0
     template_dir: Path = DEFAULT_TEMPLATE_DIR
+    build_dir: Path = Path("build")
+    log_lines: int = 2000
+    log_follow_s: float = 60.0
 
     @property
     def log_dir(self) -> Path:
@@ -123,6 +129,9 @@ class ProviderConfig:
             drain_timeout_s=_float(e, "QUART_DRAIN_TIMEOUT_S", 5.0),
             stop_grace_s=_float(e, "QUART_STOP_GRACE_S", 5.0),
             template_dir=Path(_get(e, "QUART_TEMPLATE_DIR", str(DEFAULT_TEMPLATE_DIR))),
+            build_dir=Path(_get(e, "QUART_BUILD_DIR", "build")),
+            log_lines=_int(e, "QUART_LOG_LINES", 2000, minimum=1),
+            log_follow_s=_float(e, "QUART_LOG_FOLLOW_S", 60.0),
         )
 
 

@@ -18,7 +18,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from contracts.quantity import parse_cpu
 
@@ -26,6 +28,23 @@ __all__ = ["PERIOD_US", "CpuLimiter", "parse_cpu"]
 
 log = logging.getLogger("local_provider.cpulimit")
 PERIOD_US = 100_000
+
+
+def wanted_quotas(recs: Iterable[Any]) -> dict[tuple[str, int], tuple[int, float | None]]:
+    """limits.cpu of each function (registry records) for each of its live replicas (per
+    replica, as a container limit is on faas-netes)."""
+    want = {}
+    for rec in recs:
+        lim = rec.deployment.limits
+        try:
+            cpus = parse_cpu(lim.cpu) if lim else None
+        except ValueError:
+            cpus = None  # refused at deploy time; never reached
+        with rec.pool.cond:
+            for r in rec.pool.replicas:
+                if r.handle is not None and not r.dead:
+                    want[(rec.name, r.index)] = (r.handle.pid, cpus)
+    return want
 
 
 def _writable_dir(p: Path) -> bool:

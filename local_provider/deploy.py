@@ -27,7 +27,8 @@ import requests
 from contracts.manifest import has_manifest
 from contracts.names import ANN_PIPELINE
 from contracts.stack import Stack, StackError, load_stack, min_replicas
-from local_provider import prometheus, services
+from local_provider import images, prometheus, services
+from local_provider.build import entries as build_entries
 
 USER = "admin"
 
@@ -186,6 +187,9 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
     env.setdefault("QUART_GATEWAY_URL", gw)  # replicas call the next stage through this gateway
     stack = select_pipeline(load_stack(stack_file, env), pipeline)
     check_local(stack)
+    # The images, as `quart-faas build` records them: a later `faas-cli deploy` of the
+    # same stack resolves to the same folders (and keeps the running replicas).
+    images.record(state_dir, build_entries(stack, list(stack.functions.values())))
     ep = endpoints(gw, provider_port, metrics_port,
                    prometheus_url if prometheus_url is not None else "http://127.0.0.1:9090",
                    keys_metrics_port)

@@ -8,6 +8,7 @@ labels stay bounded by the deployed functions.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,15 +17,23 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import requests
+import urllib3
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from contracts.server_timing import first_seconds as server_timing_first
-from local_provider import openapi
+from local_provider import info, openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE
 from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
-from local_provider.proxy import InvokeResult, http_call, pooled_session, target_url
+from local_provider.proxy import (
+    InvokeResult,
+    fast_call,
+    http_call,
+    invoke_pool,
+    pooled_session,
+    target_url,
+)
 from local_provider.registry import Registry
 from local_provider.web import (
     FUNCTION_METHODS,
@@ -120,7 +129,7 @@ class RemoteDirectory:
 
 def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
                        provider_url: str, auth: BasicAuth | None, max_body_bytes: int,
-                       system_timeout_s: float = 60.0) -> Flask:
+                       system_timeout_s: float = 60.0, log_follow_s: float = 60.0) -> Flask:
     app = Flask("local_provider.gateway")
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     register_error_handlers(app)
@@ -139,6 +148,8 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     @app.get("/openapi.json")
     def openapi_json() -> Response:
         return jsonify(openapi.gateway_document())
+
+    _info_and_log_routes(app, provider, system, system_timeout_s, log_follow_s)
 
     @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def system_forward(path: str) -> Response:
@@ -197,6 +208,43 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
         return result_response(result)
 
     return app
+
+
+def _info_and_log_routes(app: Flask, provider: str, system: requests.Session,
+                         system_timeout_s: float, log_follow_s: float) -> None:
+    """The two /system/* routes the gateway answers itself instead of forwarding as they are."""
+    streams = invoke_pool(16)
+
+    @app.get("/system/info")
+    def system_info() -> Response:
+        """GatewayInfo around the provider's InfoResponse, as the upstream gateway answers."""
+        method, query, headers, body = request_parts()
+        try:
+            result = http_call(system, method, target_url(provider, "system/info", query),
+                               headers, body, system_timeout_s)
+        except requests.RequestException as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        if result.status != 200:
+            return result_response(result)
+        try:
+            doc = json.loads(result.body)
+        except ValueError:
+            doc = None
+        if not info.is_provider_info(doc):
+            return json_error(502, "the provider's /system/info is not a faas-provider "
+                                   "InfoResponse")
+        return jsonify(info.gateway_info(doc))
+
+    @app.get("/system/logs")
+    def system_logs() -> Response:
+        """Streamed through (NDJSON while ``follow`` lasts), like upstream's log proxy."""
+        method, query, headers, body = request_parts()
+        try:
+            result = fast_call(streams, method, target_url(provider, "system/logs", query),
+                               headers, body, log_follow_s + 10)
+        except urllib3.exceptions.HTTPError as e:
+            return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
+        return result_response(result)
 
 
 def create_metrics_app(metrics: GatewayMetrics) -> Flask:

@@ -7,8 +7,8 @@ follow upstream where upstream defines them (openfaas/faas
 FunctionStatus, ScaleServiceRequest, DeleteFunctionRequest, the provider's
 InfoResponse, ``/function/{name}`` and ``/function/{name}.{namespace}``.
 Where we differ, the document says what we do: deploy/update/delete/scale
-answer 202 as faas-netes does, a deployment needs the annotation
-``com.openfaas.quart.handler`` (replicas are processes, not images), and
+answer 202 as faas-netes does, a deployment's image must be in the local image
+store (local_provider/images.py; replicas are processes, not containers), and
 ``/system/quart/*`` are ours.  Rules JSON Schema cannot state (an integer
 label, a CPU quantity's value) are in descriptions and answered with 400.
 """
@@ -67,11 +67,13 @@ DEPLOYMENT = {
     "type": "object",
     "description": "upstream FunctionDeployment; unknown fields (registryAuth, network) are "
                    "ignored",
-    "required": ["service", "image", "annotations"],
+    "required": ["service", "image"],
     "properties": {
         "service": NAME,
         "image": {"type": "string", "minLength": 1, "example": "functions/nodeinfo:latest",
-                  "description": "kept as metadata: replicas run the handler folder"},
+                  "description": "resolved in the local image store: <state>/images.json "
+                                 "(quart-faas build), else <QUART_BUILD_DIR>/<service> "
+                                 "(faas-cli build --shrinkwrap); 400 when neither has it"},
         "namespace": {"type": "string", "nullable": True, "enum": ["", NAMESPACE, None]},
         "envProcess": {"type": "string", "nullable": True},
         "envVars": {**STR_MAP, "nullable": True,
@@ -83,11 +85,10 @@ DEPLOYMENT = {
                    "description": "com.openfaas.scale.min, if set, is an integer in "
                                   "0..QUART_MAX_REPLICAS (the initial replica count)"},
         "annotations": {
-            **STR_MAP, "required": [ANN_HANDLER],
-            "description": "the local provider runs handler folders as processes: "
-                           f"{ANN_HANDLER} (required; a folder with handler.py), "
-                           f"{ANN_TEMPLATE} (a folder with index.py) and {ANN_WORKDIR} are "
-                           "absolute paths of folders on the provider's machine",
+            **STR_MAP,
+            "description": f"optional, instead of the image: {ANN_HANDLER} (a folder with "
+                           f"handler.py), {ANN_TEMPLATE} (a folder with index.py) and "
+                           f"{ANN_WORKDIR}, absolute paths on the provider's machine",
             "properties": {k: {"type": "string", "pattern": "^/"}
                            for k in (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR)}},
         "limits": _nullable("FunctionResources"),
@@ -140,6 +141,29 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"provider": STR, "orchestration": STR, "version": {
             "type": "object", "required": ["sha", "release"],
             "properties": {"sha": STR, "release": STR}}}},
+    "GatewayInfo": {
+        "type": "object", "required": ["provider", "version", "arch"],
+        "description": "upstream gateway's GatewayInfo: the provider's InfoResponse, the "
+                       "gateway's own version, Go's GOARCH",
+        "properties": {"provider": _ref("ProviderInfo"), "arch": STR, "version": {
+            "type": "object", "required": ["sha", "release"],
+            "properties": {"sha": STR, "release": STR, "commit_message": STR}}}},
+    "Secret": {
+        "type": "object", "required": ["name"],
+        "description": "faas-provider types.Secret; rawValue (base64) wins over value",
+        "properties": {"name": {"type": "string", "maxLength": 253,
+                                "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                       "namespace": {"type": "string", "nullable": True,
+                                     "enum": ["", NAMESPACE, None]},
+                       "value": {"type": "string", "nullable": True},
+                       "rawValue": {"type": "string", "format": "byte", "nullable": True}}},
+    "SecretName": {"type": "object", "required": ["name", "namespace"],
+                   "properties": {"name": STR, "namespace": STR}},
+    "LogMessage": {
+        "type": "object", "required": ["name", "namespace", "instance", "timestamp", "text"],
+        "description": "one NDJSON line of faas-provider's logs API",
+        "properties": {"name": STR, "namespace": STR, "instance": STR, "text": STR,
+                       "timestamp": {"type": "string", "format": "date-time"}}},
     "Capabilities": {
         "type": "object", "required": ["cpu_limits", "max_replicas"],
         "properties": {"max_replicas": {"type": "integer"}, "cpu_limits": {
@@ -187,11 +211,53 @@ def _op(op_id: str, summary: str, responses: dict[str, Any], **extra: Any) -> di
             **extra}
 
 
-def system_paths() -> dict[str, Any]:
-    """``/system/*``: the faas-provider REST API (also reachable through the gateway)."""
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": name == "name", "schema": schema,
+            "description": description}
+
+
+def secrets_and_logs() -> dict[str, Any]:
+    """faas-provider's secrets and logs APIs (local_provider/secret_store.py, logs.py)."""
+    bad = _err("a field breaks a rule; the message names it, nothing changed")
+    body = _body("Secret")
+    log_query = [
+        _query("name", NAME, "the function"), _namespace_query(),
+        _query("instance", STR, "one replica (<function>-<index>), default all"),
+        _query("tail", {"type": "integer"}, "the last N lines; <= 0: all"),
+        _query("since", {"type": "string", "format": "date-time"}, "lines from then on"),
+        _query("follow", {"type": "boolean"}, "stream new lines until QUART_LOG_FOLLOW_S")]
+    ndjson = {"description": "NDJSON, one LogMessage per line", "content": {
+        "application/x-ndjson": {"schema": _ref("LogMessage")}}}
+    return {
+        "/system/secrets": {
+            "get": _op("ListSecrets", "secret names (never values)",
+                       {"200": _json({"type": "array", "items": _ref("SecretName")}, "names"),
+                        "400": _err("namespace is not " + NAMESPACE)},
+                       parameters=[_namespace_query()]),
+            "post": _op("CreateSecret", "create a secret (a 0600 file)",
+                        {"202": ACCEPTED, "400": bad, "409": _err("it exists; PUT it"),
+                         "413": TOO_LARGE}, requestBody=body),
+            "put": _op("UpdateSecret", "replace a secret's value",
+                       {"202": ACCEPTED, "400": bad, "404": _err("no such secret"),
+                        "413": TOO_LARGE}, requestBody=body),
+            "delete": _op("DeleteSecret", "remove a secret",
+                          {"202": ACCEPTED, "400": bad, "404": _err("no such secret"),
+                           "413": TOO_LARGE}, requestBody=body)},
+        "/system/logs": {"get": _op(
+            "GetLogs", "replica stdout/stderr lines", {"200": ndjson, "400": bad,
+                                                      "404": _err("no such function")},
+            parameters=log_query)},
+    }
+
+
+def system_paths(gateway: bool = False) -> dict[str, Any]:
+    """``/system/*``: the faas-provider REST API (also reachable through the gateway, whose
+    ``/system/info`` answers upstream's GatewayInfo around the provider's InfoResponse)."""
     bad = _err("a field breaks a rule; the message names it, nothing changed")
     ns_bad = _err("namespace is not " + NAMESPACE)
-    return {
+    info = (_json(_ref("GatewayInfo"), "gateway and provider") if gateway
+            else _json(_ref("ProviderInfo"), "info"))
+    return {**secrets_and_logs(),
         "/system/functions": {
             "get": _op("GetFunctions", "list deployed functions",
                        {"200": _json({"type": "array", "items": _ref("FunctionStatus")},
@@ -220,7 +286,8 @@ def system_paths() -> dict[str, Any]:
             parameters=[_path_param("functionName"), _namespace_query()],
             requestBody=_body("ScaleServiceRequest"))},
         "/system/info": {"get": _op("GetSystemInfo", "provider name, orchestration, version",
-                                    {"200": _json(_ref("ProviderInfo"), "info")})},
+                                    {"200": info, "502": _err("the provider did not answer")}
+                                    if gateway else {"200": info})},
         "/system/namespaces": {"get": _op("ListNamespaces", "namespaces (one here)", {
             "200": _json({"type": "array", "items": STR}, "namespaces")})},
         "/system/quart/capabilities": {"get": _op(
@@ -308,7 +375,7 @@ def _common(metrics: bool) -> dict[str, Any]:
 
 def gateway_document() -> dict[str, Any]:
     """The gateway surface (QUART_GATEWAY_PORT): /system/* is forwarded to the provider."""
-    return _doc("Quart-FaaS gateway", {**_common(True), **system_paths(),
+    return _doc("Quart-FaaS gateway", {**_common(True), **system_paths(gateway=True),
                                        **function_paths()})
 
 

@@ -8,6 +8,8 @@ exists.  Invocation lives here too, so the upstream gateway can use us as is.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -15,8 +17,10 @@ from flask import Flask, Response, jsonify, request
 from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
+from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
 from local_provider.registry import FunctionExists, FunctionNotFound, Registry
+from local_provider.secret_store import SecretExists, SecretNotFound, SecretRequest
 from local_provider.types import (
     DeleteFunctionRequest,
     FunctionDeployment,
@@ -122,6 +126,9 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def namespaces() -> Response:
         return jsonify([NAMESPACE])
 
+    _secret_routes(app, registry)
+    _log_routes(app, registry, config)
+
     @app.get("/system/quart/capabilities")
     def capabilities() -> Response:
         """Ours: what this provider enforces, e.g. whether limits.cpu becomes a cgroup quota."""
@@ -166,3 +173,66 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
         return result_response(proxy.invoke(name, path, method, query, headers, body))
 
     return app
+
+
+def _ndjson(name: str, messages: list[Any]) -> Iterator[bytes]:
+    for m in messages:
+        yield json.dumps(m.to_json(name)).encode() + b"\n"
+
+
+def _secret_routes(app: Flask, registry: Registry) -> None:
+    """faas-provider's secrets API: GET lists names (never values), POST creates (409 when it
+    exists), PUT replaces (404 when missing), DELETE removes; 202 like faas-netes."""
+    store = registry.secrets
+
+    @app.get("/system/secrets")
+    def list_secrets() -> Response:
+        _query_namespace()
+        return jsonify([{"name": n, "namespace": NAMESPACE} for n in store.names()])
+
+    @app.post("/system/secrets")
+    def create_secret() -> Response:
+        req = SecretRequest.from_json(_body(), need_value=True)
+        try:
+            store.create(req)
+        except SecretExists:
+            return json_error(409, f"secret {req.name} already exists; PUT it to replace it")
+        return Response(status=202)
+
+    @app.put("/system/secrets")
+    def update_secret() -> Response:
+        req = SecretRequest.from_json(_body(), need_value=True)
+        try:
+            store.update(req)
+        except SecretNotFound:
+            return json_error(404, f"secret not found: {req.name}")
+        return Response(status=202)
+
+    @app.delete("/system/secrets")
+    def delete_secret() -> Response:
+        req = SecretRequest.from_json(_body(), need_value=False)
+        try:
+            store.delete(req.name)
+        except SecretNotFound:
+            return json_error(404, f"secret not found: {req.name}")
+        return Response(status=202)
+
+
+def _log_routes(app: Flask, registry: Registry, config: ProviderConfig) -> None:
+    @app.get("/system/logs")
+    def logs() -> Response:
+        """faas-provider's log API: NDJSON, streamed while ``follow`` lasts."""
+        req = LogRequest.from_query(request.args)
+        if not registry.exists(req.name):
+            return json_error(404, f"function not found: {req.name}")
+        backlog, cursor = registry.logs.query(req)
+        gone = request.environ.get("waitress.client_disconnected") or (lambda: False)
+        deadline = time.monotonic() + config.log_follow_s
+
+        def lines() -> Iterator[bytes]:
+            yield b"".join(_ndjson(req.name, backlog))  # b"" still sends the headers
+            if req.follow:
+                for batch in registry.logs.follow(req, cursor, deadline, gone):
+                    yield b"".join(_ndjson(req.name, batch))
+
+        return Response(lines(), mimetype="application/x-ndjson")

@@ -9,24 +9,20 @@ generation and rolls: old replicas keep serving until new ones are ready.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from local_provider.config import ProviderConfig
-from local_provider.cpulimit import CpuLimiter, parse_cpu
+from local_provider.cpulimit import CpuLimiter, wanted_quotas
+from local_provider.images import ImageResolver, ImageSource
+from local_provider.logs import LogStore, note
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
-from local_provider.types import (
-    ANN_HANDLER,
-    ANN_TEMPLATE,
-    ANN_WORKDIR,
-    FunctionDeployment,
-    FunctionStatus,
-)
+from local_provider.secret_store import SecretStore
+from local_provider.types import FunctionDeployment, FunctionStatus, ValidationError
+from local_provider.workers import Workers
 
 log = logging.getLogger("local_provider.registry")
 
@@ -41,16 +37,17 @@ class FunctionNotFound(KeyError):
     pass
 
 
-def launch_key(dep: FunctionDeployment) -> tuple[object, ...]:
-    """What a running replica was started from; limits and labels are not part of it."""
-    a = dep.annotations
-    return (dep.image, dep.envProcess, tuple(sorted(dep.envVars.items())), a.get(ANN_HANDLER),
-            a.get(ANN_TEMPLATE), a.get(ANN_WORKDIR), tuple(dep.secrets))
+def launch_key(dep: FunctionDeployment, source: ImageSource) -> tuple[object, ...]:
+    """What a running replica was started from; limits, labels and annotations are not part
+    of it (the folders are, however they were found: annotation, index or build output)."""
+    return (dep.image, dep.envProcess, tuple(sorted(dep.envVars.items())), source.key(),
+            tuple(dep.secrets))
 
 
 @dataclass
 class FunctionRecord:
     deployment: FunctionDeployment
+    source: ImageSource
     desired: int
     pool: FunctionPool
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -69,41 +66,57 @@ class Registry:
 
     def __init__(self, config: ProviderConfig, launcher: ReplicaLauncher,
                  replica_env: dict[str, str] | None = None,
-                 limiter: CpuLimiter | None = None) -> None:
+                 limiter: CpuLimiter | None = None, images: ImageResolver | None = None,
+                 secrets: SecretStore | None = None, logs: LogStore | None = None) -> None:
         self.config = config
         self.launcher = launcher
         self.limiter = limiter
+        self.images = images or ImageResolver(config.state_dir, config.build_dir,
+                                              config.template_dir)
+        self.secrets = secrets or SecretStore(config.state_dir)
+        self.logs = logs or LogStore(config.log_lines)
         # Defaults for every replica's environment (e.g. QUART_GATEWAY_URL); envVars win.
         self.replica_env = dict(replica_env or {})
         self.lock = threading.RLock()
         self._functions: dict[str, FunctionRecord] = {}
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
-        self._workers: set[threading.Thread] = set()
-        self._workers_lock = threading.Lock()
+        self._workers = Workers()
 
     # -- desired state (REST handlers) -----------------------------------------
 
+    def admit(self, dep: FunctionDeployment) -> ImageSource:
+        """Where the replicas come from; ValidationError (400) when the image resolves
+        nowhere or a listed secret does not exist (faas-netes refuses those too)."""
+        source = self.images.resolve(dep.service, dep.image, dep.annotations)
+        missing = self.secrets.missing(dep.secrets)
+        if missing:
+            raise ValidationError("secrets", f"not found: {missing}; create them first "
+                                  "(faas-cli secret create NAME)")
+        return source
+
     def deploy(self, dep: FunctionDeployment) -> FunctionRecord:
+        source = self.admit(dep)
         with self.lock:
             if dep.service in self._functions:
                 raise FunctionExists(dep.service)
-            rec = FunctionRecord(dep, dep.min_replicas,
+            rec = FunctionRecord(dep, source, dep.min_replicas,
                                  FunctionPool(dep.service, dep.max_inflight,
                                               self.config.queue_size))
             self._functions[dep.service] = rec
-        log.info("deploy %s: %d replica(s), handler %s", dep.service, rec.desired,
-                 dep.annotations.get(ANN_HANDLER))
+        log.info("deploy %s: %d replica(s), handler %s (%s)", dep.service, rec.desired,
+                 source.handler_dir, source.origin)
         self.kick()
         return rec
 
     def update(self, dep: FunctionDeployment) -> FunctionRecord:
+        source = self.admit(dep)  # a request we refuse is 400 whether or not it exists
         with self.lock:
             rec = self._functions.get(dep.service)
             if rec is None:
                 raise FunctionNotFound(dep.service)
-            rolled = launch_key(dep) != launch_key(rec.deployment)
-            rec.deployment = dep
+            rolled = launch_key(dep, source) != launch_key(rec.deployment, rec.source)
+            rec.deployment, rec.source = dep, source
             rec.desired = max(rec.desired, dep.min_replicas) if dep.min_replicas else rec.desired
             if rolled:
                 rec.generation += 1
@@ -123,6 +136,8 @@ class Registry:
         rec.pool.close()
         for r in list(rec.pool.replicas):
             self._drain(rec, r)
+        self.logs.forget(name)
+        self.secrets.unmount(name)
         log.info("delete %s: stopping %d replica(s)", name, len(rec.pool.replicas))
 
     def scale(self, name: str, replicas: int) -> None:
@@ -187,6 +202,7 @@ class Registry:
     def start(self) -> None:
         self._loop = threading.Thread(target=self._run, name="reconcile", daemon=True)
         self._loop.start()
+        self.logs.start()
 
     def kick(self) -> None:
         """Reconcile now instead of at the next tick (deploy and scale feel instant)."""
@@ -205,24 +221,7 @@ class Registry:
         for rec in recs:
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
-            self.limiter.sync(self._cpu_wanted(recs))
-
-    def _cpu_wanted(self, recs: list[FunctionRecord]
-                    ) -> dict[tuple[str, int], tuple[int, float | None]]:
-        """limits.cpu of each function for each of its live replicas (per replica, as a
-        container limit is on faas-netes)."""
-        want = {}
-        for rec in recs:
-            lim = rec.deployment.limits
-            try:
-                cpus = parse_cpu(lim.cpu) if lim else None
-            except ValueError:
-                cpus = None  # refused at deploy time; never reached
-            with rec.pool.cond:
-                for r in rec.pool.replicas:
-                    if r.handle is not None and not r.dead:
-                        want[(rec.name, r.index)] = (r.handle.pid, cpus)
-        return want
+            self.limiter.sync(wanted_quotas(recs))
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool
@@ -283,16 +282,17 @@ class Registry:
         index = next(i for i in range(len(used) + 1) if i not in used)
         r = Replica(index=index, generation=rec.generation)
         rec.pool.add(r)
-        dep = rec.deployment
+        dep, src, instance = rec.deployment, rec.source, f"{rec.name}-{index}"
+        own = {"HOSTNAME": instance,
+               "QUART_SECRETS_DIR": str(self.secrets.mount(rec.name, dep.secrets))}
         spec = ReplicaSpec(
-            function=rec.name, index=index,
-            handler_dir=Path(dep.annotations[ANN_HANDLER]),
-            template_dir=Path(dep.annotations.get(ANN_TEMPLATE) or self.config.template_dir),
-            workdir=Path(dep.annotations.get(ANN_WORKDIR) or os.getcwd()),
-            env=env_for(dep.envVars, {**self.replica_env, "HOSTNAME": f"{rec.name}-{index}"}),
-            log_path=self.config.log_dir / f"{rec.name}-{index}.log",
+            function=rec.name, index=index, handler_dir=src.handler_dir,
+            template_dir=src.template_dir, workdir=src.workdir,
+            env=env_for(dep.envVars, {**self.replica_env, **own}),
+            log_path=self.config.log_dir / f"{instance}.log",
             max_inflight=dep.max_inflight, labels=dict(dep.labels),
             annotations=dict(dep.annotations), constraints=tuple(dep.constraints))
+        self.logs.watch(rec.name, instance, spec.log_path)
         self._spawn(lambda: self._bring_up(rec, r, spec), f"start-{rec.name}-{index}")
 
     def _bring_up(self, rec: FunctionRecord, r: Replica, spec: ReplicaSpec) -> None:
@@ -322,6 +322,9 @@ class Registry:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
                      time.monotonic() - t0, handle.pid, handle.url, handle.info.get("tier"))
+            note(spec.log_path, f"{spec.function}-{spec.index} ready in "
+                                f"{time.monotonic() - t0:.3f}s (pid {handle.pid}, "
+                                f"{handle.info.get('tier', 'process')})")
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now
@@ -364,25 +367,14 @@ class Registry:
         self._spawn(run, f"drain-{rec.name}-{r.index}")
 
     def _spawn(self, fn, name: str) -> None:  # type: ignore[no-untyped-def]
-        def wrapped() -> None:
-            try:
-                fn()
-            except Exception:  # a worker thread must log, not vanish
-                log.exception("%s failed", name)
-            finally:
-                with self._workers_lock:
-                    self._workers.discard(threading.current_thread())
-
-        t = threading.Thread(target=wrapped, name=name, daemon=True)
-        with self._workers_lock:
-            self._workers.add(t)
-        t.start()
+        self._workers.spawn(fn, name)
 
     # -- shutdown ------------------------------------------------------------------
 
     def stop_all(self, timeout_s: float | None = None) -> None:
         """Stop the loop and every replica (SIGTERM, SIGKILL after the grace period)."""
         self._stopping.set()
+        self.logs.stop()
         if self._loop is not None:
             self._loop.join(timeout=5)
         with self.lock:
@@ -399,10 +391,7 @@ class Registry:
         deadline = time.monotonic() + (timeout_s or self.config.stop_grace_s + 5)
         for t in stoppers:
             t.join(max(0.0, deadline - time.monotonic()))
-        with self._workers_lock:
-            workers = list(self._workers)
-        for t in workers:  # launches in progress terminate what they started
-            t.join(max(0.1, deadline - time.monotonic()))
+        self._workers.join(deadline)  # launches in progress terminate what they started
         log.info("stopped %d replica(s)", len(handles))
 
 

@@ -90,7 +90,8 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
             directory = RemoteDirectory(provider_url, basic)
         metrics = GatewayMetrics(directory.gauges)
         gapp = create_gateway_app(invoker, directory, metrics, provider_url, basic,
-                                  cfg.provider.max_body_bytes)
+                                  cfg.provider.max_body_bytes,
+                                  log_follow_s=cfg.provider.log_follow_s)
         gsrv = _server(gapp, cfg.bind, cfg.gateway_port, cfg.server_threads)
         servers.append(("gateway", gsrv))
         msrv = _server(create_metrics_app(metrics), cfg.bind, cfg.metrics_port, 8)

@@ -15,6 +15,7 @@ from typing import Any
 
 from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, LABEL_SCALE_MIN
 from contracts.quantity import parse_cpu
+from local_provider import info
 from local_provider.config import NAMESPACE
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -192,12 +193,6 @@ class FunctionDeployment:
             requests=FunctionResources.from_json(body, "requests"),
             readOnlyRootFilesystem=_bool(body, "readOnlyRootFilesystem"),
         )
-        if ANN_HANDLER not in dep.annotations:
-            raise ValidationError(
-                f"annotations.{ANN_HANDLER}",
-                "required: the local provider runs handler folders as processes, not container "
-                f"images; set annotation {ANN_HANDLER} to the absolute path of the handler folder "
-                "(`quart-faas up` adds it from stack.yml)")
         for key in (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR):
             if key in dep.annotations and not dep.annotations[key].startswith("/"):
                 raise ValidationError(f"annotations.{key}", "must be an absolute path")
@@ -294,13 +289,15 @@ class DeleteFunctionRequest:
 
 @dataclass(frozen=True)
 class ProviderInfo:
-    """``GET /system/info`` (upstream InfoRequest)."""
+    """``GET /system/info`` (faas-provider InfoResponse); release and sha are ours
+    (package version, git commit) unless given."""
 
     provider: str = "quart-local-provider"
     orchestration: str = "process"
-    release: str = "0.1.0"
-    sha: str = "dev"
+    release: str = ""
+    sha: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"provider": self.provider, "orchestration": self.orchestration,
-                "version": {"sha": self.sha, "release": self.release}}
+                "version": {"sha": self.sha or info.commit()[0],
+                            "release": self.release or info.release()}}

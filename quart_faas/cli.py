@@ -1,5 +1,5 @@
-"""``quart-faas`` command line: partition, up, down, serve, plugin, plan, scorer, compare,
-workloads, bench."""
+"""``quart-faas`` command line: partition, build, up, down, serve, plugin, plan, scorer,
+compare, workloads, bench."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,16 @@ def cmd_partition(a: argparse.Namespace) -> int:
             if m.get("architecture") == "emulated" else f"{total / 2**20:.1f} MiB")
     print(f"wrote {m['num_stages']} stages of {m['model']} ({size}) to "
           f"{Path(a.out).resolve()}")
+    return 0
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from local_provider.build import BuildError, build
+
+    try:
+        build(a.file, a.state_dir, a.filter, a.regex)
+    except (BuildError, OSError) as e:
+        return _fail(str(e))
     return 0
 
 
@@ -88,6 +98,15 @@ def parser() -> argparse.ArgumentParser:
                                          "(cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16; default "
                                          "t4-fp32; docs/emulated-stage.md)")
     s.set_defaults(fn=cmd_partition)
+
+    s = sub.add_parser("build", help="record a stack's images in the local image store, so "
+                                     "that `faas-cli deploy -f stack.yml` runs them here")
+    s.add_argument("-f", "--file", "--yaml", dest="file", default="stack.yml")
+    s.add_argument("--filter", help="wildcard on function names (as faas-cli --filter)")
+    s.add_argument("--regex", help="regex on function names (as faas-cli --regex)")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                   help="the local provider's QUART_STATE_DIR (images.json lives there)")
+    s.set_defaults(fn=cmd_build)
 
     s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")
     s.add_argument("-f", "--file", default="stack.yml")

@@ -109,10 +109,12 @@ def test_served_documents_are_the_modules() -> None:
 
 def test_deployment_schema_requires_what_the_provider_requires(tmp_path) -> None:
     """The document's FunctionDeployment and FunctionDeployment.from_json agree on the basics:
-    the required fields and the handler annotation."""
+    the required fields, and the folder annotations as an option (the image is resolved)."""
     schema = documents()["provider"]["components"]["schemas"]["FunctionDeployment"]
-    assert set(schema["required"]) == {"service", "image", "annotations"}
-    assert schema["properties"]["annotations"]["required"] == [ANN_HANDLER]
+    assert set(schema["required"]) == {"service", "image"}
+    assert "required" not in schema["properties"]["annotations"]
+    assert ANN_HANDLER in schema["properties"]["annotations"]["properties"]
+    FunctionDeployment.from_json({"service": "ok", "image": "x"}, 4)
     for missing in schema["required"]:
         body = {"service": "ok", "image": "x", "annotations": {ANN_HANDLER: str(tmp_path)}}
         del body[missing]

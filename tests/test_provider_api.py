@@ -21,13 +21,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
 def test_healthz_info_namespaces(server: Server) -> None:
     assert server.session.get(server.gateway + "/healthz").status_code == 200
     assert server.session.get(server.provider + "/healthz").status_code == 200
-    info = server.api("GET", "/system/info").json()
+    info = server.api("GET", "/system/info", base=server.provider).json()  # InfoResponse
     assert set(info) == {"provider", "orchestration", "version"}
     assert set(info["version"]) == {"sha", "release"}
+    gw = server.api("GET", "/system/info").json()  # the gateway's GatewayInfo wraps it
+    assert set(gw) == {"provider", "version", "arch"} and gw["provider"] == info
+    assert set(gw["version"]) == {"sha", "release", "commit_message"}
     assert server.api("GET", "/system/namespaces").json() == ["openfaas-fn"]
 
 
 def test_deploy_get_list_update_delete(server: Server) -> None:
+    assert server.api("POST", "/system/secrets", json={"name": "s1", "value": "v"}).ok
     body = deployment("crud", env={"A": "1"}, labels={"team": "x"},
                       limits={"memory": "256Mi", "cpu": "1"}, requests={"cpu": "100m"},
                       constraints=["node=a"], secrets=["s1"], envProcess="python index.py",
@@ -109,11 +113,11 @@ def test_put_unknown_is_404_then_post_deploys(server: Server) -> None:
     ({"service": "ok", "image": "x", "namespace": "other"}, "namespace"),
     ({"service": "ok", "image": "x", "secrets": "s"}, "secrets"),
     ({"service": "ok", "image": "x", "readOnlyRootFilesystem": "yes"}, "readOnlyRootFilesystem"),
-    ({"service": "ok", "image": "x"}, "annotations.com.openfaas.quart.handler"),
+    ({"service": "ok", "image": "not-built:1"}, "image"),
+    ({"service": "ok", "image": "x", "secrets": ["never-created"]}, "secrets"),
 ])
 def test_invalid_deployments_are_400_naming_the_field(server: Server, body, field: str) -> None:
-    if isinstance(body, dict) and "annotations" not in body \
-            and field != "annotations.com.openfaas.quart.handler":
+    if isinstance(body, dict) and "annotations" not in body and field != "image":
         body = {**body, "annotations": {"com.openfaas.quart.handler": str(ECHO)}}
     before = server.api("GET", "/system/functions").json()
     for method in ("POST", "PUT"):
@@ -125,11 +129,12 @@ def test_invalid_deployments_are_400_naming_the_field(server: Server, body, fiel
     assert server.api("GET", "/system/functions").json() == before
 
 
-def test_missing_handler_annotation_explains(server: Server) -> None:
+def test_an_image_not_built_here_explains(server: Server) -> None:
     r = server.api("POST", "/system/functions", json={"service": "img", "image": "nginx"})
     assert r.status_code == 400
     msg = r.json()["error"]
-    assert "not container images" in msg and "quart-faas up" in msg
+    assert msg.startswith("image: 'nginx' is not in the local image store")
+    assert "quart-faas build -f stack.yml" in msg and "faas-cli build --shrinkwrap" in msg
 
 
 def test_scale_1_3_1_and_validation(server: Server) -> None:
