@@ -196,6 +196,17 @@ def test_kill_9_then_a_burst_every_call_succeeds(launcher: str, request) -> None
     assert "died" in server.log()
 
 
+def test_kill_9_the_only_replica_calls_wait_for_its_replacement(server: Server) -> None:
+    """No other replica: the calls wait in the queue for the new one (within the queue
+    timeout) instead of failing."""
+    server.deploy("lonely", 1)
+    victim = next(iter(_pids(server, "lonely", 1)))
+    os.kill(victim, signal.SIGKILL)
+    rs = _burst(server, "lonely", 32)
+    assert Counter(r.status_code for r in rs) == {200: 32}, [r.text for r in rs][:3]
+    assert victim not in {r.json()["pid"] for r in rs}
+
+
 def test_a_replica_that_refuses_while_alive_is_stopped_and_replaced(server: Server) -> None:
     """Old code: every call routed to it got 502 for as long as the process lived (it never
     died, so nothing replaced it)."""
