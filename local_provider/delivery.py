@@ -17,16 +17,19 @@ connection that *was* open, all three of which end as ``ProtocolError``:
 3. a replica that read the request and then died.
 
 Only 3 reached the replica.  The kernel knows which is which, and
-``ReplicaConnection`` asks it before the answer is parsed (Linux, loopback):
+``ReplicaConnection`` asks it before the answer is parsed (on Linux):
 
 * a reset (ECONNRESET) before the first byte of the answer: the replica's
   socket was closed with our request still unread in it (a close with unread
   data sends RST, not FIN): case 2, or 1 when our bytes arrived first;
-* end of stream before the first byte, and EPIPE pending on the socket or a
-  send of ours that failed: the replica had closed the connection (FIN) before
-  our request arrived, and answered it with RST: case 1;
-* end of stream with no error pending: the replica consumed the request, then
-  closed: case 3, delivered.
+* end of stream before the first byte, with bytes of our request still not
+  acknowledged (or a send of ours that failed, or EPIPE pending): the replica
+  had closed the connection (FIN) before our request arrived, so nothing acked
+  it and the replica answered it with RST: case 1;
+* end of stream with every byte acknowledged: the replica's kernel took the
+  request and its FIN, sent after the replica read it, acknowledges all of it:
+  case 3, delivered.  (Acknowledgements, unlike the RST, need no timing: the
+  ACK carried by a FIN is processed before the FIN itself.)
 
 Cases 1 and 2 are raised as ``RequestNotRead``, a ``NewConnectionError``, so
 urllib3's own ``Retry`` handles them exactly as a refused connection.  This
@@ -36,7 +39,10 @@ waitress (the template's server) does.
 from __future__ import annotations
 
 import errno
+import fcntl
 import socket
+import struct
+import termios
 from typing import Any
 
 import urllib3
@@ -84,11 +90,20 @@ class ReplicaConnection(urllib3.connection.HTTPConnection):
                 first = sock.recv(1, socket.MSG_PEEK)  # waits for the answer, consumes nothing
             except (ConnectionResetError, BrokenPipeError) as e:
                 raise RequestNotRead(self, f"reset before the request was read ({e})") from e
-            if not first and (self._send_failed or sock.getsockopt(
-                    socket.SOL_SOCKET, socket.SO_ERROR) in _CLOSED_FIRST):
+            if not first and (self._send_failed or _never_taken(sock)):
                 raise RequestNotRead(self, "connection closed by the server before the request "
                                            "reached it (a stale pooled connection)")
         return super().getresponse()
+
+
+def _never_taken(sock: socket.socket) -> bool:
+    """At end of stream: did the peer close before our request reached it?  Then it never
+    acknowledged our bytes (SIOCOUTQ: sent but unacknowledged), and answered them with RST."""
+    try:
+        unacked = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4)))[0]
+    except OSError:  # not Linux: the pending RST is all we have
+        unacked = 0
+    return unacked > 0 or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in _CLOSED_FIRST
 
 
 class ReplicaConnectionPool(urllib3.HTTPConnectionPool):
