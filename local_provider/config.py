@@ -18,6 +18,7 @@ prefixed ``QUART_``.
 | QUART_QUEUE_SIZE                | 256                      | requests waiting per function (-> 429)        |
 | QUART_QUEUE_TIMEOUT_S           | 30                       | longest wait for a free replica (-> 504)      |
 | QUART_UPSTREAM_TIMEOUT_S        | 60                       | longest replica call (-> 504)                 |
+| scale_from_zero                 | true                     | a call to a function at 0 replicas scales it to its minimum (``com.openfaas.scale.min``, at least 1) and waits, within QUART_QUEUE_TIMEOUT_S, as the upstream gateway does |
 | QUART_MAX_BODY_BYTES            | 67108864 (64 MiB)        | request body limit (-> 413)                   |
 | QUART_MAX_REPLICAS              | 32                       | hard cap per function (no CE 5-replica cap)   |
 | QUART_START_TIMEOUT_S           | 120                      | a replica not healthy by then is killed       |
@@ -99,6 +100,7 @@ class ProviderConfig:
     queue_size: int = 256
     queue_timeout_s: float = 30.0
     upstream_timeout_s: float = 60.0
+    scale_from_zero: bool = True
     max_body_bytes: int = 64 << 20
     max_replicas: int = 32
     start_timeout_s: float = 120.0
@@ -122,6 +124,7 @@ class ProviderConfig:
             queue_size=_int(e, "QUART_QUEUE_SIZE", 256),
             queue_timeout_s=_float(e, "QUART_QUEUE_TIMEOUT_S", 30.0),
             upstream_timeout_s=_float(e, "QUART_UPSTREAM_TIMEOUT_S", 60.0),
+            scale_from_zero=_bool(e, "scale_from_zero", True),
             max_body_bytes=_int(e, "QUART_MAX_BODY_BYTES", 64 << 20, minimum=1),
             max_replicas=_int(e, "QUART_MAX_REPLICAS", 32, minimum=1),
             start_timeout_s=_float(e, "QUART_START_TIMEOUT_S", 120.0),

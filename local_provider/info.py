@@ -26,10 +26,8 @@ GOARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm
 def release() -> str:
     try:
         return metadata.version("quart-faas")
-    except metadata.PackageNotFoundError:
-        from quart_faas import __version__
-
-        return __version__
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0.0.0+unknown"
 
 
 @functools.cache

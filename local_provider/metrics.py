@@ -150,9 +150,16 @@ class GatewayMetrics:
                 sample("gateway_functions_seconds_bucket", base + (("le", format_value(le)),), n)
             sample("gateway_functions_seconds_sum", base, h.total)
             sample("gateway_functions_seconds_count", base, h.count)
+        # Upstream's exporter sets this from the provider's function list: ``replicas``, the
+        # desired count, not ``availableReplicas`` (gateway/metrics/exporter.go).
         family("gateway_service_count", "gauge", "Current count of replicas for function")
         for fn, g in gauges:
-            sample("gateway_service_count", (("function_name", fn),), g.available_replicas)
+            sample("gateway_service_count", (("function_name", fn),), g.desired_replicas)
+        family("quart_function_replicas_available", "gauge",
+               "Replicas of the function ready to serve (availableReplicas)")
+        for fn, g in gauges:
+            sample("quart_function_replicas_available", (("function_name", fn),),
+                   g.available_replicas)
         family("quart_function_inflight", "gauge",
                "Requests being served by replicas of the function")
         for fn, g in gauges:

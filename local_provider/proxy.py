@@ -14,6 +14,14 @@ A replica answer without a Content-Length (chunked: a decoder streaming its
 tokens) is passed on chunk by chunk as it arrives, as Go's ReverseProxy in the
 upstream gateway does; the replica's slot is held, and the call counts as
 running, until that body ends (``BodyStream.on_close``).
+
+A request that never reached its replica (connection refused, or a connection
+the replica closed or reset with the request unread: ``delivery``) goes to the
+next ready replica, within the queue timeout, and a replica whose port refuses
+is taken out of routing at once.  One that did reach its replica and got no
+answer is a 502 and is never resent: it may have run, and a request that
+crashed one replica would crash the next.  A call to a function at zero
+replicas scales it to its minimum first (``scale_from_zero``).
 """
 from __future__ import annotations
 
@@ -30,8 +38,9 @@ import urllib3
 from requests.adapters import HTTPAdapter
 
 from local_provider.config import ProviderConfig
-from local_provider.registry import FunctionNotFound, Registry
-from local_provider.router import RouteError
+from local_provider.delivery import delivery_pool, never_sent, refused, root_error
+from local_provider.registry import FunctionNotFound, FunctionRecord, Registry
+from local_provider.router import Replica, RouteError
 
 log = logging.getLogger("local_provider.proxy")
 
@@ -41,6 +50,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
                         "content-length"})
 REJECTED_HEADER = "X-Quart-Rejected"
 CONNECT_TIMEOUT_S = 3.0
+# Each failed attempt either takes a dead replica out of routing or cost a connect timeout,
+# so this only bounds a pathological case (a live replica resetting every connection).
+MAX_ATTEMPTS = 8
 
 
 class BodyStream:
@@ -140,7 +152,9 @@ def http_call(session: requests.Session, method: str, url: str, headers: list[tu
 
 
 def invoke_pool(maxsize: int = 64) -> urllib3.PoolManager:
-    return urllib3.PoolManager(num_pools=64, maxsize=maxsize, block=False, retries=False)
+    """Pooled keep-alive connections; a request that provably did not go out is tried once
+    more on a fresh connection, anything else fails at once (``delivery``)."""
+    return delivery_pool(maxsize)
 
 
 def fast_call(pool: urllib3.PoolManager, method: str, url: str,
@@ -188,50 +202,64 @@ class ReplicaProxy:
 
     def _invoke(self, name: str, path: str, method: str, query: str,
                 headers: list[tuple[str, str]], body: bytes) -> InvokeResult:
+        """Forward to a replica; a request that never reached its replica goes to the next
+        ready one (or waits for one) within the queue timeout, and is never failed for it."""
         try:
             rec = self.registry.get(name)
         except FunctionNotFound:
             return InvokeResult.error(404, f"function not found: {name}")
+        if rec.desired == 0 and self.config.scale_from_zero:
+            self.registry.scale_from_zero(rec)
         deadline = time.monotonic() + self.config.queue_timeout_s
-        retried = False
-        while True:
+        for _ in range(MAX_ATTEMPTS):
             try:
                 replica = rec.pool.acquire(max(0.0, deadline - time.monotonic()))
             except RouteError as e:
                 return InvokeResult.error(e.status, str(e), e.reason if e.status != 404 else "")
-            handle = replica.handle
-            assert handle is not None  # routable replicas always have one
-            streaming = False
-            try:
-                result = fast_call(self.pool, method, target_url(handle.url, path, query),
-                                   headers, body, self.config.upstream_timeout_s)
-                self.registry.count_invocation(rec)
-                if result.stream is not None:  # the replica stays busy until the body ends
-                    streaming = True
-                    result.stream.on_close(functools.partial(rec.pool.release, replica))
+            result = self._attempt(rec, replica, path, method, query, headers, body)
+            if result is not None:
                 return result
-            except urllib3.exceptions.ReadTimeoutError:
-                self.registry.count_invocation(rec)
-                return InvokeResult.error(
-                    504, f"{name} replica {replica.name} did not answer within "
-                         f"{self.config.upstream_timeout_s:g}s (QUART_UPSTREAM_TIMEOUT_S)")
-            except urllib3.exceptions.HTTPError as e:
-                alive = handle.alive()
-                if not alive:
-                    self.registry.mark_dead(name, replica)
-                refused = isinstance(e, urllib3.exceptions.NewConnectionError)
-                if refused and not alive and not retried:
-                    retried = True  # it never reached the dead replica: safe to send elsewhere
-                    continue
-                self.registry.count_invocation(rec)
-                log.warning("%s replica %s (pid %d): %s", name, replica.name, handle.pid,
-                            type(e).__name__)
-                return InvokeResult.error(
-                    502, f"{name} replica {replica.name} failed: "
-                         f"{'process exited' if not alive else type(e).__name__}")
-            finally:
-                if not streaming:
-                    rec.pool.release(replica)
+        return InvokeResult.error(502, f"no replica of {name} took the request in "
+                                       f"{MAX_ATTEMPTS} attempts")
+
+    def _attempt(self, rec: FunctionRecord, replica: Replica, path: str, method: str,
+                 query: str, headers: list[tuple[str, str]], body: bytes) -> InvokeResult | None:
+        """One call on ``replica`` (its slot already taken); None when the request provably
+        never reached it, after taking a replica whose socket is gone out of routing."""
+        handle = replica.handle
+        assert handle is not None  # routable replicas always have one
+        name, streaming = rec.name, False
+        try:
+            result = fast_call(self.pool, method, target_url(handle.url, path, query),
+                               headers, body, self.config.upstream_timeout_s)
+            self.registry.count_invocation(rec)
+            if result.stream is not None:  # the replica stays busy until the body ends
+                streaming = True
+                result.stream.on_close(functools.partial(rec.pool.release, replica))
+            return result
+        except urllib3.exceptions.ReadTimeoutError:
+            self.registry.count_invocation(rec)
+            return InvokeResult.error(
+                504, f"{name} replica {replica.name} did not answer within "
+                     f"{self.config.upstream_timeout_s:g}s (QUART_UPSTREAM_TIMEOUT_S)")
+        except urllib3.exceptions.HTTPError as e:
+            if never_sent(e):
+                log.info("%s replica %s (pid %d) did not get the request (%s): trying another",
+                         name, replica.name, handle.pid, type(root_error(e)).__name__)
+                self.registry.mark_dead(name, replica, refused=refused(e))
+                return None
+            alive = handle.alive()
+            if not alive:
+                self.registry.mark_dead(name, replica)
+            self.registry.count_invocation(rec)
+            log.warning("%s replica %s (pid %d): %s", name, replica.name, handle.pid,
+                        type(e).__name__)
+            return InvokeResult.error(
+                502, f"{name} replica {replica.name} failed: "
+                     f"{'process exited' if not alive else type(e).__name__}")
+        finally:
+            if not streaming:
+                rec.pool.release(replica)
 
 
 class HttpInvoker:
@@ -252,6 +280,6 @@ class HttpInvoker:
             return InvokeResult.error(504, f"the provider did not answer within {self.timeout_s:g}s")
         except urllib3.exceptions.HTTPError as e:
             return InvokeResult.error(502, f"the provider at {self.base} is unreachable: "
-                                           f"{type(e).__name__}")
+                                           f"{type(root_error(e)).__name__}")
         result.rejected = result.header(REJECTED_HEADER) or ""
         return result

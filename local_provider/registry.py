@@ -149,6 +149,19 @@ class Registry:
         log.info("scale %s: %d -> %d replica(s)", name, old, replicas)
         self.kick()
 
+    def scale_from_zero(self, rec: FunctionRecord) -> None:
+        """A call found ``rec`` at zero replicas: ask for its minimum (label
+        com.openfaas.scale.min, at least 1), as the upstream gateway does with
+        ``scale_from_zero``; the call then waits in the queue for the first ready replica,
+        within its timeout, instead of timing out there."""
+        with self.lock:
+            if rec.desired > 0 or self._functions.get(rec.name) is not rec:
+                return
+            rec.desired = max(1, rec.deployment.min_replicas)
+        log.info("scale %s: 0 -> %d replica(s): a call arrived (scale from zero)", rec.name,
+                 rec.desired)
+        self.kick()
+
     # -- reads -------------------------------------------------------------------
 
     def get(self, name: str) -> FunctionRecord:
@@ -266,16 +279,38 @@ class Registry:
                         rec.name, r.name, r.handle.pid if r.handle else "-", code, r.inflight)
         rec.pool.remove(r)
 
-    def mark_dead(self, name: str, r: Replica) -> None:
-        """The proxy saw a refused connection: stop routing there before the next tick."""
+    def mark_dead(self, name: str, r: Replica, refused: bool = False) -> None:
+        """The proxy saw a call to ``r`` fail: if its process has exited, or its port refused
+        a connection (its listening socket is closed, so it will never serve again, even
+        while the process still looks alive: a killed process closes its sockets last, after
+        freeing its memory), stop routing there now, stop what is left of it, and let
+        reconcile replace it before the next tick."""
         try:
             rec = self.get(name)
         except FunctionNotFound:
             return
-        if r.handle is not None and not r.handle.alive():
-            with self.lock, rec.pool.cond:
+        handle = r.handle
+        with self.lock, rec.pool.cond:
+            if handle is None or r.dead or r.draining:
+                return  # already handled, or being stopped by a drain
+            lingering = handle.alive()
+            if lingering and not refused:
+                return
+            if lingering:
+                rec.pool.set_dead(r)
+                log.warning("replica %s%s (pid %d) refuses connections (it died, is dying or "
+                            "is broken): replacing it, %d call(s) in flight", name, r.name,
+                            handle.pid, r.inflight)
+            else:
                 self._died(rec, r)
-            self.kick()
+        if lingering:
+            def stop() -> None:  # calls on its open connections may still finish, as in a drain
+                rec.pool.wait_idle(r, self.config.drain_timeout_s)
+                handle.terminate(self.config.stop_grace_s)
+                rec.pool.remove(r)
+
+            self._spawn(stop, f"stop-{name}-{r.index}")
+        self.kick()
 
     def _start(self, rec: FunctionRecord) -> None:
         used = {r.index for r in rec.pool.replicas if not r.dead}

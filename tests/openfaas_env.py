@@ -26,7 +26,7 @@ import pytest
 import requests
 from test_provider_helpers import wait_for
 
-from quart_faas import prometheus, services
+from local_provider import prometheus, services
 
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "admin", "upstream-test-pw"

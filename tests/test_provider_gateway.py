@@ -5,7 +5,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
-from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
+from test_provider_helpers import (
+    ECHO,
+    Exposition,
+    Server,
+    parse_metrics,
+    pid_alive,
+    start_server,
+    wait_for,
+)
 
 from local_provider.metrics import escape_label
 
@@ -77,6 +85,7 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
         "gateway_function_invocation_total": "counter",
         "gateway_functions_seconds": "histogram",
         "gateway_service_count": "gauge",
+        "quart_function_replicas_available": "gauge",
         "quart_function_inflight": "gauge",
         "quart_function_queue_depth": "gauge",
         "quart_function_replicas_desired": "gauge",
@@ -120,16 +129,33 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
     assert "gateway_function_invocation_started{" in requests.get(server.gateway + "/metrics").text
 
 
-def test_service_count_follows_available_replicas(server: Server) -> None:
-    server.deploy("gauged", 2)
+def test_service_count_is_the_desired_count_as_upstream(server: Server) -> None:
+    """Upstream's exporter sets gateway_service_count from the provider's function list:
+    ``replicas`` (desired), not ``availableReplicas`` (openfaas/faas
+    gateway/metrics/exporter.go, ``Set(float64(service.Replicas))``).  Ours says how many
+    are ready in quart_function_replicas_available.  Old code: 0 while replicas started."""
     label = "gauged.openfaas-fn"
-    m = parse_metrics(requests.get(server.metrics + "/metrics").text)
+    env = {"QUART_PRELOAD": "slow_start", "PYTHONPATH": str(ECHO), "ECHO_START_DELAY_S": "3"}
+    server.deploy("gauged", 2, env=env, wait=False)
+
+    def scrape() -> Exposition:
+        return parse_metrics(requests.get(server.metrics + "/metrics").text)
+
+    m = scrape()
+    assert server.function("gauged")["availableReplicas"] == 0  # still starting (3 s)
     assert m.value("gateway_service_count", function_name=label) == 2
+    assert m.value("quart_function_replicas_available", function_name=label) == 0
+    assert m.types["quart_function_replicas_available"] == "gauge"
+    server.wait_available("gauged", 2)
+    m = scrape()
+    assert m.value("gateway_service_count", function_name=label) == 2
+    assert m.value("quart_function_replicas_available", function_name=label) == 2
     server.api("POST", "/system/scale-function/gauged", json={"replicas": 0})
-    wait_for(lambda: parse_metrics(requests.get(server.metrics + "/metrics").text)
-             .value("gateway_service_count", function_name=label) == 0, 10)
-    m = parse_metrics(requests.get(server.metrics + "/metrics").text)
+    m = scrape()  # at once: the desired count, while the replicas drain
+    assert m.value("gateway_service_count", function_name=label) == 0
     assert m.value("quart_function_replicas_desired", function_name=label) == 0
+    wait_for(lambda: scrape().value("quart_function_replicas_available",
+                                    function_name=label) == 0, 10)
 
 
 def test_label_escaping() -> None:
