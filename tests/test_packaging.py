@@ -57,6 +57,18 @@ def test_make_setup_installs_every_extra():
     assert "pip install -q --no-deps -e '.[model,bench,test]'" in make
 
 
+def test_one_progress_library():
+    """rich draws every progress bar (benchmark/report/progress.py): tqdm is no dependency of
+    ours. The lock still pins it only because the model libraries require it."""
+    extras = PROJECT["optional-dependencies"]
+    ours = _names(PROJECT["dependencies"]).union(*(_names(r) for r in extras.values()))
+    assert "rich" in _names(extras["bench"]) and "tqdm" not in ours
+    if "tqdm" in _lock():
+        needs = {d for d in _lock() if d != "tqdm" and any(
+            _norm(Requirement(r).name) == "tqdm" for r in md.distribution(d).requires or [])}
+        assert needs, "requirements.lock pins tqdm, which nothing installed requires"
+
+
 def _module_level_imports(path: Path) -> set[str]:
     """Top-level names imported when the module loads (imports inside functions are lazy:
     an extra they need is only needed when that function runs)."""
