@@ -3,6 +3,7 @@ dependencies; benchmarks, model weights and tests are extras; `make setup` insta
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata as md
 import re
 import sys
@@ -55,6 +56,16 @@ def test_make_setup_installs_every_extra():
     make = (REPO / "Makefile").read_text()
     assert "pip install -q -r requirements.lock" in make
     assert "pip install -q --no-deps -e '.[model,bench,test]'" in make
+
+
+def test_the_license_file_is_the_license_pyproject_names():
+    """LICENSE: our copyright line, then the Apache License 2.0 exactly as apache.org
+    publishes it (LICENSE-2.0.txt, whose md5 is the well-known 3b83ef96...)."""
+    assert PROJECT["license"] == {"text": "Apache-2.0"}
+    head, standard = (REPO / "LICENSE").read_text().split("\n", 1)
+    assert head == "Copyright 2026 The Quart-FaaS Authors"
+    assert hashlib.md5(standard.encode(), usedforsecurity=False).hexdigest() == \
+        "3b83ef96387f14655fc854ddc3c6bd57"
 
 
 def test_one_progress_library():
