@@ -11,12 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")),
          REPO / "benchmark" / "RESULTS.md", *sorted((REPO / "examples").rglob("*.md"))]
 
-_FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
+_FENCE = re.compile(r"^(```|~~~).*?^\1", re.DOTALL | re.MULTILINE)
 _CODE = re.compile(r"`[^`\n]*`")
 _INLINE = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$", re.M)
-_HTML = re.compile(r"<(?:img|a)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", re.I)
-_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.I)  # http:, https:, mailto:, ...
+_REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$",
+                        re.MULTILINE)
+_HTML = re.compile(r"<(?:img|a)\b[^>]*?\b(?:src|href)=\"([^\"]+)\"", re.IGNORECASE)
+_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, mailto:
 
 
 def _prose(text: str) -> str:
@@ -34,7 +35,8 @@ def anchors(text: str) -> set[str]:
     heading gets -1, -2, ..."""
     seen: dict[str, int] = {}
     out = set()
-    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", _FENCE.sub("", text), re.M):
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", _FENCE.sub("", text), re.MULTILINE)
+    for heading in headings:
         plain = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
         slug = re.sub(r"[^\w\- ]", "", plain.lower()).replace(" ", "-")
         n = seen.get(slug, 0)
@@ -85,5 +87,5 @@ def test_the_readme_stays_a_front_page():
     assert len(readme.splitlines()) <= 120
     assert "make demo" in readme and "make test" in readme
     assert "docs/architecture.png" in links(readme)
-    assert not re.search(r"seed[ -]?\d{3}", readme + "".join(
-        p.read_text() for p in PAGES[1:]), re.I)
+    shown = readme + "".join(p.read_text() for p in PAGES[1:])
+    assert not re.search(r"seed[ -]?\d{3}", shown, re.IGNORECASE)
