@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 import requests
 from rich.console import Console
-from tqdm import tqdm
 
 from benchmark import openloop
+from benchmark.report.progress import Bars
 from benchmark.workloads import gamma
 from checks import soak_probe, soak_report
 from checks.soak_faults import (
@@ -180,7 +180,7 @@ def run(cfg: SoakConfig, con: Console) -> dict[str, Any]:
         mem = MemorySampler(t, t0, cfg.warmup, cfg.mem_every_s).begin()
         if faults:
             inj = Injector(t, faults, t0, cfg.duration_s, cfg.seed, cfg.restart_delay_s,
-                           say=lambda m: tqdm.write(m) if cfg.progress else say(m)).start()
+                           say=say).start()  # above the bar: rich redirects stdout
         results = _drive(cfg, url, body, offsets, t0, tracker)
         end_s = time.perf_counter() - t0
         mem_end = soak_probe.memory(t)
@@ -205,8 +205,8 @@ def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: floa
            tracker: soak_probe.Tracker) -> list[openloop.Result]:
     counts = {"ok": 0, "failed": 0}
     lock = threading.Lock()
-    bar = tqdm(total=int(cfg.duration_s), unit="s", desc="soak", disable=not cfg.progress,
-               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}]{postfix}")
+    bars = Bars(disable=not cfg.progress)
+    bar = bars.add("soak", total=int(cfg.duration_s), unit="s")
     stop = threading.Event()
 
     def on_done(r: openloop.Result) -> None:
@@ -215,10 +215,10 @@ def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: floa
 
     def tick() -> None:
         while not stop.wait(1.0):
-            bar.n = min(int(cfg.duration_s), int(time.perf_counter() - t0))
             reps = "/".join(str(v.get("availableReplicas", 0)) for v in tracker.last.values())
-            bar.set_postfix_str(f"ok {counts['ok']} failed {counts['failed']} "
-                                f"replicas {reps or '-'}")
+            bars.update(bar, completed=min(int(cfg.duration_s), int(time.perf_counter() - t0)),
+                        note=f"ok {counts['ok']} failed {counts['failed']} "
+                             f"replicas {reps or '-'}")
 
     ticker = threading.Thread(target=tick, daemon=True)
     ticker.start()
@@ -230,8 +230,8 @@ def _drive(cfg: SoakConfig, url: str, body: bytes, offsets: np.ndarray, t0: floa
     finally:
         stop.set()
         ticker.join(timeout=5)
-        bar.n = int(cfg.duration_s)
-        bar.close()
+        bars.update(bar, completed=int(cfg.duration_s))
+        bars.close()
 
 
 def _finish(cfg: SoakConfig, con: Console, t: soak_probe.Target | None,

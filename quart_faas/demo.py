@@ -23,9 +23,9 @@ import numpy as np
 import requests
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
 from benchmark import openloop
+from benchmark.report.progress import Bars
 from contracts.manifest import has_manifest
 from contracts.stack import load_stack
 from local_provider import deploy, plugin_services, services
@@ -138,8 +138,10 @@ def _run(a: argparse.Namespace, con: Console) -> int:
               f"{a.period:g}s")
     start = time.time()
     sampler = demo_timeline.Sampler(ep.gateway, auth).start()
-    with tqdm(total=n, unit="req", desc="burst") as bar:
-        results = openloop.run(url, body, offsets, on_done=lambda r: bar.update(1))
+    with Bars() as bars:
+        burst = bars.add("burst", total=n, unit="req")
+        results = openloop.run(url, body, offsets,
+                               on_done=lambda r: bars.update(burst, advance=1))
     time.sleep(max(3.0, 3 * a.period))  # the plugin reacts to the end of the burst too
     sampler.stop()
     end = time.time()

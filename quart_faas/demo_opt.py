@@ -19,9 +19,9 @@ import numpy as np
 import requests
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
 from benchmark import openloop, streamload
+from benchmark.report.progress import Bars
 from benchmark.studies.decoder import per_token, prompt
 from contracts.manifest import has_manifest
 from contracts.stack import load_stack
@@ -73,8 +73,10 @@ def run(a: argparse.Namespace, con: Console) -> int:
         return json.dumps({"prompt": prompt(i, 64), "max_new_tokens": a.tokens}).encode()
 
     start = time.time()
-    with tqdm(total=n, unit="gen", desc="burst") as bar:
-        res, _ = streamload.run(url, body, offsets, on_done=lambda r: bar.update(1))
+    with Bars() as bars:
+        burst = bars.add("burst", total=n, unit="gen")
+        res, _ = streamload.run(url, body, offsets,
+                                on_done=lambda r: bars.update(burst, advance=1))
     _report(con, res, metrics, f"{int(time.time() - start) + 5}s")
     return 0 if all(r.ok for r in res) else 1
 

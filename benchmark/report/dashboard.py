@@ -10,8 +10,9 @@ The simulator and the live harness call one thread-safe callback,
 :meth:`Dashboard.update`, from whatever thread they run in; the view draws
 from a snapshot taken under the same lock.  With ``--dashboard`` on a TTY the
 view is a ``rich.live.Live`` table; otherwise (``--dashboard`` off, or output
-piped to a file / CI log) it degrades to one ``tqdm`` bar per system, which
-logs sensibly; ``quiet`` shows nothing.
+piped to a file / CI log) it degrades to one progress bar per system
+(:mod:`benchmark.report.progress`: rich on a terminal, a plain line every few seconds
+in a log); ``quiet`` shows nothing.
 
 Run ``python -m benchmark.report.dashboard_demo --demo`` to see it fed synthetic
 numbers for a few seconds.
@@ -31,10 +32,12 @@ from typing import IO, Any, Literal, Self
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
+from rich.progress import TaskID
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
-from tqdm import tqdm  # type: ignore[import-untyped]
+
+from benchmark.report.progress import Bars
 
 __all__ = ["Dashboard", "SystemStatus", "choose_mode"]
 
@@ -47,7 +50,6 @@ _STATE_MARKS = {
     "done": ("✓", "green"),
     "failed": ("✗", "bold red"),
 }
-_TIMED_BAR = "{desc}: {percentage:3.0f}%|{bar:20}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]"
 
 
 @dataclass
@@ -103,7 +105,7 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def choose_mode(dashboard: bool, file: IO[str], quiet: bool = False) -> Mode:
-    """``live`` only when asked for and ``file`` is a terminal; else tqdm bars, or nothing."""
+    """``live`` only when asked for and ``file`` is a terminal; else progress bars, or nothing."""
     if quiet:
         return "off"
     isatty = getattr(file, "isatty", None)
@@ -152,7 +154,9 @@ class Dashboard:
         self._lock = threading.RLock()
         self._status: dict[str, SystemStatus] = {}
         self._latencies: dict[str, deque[float]] = {}
-        self._bars: dict[str, tqdm] = {}
+        self._bars: dict[str, TaskID] = {}
+        self._group: Bars | None = None
+        self._closed = False
         self._postfix_at: dict[str, float] = {}
         self._live: Live | None = None
         self._wall: dict[str, list[float]] = {}  # system -> [started, ended] (monotonic)
@@ -218,47 +222,35 @@ class Dashboard:
                 out[name] = (copy, p50, p99)
             return out
 
-    # -- the tqdm fallback ---------------------------------------------------------------
+    # -- the progress-bar fallback -------------------------------------------------------
 
     def _update_bar(self, system: str, status: SystemStatus) -> None:
-        bar = self._bars.get(system) or self._new_bar(system, status)
+        if self._closed:
+            return  # a late update after close() still counts, but draws nothing
+        if self._group is None:
+            self._group = Bars(self.file)
+        group = self._group
+        task = self._bars.get(system)
+        if task is None:
+            task = self._bars[system] = group.add(
+                system, total=status.duration_s, unit="s" if status.duration_s else "req")
         if status.duration_s:
-            bar.total = status.duration_s
             target = min(status.progress_s, status.duration_s)
         else:
             target = status.done + status.failed
         finished = status.state in ("done", "failed")
         now = time.monotonic()
-        # Percentiles only as often as tqdm prints: a harness may call update per request.
-        if finished or now - self._postfix_at.get(system, -math.inf) >= bar.mininterval:
+        note = None
+        # Percentiles only as often as the bar shows them: a harness may update per request.
+        if finished or now - self._postfix_at.get(system, -math.inf) >= group.interval_s:
             self._postfix_at[system] = now
             p50, p99 = _percentiles(list(self._latencies[system]))
             p99 = float(status.p99_s) if status.p99_s is not None else p99
             p50 = float(status.p50_s) if status.p50_s is not None else p50
-            bar.set_postfix_str(self._summary_text(status, p50, p99), refresh=False)
+            note = self._summary_text(status, p50, p99)
+        group.update(task, completed=target, total=status.duration_s or None, note=note)
         if finished:
-            bar.n = target
-            bar.close()  # prints the final line
-        else:
-            bar.update(target - bar.n)  # tqdm rate-limits printing by its mininterval
-
-    def _new_bar(self, system: str, status: SystemStatus) -> tqdm:
-        tty = choose_mode(True, self.file) == "live"
-        bar = tqdm(
-            total=status.duration_s,
-            desc=system,
-            unit="s" if status.duration_s else "req",
-            file=self.file,
-            # Off a terminal, positions would write cursor-movement codes into the log.
-            position=len(self._bars) if tty else 0,
-            leave=True,
-            ascii=not tty,
-            dynamic_ncols=tty,
-            mininterval=0.25 if tty else 5.0,  # a CI log gets a line every 5 s, not a flood
-            bar_format=_TIMED_BAR if status.duration_s else None,
-        )
-        self._bars[system] = bar
-        return bar
+            group.finish(task)  # its last line stays
 
     def _summary_text(self, status: SystemStatus, p50: float, p99: float) -> str:
         replicas = sum(status.replicas.values())
@@ -358,6 +350,7 @@ class Dashboard:
             if self._live is not None:
                 self._live.stop()
                 self._live = None
-            for bar in self._bars.values():
-                if not bar.disable:
-                    bar.close()
+            self._closed = True
+            if self._group is not None:
+                self._group.close()
+                self._group = None

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--demo", action="store_true", help="feed synthetic numbers and show it")
     parser.add_argument("--seconds", type=float, default=4.0, help="demo length (wall seconds)")
-    parser.add_argument("--no-dashboard", action="store_true", help="show the tqdm fallback")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="show the progress-bar fallback")
     args = parser.parse_args(argv)
     if not args.demo:
         parser.error("nothing to do: the dashboard is fed by `quart-faas compare`; try --demo")

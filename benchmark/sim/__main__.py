@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from tqdm import tqdm  # type: ignore[import-untyped]
+from rich.progress import TaskID
 
+from benchmark.report.progress import Bars
 from benchmark.results import summarize
 from benchmark.systems.base import Bounds
 from benchmark.systems.registry import SYSTEMS, build_systems, parse_systems
@@ -69,15 +70,14 @@ def main(argv: list[str] | None = None) -> int:
           f"arrivals sha256 {arrivals.sha256()[:16]}")
     rows = []
     for system in systems:
-        bar = tqdm(total=100, unit="%", desc=system.name, leave=False, mininterval=0.5)
+        with Bars(transient=True, refresh_per_second=2) as bars:
+            bar = bars.add(system.name, total=100)
 
-        def progress(now: float, total: float, bar: tqdm = bar) -> None:
-            bar.n = round(100 * now / total) if total else 100
-            bar.refresh()
+            def progress(now: float, total: float, bars: Bars = bars, bar: TaskID = bar) -> None:
+                bars.update(bar, completed=round(100 * now / total) if total else 100)
 
-        res = run(arrivals, pipe, system, cluster=cluster, fail_at=failures, seed=a.seed,
-                  config=config, on_progress=progress)
-        bar.close()
+            res = run(arrivals, pipe, system, cluster=cluster, fail_at=failures, seed=a.seed,
+                      config=config, on_progress=progress)
         rows.append((res, summarize(res)))
     print(f"{'system':<22} {'ok':>6} {'failed':>6} {'p50 ms':>8} {'p99 ms':>8} {'SLO':>6} "
           f"{'replica-s':>10} {'cold':>5} {'recovery s':>10} {'events/s':>9}")

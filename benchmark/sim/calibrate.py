@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from tqdm import tqdm  # type: ignore[import-untyped]
+
+from benchmark.report.progress import track
 
 from . import livepipe
 from .background import RunnableSampler
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         s = requests.Session()
         hdr = {"Content-Type": "application/json"}
         sampler = None
-        for i in tqdm(range(a.warmup + a.requests), desc="sequential requests", leave=False):
+        for i in track(range(a.warmup + a.requests), "sequential requests", transient=True):
             if i == a.warmup:
                 sampler = RunnableSampler(live.replica_pids).start()
                 groups = [live.gateway_pids()] + [live.replica_pids(f) for f in live.functions]

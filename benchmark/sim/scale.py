@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tqdm import tqdm  # type: ignore[import-untyped]
-
+from benchmark.report.progress import Bars
 from benchmark.results import summarize
 from benchmark.systems.base import Bounds
 from benchmark.systems.registry import SYSTEMS, parse_systems
@@ -73,16 +72,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.minutes} min, {n_stages} stages, {a.nodes} nodes x {a.cores:g} cores; system "
           f"{name} (period {system.period_s:g} s); workload sha256 {arrivals.sha256()[:16]}; "
           f"setup {prep:.1f} s")
-    bar = tqdm(total=100, unit="%", desc="simulating", leave=True, mininterval=2.0)
+    with Bars(refresh_per_second=0.5) as bars:
+        bar = bars.add("simulating", total=100)
 
-    def progress(now: float, total: float) -> None:
-        bar.n = round(100 * now / total) if total else 100
-        bar.refresh()
+        def progress(now: float, total: float) -> None:
+            bars.update(bar, completed=round(100 * now / total) if total else 100)
 
-    res = run(arrivals, pipes, system,
-              cluster=ClusterSpec.uniform(a.nodes, a.memory_gib, a.cores, a.placement),
-              seed=a.seed, config=SimConfig(), on_progress=progress)
-    bar.close()
+        res = run(arrivals, pipes, system,
+                  cluster=ClusterSpec.uniform(a.nodes, a.memory_gib, a.cores, a.placement),
+                  seed=a.seed, config=SimConfig(), on_progress=progress)
     x = res.extra
     s = summarize(res)
     print(f"wall {x['wall_s']:.1f} s (target <= 300 s; CPU {x['cpu_s']:.1f} s), "

@@ -35,7 +35,7 @@ STUDIES: tuple[Study, ...] = (
     Study("placement", "benchmark.studies.placement",
           "cache-aware vs random vs least-loaded replica placement, simulated nodes"),
     Study("sched", "benchmark.studies.sched.__main__",
-          "central vs gossip scheduling of models over a cluster (seed 003), simulated"),
+          "central vs gossip scheduling of models over a cluster, simulated"),
     Study("sched_calibrate", "benchmark.studies.sched.calibrate",
           "measure the decoder row of the scheduling study's model catalogue"),
     Study("sim_calibrate", "benchmark.sim.calibrate",

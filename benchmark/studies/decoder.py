@@ -296,7 +296,7 @@ def _write(a: argparse.Namespace, results: list[RunResult]) -> None:
     title = ("decoder next to encoder (different models and answers: read the rows, not the "
              "Winner column)" if len(results) > 1 else "decoder")
     print(render_plain(comparison_rows(summaries), [r.system for r in results], title), end="")
-    print(f"wrote {path} and the seed-003 CSV(s) beside it")
+    print(f"wrote {path} and the comparison CSV(s) beside it")
 
 
 if __name__ == "__main__":

@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 import torch
 import urllib3
-from tqdm import tqdm
 
 from benchmark import procmem
+from benchmark.report.progress import Bars
 from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
 from functions.partitioner import partition
 from functions.stage import codec
@@ -258,19 +258,18 @@ def run_model(b: Bench, key: str, a: argparse.Namespace) -> dict[str, Any]:
         trials: dict[str, list[dict[str, Any]]] = {t: [] for t in TIERS}
         warm: list[float] = []
         rounds = a.warmup_rounds + a.trials
-        bar = tqdm(total=rounds * len(TIERS), desc=key, unit="trial", file=sys.stderr)
-        for rnd in range(rounds):
-            ms = b.call(base["url"], body)
-            if rnd >= a.warmup_rounds:
-                warm.append(ms)
-            for tier, setting in TIERS.items():
-                b.launcher.mode, b.launcher.weights = setting
-                r = trial(b, name, base, body)
+        with Bars() as bars:
+            bar = bars.add(key, total=rounds * len(TIERS), unit="trial")
+            for rnd in range(rounds):
+                ms = b.call(base["url"], body)
                 if rnd >= a.warmup_rounds:
-                    trials[tier].append(r)
-                bar.set_postfix_str(f"{tier} ready {r['ready_ms']:.0f} ms")
-                bar.update()
-        bar.close()
+                    warm.append(ms)
+                for tier, setting in TIERS.items():
+                    b.launcher.mode, b.launcher.weights = setting
+                    r = trial(b, name, base, body)
+                    if rnd >= a.warmup_rounds:
+                        trials[tier].append(r)
+                    bars.update(bar, advance=1, note=f"{tier} ready {r['ready_ms']:.0f} ms")
         warm += [b.call(base["url"], body) for _ in range(20 - len(warm))]  # >= 20 requests
         res["warm_ms"] = warm
         res["tiers"] = {}

@@ -72,8 +72,8 @@ def mixed_gamma(rps: float, cv: float, duration_s: float, mix: list[tuple[str, f
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quart-faas bench sched",
-                                description="Centralised vs gossip scheduling (seed 003), "
-                                            "simulated on identical arrivals.")
+                                description="Centralised vs gossip scheduling of models over a "
+                                            "cluster, simulated on identical arrivals.")
     p.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
     p.add_argument("--rps", type=float, default=5.0, help="mean requests/s (default 5)")
     p.add_argument("--cv", type=float, default=8.0, help="inter-arrival CV (default 8)")
