@@ -231,6 +231,10 @@ class PodSpec:
 class Pod:
     """A running pod; ``url`` is its watchdog (http://IP:8080)."""
 
+    # readiness through the watchdog, as a probe sees it: the watchdog's own /_/health is
+    # 200 before index.py listens; /_/ready reaches index.py (``ready_path``)
+    health_path = "/_/ready"
+
     def __init__(self, spec: PodSpec, proc: subprocess.Popen[bytes], net: PodNet,
                  cgroups: PodCgroups, cgroup: Path, pod_dir: Path) -> None:
         self.spec, self.name = spec, spec.name
@@ -273,7 +277,7 @@ class Pod:
             if not self.alive():
                 raise PodError(f"pod {self.name} exited ({self.returncode()}); see {self.log}")
             try:
-                if _HTTP.request("GET", self.url + "/_/ready", timeout=1.0).status == 200:
+                if _HTTP.request("GET", self.url + self.health_path, timeout=1.0).status == 200:
                     return
             except urllib3.exceptions.HTTPError:
                 pass

@@ -12,6 +12,7 @@ TOOLS=(
   pgrep:procps                         # tests look for leftover processes
   unshare:util-linux                   # a watchdog/pod in its own network namespace
   ip:iproute2                          # loopback and veth pairs in those namespaces
+  nsenter:util-linux                   # a pod's watchdog started inside its namespace
 )
 if [ "${1:-}" = "--list" ]; then
   for t in "${TOOLS[@]}"; do echo "${t%%:*} ${t#*:}"; done

