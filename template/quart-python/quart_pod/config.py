@@ -9,7 +9,6 @@
 | QUART_POD_DRAIN_S          | 30                              | a retired worker's wait for its calls    |
 | QUART_SECRETS_DIR          | /var/openfaas/secrets           | where OpenFaaS mounts the function's secrets |
 | QUART_CONTROL_TOKEN_FILE   | $QUART_SECRETS_DIR/quart-control-token | bearer token of the control endpoint |
-| max_inflight               | 8                               | waitress threads per worker (as outside pod mode) |
 """
 from __future__ import annotations
 
@@ -66,7 +65,7 @@ class PodConfig:
     worker_inflight: int = 1
     spawn_timeout_s: float = 60.0
     drain_s: float = 30.0
-    threads: int = 8
+    threads: int = 1
     token_file: Path = Path(SECRETS_DIR) / TOKEN_NAME
 
     @classmethod
@@ -83,6 +82,6 @@ class PodConfig:
             workers=workers, max_workers=max_workers, worker_inflight=inflight,
             spawn_timeout_s=_float(e, "QUART_POD_SPAWN_TIMEOUT_S", 60.0),
             drain_s=_float(e, "QUART_POD_DRAIN_S", 30.0),
-            threads=max(inflight, _int(e, "max_inflight", 8, 1)),
+            threads=inflight,  # a worker holds no more connections than that
             token_file=Path(token) if token else secrets_dir(e) / TOKEN_NAME,
         )
