@@ -7,7 +7,9 @@ a pod are the pod's own business (``/_/quart/workers``).
 
 What each pod gets, as faas-netes would give it:
 - the image: the template folder with the handler as ``function/`` (shrinkwrap layout);
-- the function's environment (``envVars``), the provider's defaults under it;
+- the function's environment (``envVars``), the provider's defaults under it; a gateway
+  URL on this machine's loopback (the next stage) is reached through a relay at the pod's
+  host end (local_provider/podnet.py), as a pod reaches the gateway's Service;
 - the secret ``quart-control-token``: this launcher's token (created 0600 at
   ``<state_dir>/secrets/quart-control-token`` on first use; an actuator reads it there,
   as the Kubernetes one reads the Secret), so the control endpoint is on;
@@ -23,6 +25,7 @@ import secrets
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from local_provider.pods import Pod, PodRunner, PodSpec, shrinkwrap
 
@@ -48,7 +51,8 @@ class PodLauncher:
         app = shrinkwrap(Path(spec.template_dir), Path(spec.handler_dir),
                          self.state_dir / "pods" / name / "app")
         pod = self.runner.start(PodSpec(name, app, dict(spec.env),
-                                        {TOKEN_NAME: self.token.encode()}))
+                                        {TOKEN_NAME: self.token.encode()},
+                                        forward_ports=_loopback_ports(spec.env)))
         pod.info.update({"url": pod.url, "pod": name})
         with self._lock:
             self._pods[(spec.function, spec.index)] = pod
@@ -116,6 +120,14 @@ class PodCpuLimiter:
 
     def close(self) -> None:
         pass  # each pod removes its own cgroup when it stops
+
+
+def _loopback_ports(env: dict[str, str]) -> tuple[int, ...]:
+    """The gateway the stages call next, when it listens on this machine's loopback."""
+    url = urlsplit(env.get("QUART_GATEWAY_URL", ""))
+    if url.hostname in ("127.0.0.1", "localhost") and url.port:
+        return (url.port,)
+    return ()
 
 
 def _ensure_token(path: Path) -> str:

@@ -7,20 +7,18 @@ then the function's ``environment`` from stack.yml), its secrets as files, and:
 
 - its own network namespace (``ip netns``): the watchdog always binds :8080 and its
   metrics :8081, as in a pod, and index.py 127.0.0.1:5000. A veth pair joins it to the
-  host on a private /30 per pod (10.233.0.0/16; the host end .1, the pod .2, the pod's
-  default route via the host end), so the pod's IP is reachable from this machine only;
+  host on a private /30 per pod (local_provider/podnet.py), so the pod's IP is reachable
+  from this machine only, and the pod reaches chosen loopback ports of this machine (the
+  gateway: the next stage) at its host end;
 - its own CPU cgroup (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), the pod's CPU
   limit: every process of the pod starts inside it, ``resize_cpu`` rewrites the quota in
   place (what the Pod ``resize`` subresource does on a node), and stopping the pod kills
   whatever is left in it, as the kubelet does with a container's cgroup.
 
-Needs root (namespaces, cgroups), ``ip`` and ``nsenter``. Slots (a /30 and a netns name)
-are claimed with a flock under /run/quart-pods, so runners in several processes never
-share one, and a slot left by a crashed runner is cleaned up by the next that takes it.
+Needs root (namespaces, cgroups), ``ip`` and ``nsenter``.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -34,12 +32,10 @@ from pathlib import Path
 import urllib3
 
 from local_provider.cpulimit import PERIOD_US
+from local_provider.podnet import NETNS_DIR, LoopbackRelay, PodError, PodNet
 
 log = logging.getLogger("local_provider.pods")
 REPO = Path(__file__).resolve().parents[1]
-LOCK_DIR = Path("/run/quart-pods")
-NETNS_DIR = Path("/run/netns")
-MAX_SLOTS = 16384  # /30s in 10.233.0.0/16
 POD_PORT = 8080
 # The template's Dockerfile ENV (the ship stage); stack.yml's environment overrides it.
 IMAGE_ENV = {"cgi_headers": "true", "mode": "http", "upstream_url": "http://127.0.0.1:5000",
@@ -48,10 +44,6 @@ IMAGE_ENV = {"cgi_headers": "true", "mode": "http", "upstream_url": "http://127.
 # what the provider sets for its own replicas and a container never has
 NOT_IN_A_CONTAINER = ("QUART_LISTEN_FD", "QUART_HANDLER_DIR", "QUART_ZYGOTE_SOCKET",
                       "QUART_WEIGHTS_PATH")
-
-
-class PodError(RuntimeError):
-    pass
 
 
 def watchdog_binary() -> Path:
@@ -74,75 +66,6 @@ def shrinkwrap(template_dir: Path, handler_dir: Path, dest: Path) -> Path:
     shutil.rmtree(dest / "function", ignore_errors=True)
     shutil.copytree(handler_dir, dest / "function", ignore=skip)
     return dest
-
-
-def _run(*argv: str) -> None:
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    if r.returncode != 0:
-        raise PodError(f"{' '.join(argv)}: {r.stderr.strip() or r.returncode}")
-
-
-@dataclass
-class PodNet:
-    """One claimed slot: its netns, its veth pair and its /30."""
-
-    slot: int
-    lock_fd: int
-
-    @property
-    def netns(self) -> str:
-        return f"quart-pod-{self.slot}"
-
-    @property
-    def host_if(self) -> str:
-        return f"qp{self.slot}h"
-
-    def addr(self, end: int) -> str:
-        n = 4 * self.slot + end
-        return f"10.233.{n >> 8}.{n & 255}"
-
-    @property
-    def host_ip(self) -> str:
-        return self.addr(1)
-
-    @property
-    def ip(self) -> str:
-        return self.addr(2)
-
-    @classmethod
-    def claim(cls) -> PodNet:
-        LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
-        for slot in range(MAX_SLOTS):
-            fd = os.open(LOCK_DIR / f"{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            net = cls(slot, fd)
-            net.teardown(release=False)  # what a crashed owner left behind
-            return net
-        raise PodError(f"all {MAX_SLOTS} pod network slots are taken")
-
-    def setup(self) -> None:
-        pod_if, ns = f"qp{self.slot}p", self.netns
-        _run("ip", "netns", "add", ns)
-        _run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", pod_if,
-             "netns", ns)
-        _run("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-        _run("ip", "link", "set", self.host_if, "up")
-        _run("ip", "-n", ns, "addr", "add", f"{self.ip}/30", "dev", pod_if)
-        _run("ip", "-n", ns, "link", "set", pod_if, "up")
-        _run("ip", "-n", ns, "link", "set", "lo", "up")
-        _run("ip", "-n", ns, "route", "add", "default", "via", self.host_ip)
-
-    def teardown(self, release: bool = True) -> None:
-        """Deleting the netns deletes the veth pair with it (once its last process left)."""
-        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "delete", self.host_if], capture_output=True, check=False)
-        if release and self.lock_fd >= 0:
-            os.close(self.lock_fd)
-            self.lock_fd = -1
 
 
 class PodCgroups:
@@ -226,6 +149,9 @@ class PodSpec:
     secrets: dict[str, bytes] = field(default_factory=dict)  # name -> content
     cpu_millis: int | None = None  # limits.cpu; None: no limit
     python: str = sys.executable  # fprocess "python index.py" with this python
+    # loopback ports of this machine the pod reaches at its host-side address (a relay;
+    # env values naming 127.0.0.1:PORT or localhost:PORT are rewritten to it)
+    forward_ports: tuple[int, ...] = ()
 
 
 class Pod:
@@ -246,6 +172,7 @@ class Pod:
         self.info: dict[str, object] = {"tier": "pod", "ip": self.ip, "log": str(self.log),
                                         "netns": net.netns, "cgroup": str(cgroup)}
         self._stopped = False
+        self.relays: list[LoopbackRelay] = []
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -307,6 +234,8 @@ class Pod:
             self._proc.kill()
             self._proc.wait()
         self._cgroups.remove(self.cgroup)
+        for r in self.relays:
+            r.close()
         self.net.teardown()
         shutil.rmtree(self.pod_dir / "secrets", ignore_errors=True)
         shutil.rmtree(self.pod_dir / "tmp", ignore_errors=True)
@@ -341,18 +270,22 @@ class PodRunner:
             path.write_bytes(content)
             path.chmod(0o400)
         net = PodNet.claim()
-        cgroup = None
+        cgroup, relays = None, []
         try:
             net.setup()
+            relays = [LoopbackRelay(net.host_ip, port) for port in spec.forward_ports]
             cgroup = self.cgroups.make(spec.name)
             self.cgroups.set_quota(cgroup, spec.cpu_millis)
             proc = self._exec(spec, net, cgroup, pod_dir)
         except BaseException:
             if cgroup is not None:
                 self.cgroups.remove(cgroup)
+            for r in relays:
+                r.close()
             net.teardown()
             raise
         pod = Pod(spec, proc, net, self.cgroups, cgroup, pod_dir)
+        pod.relays = relays
         pod.info["cpu_millis"] = spec.cpu_millis
         log.info("pod %s started: %s (watchdog pid %d, netns %s)", spec.name, pod.url, pod.pid,
                  net.netns)
@@ -364,6 +297,11 @@ class PodRunner:
                **spec.env}
         for k in NOT_IN_A_CONTAINER:
             env.pop(k, None)
+        for port in spec.forward_ports:
+            for k, v in env.items():
+                for host in ("127.0.0.1", "localhost"):
+                    v = v.replace(f"//{host}:{port}", f"//{net.host_ip}:{port}")
+                env[k] = v
         env.update({"port": str(POD_PORT), "HOSTNAME": spec.name,
                     "TMPDIR": str(pod_dir / "tmp"),  # the watchdog's /tmp/.lock, per pod
                     "QUART_SECRETS_DIR": str(pod_dir / "secrets")})
