@@ -117,8 +117,8 @@ class Zygote:
         due = [w.deadline for w in self.waiters]
         if self._active_count() < self.target:
             due.append(self.not_before)
-        if self.stopping:
-            due.append(self.stop_deadline)
+        if self.stopping:  # past it, workers were sent SIGKILL: SIGCHLD wakes the loop
+            due.append(max(self.stop_deadline, now + 0.05))
         retiring = [w for w in self.workers.values() if w.retiring]
         if retiring:  # a worker that never exits after its drain is killed
             due.append(now + 1.0)
@@ -141,7 +141,8 @@ class Zygote:
         active = self._active()
         if len(active) < self.target and time.monotonic() >= self.not_before:
             for _ in range(self.target - len(active)):
-                self._fork()
+                if time.monotonic() >= self.not_before:  # a failed fork backs off the rest
+                    self._fork()
         elif len(active) > self.target:
             for w in self._victims(active, len(active) - self.target):
                 self._retire(w)
@@ -167,7 +168,14 @@ class Zygote:
         sys.stdout.flush()
         sys.stderr.flush()
         t0 = time.perf_counter()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as e:  # out of memory or of processes: try again later
+            self.failures += 1
+            self.not_before = time.monotonic() + min(10.0, 0.05 * 2 ** self.failures)
+            log.error("pod zygote: fork failed (%s); next attempt in %.2fs", e,
+                      self.not_before - time.monotonic())
+            return
         if pid == 0:
             self._child(slot)
         self.workers[pid] = Worker(pid, slot, t0)
