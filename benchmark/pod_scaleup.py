@@ -109,7 +109,7 @@ class Bench:
 
 def metric(pod: Pod, name: str) -> float:
     text = HTTP.request("GET", pod.url + "/_/quart/metrics", timeout=10).data.decode()
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     if m is None:
         raise RuntimeError(f"{pod.name}: no {name} in its metrics")
     return float(m[1])
@@ -230,7 +230,9 @@ def run_model(runner: PodRunner, key: str, a: argparse.Namespace) -> dict[str, A
             b.call(pod)
         rounds = a.warmup_rounds + a.trials
         cold_every = max(1, a.trials // max(1, a.cold_trials))
-        warm, workers, cold = [], [], []
+        warm: list[float] = []
+        workers: list[dict[str, float]] = []
+        cold: list[dict[str, float]] = []
         bar = tqdm(total=rounds + a.cold_trials, desc=key, unit="trial", file=sys.stderr)
         for rnd in range(rounds):
             counted = rnd >= a.warmup_rounds

@@ -105,8 +105,8 @@ class PodCgroups:
         if self.mode == "v2":
             q, p = (d / "cpu.max").read_text().split()
             return None if q == "max" else int(q) * 1000 // int(p)
-        q = int((d / "cpu.cfs_quota_us").read_text())
-        return None if q < 0 else q * 1000 // int((d / "cpu.cfs_period_us").read_text())
+        quota = int((d / "cpu.cfs_quota_us").read_text())
+        return None if quota < 0 else quota * 1000 // int((d / "cpu.cfs_period_us").read_text())
 
     @staticmethod
     def procs(d: Path) -> list[int]:

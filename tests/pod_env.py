@@ -102,7 +102,7 @@ def worker_pids_str(pod: Pod) -> set[str]:
 
 def metric(pod: Pod, name: str) -> float:
     text = requests.get(pod.url + "/_/quart/metrics", timeout=10).text
-    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert m, f"{name} not in {text[:2000]}"
     return float(m[1])
 

@@ -26,8 +26,8 @@ for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
     importlib.import_module(_mod.strip())
 
 from flask import Flask, Response, request
-from werkzeug.datastructures import Headers
 from waitress import serve
+from werkzeug.datastructures import Headers
 
 # keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
 BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
