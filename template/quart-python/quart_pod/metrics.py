@@ -66,6 +66,6 @@ def cpu_limit_cores(root: Path = Path("/sys/fs/cgroup")) -> float | None:
             for base in (root / "cpu", root / "cpu,cpuacct"):
                 d = base / rel
                 if (d / "cpu.cfs_quota_us").is_file():
-                    quota = int((d / "cpu.cfs_quota_us").read_text())
-                    return None if quota < 0 else quota / int((d / "cpu.cfs_period_us").read_text())
+                    us = int((d / "cpu.cfs_quota_us").read_text())
+                    return None if us < 0 else us / int((d / "cpu.cfs_period_us").read_text())
     return None
