@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from local_provider.pods import Pod, PodRunner
+from tests.conftest import require_tool
 from tests.pod_env import (
     AUTH,
     ECHO,
@@ -70,6 +72,10 @@ def test_a_pod_serves_the_stage_through_the_real_watchdog(stage_pod, body):
     assert int(r.headers["X-Quart-Worker"]) in pids - {stage_pod.pid, state["pid"]}
     assert metric(stage_pod, "quart_pod_workers") == 2
     assert metric(stage_pod, "quart_pod_worker_spawn_seconds_count") >= 2
+    text = requests.get(stage_pod.url + "/_/quart/metrics", timeout=10).text
+    lint = subprocess.run([require_tool("promtool"), "check", "metrics"], input=text,
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr  # what Prometheus will scrape
 
 
 def test_control_endpoint_refuses_bad_callers_and_bad_bodies(stage_pod):
