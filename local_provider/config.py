@@ -33,7 +33,7 @@ prefixed ``QUART_``.
 | QUART_CPU_LIMITS                | auto                     | ``auto``: limits.cpu of a function becomes a CFS quota per replica (cgroup v2 or v1, when writable; see ``GET /system/quart/capabilities``); ``off``: metadata only |
 | QUART_NODES                     | (unset: one node)        | simulated nodes, each its own keys_manager: ``3`` or ``a:1GiB,b:2GiB:2`` (name:memory[:capacity]); replicas placed cache-aware (local_provider/nodes.py) |
 | QUART_NODE_MEMORY               | 0.2                      | memory_threshold of each node given by count |
-| QUART_LAUNCHER                  | fork                     | ``fork``: replicas from keys_manager's warm zygotes (its settings: keys_manager/config.py); ``process``: a fresh process each |
+| QUART_LAUNCHER                  | fork                     | ``fork``: replicas from keys_manager's warm zygotes (its settings: keys_manager/config.py); ``process``: a fresh process each; ``pod``: each a pod, the real fwatchdog + index.py in its own netns and cgroup (local_provider/pod_launcher.py; root, ``QUART_OPENFAAS_BIN``) |
 
 A queued request holds a server thread while it waits, so the thread count
 defaults above the queue size: otherwise waitress would queue requests where

@@ -148,7 +148,7 @@ def wait_healthy(handle: ReplicaHandle, timeout_s: float, stop: Callable[[], boo
     is imported, so each probe has a short timeout and the loop retries.
     """
     deadline = time.monotonic() + timeout_s
-    url = handle.url + "/_/health"
+    url = handle.url + getattr(handle, "health_path", "/_/health")  # a pod: /_/ready
     while time.monotonic() < deadline and not stop():
         if not handle.alive():
             return False

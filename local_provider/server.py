@@ -70,7 +70,7 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     registry: Registry | None = None
 
     if role in ("all", "provider"):
-        registry = Registry(cfg.provider, launcher, limiter=_limiter(cfg))
+        registry = Registry(cfg.provider, launcher, limiter=_limiter(cfg, launcher))
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
         papp = create_provider_app(registry, proxy, cfg.provider, basic)
         psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
@@ -105,14 +105,17 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     return urls, registry
 
 
-def _limiter(cfg: ServeConfig) -> CpuLimiter | None:
-    """``QUART_CPU_LIMITS=auto`` (default): enforce limits.cpu with cgroups when writable;
-    ``off``: keep them as metadata.  One cgroup tree per state dir."""
+def _limiter(cfg: ServeConfig, launcher: ReplicaLauncher) -> Any:
+    """``QUART_CPU_LIMITS=auto`` (default): enforce limits.cpu with cgroups when writable
+    (a pod launcher's own: each pod's cgroup); ``off``: keep them as metadata.  One cgroup
+    tree per state dir."""
     mode = (os.environ.get("QUART_CPU_LIMITS") or "auto").strip().lower()
     if mode == "off":
         return None
     if mode != "auto":
         raise ValueError(f"QUART_CPU_LIMITS={mode!r}: use 'auto' or 'off'")
+    if getattr(launcher, "limiter", None) is not None:
+        return launcher.limiter  # type: ignore[attr-defined]
     tag = hashlib.sha256(str(cfg.state_dir.absolute()).encode()).hexdigest()[:8]
     lim = CpuLimiter(f"quart-{tag}")
     if not lim.available:
@@ -123,7 +126,8 @@ def _limiter(cfg: ServeConfig) -> CpuLimiter | None:
 def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
     """``QUART_LAUNCHER=fork`` (the default): every replica is spawned by the node's
     keys_manager, forked from a warm zygote (started on demand); ``process``: one fresh
-    ``python index.py`` per replica, for a node without keys_manager."""
+    ``python index.py`` per replica, for a node without keys_manager; ``pod``: each replica
+    a pod as faas-netes runs it (local_provider/pod_launcher.py)."""
     kind = (os.environ.get("QUART_LAUNCHER") or "fork").strip().lower()
     nodes = (os.environ.get("QUART_NODES") or "").strip()
     if kind == "fork" and nodes:
@@ -134,8 +138,12 @@ def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
         from keys_manager.client import AgentLauncher
 
         return AgentLauncher(cfg.state_dir)
+    if kind == "pod":  # each replica a pod: fwatchdog + index.py, own netns and cgroup
+        from local_provider.pod_launcher import PodLauncher
+
+        return PodLauncher(cfg.state_dir)
     if kind != "process":
-        raise ValueError(f"QUART_LAUNCHER={kind!r}: use 'process' or 'fork'")
+        raise ValueError(f"QUART_LAUNCHER={kind!r}: use 'process', 'fork' or 'pod'")
     return ProcessLauncher()
 
 

