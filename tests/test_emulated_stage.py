@@ -184,16 +184,19 @@ def test_a_cold_start_does_not_slow_emulated_compute(emu4, tmp_path):
             with srv.lock:
                 t0 = time.perf_counter()
                 srv.stage.forward(x, mask)
-                over.append(time.perf_counter() - t0 - srv.stage.last_service_s)
+                drawn = srv.stage.last_service_s
+                over.append((time.perf_counter() - t0 - drawn) / drawn)
         assert cold.wait(60) == 0, cold.stderr.read().decode()[-2000:] if cold.stderr else ""
     finally:
         if cold.poll() is None:
             cold.kill()
             cold.wait()
     assert len(over) >= 10, f"only {len(over)} forwards overlapped the cold start"
-    mean = statistics.fmean(over)
-    assert mean < 0.003, f"mean overshoot {mean * 1e3:.2f} ms"
-    assert statistics.quantiles(over, n=10)[-1] < 0.010
+    # Relative, not absolute: the machine may be busy with more than this test.  A forward
+    # that burned CPU would be stretched by the cold start's core (x1.5-2 on 2 cores); a
+    # wait is late only by the scheduler's wake-up, a few percent of a 30 ms forward.
+    median = statistics.median(over)
+    assert median < 0.10, f"median overshoot {median:.1%} of the drawn service time"
 
 
 # ------------------------------------------------------------------ the device pool

@@ -25,6 +25,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY quart_faas/ quart_faas/
 COPY contracts/ contracts/
+COPY placement/ placement/
+COPY webguard/ webguard/
 COPY gateway_plugin/ gateway_plugin/
 COPY scorer/ scorer/
 COPY keys_manager/ keys_manager/
