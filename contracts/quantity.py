@@ -10,7 +10,11 @@ from __future__ import annotations
 import math
 import re
 
-_QTY = re.compile(r"^(?P<num>[0-9]+(?:\.[0-9]+)?)(?P<milli>m?)$")
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+_QTY = re.compile(rf"^(?P<num>{_NUMBER})(?P<milli>m?)$")
+# What parse_cpu reads, as a JSON Schema pattern: blank (no limit), or a quantity with
+# spaces around.  The rules a pattern cannot state (> 0, finite) stay with parse_cpu.
+CPU_PATTERN = rf"^\s*({_NUMBER}m?)?\s*$"
 
 
 def parse_cpu(value: str) -> float | None:

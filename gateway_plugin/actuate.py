@@ -3,7 +3,10 @@
 Only the public gateway API with basic auth, the way faas-cli and the
 upstream autoscaler use it, so the same code drives the embedded provider
 and a real faas-netes/faasd gateway.  Calls are idempotent (set replicas to
-N, set limits.cpu to X), so a retry after a timeout cannot overshoot.
+N, set limits.cpu to X), so a retry after a timeout cannot overshoot: urllib3's
+``Retry`` on the session retries connection and read errors and 502/503/504
+(a gateway whose provider is restarting) for GET, for the POST of an absolute
+replica count and for the PUT of a full spec, with exponential backoff.
 
 Pipelines are described by function annotations (stack.yml sets them):
 ``com.openfaas.quart.pipeline`` (name), ``com.openfaas.quart.stage`` (index),
@@ -13,12 +16,13 @@ Pipelines are described by function annotations (stack.yml sets them):
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, LABEL_SCALE_MAX, LABEL_SCALE_MIN
 from contracts.quantity import format_cpu, parse_cpu
@@ -73,6 +77,21 @@ def _int_label(labels: dict[str, str], key: str) -> int | None:
         return None
 
 
+# Safe to repeat: reads, the scale-function POST (an absolute count, not "one more") and
+# the PUT of a whole spec.  Nothing here deletes or deploys.
+IDEMPOTENT = frozenset({"GET", "POST", "PUT"})
+TRANSIENT = (502, 503, 504)  # the gateway is up, its provider is not (yet); 500 is a bug
+
+
+def retrying(retries: int, backoff_s: float) -> Retry:
+    """``retries`` more attempts after the first, waiting 0, 2x, 4x ... ``backoff_s``
+    (urllib3 2); the last 5xx answer comes back as it is (raise_on_status=False) and a
+    gateway's Retry-After is not obeyed: a control cycle must not stall on it."""
+    return Retry(total=retries, backoff_factor=backoff_s, status_forcelist=TRANSIENT,
+                 allowed_methods=IDEMPOTENT, raise_on_status=False,
+                 respect_retry_after_header=False)
+
+
 class Gateway:
     def __init__(self, url: str, auth: tuple[str, str] | None, timeout_s: float = 5.0,
                  retries: int = 3, backoff_s: float = 0.2) -> None:
@@ -80,24 +99,24 @@ class Gateway:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
         self.s = requests.Session()
         self.s.trust_env = False
+        adapter = HTTPAdapter(max_retries=retrying(retries, backoff_s))
+        self.s.mount("http://", adapter)
+        self.s.mount("https://", adapter)
 
     def _call(self, method: str, path: str, **kw: Any) -> requests.Response:
-        """Retry connection errors and 5xx with exponential backoff; 4xx is final."""
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                r = self.s.request(method, self.url + path, auth=self.auth,
-                                   timeout=self.timeout_s, **kw)
-                if r.status_code < 500:
-                    if r.status_code == 401:
-                        raise GatewayError(f"{self.url} refused the credentials (401)")
-                    return r
-                last = GatewayError(f"{method} {path}: {r.status_code} {r.text[:200]}")
-            except requests.RequestException as e:
-                last = e
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2**attempt)
-        raise GatewayError(f"{method} {path} failed after {self.retries + 1} attempts: {last}")
+        """One call, retried by the session (see ``retrying``); 4xx is final, 401 and a 5xx
+        that outlived the retries are ``GatewayError``."""
+        try:
+            r = self.s.request(method, self.url + path, auth=self.auth,
+                               timeout=self.timeout_s, **kw)
+        except requests.RequestException as e:
+            raise GatewayError(f"{method} {path} failed after {self.retries + 1} attempts: "
+                               f"{e}") from e
+        if r.status_code == 401:
+            raise GatewayError(f"{self.url} refused the credentials (401)")
+        if r.status_code >= 500:
+            raise GatewayError(f"{method} {path}: {r.status_code} {r.text[:200]}")
+        return r
 
     def functions(self) -> list[Function]:
         r = self._call("GET", "/system/functions")

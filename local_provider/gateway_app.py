@@ -8,7 +8,6 @@ labels stay bounded by the deployed functions.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -226,14 +225,11 @@ def _info_and_log_routes(app: Flask, provider: str, system: requests.Session,
             return json_error(502, f"provider {provider} unreachable: {type(e).__name__}")
         if result.status != 200:
             return result_response(result)
-        try:
-            doc = json.loads(result.body)
-        except ValueError:
-            doc = None
-        if not info.is_provider_info(doc):
+        doc = info.ProviderInfo.read(result.body)
+        if doc is None:
             return json_error(502, "the provider's /system/info is not a faas-provider "
                                    "InfoResponse")
-        return jsonify(info.gateway_info(doc))
+        return jsonify(info.gateway_info(doc).to_json())
 
     @app.get("/system/logs")
     def system_logs() -> Response:

@@ -13,7 +13,10 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+
+import pydantic
+
+from contracts.wire import Wire
 
 REPO = Path(__file__).resolve().parents[1]
 # Go's runtime.GOARCH for the machines Python reports (upstream prints GOARCH).
@@ -47,18 +50,48 @@ def arch() -> str:
     return GOARCH.get(machine, machine)
 
 
-def gateway_info(provider: dict[str, Any]) -> dict[str, Any]:
-    """GatewayInfo around a provider's InfoResponse (which must have been checked)."""
+class Version(Wire):
+    sha: str
+    release: str
+
+
+class ProviderInfo(Wire):
+    """faas-provider InfoResponse."""
+
+    provider: str
+    orchestration: str
+    version: Version
+
+    @classmethod
+    def ours(cls) -> ProviderInfo:
+        """This provider's: release and sha are the package version and the git commit."""
+        return cls(provider="quart-local-provider", orchestration="process",
+                   version=Version(sha=commit()[0], release=release()))
+
+    @classmethod
+    def read(cls, body: bytes) -> ProviderInfo | None:
+        """A provider's answer to /system/info, or None when it is not an InfoResponse."""
+        try:
+            return cls.model_validate_json(body)
+        except pydantic.ValidationError:
+            return None
+
+
+class GatewayVersion(Version):
+    commit_message: str = ""
+
+
+class GatewayInfo(Wire):
+    """Upstream gateway's GatewayInfo: the provider's InfoResponse, the gateway's own
+    version, Go's GOARCH."""
+
+    provider: ProviderInfo
+    version: GatewayVersion
+    arch: str
+
+
+def gateway_info(provider: ProviderInfo) -> GatewayInfo:
+    """GatewayInfo around a provider's InfoResponse."""
     sha, subject = commit()
-    return {"provider": {"provider": provider["provider"],
-                         "orchestration": provider["orchestration"],
-                         "version": {"sha": provider["version"]["sha"],
-                                     "release": provider["version"]["release"]}},
-            "version": {"commit_message": subject, "sha": sha, "release": release()},
-            "arch": arch()}
-
-
-def is_provider_info(doc: Any) -> bool:
-    return (isinstance(doc, dict) and isinstance(doc.get("provider"), str)
-            and isinstance(doc.get("orchestration"), str) and isinstance(doc.get("version"), dict)
-            and all(isinstance(doc["version"].get(k), str) for k in ("sha", "release")))
+    return GatewayInfo(provider=provider, arch=arch(),
+                       version=GatewayVersion(commit_message=subject, sha=sha, release=release()))

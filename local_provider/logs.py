@@ -29,6 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from contracts.wire import Wire
 from local_provider.config import NAMESPACE
 from local_provider.types import ValidationError, check_name, check_namespace
 
@@ -48,6 +51,16 @@ def note(path: Path, text: str) -> None:
         pass
 
 
+class LogMessage(Wire):
+    """One NDJSON line of faas-provider's logs API."""
+
+    name: str
+    namespace: str
+    instance: str
+    timestamp: str = Field(json_schema_extra={"format": "date-time"})
+    text: str
+
+
 @dataclass(frozen=True)
 class Message:
     seq: int
@@ -57,8 +70,8 @@ class Message:
 
     def to_json(self, name: str) -> dict[str, str]:
         ts = self.at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        return {"name": name, "namespace": NAMESPACE, "instance": self.instance,
-                "timestamp": ts, "text": self.text}
+        return LogMessage(name=name, namespace=NAMESPACE, instance=self.instance,
+                          timestamp=ts, text=self.text).to_json()
 
 
 @dataclass(frozen=True)

@@ -9,22 +9,36 @@ InfoResponse, ``/function/{name}`` and ``/function/{name}.{namespace}``.
 Where we differ, the document says what we do: deploy/update/delete/scale
 answer 202 as faas-netes does, a deployment's image must be in the local image
 store (local_provider/images.py; replicas are processes, not containers), and
-``/system/quart/*`` are ours.  Rules JSON Schema cannot state (an integer
-label, a CPU quantity's value) are in descriptions and answered with 400.
+``/system/quart/*`` are ours.  The schemas of the bodies are generated from the
+pydantic models that validate them (local_provider/types.py, secret_store.py,
+info.py, logs.py; contracts/wire.py adapts them to OpenAPI 3.0), so the document
+and the 400s cannot drift apart.  Rules JSON Schema cannot state (an integer
+label, a CPU quantity's value) are in the models' descriptions.
 """
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from contracts.wire import Error, openapi30, openapi_schemas
 from local_provider.config import NAMESPACE
-from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, NAME_MAX
+from local_provider.info import GatewayInfo, ProviderInfo
+from local_provider.logs import LogMessage
+from local_provider.secret_store import Secret, SecretName
+from local_provider.types import (
+    DeleteFunctionRequest,
+    FunctionDeployment,
+    FunctionStatus,
+    Name,
+    ScaleServiceRequest,
+)
 
 S = "#/components/schemas/"
 STR = {"type": "string"}
 STR_MAP = {"type": "object", "additionalProperties": STR}
-NAME = {"type": "string", "maxLength": NAME_MAX, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        "description": "a DNS-1123 label", "example": "nodeinfo"}
+NAME = openapi30(TypeAdapter(Name).json_schema())
 INVOKE_METHODS = ("get", "post", "put", "patch", "delete", "head", "options")
 
 
@@ -40,11 +54,6 @@ def _err(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
-def _nullable(ref: str, description: str = "") -> dict[str, Any]:
-    return {"nullable": True, "allOf": [_ref(ref)], **({"description": description}
-                                                      if description else {})}
-
-
 ACCEPTED = {"description": "accepted; the reconcile loop makes it so"}
 UNAUTHORIZED = _err("basic auth credentials missing or wrong")
 TOO_LARGE = _err("the body is larger than QUART_MAX_BODY_BYTES")
@@ -53,117 +62,12 @@ METRICS = {"description": "Prometheus text exposition", "content": {"text/plain"
     "schema": STR}}}
 SELF = _json({"type": "object"}, "this document (OpenAPI 3.0)")
 
-RESOURCES = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "memory": {"type": "string", "nullable": True, "example": "128Mi"},
-        "cpu": {"type": "string", "nullable": True,
-                "pattern": r"^(\s*|\s*[0-9]+(\.[0-9]+)?m?\s*)$", "example": "500m",
-                "description": "a Kubernetes CPU quantity (\"500m\", \"1\", \"1.5\"), > 0; "
-                               "becomes a CFS quota per replica where cgroups are writable"}},
-}
-
-DEPLOYMENT = {
-    "type": "object",
-    "description": "upstream FunctionDeployment; unknown fields (registryAuth, network) are "
-                   "ignored",
-    "required": ["service", "image"],
-    "properties": {
-        "service": NAME,
-        "image": {"type": "string", "minLength": 1, "example": "functions/nodeinfo:latest",
-                  "description": "resolved in the local image store: <state>/images.json "
-                                 "(quart-faas build), else <QUART_BUILD_DIR>/<service> "
-                                 "(faas-cli build --shrinkwrap); 400 when neither has it"},
-        "namespace": {"type": "string", "nullable": True, "enum": ["", NAMESPACE, None]},
-        "envProcess": {"type": "string", "nullable": True},
-        "envVars": {**STR_MAP, "nullable": True,
-                    "description": "max_inflight, if set, is an integer >= 1 (concurrency "
-                                   "per replica)"},
-        "constraints": {"type": "array", "nullable": True, "items": STR},
-        "secrets": {"type": "array", "nullable": True, "items": STR},
-        "labels": {**STR_MAP, "nullable": True,
-                   "description": "com.openfaas.scale.min, if set, is an integer in "
-                                  "0..QUART_MAX_REPLICAS (the initial replica count)"},
-        "annotations": {
-            **STR_MAP,
-            "description": f"optional, instead of the image: {ANN_HANDLER} (a folder with "
-                           f"handler.py), {ANN_TEMPLATE} (a folder with index.py) and "
-                           f"{ANN_WORKDIR}, absolute paths on the provider's machine",
-            "properties": {k: {"type": "string", "pattern": "^/"}
-                           for k in (ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR)}},
-        "limits": _nullable("FunctionResources"),
-        "requests": _nullable("FunctionResources"),
-        "readOnlyRootFilesystem": {"type": "boolean", "nullable": True},
-    },
-}
-
-STATUS = {
-    "type": "object",
-    "required": ["name", "image", "namespace", "envProcess", "envVars", "constraints",
-                 "secrets", "labels", "annotations", "limits", "requests",
-                 "readOnlyRootFilesystem", "invocationCount", "replicas", "availableReplicas",
-                 "createdAt"],
-    "properties": {
-        "name": STR, "image": STR, "namespace": STR, "envProcess": STR, "envVars": STR_MAP,
-        "constraints": {"type": "array", "items": STR},
-        "secrets": {"type": "array", "items": STR}, "labels": STR_MAP, "annotations": STR_MAP,
-        "limits": _nullable("FunctionResources"), "requests": _nullable("FunctionResources"),
-        "readOnlyRootFilesystem": {"type": "boolean"},
-        "invocationCount": {"type": "integer", "minimum": 0},
-        "replicas": {"type": "integer", "minimum": 0,
-                     "description": "desired replicas"},
-        "availableReplicas": {"type": "integer", "minimum": 0},
-        "createdAt": {"type": "string", "format": "date-time"},
-    },
-}
-
+# The bodies we parse and the answers we build are pydantic models: their schemas come
+# from them.  The three below are dicts other modules assemble (cpulimit, nodes, registry).
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": STR}},
-    "FunctionResources": RESOURCES,
-    "FunctionDeployment": DEPLOYMENT,
-    "FunctionStatus": STATUS,
-    "DeleteFunctionRequest": {
-        "type": "object", "required": ["functionName"],
-        "properties": {"functionName": NAME,
-                       "namespace": {"type": "string", "nullable": True,
-                                     "enum": ["", NAMESPACE, None]}}},
-    "ScaleServiceRequest": {
-        "type": "object", "required": ["replicas"],
-        "description": "the path names the function; serviceName, if given, must match it",
-        "properties": {"serviceName": {"type": "string", "nullable": True},
-                       "replicas": {"type": "integer", "minimum": 0,
-                                    "description": "0..QUART_MAX_REPLICAS"},
-                       "namespace": {"type": "string", "nullable": True,
-                                     "enum": ["", NAMESPACE, None]}}},
-    "ProviderInfo": {
-        "type": "object", "required": ["provider", "orchestration", "version"],
-        "description": "faas-provider InfoResponse",
-        "properties": {"provider": STR, "orchestration": STR, "version": {
-            "type": "object", "required": ["sha", "release"],
-            "properties": {"sha": STR, "release": STR}}}},
-    "GatewayInfo": {
-        "type": "object", "required": ["provider", "version", "arch"],
-        "description": "upstream gateway's GatewayInfo: the provider's InfoResponse, the "
-                       "gateway's own version, Go's GOARCH",
-        "properties": {"provider": _ref("ProviderInfo"), "arch": STR, "version": {
-            "type": "object", "required": ["sha", "release"],
-            "properties": {"sha": STR, "release": STR, "commit_message": STR}}}},
-    "Secret": {
-        "type": "object", "required": ["name"],
-        "description": "faas-provider types.Secret; rawValue (base64) wins over value",
-        "properties": {"name": {"type": "string", "maxLength": 253,
-                                "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-                       "namespace": {"type": "string", "nullable": True,
-                                     "enum": ["", NAMESPACE, None]},
-                       "value": {"type": "string", "nullable": True},
-                       "rawValue": {"type": "string", "format": "byte", "nullable": True}}},
-    "SecretName": {"type": "object", "required": ["name", "namespace"],
-                   "properties": {"name": STR, "namespace": STR}},
-    "LogMessage": {
-        "type": "object", "required": ["name", "namespace", "instance", "timestamp", "text"],
-        "description": "one NDJSON line of faas-provider's logs API",
-        "properties": {"name": STR, "namespace": STR, "instance": STR, "text": STR,
-                       "timestamp": {"type": "string", "format": "date-time"}}},
+    **openapi_schemas(Error, FunctionDeployment, FunctionStatus, DeleteFunctionRequest,
+                      ScaleServiceRequest, ProviderInfo, GatewayInfo, Secret, SecretName,
+                      LogMessage),
     "Capabilities": {
         "type": "object", "required": ["cpu_limits", "max_replicas"],
         "properties": {"max_replicas": {"type": "integer"}, "cpu_limits": {

@@ -17,17 +17,18 @@ from flask import Flask, Response, jsonify, request
 from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
+from local_provider.info import ProviderInfo
 from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
 from local_provider.registry import FunctionExists, FunctionNotFound, Registry
-from local_provider.secret_store import SecretExists, SecretNotFound, SecretRequest
+from local_provider.secret_store import Secret, SecretExists, SecretName, SecretNotFound
 from local_provider.types import (
     DeleteFunctionRequest,
     FunctionDeployment,
-    ProviderInfo,
     ScaleServiceRequest,
     ValidationError,
     check_namespace,
+    statuses_json,
 )
 from local_provider.web import (
     FUNCTION_METHODS,
@@ -60,7 +61,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     register_error_handlers(app)
     install_basic_auth(app, auth)
-    provider_info = info or ProviderInfo()
+    provider_info = info or ProviderInfo.ours()
 
     @app.errorhandler(ValidationError)
     def _invalid(e: ValidationError) -> Response:
@@ -81,7 +82,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     @app.get("/system/functions")
     def list_functions() -> Response:
         _query_namespace()
-        return jsonify([s.to_json() for s in registry.statuses()])
+        return Response(statuses_json(registry.statuses()), mimetype="application/json")
 
     @app.post("/system/functions")
     def deploy() -> Response:
@@ -103,7 +104,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def delete() -> Response:
         _query_namespace()
         req = DeleteFunctionRequest.from_json(_body())
-        registry.delete(req.functionName)
+        registry.delete(req.function_name)
         return Response(status=202)
 
     @app.get("/system/function/<name>")
@@ -188,11 +189,11 @@ def _secret_routes(app: Flask, registry: Registry) -> None:
     @app.get("/system/secrets")
     def list_secrets() -> Response:
         _query_namespace()
-        return jsonify([{"name": n, "namespace": NAMESPACE} for n in store.names()])
+        return jsonify([SecretName(name=n, namespace=NAMESPACE).to_json() for n in store.names()])
 
     @app.post("/system/secrets")
     def create_secret() -> Response:
-        req = SecretRequest.from_json(_body(), need_value=True)
+        req = Secret.from_json(_body(), need_value=True)
         try:
             store.create(req)
         except SecretExists:
@@ -201,7 +202,7 @@ def _secret_routes(app: Flask, registry: Registry) -> None:
 
     @app.put("/system/secrets")
     def update_secret() -> Response:
-        req = SecretRequest.from_json(_body(), need_value=True)
+        req = Secret.from_json(_body(), need_value=True)
         try:
             store.update(req)
         except SecretNotFound:
@@ -210,7 +211,7 @@ def _secret_routes(app: Flask, registry: Registry) -> None:
 
     @app.delete("/system/secrets")
     def delete_secret() -> Response:
-        req = SecretRequest.from_json(_body(), need_value=False)
+        req = Secret.from_json(_body(), need_value=False)
         try:
             store.delete(req.name)
         except SecretNotFound:

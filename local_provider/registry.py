@@ -40,7 +40,7 @@ class FunctionNotFound(KeyError):
 def launch_key(dep: FunctionDeployment, source: ImageSource) -> tuple[object, ...]:
     """What a running replica was started from; limits, labels and annotations are not part
     of it (the folders are, however they were found: annotation, index or build output)."""
-    return (dep.image, dep.envProcess, tuple(sorted(dep.envVars.items())), source.key(),
+    return (dep.image, dep.env_process, tuple(sorted(dep.env_vars.items())), source.key(),
             tuple(dep.secrets))
 
 
@@ -182,7 +182,7 @@ class Registry:
     def status(self, name: str) -> FunctionStatus:
         rec = self.get(name)
         with self.lock:
-            return FunctionStatus(rec.deployment, rec.invocation_count, rec.desired,
+            return FunctionStatus.of(rec.deployment, rec.invocation_count, rec.desired,
                                   rec.pool.ready_count(), rec.created_at)
 
     def statuses(self) -> list[FunctionStatus]:
@@ -323,7 +323,7 @@ class Registry:
         spec = ReplicaSpec(
             function=rec.name, index=index, handler_dir=src.handler_dir,
             template_dir=src.template_dir, workdir=src.workdir,
-            env=env_for(dep.envVars, {**self.replica_env, **own}),
+            env=env_for(dep.env_vars, {**self.replica_env, **own}),
             log_path=self.config.log_dir / f"{instance}.log",
             max_inflight=dep.max_inflight, labels=dict(dep.labels),
             annotations=dict(dep.annotations), constraints=tuple(dep.constraints))

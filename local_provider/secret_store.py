@@ -19,17 +19,25 @@ import re
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field, TypeAdapter, ValidationInfo, field_validator, model_validator
+
+from contracts.wire import Invalid, Wire, check, parse
+from contracts.wire import explained as _explained
 from local_provider.config import NAMESPACE
-from local_provider.types import ValidationError, check_namespace
+from local_provider.types import Namespace
 
 # A Kubernetes secret name (DNS-1123 subdomain), which is also a safe file name.
 SECRET_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 SECRET_MAX = 253
 VALUE_MAX = 1 << 20  # Kubernetes' own limit for a secret
+
+SecretKey = Annotated[str, Field(max_length=SECRET_MAX, pattern=SECRET_RE.pattern),
+                      _explained("a DNS-1123 subdomain (lower-case letters, digits, '-' and "
+                                 "'.', starting and ending with a letter or digit, at most "
+                                 f"{SECRET_MAX} characters)", lambda v: ".." not in v)]
 
 
 class SecretExists(Exception):
@@ -40,58 +48,62 @@ class SecretNotFound(KeyError):
     pass
 
 
-def check_secret_name(value: Any, field_name: str = "name") -> str:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(field_name, "required, a non-empty string")
-    if len(value) > SECRET_MAX or not SECRET_RE.fullmatch(value) or ".." in value:
-        raise ValidationError(field_name, f"{value!r} is not a DNS-1123 subdomain (lower-case "
-                              "letters, digits, '-' and '.', starting and ending with a letter "
-                              f"or digit, at most {SECRET_MAX} characters)")
-    return value
+class Secret(Wire):
+    """faas-provider types.Secret, the body of POST/PUT/DELETE /system/secrets; rawValue
+    (base64) wins over value."""
 
+    name: SecretKey
+    namespace: Namespace = NAMESPACE
+    value: str | None = None
+    raw_value: str | None = Field(None, alias="rawValue", json_schema_extra={"format": "byte"})
 
-@dataclass(frozen=True)
-class SecretRequest:
-    """Body of POST/PUT/DELETE ``/system/secrets`` (faas-provider ``types.Secret``)."""
+    @field_validator("raw_value")
+    @classmethod
+    def _base64(cls, raw: str | None) -> str | None:
+        if raw:  # Go []byte: base64 in JSON
+            try:
+                base64.b64decode(raw, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("is not valid base64") from None
+        return raw
 
-    name: str
-    namespace: str = NAMESPACE
-    data: bytes | None = None  # None: no value given (DELETE)
+    @model_validator(mode="after")
+    def _sized(self, info: ValidationInfo) -> Secret:
+        """POST and PUT (``need_value`` in the context) carry a value; a DELETE names the
+        secret only (a value it carries must still be well-formed)."""
+        data = self.data
+        if data is None and (info.context or {}).get("need_value"):
+            raise Invalid("value", "required (a string), or rawValue (base64)")
+        if data is not None and len(data) > VALUE_MAX:
+            raise Invalid("value", f"larger than {VALUE_MAX} bytes")
+        return self
+
+    @property
+    def data(self) -> bytes | None:
+        """The secret's bytes; None: no value given (DELETE)."""
+        if self.raw_value:
+            return base64.b64decode(self.raw_value, validate=True)
+        if self.value is not None:
+            return self.value.encode()
+        return b"" if self.raw_value is not None else None
 
     @classmethod
-    def from_json(cls, raw: Any, need_value: bool) -> SecretRequest:
-        """``need_value``: POST and PUT; a DELETE names the secret only (a value it carries
-        must still be well-formed: a request that breaks the schema is refused)."""
-        if not isinstance(raw, dict):
-            raise ValidationError("body", "must be a JSON object")
-        name = check_secret_name(raw.get("name"))
-        namespace = check_namespace(raw.get("namespace"))
-        data = _value(raw)
-        if need_value and data is None:
-            raise ValidationError("value", "required (a string), or rawValue (base64)")
-        return cls(name, namespace, data)
+    def from_json(cls, raw: Any, need_value: bool) -> Secret:
+        return parse(cls, raw, {"need_value": need_value})
 
 
-def _value(raw: dict[str, Any]) -> bytes | None:
-    value, raw_value = raw.get("value"), raw.get("rawValue")
-    if value is not None and not isinstance(value, str):
-        raise ValidationError("value", "must be a string")
-    if raw_value is not None and not isinstance(raw_value, str):
-        raise ValidationError("rawValue", "must be a base64 string")
-    if raw_value:  # Go []byte: base64 in JSON; it wins over value, as upstream
-        try:
-            data = base64.b64decode(raw_value, validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError("rawValue", "is not valid base64") from None
-    elif value is not None:
-        data = value.encode()
-    elif raw_value is not None:
-        data = b""
-    else:
-        return None
-    if len(data) > VALUE_MAX:
-        raise ValidationError("value", f"larger than {VALUE_MAX} bytes")
-    return data
+class SecretName(Wire):
+    """One element of GET /system/secrets: a name, never a value."""
+
+    name: str
+    namespace: str
+
+
+_SECRET_KEY = TypeAdapter(SecretKey)
+
+
+def check_secret_name(value: Any, field_name: str = "name") -> str:
+    return check(_SECRET_KEY, value, field_name)
 
 
 class SecretStore:
@@ -127,14 +139,14 @@ class SecretStore:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def create(self, req: SecretRequest) -> None:
+    def create(self, req: Secret) -> None:
         assert req.data is not None
         with self.lock:
             if self.exists(req.name):
                 raise SecretExists(req.name)
             self._write(req.name, req.data)
 
-    def update(self, req: SecretRequest) -> None:
+    def update(self, req: Secret) -> None:
         assert req.data is not None
         with self.lock:
             if not self.exists(req.name):
