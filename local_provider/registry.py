@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from local_provider.config import ProviderConfig
-from local_provider.cpulimit import CpuLimiter, parse_cpu
+from local_provider.cpulimit import CpuLimiter, cpus_of
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
 from local_provider.types import (
@@ -205,7 +205,7 @@ class Registry:
         for rec in recs:
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
-            self.limiter.sync(self._cpu_wanted(recs))
+            self.limiter.sync(lambda: self._cpu_wanted(recs))
 
     def _cpu_wanted(self, recs: list[FunctionRecord]
                     ) -> dict[tuple[str, int], tuple[int, float | None]]:
@@ -213,11 +213,7 @@ class Registry:
         container limit is on faas-netes)."""
         want = {}
         for rec in recs:
-            lim = rec.deployment.limits
-            try:
-                cpus = parse_cpu(lim.cpu) if lim else None
-            except ValueError:
-                cpus = None  # refused at deploy time; never reached
+            cpus = cpus_of(rec.deployment.limits)
             with rec.pool.cond:
                 for r in rec.pool.replicas:
                     if r.handle is not None and not r.dead:
@@ -313,6 +309,8 @@ class Registry:
             handle.terminate(self.config.stop_grace_s)
             pool.remove(r)
             return
+        if self.limiter is not None:  # limited before it serves, not from the next tick on
+            self.limiter.place(rec.name, r.index, handle.pid, cpus_of(rec.deployment.limits))
         ok = wait_healthy(handle, self.config.start_timeout_s,
                           lambda: r.draining or r.dead or self._stopping.is_set())
         if ok and handle.alive():
