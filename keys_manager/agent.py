@@ -31,7 +31,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class KeysManager:
         self._recipes: dict[str, dict[str, Any]] = {}  # function -> its zygote's request
         self._rewarmed: dict[str, float] = {}
         self._rewarming: set[str] = set()
+        self._recycling: Counter[str] = Counter()  # functions _recycle is stopping
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._restore()
@@ -152,6 +153,7 @@ class KeysManager:
             self._threads = [t for t in self._threads if t.is_alive()]
             want = [f for f in sorted(running) if f in self._recipes
                     and f not in self.zygotes and f not in self._rewarming
+                    and not self._recycling[f]
                     and now - self._rewarmed.get(f, -REWARM_EVERY_S) >= REWARM_EVERY_S]
             for f in want:
                 self._rewarming.add(f)
@@ -169,8 +171,11 @@ class KeysManager:
             with self._flocks[function]:
                 with self.lock:
                     z = self.zygotes.get(function)
-                if z is not None and z.alive():
-                    return  # a spawn got there first
+                    left = any(r.function == function for r in self.replicas.values())
+                    if not left:  # recycled or scaled to zero since the reaper looked
+                        self._rewarmed.pop(function, None)
+                if z is not None and z.alive() or not left:
+                    return  # a spawn got there first, or nothing runs to warm it for
                 st = req.stage()
                 z, tier = self._zygote_for(req, self.ensure(*st) if st else None)
             log.info("zygote of %s warm again (pid %d, weights %s)", function, z.pid, tier)
@@ -339,18 +344,31 @@ class KeysManager:
 
     def _recycle(self, stage: str) -> None:
         """The segment of ``stage`` was replaced: its zygote and the replicas forked from it
-        map pages that may be corrupt.  Stop them; the provider replaces the replicas."""
+        map pages that may be corrupt.  Stop them; the provider replaces the replicas.
+
+        Until they are gone the functions count as recycling: the reaper would otherwise see
+        "replicas alive, zygote gone" (a replica takes a while to exit on SIGTERM, longer on
+        a busy CPU), take it for a crashed zygote and warm one again for replicas about to
+        die, so whether the replacement is forked from that zygote or starts its own
+        depended on timing (tests/test_keys_heal.py)."""
         with self.lock:
             zs = [f for f, z in self.zygotes.items() if z.stage == stage]
             victims = [r for r in self.replicas.values() if r.stage == stage and r.segment and
                        r.segment != self._segment_now(stage)]
-        for f in zs:
-            self._stop_zygote(f)
-        for r in victims:
-            log.error("stopping replica pid %d of %s: it maps a replaced segment", r.pid, stage)
-            r.terminate(2.0)
-            self._forget(r)
-            self.recycled += 1
+            fns = Counter(set(zs) | {r.function for r in victims})
+            self._recycling += fns
+        try:
+            for f in zs:
+                self._stop_zygote(f)
+            for r in victims:
+                log.error("stopping replica pid %d of %s: it maps a replaced segment", r.pid,
+                          stage)
+                r.terminate(2.0)
+                self._forget(r)
+                self.recycled += 1
+        finally:
+            with self.lock:
+                self._recycling -= fns
 
     def _segment_now(self, stage: str) -> str:
         return self.cache.segment_id(StageKey.parse(stage))

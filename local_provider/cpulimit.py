@@ -18,16 +18,25 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from contracts.quantity import parse_cpu
 
-__all__ = ["PERIOD_US", "CpuLimiter", "parse_cpu"]
+__all__ = ["PERIOD_US", "CpuLimiter", "cpus_of", "parse_cpu"]
 
 log = logging.getLogger("local_provider.cpulimit")
 PERIOD_US = 100_000
+Wanted = dict[tuple[str, int], tuple[int, float | None]]
+
+
+def cpus_of(limits: Any) -> float | None:
+    """A deployment's limits.cpu in CPUs (None: no limit)."""
+    try:
+        return parse_cpu(limits.cpu) if limits else None
+    except ValueError:
+        return None  # refused at deploy time; never reached
 
 
 def wanted_quotas(recs: Iterable[Any]) -> dict[tuple[str, int], tuple[int, float | None]]:
@@ -88,29 +97,29 @@ class CpuLimiter:
         assert self.base is not None
         return self.base / function / str(index)
 
-    def sync(self, want: dict[tuple[str, int], tuple[int, float | None]]) -> None:
-        """Make the cgroups match ``{(function, index): (pid, cpus)}``: new replicas are
-        placed, changed quotas rewritten in place, cgroups of gone replicas removed.
-        Idempotent, so the reconcile loop calls it every tick."""
+    def place(self, function: str, index: int, pid: int, cpus: float | None) -> None:
+        """Put one new replica in its cgroup now, before it is ready: its limit is in force
+        from its first call (a container's is from its start), not from the next tick."""
         if self.base is None:
             return
         with self._lock:
+            self._place(function, index, pid, cpus)
+
+    def sync(self, want: Wanted | Callable[[], Wanted]) -> None:
+        """Make the cgroups match ``{(function, index): (pid, cpus)}``: new replicas are
+        placed, changed quotas rewritten in place, cgroups of gone replicas removed.
+        Idempotent, so the reconcile loop calls it every tick.
+
+        ``want`` may be a function, called under the lock: concurrent callers (the loop and
+        a kick) then apply what they saw in the order they saw it, so an older view never
+        undoes a newer one (a quota written back to its old value, a new replica forgotten)."""
+        if self.base is None:
+            return
+        with self._lock:
+            if callable(want):
+                want = want()
             for (fn, idx), (pid, cpus) in want.items():
-                if self._assigned.get((fn, idx)) == (pid, cpus):
-                    continue
-                d = self._dir(fn, idx)
-                try:
-                    d.parent.mkdir(exist_ok=True)
-                    if self.mode == "v2":
-                        (d.parent / "cgroup.subtree_control").write_text("+cpu")
-                    d.mkdir(exist_ok=True)
-                    self._write_quota(d, cpus)
-                    (d / "cgroup.procs").write_text(str(pid))
-                    self._assigned[(fn, idx)] = (pid, cpus)
-                    log.info("cpu limit of %s #%d (pid %d): %s", fn, idx, pid,
-                             "none" if cpus is None else f"{cpus:g} CPU")
-                except OSError as e:
-                    log.warning("cpu limit of %s #%d (pid %d) not applied: %s", fn, idx, pid, e)
+                self._place(fn, idx, pid, cpus)
             for key in [k for k in self._assigned if k not in want]:
                 del self._assigned[key]
                 for d in (self._dir(*key), self.base / key[0]):
@@ -118,6 +127,23 @@ class CpuLimiter:
                         d.rmdir()
                     except OSError:
                         break  # a process is still inside, or sibling replicas remain
+
+    def _place(self, fn: str, idx: int, pid: int, cpus: float | None) -> None:
+        if self._assigned.get((fn, idx)) == (pid, cpus):
+            return
+        d = self._dir(fn, idx)
+        try:
+            d.parent.mkdir(exist_ok=True)
+            if self.mode == "v2":
+                (d.parent / "cgroup.subtree_control").write_text("+cpu")
+            d.mkdir(exist_ok=True)
+            self._write_quota(d, cpus)
+            (d / "cgroup.procs").write_text(str(pid))
+            self._assigned[(fn, idx)] = (pid, cpus)
+            log.info("cpu limit of %s #%d (pid %d): %s", fn, idx, pid,
+                     "none" if cpus is None else f"{cpus:g} CPU")
+        except OSError as e:
+            log.warning("cpu limit of %s #%d (pid %d) not applied: %s", fn, idx, pid, e)
 
     def _write_quota(self, d: Path, cpus: float | None) -> None:
         quota = -1 if cpus is None else max(1000, round(cpus * PERIOD_US))

@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from local_provider.cpulimit import Wanted
 from local_provider.pods import Pod, PodRunner, PodSpec, shrinkwrap
 
 log = logging.getLogger("local_provider.pod_launcher")
@@ -89,6 +91,7 @@ class PodCpuLimiter:
 
     def __init__(self, launcher: PodLauncher) -> None:
         self.launcher = launcher
+        self._lock = threading.Lock()
         self._applied: dict[tuple[str, int], tuple[int, int | None]] = {}
 
     def describe(self) -> dict[str, object]:
@@ -96,19 +99,32 @@ class PodCpuLimiter:
         return {"available": True, "cgroup": cg.mode, "path": str(cg.base),
                 "reason": "QUART_LAUNCHER=pod: limits.cpu is each pod's cgroup quota"}
 
-    def sync(self, want: dict[tuple[str, int], tuple[int, float | None]]) -> None:
+    def place(self, function: str, index: int, pid: int, cpus: float | None) -> None:
+        """A new pod's limit in force before it is ready (CpuLimiter.place's contract)."""
+        with self._lock:
+            self._apply((function, index), pid, cpus)
+
+    def _apply(self, key: tuple[str, int], pid: int, cpus: float | None) -> None:
+        millis = None if cpus is None else max(1, round(cpus * 1000))
+        if self._applied.get(key) == (pid, millis):
+            return
+        pod = self.launcher.pod(*key)
+        if pod is None or pod.pid != pid or not pod.alive():
+            return
+        try:
+            pod.resize_cpu(millis)
+            self._applied[key] = (pid, millis)
+        except OSError as e:
+            log.warning("cpu limit of pod %s not applied: %s", pod.name, e)
+
+    def sync(self, want: Wanted | Callable[[], Wanted]) -> None:
+        """As CpuLimiter.sync: ``want`` may be a function, called under the lock."""
+        with self._lock:
+            self._sync(want() if callable(want) else want)
+
+    def _sync(self, want: Wanted) -> None:
         for key, (pid, cpus) in want.items():
-            millis = None if cpus is None else max(1, round(cpus * 1000))
-            if self._applied.get(key) == (pid, millis):
-                continue
-            pod = self.launcher.pod(*key)
-            if pod is None or pod.pid != pid or not pod.alive():
-                continue
-            try:
-                pod.resize_cpu(millis)
-                self._applied[key] = (pid, millis)
-            except OSError as e:
-                log.warning("cpu limit of pod %s not applied: %s", pod.name, e)
+            self._apply(key, pid, cpus)
         for key in [k for k in self._applied if k not in want]:
             del self._applied[key]
         self.launcher.forget_stopped()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from local_provider.config import ProviderConfig
-from local_provider.cpulimit import CpuLimiter, wanted_quotas
+from local_provider.cpulimit import CpuLimiter, cpus_of, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
 from local_provider.logs import LogStore, note
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
@@ -234,7 +234,7 @@ class Registry:
         for rec in recs:
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
-            self.limiter.sync(wanted_quotas(recs))
+            self.limiter.sync(lambda: wanted_quotas(recs))
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool
@@ -348,6 +348,8 @@ class Registry:
             handle.terminate(self.config.stop_grace_s)
             pool.remove(r)
             return
+        if self.limiter is not None:  # limited before it serves, not from the next tick on
+            self.limiter.place(rec.name, r.index, handle.pid, cpus_of(rec.deployment.limits))
         ok = wait_healthy(handle, self.config.start_timeout_s,
                           lambda: r.draining or r.dead or self._stopping.is_set())
         if ok and handle.alive():

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,22 @@ BUFFER_BYTES = 64 << 20
 
 
 def _server(app: Flask, host: str, port: int, threads: int) -> Any:
+    # Bound here, then handed over: waitress' create_server starts its request threads
+    # before it binds, so a port in use would leave them behind, out of anyone's reach.
     # connection_limit above the thread count: queued calls hold connections too.
     # Buffers: waitress spills bodies over 512 KiB (in) / 1 MiB (out) to temp files;
     # activations of a 32-sentence batch are ~1.2 MB per hop, so keep them in memory.
-    return create_server(app, host=host, port=port, threads=threads,
-                         connection_limit=threads * 2 + 64, backlog=2048, channel_timeout=300,
-                         ident="quart-faas", clear_untrusted_proxy_headers=True,
-                         inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048)
+    try:
+        return create_server(app, sockets=[sock], threads=threads,
+                             connection_limit=threads * 2 + 64, backlog=2048,
+                             channel_timeout=300, ident="quart-faas",
+                             clear_untrusted_proxy_headers=True,
+                             inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _url(host: str, port: int) -> str:
@@ -63,14 +73,25 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+@dataclass
+class _Parts:
+    """What ``_build`` made so far: all of it is undone, even when building failed midway."""
+
+    servers: list[tuple[str, Any]] = field(default_factory=list)
+    registry: Registry | None = None
+    limiter: CpuLimiter | None = None
+
+
 def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
-           servers: list[tuple[str, Any]]) -> tuple[dict[str, str], Registry | None]:
-    """Create the apps and bind their listeners (appended to ``servers`` as they bind)."""
+           parts: _Parts) -> dict[str, str]:
+    """Create the apps and bind their listeners (kept in ``parts`` as they are made)."""
     urls: dict[str, str] = {}
     registry: Registry | None = None
+    servers = parts.servers
 
     if role in ("all", "provider"):
-        registry = Registry(cfg.provider, launcher, limiter=_limiter(cfg, launcher))
+        parts.limiter = _limiter(cfg, launcher)
+        registry = parts.registry = Registry(cfg.provider, launcher, limiter=parts.limiter)
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
         papp = create_provider_app(registry, proxy, cfg.provider, basic)
         psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
@@ -102,7 +123,7 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
             # Pipeline stages call the next stage through this gateway (envVars win).
             registry.replica_env.setdefault("QUART_GATEWAY_URL", urls["gateway_url"])
 
-    return urls, registry
+    return urls
 
 
 def _limiter(cfg: ServeConfig, launcher: ReplicaLauncher) -> Any:
@@ -158,6 +179,10 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
     stop:     set it to shut down from another thread (embedding, tests); signal
               handlers are installed only when called from the main thread.
     launcher: how replicas become processes (default: one ``python index.py`` each).
+
+    Whatever stops it, a failure to start included (a port in use, a bad setting), it
+    leaves nothing behind: no listener, no waitress thread, no replica, no keys_manager.
+    An embedder whose call raised cannot stop what it never got a handle on.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -165,49 +190,48 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
     stop = stop or threading.Event()
     cfg = replace(cfg, auth=auth_mod.resolve(cfg.auth, cfg.state_dir))
     basic = auth_mod.from_config(cfg.auth)
-    servers: list[tuple[str, Any]] = []
     launcher = launcher or default_launcher(cfg)
-    try:
-        urls, registry = _build(cfg, role, basic, launcher, servers)
-    except OSError:
-        for _, srv in servers:  # a port in use: release what was already bound
-            srv.close()
-        raise
-
-    if registry is not None:
-        registry.start()
-    for name, srv in servers:
-        threading.Thread(target=srv.run, name=f"waitress-{name}", daemon=True).start()
-
+    parts = _Parts()
     state_file = cfg.state_dir / "serve.json"
-    _write_json(state_file, {**urls, "role": role, "pid": os.getpid(),
-                             "auth_password_file": str(cfg.auth.password_file or "")})
-    log.info("serving role=%s %s (state %s)", role,
-             " ".join(f"{k.removesuffix('_url')}={v}" for k, v in urls.items()), state_file)
-
-    restore = _install_signals(stop)
+    restore = None
     try:
+        urls = _build(cfg, role, basic, launcher, parts)
+        if parts.registry is not None:
+            parts.registry.start()
+        for name, srv in parts.servers:
+            threading.Thread(target=srv.run, name=f"waitress-{name}", daemon=True).start()
+        _write_json(state_file, {**urls, "role": role, "pid": os.getpid(),
+                                 "auth_password_file": str(cfg.auth.password_file or "")})
+        log.info("serving role=%s %s (state %s)", role,
+                 " ".join(f"{k.removesuffix('_url')}={v}" for k, v in urls.items()), state_file)
+        restore = _install_signals(stop)
         while not stop.wait(1.0):
             pass
     finally:
         log.info("shutting down")
-        for _, srv in servers:
-            try:
-                srv.close()
-            except Exception:  # closing a listener must not keep replicas alive
-                log.exception("closing a listener failed")
-        if registry is not None:
-            registry.stop_all()
-            if registry.limiter is not None:
-                registry.limiter.close()
-        close = getattr(launcher, "close", None)
-        if close is not None:  # e.g. the fork launcher's zygotes
-            close()
-        for _, srv in servers:
-            srv.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        _shut_down(parts, launcher)
         _remove_if_ours(state_file)
-        restore()
+        if restore is not None:
+            restore()
     return 0
+
+
+def _shut_down(parts: _Parts, launcher: ReplicaLauncher) -> None:
+    """Listeners first (no new calls), then replicas, cgroups, the launcher (e.g. the fork
+    launcher's keys_manager), last the request threads.  Each step runs even if one fails."""
+    steps: list[Any] = [srv.close for _, srv in parts.servers]
+    if parts.registry is not None:
+        steps.append(parts.registry.stop_all)
+    if parts.limiter is not None:
+        steps.append(parts.limiter.close)
+    steps.append(getattr(launcher, "close", lambda: None))
+    steps += [lambda s=srv: s.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+              for _, srv in parts.servers]
+    for step in steps:
+        try:
+            step()
+        except Exception:  # one failing step must not keep replicas or threads alive
+            log.exception("shutdown step %s failed", getattr(step, "__qualname__", step))
 
 
 def _install_signals(stop: threading.Event) -> Any:

@@ -11,6 +11,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# No test listens on a service's default port (8080-8084): a neighbour on the machine (another
+# checkout's tests, a demo) may hold it, and a service that cannot bind exits, failing the test
+# that started it, or hanging it (test_serve_embedded_with_stop_event). Whatever a test, or a
+# process it starts with this environment, does not set itself binds a free port.
+for _port_var in ("QUART_GATEWAY_PORT", "QUART_PROVIDER_PORT", "QUART_METRICS_PORT",
+                  "QUART_KEYS_METRICS_PORT", "QUART_PLUGIN_PORT"):
+    os.environ.setdefault(_port_var, "0")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from keys_manager.client import AgentError, AgentLauncher, call
-from tests.test_keys_agent import Agent, embed
+from tests.test_keys_agent import Agent, embed, kill_all
 
 
 def _wait(cond, timeout_s: float = 60.0):
@@ -83,3 +83,35 @@ def test_a_dead_zygote_is_warmed_again_while_its_function_runs(tmp_path_factory,
                 pass
     assert not a.shm.exists()
     assert not any(Path(f"/proc/{p['pid']}").exists() for p in st["zygotes"])
+
+
+def test_replicas_being_recycled_get_no_zygote_warmed_for_them(tmp_path_factory, minilm3):
+    """A scrub recycles a corrupt segment's zygote and replicas; the reaper used to see
+    "replica alive, zygote gone" while a replica was still exiting, warm a zygote for it, and
+    the replacement was then a T0 fork of that zygote or a T1 start of its own, by timing
+    (tests/test_keys_pipeline.py failed in CI so).  A stopped replica (SIGTERM pending until
+    the 2 s grace ends in SIGKILL) holds that window open for ~20 reaper periods."""
+    a = Agent(tmp_path_factory.mktemp("kr"))
+    a.start()
+    try:
+        r = a.spawn(minilm3, 0)
+        ref = embed(r)
+        os.kill(r["pid"], signal.SIGSTOP)
+        seg = a.shm / "all-MiniLM-L6-v2--stage-0.safetensors"
+        with open(seg, "r+b") as f:
+            f.seek(seg.stat().st_size // 2)
+            f.write(b"\xff" * 64)
+        assert a({"op": "scrub"})["rebuilt"] == ["all-MiniLM-L6-v2--stage-0"]
+        st = a({"op": "status"})["status"]
+        assert st["recycled"] == 1 and st["replicas"] == []
+        nxt = a.spawn(minilm3, 0, index=1)  # what the provider asks for next
+        assert nxt["tier"] == "T1" and nxt["zygote_pid"] != r["zygote_pid"]
+        [z] = a({"op": "status"})["status"]["zygotes"]
+        assert z["pid"] == nxt["zygote_pid"] and z["segment"] != r["segment"]
+        assert embed(nxt)["digest"] == ref["digest"]
+        assert "warm again" not in (a.root / "agent.log").read_text()
+    finally:
+        st = a({"op": "status"})["status"]
+        a.stop()
+        kill_all(st)
+    assert not a.shm.exists()

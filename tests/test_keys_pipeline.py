@@ -102,6 +102,7 @@ def test_kill9_of_keys_manager_and_zygote_serving_goes_on(dep):
 def test_corrupt_segment_is_rebuilt_and_the_pipeline_heals(dep):
     before = embed(dep, "heal")
     old = instances(dep, FN[0])[0]["pid"]
+    [old_seg] = [r["segment"] for r in agent_status(dep)["replicas"] if r["pid"] == old]
     seg = Path(agent_status(dep)["shm_dir"]) / "all-MiniLM-L6-v2--stage-0.safetensors"
     with open(seg, "r+b") as f:
         f.seek(seg.stat().st_size - 4096)
@@ -112,5 +113,8 @@ def test_corrupt_segment_is_rebuilt_and_the_pipeline_heals(dep):
     while not [i for i in instances(dep, FN[0]) if i["ready"] and i.get("pid") != old]:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert instances(dep, FN[0])[0]["tier"] == "T1"  # from a new zygote on the rebuilt segment
+    healed = instances(dep, FN[0])[0]
+    assert healed["tier"] == "T1"  # from a new zygote on the rebuilt segment
+    [seg_now] = [r["segment"] for r in agent_status(dep)["replicas"] if r["pid"] == healed["pid"]]
+    assert seg_now != old_seg
     assert embed(dep, "heal") == before

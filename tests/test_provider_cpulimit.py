@@ -90,3 +90,25 @@ def test_the_plugins_cpu_actuation_reaches_the_quota(server):
     again = next(f for f in gw.functions() if f.name == "compensated")
     assert again.cpu == pytest.approx(0.3) and again.body["envVars"] == fn.body["envVars"]
     assert server.call("compensated").json()["pid"] == pid  # in place, no restart
+
+
+def test_a_replica_is_limited_before_it_serves(tmp_path_factory):
+    """Placed in its cgroup as it is launched, not at the reconcile tick after: with a 0.25 s
+    tick a replica ready in 0.2 s served unlimited for a moment, and a test (the one above)
+    reading its quota right after deploy found no cgroup yet (FileNotFoundError). A tick
+    that never comes in the test's time makes the old order fail every time."""
+    s = start_server(tmp_path_factory.mktemp("cpu-early"), env={"QUART_RECONCILE_PERIOD_S": "60"})
+    try:
+        caps = s.api("GET", "/system/quart/capabilities").json()["cpu_limits"]
+        if not caps["available"]:
+            skip_outside_ci(f"cgroup CPU limits unavailable: {caps['reason']}")
+        s.deploy("early", limits={"cpu": "250m"})
+        pid = s.call("early").json()["pid"]
+        assert cgroup_of(pid).endswith("/early/0")
+        quota = Path(caps["path"]) / "early" / "0"
+        got = (quota / "cpu.max").read_text().split()[0] if caps["cgroup"] == "v2" else \
+            (quota / "cpu.cfs_quota_us").read_text().strip()
+        assert got == "25000"
+    finally:
+        assert s.stop() == 0
+

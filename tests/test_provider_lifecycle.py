@@ -72,7 +72,7 @@ def test_sigterm_while_replicas_start_leaves_nothing(tmp_path_factory) -> None:
     assert not [p for p in pids if pid_alive(p)]
 
 
-def test_serve_embedded_with_stop_event(tmp_path) -> None:
+def test_serve_embedded_with_stop_event(tmp_path, monkeypatch) -> None:
     """The CLI's way: serve(config, role) in-process; here stopped by an Event, not a signal."""
     import json
     import socket
@@ -81,35 +81,54 @@ def test_serve_embedded_with_stop_event(tmp_path) -> None:
     from test_provider_helpers import PASSWORD, deployment
 
     from local_provider.config import ServeConfig
+    from local_provider.replicas import ProcessLauncher
     from local_provider.server import serve
 
+    # the default (fork) launcher starts keys_manager: never on its default port 8083, which
+    # a neighbour may hold (keys_manager then exits and no replica ever starts)
+    monkeypatch.setenv("QUART_KEYS_METRICS_PORT", "0")
     (tmp_path / "pw").write_text(PASSWORD)
     cfg = ServeConfig.from_env({}, gateway_port=0, provider_port=0, metrics_port=0,
                                state_dir=str(tmp_path / "st"),
                                auth_password_file=str(tmp_path / "pw"))
-    # A port in use is an OSError, and nothing stays bound or running.
+    # A port in use is an OSError, and nothing stays bound or running: not the listeners
+    # bound before it, not their request threads, not the launcher.
+    closed: list[bool] = []
+
+    class Launcher(ProcessLauncher):
+        def close(self) -> None:
+            closed.append(True)
+
+    threads = set(threading.enumerate())
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     with pytest.raises(OSError):
-        serve(replace(cfg, gateway_port=busy.getsockname()[1]))
+        serve(replace(cfg, gateway_port=busy.getsockname()[1]), launcher=Launcher())
     busy.close()
+    assert closed == [True]
+    left = set(threading.enumerate()) - threads
+    for th in left:  # told to stop: give them a moment to get there
+        th.join(5)
+    assert [th.name for th in left if th.is_alive()] == []
 
     stop = threading.Event()
     result: list[int] = []
     t = threading.Thread(target=lambda: result.append(serve(cfg, "all", stop=stop)))
     t.start()
-    urls = wait_for(lambda: (tmp_path / "st" / "serve.json").is_file()
-                    and json.loads((tmp_path / "st" / "serve.json").read_text()), 10)
-    auth = ("admin", PASSWORD)
-    r = requests.post(urls["gateway_url"] + "/system/functions", json=deployment("emb"),
-                      auth=auth)
-    assert r.status_code == 202
-    answer = wait_for(lambda: (r := requests.post(urls["gateway_url"] + "/function/emb",
-                                                  data=b"x")).ok and r.json(), 20)
-    assert answer["body"] == "x"
-    stop.set()
-    t.join(20)
+    try:  # a failure below must still stop serve(): its thread would keep pytest from exiting
+        urls = wait_for(lambda: (tmp_path / "st" / "serve.json").is_file()
+                        and json.loads((tmp_path / "st" / "serve.json").read_text()), 10)
+        auth = ("admin", PASSWORD)
+        r = requests.post(urls["gateway_url"] + "/system/functions", json=deployment("emb"),
+                          auth=auth)
+        assert r.status_code == 202
+        answer = wait_for(lambda: (r := requests.post(urls["gateway_url"] + "/function/emb",
+                                                      data=b"x")).ok and r.json(), 20)
+        assert answer["body"] == "x"
+    finally:
+        stop.set()
+        t.join(20)
     assert result == [0]
     assert not pid_alive(answer["pid"])
     assert not (tmp_path / "st" / "serve.json").exists()
