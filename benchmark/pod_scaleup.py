@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 import urllib3
-from tqdm import tqdm
 
 from benchmark import procmem
-from benchmark.scaleup import MODELS, ensure_partition, stage_body
+from benchmark.report.progress import Bars
+from benchmark.studies.scaleup import MODELS, ensure_partition, stage_body
 from functions.stage.codec import CONTENT_TYPE
 from local_provider.pods import Pod, PodRunner, PodSpec, shrinkwrap
 
@@ -233,7 +233,8 @@ def run_model(runner: PodRunner, key: str, a: argparse.Namespace) -> dict[str, A
         warm: list[float] = []
         workers: list[dict[str, float]] = []
         cold: list[dict[str, float]] = []
-        bar = tqdm(total=rounds + a.cold_trials, desc=key, unit="trial", file=sys.stderr)
+        bars = Bars(sys.stderr)
+        bar = bars.add(key, total=rounds + a.cold_trials, unit="trial")
         for rnd in range(rounds):
             counted = rnd >= a.warmup_rounds
             ms, _ = b.call(pod)
@@ -241,16 +242,16 @@ def run_model(runner: PodRunner, key: str, a: argparse.Namespace) -> dict[str, A
             if counted:
                 warm.append(ms)
                 workers.append(r)
-            bar.update()
+            bars.update(bar, advance=1)
             if counted and len(cold) < a.cold_trials and \
                     (rnd - a.warmup_rounds) % cold_every == cold_every - 1:
                 cold.append(cold_trial(b, f"{key}-cold"))
-                bar.set_postfix_str(f"cold ready {cold[-1]['ready_ms']:.0f} ms")
-                bar.update()
+                bars.update(bar, note=f"cold ready {cold[-1]['ready_ms']:.0f} ms")
+                bars.update(bar, advance=1)
         while len(cold) < a.cold_trials:
             cold.append(cold_trial(b, f"{key}-cold"))
-            bar.update()
-        bar.close()
+            bars.update(bar, advance=1)
+        bars.close()
         res["warm_ms"] = warm + [b.call(pod)[0] for _ in range(max(0, 20 - len(warm)))]
         res["workers"] = {k: [r[k] for r in workers] for k in workers[0]}
         res["cold"] = {k: [r[k] for r in cold] for k in cold[0]}
