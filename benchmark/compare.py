@@ -106,7 +106,8 @@ def cv_list(text: str) -> list[float]:
     try:
         cvs = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise CompareError(f"--cv must be a number or a comma list of numbers, got {text!r}")
+        raise CompareError(
+            f"--cv must be a number or a comma list of numbers, got {text!r}") from None
     if not cvs or any(not math.isfinite(c) or c <= 0 for c in cvs):
         raise CompareError(f"--cv values must be > 0, got {text!r}")
     return cvs
@@ -162,7 +163,8 @@ def _sim_pipelines(arrivals: Any, slo_s: float) -> list[Any]:
 
 def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
             fails: list[tuple[float, str, str | None]], dash: Any, con: Console) -> RunResult:
-    progress = (lambda t, total: dash.update(name, progress_s=t, duration_s=total))
+    def progress(t: float, total: float) -> None:
+        dash.update(name, progress_s=t, duration_s=total)
     if name in SCHEDULERS:
         from benchmark.studies import sched
 
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 try:
                     r = run_one(system, arrivals, a, bounds, fails, dash, con)
-                except Exception as e:  # one broken system must not lose the others' results
+                except Exception as e:  # noqa: BLE001 (one broken system must not lose the others' results)
                     dash.finish(system, failed=True)
                     con.print(f"[red]{system} failed:[/red] {type(e).__name__}: {e}")
                     continue

@@ -1,4 +1,6 @@
-"""``quart-faas plugin``: the control loop beside the gateway (settings: gateway_plugin/config.py)."""
+"""``quart-faas plugin``: the control loop beside the gateway.
+
+Settings: gateway_plugin/config.py."""
 from __future__ import annotations
 
 import argparse

@@ -277,7 +277,8 @@ class HttpInvoker:
             result = fast_call(self.pool, method, url, filter_headers(headers), body,
                                self.timeout_s)
         except urllib3.exceptions.ReadTimeoutError:
-            return InvokeResult.error(504, f"the provider did not answer within {self.timeout_s:g}s")
+            return InvokeResult.error(
+                504, f"the provider did not answer within {self.timeout_s:g}s")
         except urllib3.exceptions.HTTPError as e:
             return InvokeResult.error(502, f"the provider at {self.base} is unreachable: "
                                            f"{type(root_error(e)).__name__}")

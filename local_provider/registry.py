@@ -363,7 +363,8 @@ class Registry:
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now
-        why = "exited" if not handle.alive() else f"not healthy after {self.config.start_timeout_s:g}s"
+        why = ("exited" if not handle.alive()
+               else f"not healthy after {self.config.start_timeout_s:g}s")
         log.error("replica %s%s (pid %d) %s during start; see %s", rec.name, r.name, handle.pid,
                   why, spec.log_path)
         pool.set_dead(r)

@@ -267,7 +267,8 @@ class ScaleServiceRequest:
         body = _object(raw)
         name = body.get("serviceName")
         if name not in (None, "") and name != path_name:
-            raise ValidationError("serviceName", f"{name!r} does not match the path ({path_name!r})")
+            raise ValidationError("serviceName",
+                                  f"{name!r} does not match the path ({path_name!r})")
         if "replicas" not in body:
             raise ValidationError("replicas", "required, an integer")
         return cls(serviceName=path_name,

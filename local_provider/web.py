@@ -75,7 +75,8 @@ def request_parts() -> tuple[str, str, list[tuple[str, str]], bytes]:
     headers = list(request.headers.items())
     remote = request.remote_addr or ""
     fwd = request.headers.get("X-Forwarded-For")
-    headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-host")]
+    hop = ("x-forwarded-for", "x-forwarded-host")
+    headers = [(k, v) for k, v in headers if k.lower() not in hop]
     headers.append(("X-Forwarded-For", f"{fwd}, {remote}" if fwd else remote))
     headers.append(("X-Forwarded-Host", request.host))
     return request.method, query, headers, body

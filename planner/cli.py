@@ -4,9 +4,10 @@ The flags are the seed's (``--gpus``, ``--gpus-per-server``, ``--mode``,
 ``--config``, ``--requests``, ``--simulate``) with the seed's defaults
 (``simple_config.json``, ``simple_requests.yaml`` in the current directory; where
 there is no ``simple_config.json``, the example shipped in ``examples/`` beside this
-module, so ``quart-faas plan --gpus 8`` works from any directory), plus ours: ``--assign`` (gswarm | random | round-robin), ``--compare`` (all
-three on the same workload), ``--seed``, ``--generate N`` (synthesise the
-requests), ``--stack``/``--out`` (plan our pipelines, emit constraints),
+module, so ``quart-faas plan --gpus 8`` works from any directory), plus ours:
+``--assign`` (gswarm | random | round-robin), ``--compare`` (all three on the same
+workload), ``--seed``, ``--generate N`` (synthesise the requests), ``--stack``/``--out``
+(plan our pipelines, emit constraints),
 ``--output-dir`` (where ``static_execution_log.json`` and
 ``static_scheduler.log`` go).
 

@@ -146,8 +146,8 @@ class Sampler:
 
 def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
     """Cut the model the stack's first function serves if its partition is missing."""
-    from functions.partitioner import partition
     from contracts.stack import load_stack
+    from functions.partitioner import partition
 
     stack = load_stack(stack_file)
     env = stack.functions[next(iter(stack.functions))].environment

@@ -105,8 +105,8 @@ def ensure_partition(model: str, out: Path, stages: int, say=print) -> Path:
 def deploy_local(model: str, encoder: bool, state: Path, say=print) -> tuple[str, Path]:
     from local_provider import deploy, services
 
-    mdir = ensure_partition(model, REPO / ".quart" / "models" / f"{model.removesuffix('-seeded')}-2",
-                            2, say)
+    mdir = ensure_partition(
+        model, REPO / ".quart" / "models" / f"{model.removesuffix('-seeded')}-2", 2, say)
     os.environ["QUART_OPT_MODEL_DIR"] = str(mdir)
     os.environ["QUART_OPT_MODEL"] = model
     if encoder:

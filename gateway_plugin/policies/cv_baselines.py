@@ -81,7 +81,7 @@ def baseline_predict_many(
     out = raw[:, _ACV].copy()
     single_dst, single_src = [], []
     offset = 0
-    for g_raw, upstream in graphs:
+    for _, upstream in graphs:
         for i, parents in enumerate(upstream):
             if len(parents) == 1:
                 single_dst.append(offset + i)

@@ -25,8 +25,8 @@ for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
     importlib.import_module(_mod.strip())
 
 from flask import Flask, Response, request
-from werkzeug.datastructures import Headers
 from waitress import serve
+from werkzeug.datastructures import Headers
 
 
 def load_handler(handler_dir: Path):
@@ -70,7 +70,7 @@ def format_response(res) -> Response:
     return Response(body, status=int(res.get("statusCode", 200)), headers=headers)
 
 
-handler = load_handler(Path(os.environ.get("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
+handler = load_handler(Path(os.getenv("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
 app = Flask(__name__)
 
 
@@ -89,7 +89,7 @@ def call_handler(path: str):
 
 def serve_fd(fd: int) -> None:
     """Serve on an inherited, already-listening socket."""
-    threads = int(os.environ.get("max_inflight", "8") or 8)
+    threads = int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog's name)
     serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
           **BUFFERS)
 
