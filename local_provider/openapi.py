@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
 from local_provider.config import NAMESPACE
-from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, NAME_MAX
+from local_provider.types import NAME_MAX
 
 S = "#/components/schemas/"
 STR = {"type": "string"}
@@ -315,7 +316,7 @@ def function_paths() -> dict[str, Any]:
     The function's own answer (any status, any content) comes back as it is; these
     are the answers the gateway or provider gives itself.
     """
-    answer = {"content": {"*/*": {"schema": {}}}}
+    answer: dict[str, Any] = {"content": {"*/*": {"schema": {}}}}
     own = {
         "200": {"description": "the function's answer (its headers and body)", **answer},
         "default": {"description": "the function's answer with another status", **answer},

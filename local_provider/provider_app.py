@@ -20,6 +20,7 @@ from local_provider.config import NAMESPACE, ProviderConfig
 from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
 from local_provider.registry import FunctionExists, FunctionNotFound, Registry
+from local_provider.replicas import NodeFleet
 from local_provider.secret_store import SecretExists, SecretNotFound, SecretRequest
 from local_provider.types import (
     DeleteFunctionRequest,
@@ -148,7 +149,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def fail_node(name: str) -> Response:
         """Ours: simulate a node failure (kill its keys_manager, zygotes and replicas)."""
         launcher = registry.launcher
-        if not hasattr(launcher, "fail"):
+        if not isinstance(launcher, NodeFleet):
             return json_error(400, "no simulated nodes: start the provider with QUART_NODES")
         if name not in launcher.nodes:
             return json_error(404, f"no node {name!r}; nodes: {sorted(launcher.nodes)}")
