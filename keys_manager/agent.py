@@ -32,6 +32,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ class SpawnError(RuntimeError):
 class KeysManager:
     """Thread-safe; one lock per function so a cold zygote start does not stall the others."""
 
-    def __init__(self, cfg: AgentConfig, on_spawn=None) -> None:
+    def __init__(self, cfg: AgentConfig,
+                 on_spawn: Callable[[str, float], None] | None = None) -> None:
         self.cfg = cfg
         self.zygote_dir = cfg.keys_dir / "zygotes"
         for d in (cfg.keys_dir, self.zygote_dir):
@@ -83,7 +85,8 @@ class KeysManager:
         self._drop_evicted(entry.evicted)
         return entry
 
-    def spawn(self, req: ReplicaRequest, mode: str = "fork", weights: str = "T1") -> dict:
+    def spawn(self, req: ReplicaRequest, mode: str = "fork",
+              weights: str = "T1") -> dict[str, Any]:
         """Make a replica; returns its record (pid, url, tier, spawn_ms, zygote_pid...)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
