@@ -64,7 +64,7 @@ def format_response(res) -> Response:
     body, headers = res.get("body"), Headers(res.get("headers") or {})
     if isinstance(body, (dict, list)):
         body = app.json.dumps(body) + "\n"  # what jsonify sends
-        headers.setdefault("Content-Type", app.json.mimetype)
+        headers.setdefault("Content-Type", "application/json")
     elif body is None or not isinstance(body, (str, bytes)) and not hasattr(body, "__next__"):
         body = "" if body is None else str(body)  # a generator streams; a number is its str
     return Response(body, status=int(res.get("statusCode", 200)), headers=headers)
