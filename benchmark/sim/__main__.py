@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from benchmark.results import summarize
 from benchmark.systems.base import Bounds

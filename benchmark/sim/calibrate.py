@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from . import livepipe
 from .background import RunnableSampler

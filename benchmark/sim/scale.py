@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tqdm import tqdm  # type: ignore[import-untyped]
+from tqdm import tqdm
 
 from benchmark.results import summarize
 from benchmark.systems.base import Bounds

@@ -211,7 +211,7 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     gw = RecordedGateway(json.loads(json.dumps(bodies)))
     reader = PrometheusReader("http://prometheus.invalid")
     key, k = {q.format(w=WINDOW): name for name, q in QUERIES.items()}, [-1]
-    reader.prom.custom_query = (  # type: ignore[method-assign]
+    reader.prom.custom_query = (
         lambda q, params=None: json.loads(prom[k[0]][key[q]])["data"]["result"])
     now = [1.7e9]
     cfg = PluginConfig(redis_url=redis_url, period_s=PERIOD_S, train_every=0)
@@ -245,14 +245,15 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     top = sum(v for k, v in breakdown.items() if not k.startswith(" "))
     breakdown["other (cycle - phases)"] = t_instr / n * 1e3 - top
     breakdown["cycle (instrumented)"] = t_instr / n * 1e3
-    row = {"predictor": predictor, "cycles": len(ms),
-           **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)},
-           "max_ms": float(ms.max()),
-           "process_cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
-           "gc_mean_ms": float(gc_ms.mean()), "gc_max_ms": float(gc_ms.max()),
-           "scale_calls_per_cycle": float(np.mean([t[2] for t in timed])),
-           "set_cpu_calls_per_cycle": float(np.mean([t[3] for t in timed])),
-           "breakdown_ms": breakdown}
+    row: dict[str, Any] = {
+        "predictor": predictor, "cycles": len(ms),
+        **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)},
+        "max_ms": float(ms.max()),
+        "process_cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "gc_mean_ms": float(gc_ms.mean()), "gc_max_ms": float(gc_ms.max()),
+        "scale_calls_per_cycle": float(np.mean([t[2] for t in timed])),
+        "set_cpu_calls_per_cycle": float(np.mean([t[3] for t in timed])),
+        "breakdown_ms": breakdown}
     row["target_met"] = row["p50_ms"] <= TARGET_P50_MS
     if train:
         t0 = time.perf_counter()
@@ -301,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run(predictor, bodies, prom, url, args,
                                 args.train and i == len(names) - 1))
         finally:
-            for svc in services.recorded(Path(tmp)):
-                services.stop(Path(tmp), svc)
+            for rec in services.recorded(Path(tmp)):
+                services.stop(Path(tmp), rec)
     cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
             ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
             ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
