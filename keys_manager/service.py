@@ -40,9 +40,10 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keys_manager import openapi
-from keys_manager.agent import KeysManager, SpawnError
+from keys_manager.agent import KeysManager
 from keys_manager.cache import CacheFull, StageKey
 from keys_manager.config import AgentConfig
+from keys_manager.launch import SpawnError
 from keys_manager.metrics import AgentMetrics
 from keys_manager.request import ReplicaRequest
 from keys_manager.segment import SegmentCorrupt
