@@ -230,7 +230,8 @@ def read_header(path: Path) -> tuple[list[TensorSpec], int]:
 def _spec(path: Path, name: str, v: object, base: int, data_len: int) -> TensorSpec:
     if not isinstance(v, dict):
         raise ValueError(f"{path}: entry {name!r} is not an object")  # noqa: TRY004
-    dt = DTYPES.get(v.get("dtype"))  # type: ignore[arg-type]
+    raw = v.get("dtype")
+    dt = DTYPES.get(raw) if isinstance(raw, str) else None
     if dt is None:
         raise ValueError(f"{path}: {name!r} has unsupported dtype {v.get('dtype')!r}")
     shape, offs = v.get("shape"), v.get("data_offsets")

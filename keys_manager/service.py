@@ -114,6 +114,8 @@ class _Api(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class _ApiHandler(socketserver.StreamRequestHandler):
+    server: _Api
+
     def handle(self) -> None:
         self.connection.settimeout(30)
         try:
@@ -125,7 +127,7 @@ class _ApiHandler(socketserver.StreamRequestHandler):
         else:
             try:
                 req = json.loads(line.decode() or "null")
-                ans = handle(self.server.agent, req, self.server.stop)  # type: ignore[attr-defined]
+                ans = handle(self.server.agent, req, self.server.stop)
             except (ValueError, UnicodeDecodeError) as e:
                 ans = {"ok": False, "kind": "bad_request", "error": f"invalid JSON: {e}"}
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from local_provider.auth import REALM, BasicAuth
 from local_provider.config import NAMESPACE
@@ -32,8 +32,8 @@ def register_error_handlers(app: Flask) -> None:
         msg = {404: f"not found: {_path()}", 405: f"method not allowed on {_path()}",
                413: "request body too large"}.get(e.code or 500, e.description or e.name)
         resp = json_error(e.code or 500, msg)
-        if e.code == 405 and e.valid_methods:  # type: ignore[attr-defined]
-            resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(e, MethodNotAllowed) and e.valid_methods:
+            resp.headers["Allow"] = ", ".join(e.valid_methods)
         return resp
 
     @app.errorhandler(Exception)
