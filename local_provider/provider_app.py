@@ -19,7 +19,8 @@ from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
 from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
-from local_provider.registry import FunctionExists, FunctionNotFound, Registry
+from local_provider.records import FunctionExists, FunctionNotFound
+from local_provider.registry import Registry
 from local_provider.replicas import NodeFleet
 from local_provider.secret_store import SecretExists, SecretNotFound, SecretRequest
 from local_provider.types import (

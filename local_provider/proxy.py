@@ -39,7 +39,8 @@ from requests.adapters import HTTPAdapter
 
 from local_provider.config import ProviderConfig
 from local_provider.delivery import delivery_pool, never_sent, refused, root_error
-from local_provider.registry import FunctionNotFound, FunctionRecord, Registry
+from local_provider.records import FunctionNotFound, FunctionRecord
+from local_provider.registry import Registry
 from local_provider.router import Replica, RouteError
 
 log = logging.getLogger("local_provider.proxy")
