@@ -263,6 +263,32 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     return row
 
 
+def _print_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The cycle times per predictor, where the time goes, and the training time."""
+    cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
+            ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
+            ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
+            ("set_cpu/c", "set_cpu_calls_per_cycle")]
+    print(f"\nfull control cycle, {args.warmup} warm-up + {args.cycles} timed cycles (ms)")
+    print(f"{'predictor':<10}{'cycles':>7}" + "".join(f"{c:>10}" for c, _ in cols)
+          + f"  p50 <= {TARGET_P50_MS:.0f} ms")
+    for r in rows:
+        print(f"{r['predictor']:<10}{r['cycles']:>7}" + "".join(f"{r[k]:>10.1f}" for _, k in cols)
+              + f"  {'met' if r['target_met'] else 'MISSED'}")
+    print("(cpu: this process' CPU time per cycle, all threads, Redis' own work excluded; "
+          "gc: time in Python's garbage collector within a cycle)")
+    print(f"\nwhere the time goes: mean ms per cycle over {args.instrumented} instrumented cycles")
+    print(f"{'phase':<42}" + "".join(f"{r['predictor']:>9}" for r in rows))
+    for k in rows[0]["breakdown_ms"]:
+        print(f"{k:<42}" + "".join(f"{r['breakdown_ms'][k]:>9.1f}" for r in rows))
+    for r in (r for r in rows if "train" in r):
+        t = r["train"]
+        mae = ", ".join(f"{k} {v:.3f}" for k, v in (t["validation_mae"] or {}).items())
+        print(f"\nGAT training (after the {r['predictor']} run; not part of a cycle): "
+              f"{t['seconds']:.1f} s on {t['history']} stored observations; "
+              f"validation MAE {mae or '-'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--stages", type=int, default=1000)
@@ -304,28 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for rec in services.recorded(Path(tmp)):
                 services.stop(Path(tmp), rec)
-    cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
-            ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
-            ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
-            ("set_cpu/c", "set_cpu_calls_per_cycle")]
-    print(f"\nfull control cycle, {args.warmup} warm-up + {args.cycles} timed cycles (ms)")
-    print(f"{'predictor':<10}{'cycles':>7}" + "".join(f"{c:>10}" for c, _ in cols)
-          + f"  p50 <= {TARGET_P50_MS:.0f} ms")
-    for r in rows:
-        print(f"{r['predictor']:<10}{r['cycles']:>7}" + "".join(f"{r[k]:>10.1f}" for _, k in cols)
-              + f"  {'met' if r['target_met'] else 'MISSED'}")
-    print("(cpu: this process' CPU time per cycle, all threads, Redis' own work excluded; "
-          "gc: time in Python's garbage collector within a cycle)")
-    print(f"\nwhere the time goes: mean ms per cycle over {args.instrumented} instrumented cycles")
-    print(f"{'phase':<42}" + "".join(f"{r['predictor']:>9}" for r in rows))
-    for k in rows[0]["breakdown_ms"]:
-        print(f"{k:<42}" + "".join(f"{r['breakdown_ms'][k]:>9.1f}" for r in rows))
-    for r in (r for r in rows if "train" in r):
-        t = r["train"]
-        mae = ", ".join(f"{k} {v:.3f}" for k, v in (t["validation_mae"] or {}).items())
-        print(f"\nGAT training (after the {r['predictor']} run; not part of a cycle): "
-              f"{t['seconds']:.1f} s on {t['history']} stored observations; "
-              f"validation MAE {mae or '-'}")
+    _print_rows(rows, args)
     if args.json:
         args.json.write_text(json.dumps({"stages": len(bodies), "pipelines": n_pipes,
                                          "target_p50_ms": TARGET_P50_MS, "rows": rows},
