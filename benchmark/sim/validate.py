@@ -62,6 +62,7 @@ def simulate(arrivals, replicas: int, cores: float, seed: int, scrape_s: float,
                config=SimConfig(scrape_s=scrape_s, gateway_node="node-0"))
 
 
+# size: the validation CLI top to bottom (arguments, runs, table); reworked on branch simval
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
