@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.11 python3.13 python3.12 python3; do \
 VENV   := .venv
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: setup system demo test bench clean down
+.PHONY: setup system demo lint test bench clean down
 
 setup: $(STAMP) system
 
@@ -27,7 +27,12 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/python -m quart_faas.demo $(if $(PIPELINE),--pipeline $(PIPELINE))
 
-test: setup
+# ruff over every file; mypy over the packages (strict where pyproject.toml says, [tool.mypy])
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(VENV)/bin/python -m pytest -q
 
 bench: setup

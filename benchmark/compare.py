@@ -106,7 +106,8 @@ def cv_list(text: str) -> list[float]:
     try:
         cvs = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise CompareError(f"--cv must be a number or a comma list of numbers, got {text!r}")
+        raise CompareError(
+            f"--cv must be a number or a comma list of numbers, got {text!r}") from None
     if not cvs or any(not math.isfinite(c) or c <= 0 for c in cvs):
         raise CompareError(f"--cv values must be > 0, got {text!r}")
     return cvs
@@ -162,7 +163,8 @@ def _sim_pipelines(arrivals: Any, slo_s: float) -> list[Any]:
 
 def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
             fails: list[tuple[float, str, str | None]], dash: Any, con: Console) -> RunResult:
-    progress = (lambda t, total: dash.update(name, progress_s=t, duration_s=total))
+    def progress(t: float, total: float) -> None:
+        dash.update(name, progress_s=t, duration_s=total)
     if name in SCHEDULERS:
         from benchmark.studies import sched
 
@@ -196,9 +198,34 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
                    fail_at=sim_fails, seed=a.seed, on_progress=progress)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run_systems(names: list[str], arrivals: Any, digest: str, a: argparse.Namespace,
+                 bounds: Bounds, fails: list[tuple[float, str, str | None]], name: str,
+                 con: Console) -> list[RunResult]:
+    """Every system on the same arrivals, one after the other, under one dashboard; a system
+    that fails is reported and left out."""
     from benchmark.report.dashboard import Dashboard
 
+    results: list[RunResult] = []
+    with Dashboard(names, slo_s=a.slo, duration_s=arrivals.duration_s,
+                   dashboard=a.dashboard, title=f"{name} ({a.mode})") as dash:
+        for system in names:
+            t0 = time.perf_counter()
+            try:
+                r = run_one(system, arrivals, a, bounds, fails, dash, con)
+            except Exception as e:  # noqa: BLE001 (one broken system must not lose the others' results)
+                dash.finish(system, failed=True)
+                con.print(f"[red]{system} failed:[/red] {type(e).__name__}: {e}")
+                continue
+            dash.finish(system)
+            seen = r.workload.get("sha256", "")
+            con.print(f"  {system:<22} done in {time.perf_counter() - t0:6.1f}s  "
+                      f"arrivals sha256 {seen[:16]}…"
+                      + ("" if seen == digest else "  [red]DIFFERENT ARRIVALS[/red]"))
+            results.append(r)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     con = Console()
     try:
@@ -227,24 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         digest = arrivals.sha256()
         con.print(f"arrivals: {len(arrivals)} requests over {arrivals.duration_s:g}s, CV {cv:g} "
                   f"-> {path}  sha256 {digest}")
-        results: list[RunResult] = []
         name = f"{a.name}_cv{cv:g}" if len(cvs) > 1 else a.name
-        with Dashboard(names, slo_s=a.slo, duration_s=arrivals.duration_s,
-                       dashboard=a.dashboard, title=f"{name} ({a.mode})") as dash:
-            for system in names:
-                t0 = time.perf_counter()
-                try:
-                    r = run_one(system, arrivals, a, bounds, fails, dash, con)
-                except Exception as e:  # one broken system must not lose the others' results
-                    dash.finish(system, failed=True)
-                    con.print(f"[red]{system} failed:[/red] {type(e).__name__}: {e}")
-                    continue
-                dash.finish(system)
-                seen = r.workload.get("sha256", "")
-                con.print(f"  {system:<22} done in {time.perf_counter() - t0:6.1f}s  "
-                          f"arrivals sha256 {seen[:16]}…"
-                          + ("" if seen == digest else "  [red]DIFFERENT ARRIVALS[/red]"))
-                results.append(r)
+        results = _run_systems(names, arrivals, digest, a, bounds, fails, name, con)
         if not results:
             con.print("[red]no system finished[/red]")
             return 1

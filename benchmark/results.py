@@ -84,7 +84,7 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else math.nan
 
 
-def _stats(prefix: str, values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
+def _stats(prefix: str, values: Sequence[float | None], scale: float = 1.0) -> dict[str, float]:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float) * scale
     return {
         f"avg_{prefix}": float(v.mean()) if len(v) else math.nan,
@@ -116,6 +116,7 @@ SUMMARY_COLUMNS = [
 def summarize(result: RunResult, experiment_name: str = "") -> dict[str, Any]:
     """Seed-003 columns (times in ms, utilisation as a fraction) plus cost and SLO."""
     ok = result.ok
+    assert result.ttft_s is not None  # __post_init__ fills it
     lat = result.latency_s[ok] * 1000.0
     ttft = result.ttft_s[ok] * 1000.0
     n = len(ok)

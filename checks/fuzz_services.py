@@ -195,21 +195,7 @@ class Fleet:
         redis_url = self.redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
         gateway_url = self.gateway_url = f"http://127.0.0.1:{ports['gateway']}"
         if "stage" in need:  # first: the slowest to start (torch + the model)
-            model = self.model_dir or partition(self.root / "minilm-2")
-            stages = json.loads((model / "manifest.json").read_text())["num_stages"]
-            svc = self._start("stage", [py, str(TEMPLATE / "index.py")], {
-                "QUART_HANDLER_DIR": str(REPO / "functions" / "stage"),
-                "QUART_MODEL_DIR": str(model), "QUART_STAGE": "0",
-                # the next stage is the relay function, through the real gateway
-                "QUART_NEXT_FUNCTION": TARGET_FUNCTION if stages > 1 else "",
-                "QUART_GATEWAY_URL": gateway_url, "QUART_FORWARD_TIMEOUT_S": "20",
-                "QUART_LISTEN_PORT": str(ports["stage"]), "QUART_MAX_INPUTS": "8",
-                "QUART_MAX_INPUT_CHARS": "2000", "HOSTNAME": "fuzz-stage",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-            url = f"http://127.0.0.1:{ports['stage']}"
-            self._target("stage", svc, url, doc_path="/_/openapi.json",
-                         health_path="/_/health")
-            waits.append(("stage", svc, partial(services.answers, url + "/_/health")))
+            waits.append(self._start_stage(ports["stage"], gateway_url))
         if "lp" in need:
             lp = self._start("local_provider", [
                 py, "-m", "local_provider", "--gateway-port", str(ports["gateway"]),
@@ -233,19 +219,38 @@ class Fleet:
             self._target("scorer", svc, url, auth=("admin", PASSWORD))
             waits.append(("scorer", svc, partial(services.answers, url + "/healthz")))
         if "keys" in need:
-            svc = self._start("keys_manager", [py, "-m", "keys_manager"], {
-                "QUART_KEYS_SOCKET": str(self.root / "km.sock"),
-                "QUART_KEYS_DIR": str(self.root / "keys"),
-                "QUART_SHM_DIR": f"/dev/shm/quart-fuzz-{uuid.uuid4().hex[:8]}",
-                "QUART_MEMORY_THRESHOLD": "64MiB", "QUART_KEYS_METRICS_PORT": str(ports["keys"]),
-                "QUART_KEYS_SCRUB_S": "0"})
-            url = f"http://127.0.0.1:{ports['keys']}"
-            self._target("keys", svc, url)
-            waits.append(("keys", svc, partial(services.answers, url + "/healthz")))
+            waits.append(self._start_keys(ports["keys"]))
         if "plugin" in need:  # the plugin copes with a gateway still starting
             waits.append(self._start_plugin(ports["plugin"]))
         self._wait(waits, timeout_s)
         return self.targets
+
+    def _start_stage(self, port: int, gateway_url: str) -> tuple[str, Proc, Callable[[], bool]]:
+        """A MiniLM stage 0 whose next stage is the relay function, through the gateway."""
+        model = self.model_dir or partition(self.root / "minilm-2")
+        stages = json.loads((model / "manifest.json").read_text())["num_stages"]
+        svc = self._start("stage", [sys.executable, str(TEMPLATE / "index.py")], {
+            "QUART_HANDLER_DIR": str(REPO / "functions" / "stage"),
+            "QUART_MODEL_DIR": str(model), "QUART_STAGE": "0",
+            "QUART_NEXT_FUNCTION": TARGET_FUNCTION if stages > 1 else "",
+            "QUART_GATEWAY_URL": gateway_url, "QUART_FORWARD_TIMEOUT_S": "20",
+            "QUART_LISTEN_PORT": str(port), "QUART_MAX_INPUTS": "8",
+            "QUART_MAX_INPUT_CHARS": "2000", "HOSTNAME": "fuzz-stage",
+            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{port}"
+        self._target("stage", svc, url, doc_path="/_/openapi.json", health_path="/_/health")
+        return "stage", svc, partial(services.answers, url + "/_/health")
+
+    def _start_keys(self, port: int) -> tuple[str, Proc, Callable[[], bool]]:
+        svc = self._start("keys_manager", [sys.executable, "-m", "keys_manager"], {
+            "QUART_KEYS_SOCKET": str(self.root / "km.sock"),
+            "QUART_KEYS_DIR": str(self.root / "keys"),
+            "QUART_SHM_DIR": f"/dev/shm/quart-fuzz-{uuid.uuid4().hex[:8]}",
+            "QUART_MEMORY_THRESHOLD": "64MiB", "QUART_KEYS_METRICS_PORT": str(port),
+            "QUART_KEYS_SCRUB_S": "0"})
+        url = f"http://127.0.0.1:{port}"
+        self._target("keys", svc, url)
+        return "keys", svc, partial(services.answers, url + "/healthz")
 
     def _wait(self, waits: list[tuple[str, Proc, Callable[[], bool]]],
               timeout_s: float) -> None:

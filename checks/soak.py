@@ -313,7 +313,8 @@ def _print(con: Console, cfg: SoakConfig, rep: dict[str, Any], rows: dict[str, A
     c = rep["config"]
     con.print(f"machine: {c['cpus']} CPUs shared with other sessions; load average (1/5/15 min) "
               f"{c['loadavg_start']} at the start, {c['loadavg_end']} at the end")
-    p = (lambda x: "-" if x is None else f"{x:.0f}")
+    def p(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0f}"
     con.print(f"requests: {rq['sent']} sent, {rq['ok']} ok, {rq['failed']} failed "
               f"({rq['failed_outside_faults']} outside injected faults) {rq['failed_codes']}; "
               f"p50 {p(rq['p50_ms'])} ms, p99 {p(rq['p99_ms'])} ms (from planned send time)")
@@ -321,7 +322,8 @@ def _print(con: Console, cfg: SoakConfig, rep: dict[str, Any], rows: dict[str, A
     third = ", ".join(f"{c} {rows[c]['growth'] * 100:+.1f}%" for c in soak_report.THIRD_PARTY
                       if c in rows and rows[c]["growth"] is not None)
     con.print(f"memory of our processes: {'flat' if not over else 'NOT flat'} (goal < "
-              f"{soak_report.GOAL_GROWTH:.0%} growth after the warm-up; replicas: those alive throughout)"
+              f"{soak_report.GOAL_GROWTH:.0%} growth after the warm-up; replicas: those alive "
+              "throughout)"
               + (f": over it {', '.join(over)}" if over else "")
               + (f"; third-party, not judged: {third}" if third else ""))
     procs = {k: v for k, v in lk["processes_after_down"].items() if v}

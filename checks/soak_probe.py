@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,8 @@ class Tracker:
     def leftovers(self) -> dict[str, list[int]]:
         """Processes of the run that still exist (same pid *and* start time: pids are
         recycled), by kind; call after ``down``."""
-        kinds = {"replicas": self.replicas, "zygotes": self.zygotes, "keys_manager": self.agents}
+        kinds: dict[str, Iterable[int]] = {"replicas": self.replicas, "zygotes": self.zygotes,
+                                           "keys_manager": self.agents}
         return {k: sorted(p for p in pids if self.starts.get(p) is not None
                           and start_time(p) == self.starts[p])
                 for k, pids in kinds.items()}

@@ -163,7 +163,10 @@ def _str_map(where: str, key: str, v: Any) -> dict[str, str]:
     for k, val in v.items():
         if isinstance(val, (dict, list)):
             raise StackError(f"{where}.{key}.{k}: expected a scalar value")
-        out[str(k)] = "" if val is None else (str(val).lower() if isinstance(val, bool) else str(val))
+        if val is None:
+            out[str(k)] = ""
+        else:
+            out[str(k)] = str(val).lower() if isinstance(val, bool) else str(val)
     return out
 
 

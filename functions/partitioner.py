@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,12 +110,7 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         return partition_decoder(out, stages, str(model or synthetic), seed, split, force, say)
     tok_dir = minilm_dir()  # BERT uncased WordPiece vocabulary, shared by the synthetic models
     if synthetic is not None:
-        if synthetic not in SYNTHETIC:
-            raise PartitionError(f"unknown synthetic model {synthetic!r}; "
-                                 f"choose one of {', '.join(SYNTHETIC)}")
-        cfg = SYNTHETIC[synthetic]
-        name, source = f"synthetic-{synthetic}", f"synthetic:{synthetic}:seed={seed}"
-        get = synthetic_tensor_fn(cfg, seed)
+        src = _synthetic_source(synthetic, seed, tok_dir)
     else:
         try:
             name, mdir = resolve_model(model or "")
@@ -123,35 +119,63 @@ def partition(out: str | Path, stages: int, model: str | None = None,
         raw = json.loads((mdir / "config.json").read_text())
         if raw.get("model_type") == "opt":
             return partition_decoder(out, stages, name, seed, split, force, say, model_dir=mdir)
-        if raw.get("model_type") != "bert":
-            raise PartitionError(f"{model}: model_type {raw.get('model_type')!r} is not a "
-                                 "BERT-family encoder")
-        cfg = BertConfig.from_dict(raw)
-        source = str(mdir)
-        if (mdir / "tokenizer.json").is_file():
-            tok_dir = mdir
-        from safetensors import safe_open
-
-        handle = safe_open(str(mdir / "model.safetensors"), "pt")
-        names = set(handle.keys())  # safe_open has no __contains__
-        prefix = "bert." if "bert.embeddings.word_embeddings.weight" in names else ""
-
-        def get(n: str) -> torch.Tensor:
-            return handle.get_tensor(prefix + n).contiguous()
-
-    ranges = split_layers(cfg.num_hidden_layers, stages, split)
+        src = _encoder_source(str(model), name, mdir, raw, tok_dir)
+    ranges = split_layers(src.cfg.num_hidden_layers, stages, split)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as e:
         raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
     try:
-        manifest = _write(tmp, name, source, cfg, ranges, get, tok_dir, max_seq_length, say)
+        manifest = _write(tmp, src.name, src.source, src.cfg, ranges, src.get, src.tok_dir,
+                          max_seq_length, say)
         swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where an encoder's tensors come from, and what the manifest says about it."""
+
+    name: str
+    source: str
+    cfg: BertConfig
+    get: Callable[[str], torch.Tensor]
+    tok_dir: Path
+
+
+def _synthetic_source(synthetic: str, seed: int, tok_dir: Path) -> _Source:
+    if synthetic not in SYNTHETIC:
+        raise PartitionError(f"unknown synthetic model {synthetic!r}; "
+                             f"choose one of {', '.join(SYNTHETIC)}")
+    cfg = SYNTHETIC[synthetic]
+    return _Source(f"synthetic-{synthetic}", f"synthetic:{synthetic}:seed={seed}", cfg,
+                   synthetic_tensor_fn(cfg, seed), tok_dir)
+
+
+def _encoder_source(model: str, name: str, mdir: Path, raw: dict[str, Any],
+                    tok_dir: Path) -> _Source:
+    """A BERT-family checkpoint (``model.safetensors``, with or without the ``bert.``
+    prefix); its own tokenizer when it ships one."""
+    if raw.get("model_type") != "bert":
+        raise PartitionError(f"{model}: model_type {raw.get('model_type')!r} is not a "
+                             "BERT-family encoder")
+    cfg = BertConfig.from_dict(raw)
+    if (mdir / "tokenizer.json").is_file():
+        tok_dir = mdir
+    from safetensors import safe_open
+
+    handle = safe_open(str(mdir / "model.safetensors"), "pt")
+    names = set(handle.keys())  # safe_open has no __contains__
+    prefix = "bert." if "bert.embeddings.word_embeddings.weight" in names else ""
+
+    def get(n: str) -> torch.Tensor:
+        return handle.get_tensor(prefix + n).contiguous()
+
+    return _Source(name, str(mdir), cfg, get, tok_dir)
 
 
 def _write(tmp: Path, name: str, source: str, cfg: BertConfig, ranges: list[tuple[int, int]],

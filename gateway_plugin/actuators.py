@@ -87,8 +87,8 @@ class GatewayActuator:
                 speeds.append("pods")
             except GatewayError as e:
                 errors.append(str(e))
-        for e in errors:
-            log.error("acting on %s failed (next cycle re-applies): %s", f.name, e)
+        for err in errors:
+            log.error("acting on %s failed (next cycle re-applies): %s", f.name, err)
         return Actuation(action, cpu_now, tuple(speeds), "; ".join(notes), "; ".join(errors))
 
 
@@ -221,9 +221,9 @@ class PodActuator:
                 self.gw.scale(f.name, plan.pods)
             except GatewayError as e:
                 errors.append(str(e))
-        for e in errors:
-            log.error("acting on %s failed (next cycle re-applies): %s", f.name, e)
-        if not any("resize" in e for e in errors):
+        for err in errors:
+            log.error("acting on %s failed (next cycle re-applies): %s", f.name, err)
+        if not any("resize" in err for err in errors):
             self.cpw[f.name] = cpw
         action = "up" if plan.servers > f.replicas else \
             "down" if plan.servers < f.replicas else "steady"

@@ -79,6 +79,15 @@ def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
         return error(404, "not found: /metrics, /healthz, /livez, /decisions, "
                           "POST /system/alert, /openapi.json")
 
+    _health_routes(app, controller, health)
+    _read_routes(app, controller)
+    _alert_route(app, controller, triggers)
+    return app
+
+
+def _health_routes(app: Flask, controller: Any, health: Health) -> None:
+    """/healthz (ready: cycles run, Redis answers) and /livez (alive: cycles not stale)."""
+
     @app.get("/healthz")
     def healthz() -> Response:
         ok, body = health.report(controller.store.up)
@@ -94,6 +103,10 @@ def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
         body = {"ok": not stale, "last_cycle_age_s": round(age, 3), "period_s": health.period_s}
         return Response(json.dumps(body), status=503 if stale else 200,
                         mimetype="application/json")
+
+
+def _read_routes(app: Flask, controller: Any) -> None:
+    """/metrics, /decisions and /openapi.json."""
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -112,6 +125,10 @@ def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
     def openapi_json() -> Response:
         return jsonify(document())
 
+
+def _alert_route(app: Flask, controller: Any, triggers: Triggers) -> None:
+    """POST /system/alert: AlertManager's webhook brings the next cycle forward."""
+
     @app.post("/system/alert")
     def alert() -> Response:
         try:
@@ -128,8 +145,6 @@ def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
         return Response(json.dumps({"accepted": sorted(names), **statuses,
                                     "cycle_in_s": round(in_s, 3), "coalesced": coalesced}),
                         status=202, mimetype="application/json")
-
-    return app
 
 
 def _refuse(controller, names: set[str], period_s: float) -> Response | None:

@@ -35,7 +35,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from webguard import auth_enabled, credentials
 
@@ -87,23 +89,8 @@ class PluginConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PluginConfig:
         e = os.environ if env is None else env
-
-        def get(name: str, default: str) -> str:
-            return (e.get(name) or default).strip()
-
-        def num(name: str, default: str, kind=float, lo: float = 0.0, hi: float = float("inf")):
-            raw = get(name, default)
-            try:
-                v = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-            if not lo <= v <= hi:
-                raise ConfigError(f"{name}={raw!r} must be in [{lo:g}, {hi:g}]")
-            return v
-
-        def flag(name: str, default: str) -> bool:
-            return get(name, default).lower() not in ("0", "false", "no", "off")
-
+        read = _Env(e)
+        get, num, flag = read.get, read.num, read.flag
         stat = get("QUART_LATENCY_STATISTIC", "p99")
         if stat not in ("p99", "mean"):
             raise ConfigError(f"QUART_LATENCY_STATISTIC={stat!r}: use 'p99' or 'mean'")
@@ -166,3 +153,27 @@ def redact(url: str) -> str:
         cred, _, host = rest.rpartition("@")
         return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
     return url
+
+
+class _Env:
+    """Reads one environment's variables; every error names the variable and its value."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def get(self, name: str, default: str) -> str:
+        return (self.env.get(name) or default).strip()
+
+    def num(self, name: str, default: str, kind: Any = float, lo: float = 0.0,
+            hi: float = float("inf")) -> Any:
+        raw = self.get(name, default)
+        try:
+            v = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        if not lo <= v <= hi:
+            raise ConfigError(f"{name}={raw!r} must be in [{lo:g}, {hi:g}]")
+        return v
+
+    def flag(self, name: str, default: str) -> bool:
+        return self.get(name, default).lower() not in ("0", "false", "no", "off")

@@ -76,7 +76,8 @@ class Health:
             problems.append(reason)
         if "redis" in missing:
             problems.append("Redis does not answer: scaling state is kept in memory only")
-        body = {"ok": not stale and not missing, "missing": missing, "problems": problems,
-                "last_cycle_age_s": round(age, 3) if completed else None,
-                "period_s": self.period_s}
-        return body["ok"], body
+        ok = not stale and not missing
+        body: dict[str, Any] = {"ok": ok, "missing": missing, "problems": problems,
+                                "last_cycle_age_s": round(age, 3) if completed else None,
+                                "period_s": self.period_s}
+        return ok, body

@@ -17,6 +17,7 @@ Two ways in:
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -46,11 +47,11 @@ def read_cpu_millis(cgroup: Path) -> int | None:
         if (cgroup / "cpu.max").is_file():  # v2: "QUOTA PERIOD" or "max PERIOD"
             quota, period = (cgroup / "cpu.max").read_text().split()
             return None if quota == "max" else round(int(quota) * 1000 / int(period))
-        quota = int((cgroup / "cpu.cfs_quota_us").read_text())
-        period = int((cgroup / "cpu.cfs_period_us").read_text())
+        quota_us = int((cgroup / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
-    return None if quota < 0 else round(quota * 1000 / period)
+    return None if quota_us < 0 else round(quota_us * 1000 / period_us)
 
 
 def write_cpu_millis(cgroup: Path, millis: int) -> None:
@@ -107,7 +108,7 @@ class RegistryPods(LocalPods):
                 out.append(LocalPod(
                     function=f.parent.name, name=str(d["name"]),
                     control_url=str(d["control_url"]), cpu_millis=read_cpu_millis(cgroup),
-                    resize_cpu=lambda m, cg=cgroup: write_cpu_millis(cg, m),
+                    resize_cpu=functools.partial(write_cpu_millis, cgroup),
                     ready=bool(d.get("ready", True)),
                     new_pod_workers=max(1, int(d.get("workers", 1)))))
             except FileNotFoundError:

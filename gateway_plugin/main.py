@@ -1,4 +1,6 @@
-"""``quart-faas plugin``: the control loop beside the gateway (settings: gateway_plugin/config.py)."""
+"""``quart-faas plugin``: the control loop beside the gateway.
+
+Settings: gateway_plugin/config.py."""
 from __future__ import annotations
 
 import argparse
@@ -44,8 +46,12 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
     web = threading.Thread(target=srv.run, name="plugin-http", daemon=True)
     web.start()
     if threading.current_thread() is threading.main_thread():
+        def on_signal(*_: object) -> None:
+            stop.set()
+            triggers.event.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: (stop.set(), triggers.event.set()))
+            signal.signal(sig, on_signal)
     port = int(srv.effective_port)  # waitress gives a str; the log line and ready() want int
     log.info("plugin %s on http://%s:%d (gateway %s, prometheus %s, redis %s, period %gs, "
              "actuator %s)", store.instance, cfg.bind, port, cfg.gateway_url,

@@ -59,6 +59,7 @@ def build(pipeline: Pipeline, fm: Mapping[str, FunctionMetrics], now_s: float, s
     for i, (f, m) in enumerate(zip(pipeline.stages, ms, strict=True)):
         svc = memory.get(f.name)
         last = i == n - 1
+        nxt = None if last else ms[i + 1]
         floor = svc.mean_s if svc else None
         mean = _own(lat(i, "latency_mean_s"), None if last else lat(i + 1, "latency_mean_s"),
                     last, floor)
@@ -74,7 +75,7 @@ def build(pipeline: Pipeline, fm: Mapping[str, FunctionMetrics], now_s: float, s
             latency_mean_s=mean, latency_p99_s=p99,
             queue_depth=m.queue_depth if m else None,
             arrival_cv=m.arrival_cv if m else None,
-            departure_cv=(ms[i + 1].arrival_cv if not last and ms[i + 1] else None),
+            departure_cv=nxt.arrival_cv if nxt else None,
             cpu_cores=f.cpu,
             # one torch thread per replica: a request keeps one core busy for its compute
             cpu_s_per_request=svc.mean_s if svc else None))

@@ -131,7 +131,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 UNAUTHORIZED = _error("no or wrong basic-auth credentials (WWW-Authenticate: Basic)")
-LOCKED = [{"basicAuth": []}]
+LOCKED: list[dict[str, list[str]]] = [{"basicAuth": []}]
 
 PATHS: dict[str, Any] = {
     "/healthz": {"get": {"operationId": "healthz",

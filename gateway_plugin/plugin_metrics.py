@@ -38,7 +38,7 @@ class PluginMetrics:
                               ["status"], registry=r)
 
         self._stage: dict[str, tuple] = {}
-        self._decision: dict[tuple[str, str], object] = {}
+        self._decision: dict[tuple[str, str], Counter] = {}
 
     def observe_stage(self, fn: str, desired: int, actual: int, cv: float | None,
                       budget_s: float | None = None, cpu: float | None = None) -> None:

@@ -136,7 +136,7 @@ class Store:
         except ValueError:
             log.error("state in Redis is not valid JSON: starting from defaults")
             state, meta_doc = None, None
-        return state, ckpt, meta_doc
+        return state, ckpt if isinstance(ckpt, bytes) else None, meta_doc
 
     # ------------------------------------------------------------------ decisions, history
 
@@ -158,8 +158,8 @@ class Store:
         """Newest first, flattened over cycles."""
         out: list[dict[str, Any]] = []
         try:
-            rows = self.r.xrevrange(self.k(DECISIONS), count=count)
-            batches = [orjson.loads(f[b"json"]) for _, f in rows]
+            rows = self.r.xrevrange(self.k(DECISIONS), count=count) or []
+            batches = [orjson.loads(f[b"json"]) for _, f in rows if f]
         except redis.RedisError as e:
             self._failed(e)
             batches = list(reversed(list(self._decisions)))
@@ -215,7 +215,9 @@ class Store:
             v = self.r.get(self.k(LEADER))
         except redis.RedisError:
             return self.instance if self._leader else None
-        return v.decode() if v else None
+        if not v:
+            return None
+        return v.decode() if isinstance(v, bytes) else v  # bytes: no decode_responses
 
     def resign(self) -> None:
         try:

@@ -27,36 +27,38 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from keys_manager.cache import Entry, ParamCache, StageKey
 from keys_manager.config import AgentConfig
-from keys_manager.procs import Proc, start_time
+from keys_manager.launch import (
+    SpawnError,
+    answers,
+    fork_replica,
+    recipe,
+    start_process,
+    start_zygote,
+)
+from keys_manager.procs import Proc
 from keys_manager.request import ReplicaRequest
 from keys_manager.segment import write_json_atomic
-from keys_manager.zygote import request as zygote_request
 
 log = logging.getLogger("keys_manager.agent")
 MODES = ("fork", "process")
 WEIGHT_TIERS = ("T1", "T2", "T3")
-UNIX_PATH_MAX = 107
 REWARM_EVERY_S = 10.0  # at most one new zygote per function in this time (crash loops)
-
-
-class SpawnError(RuntimeError):
-    """The replica could not be made; the message says why (and where the log is)."""
 
 
 class KeysManager:
     """Thread-safe; one lock per function so a cold zygote start does not stall the others."""
 
-    def __init__(self, cfg: AgentConfig, on_spawn=None) -> None:
+    def __init__(self, cfg: AgentConfig,
+                 on_spawn: Callable[[str, float], None] | None = None) -> None:
         self.cfg = cfg
         self.zygote_dir = cfg.keys_dir / "zygotes"
         for d in (cfg.keys_dir, self.zygote_dir):
@@ -84,7 +86,8 @@ class KeysManager:
         self._drop_evicted(entry.evicted)
         return entry
 
-    def spawn(self, req: ReplicaRequest, mode: str = "fork", weights: str = "T1") -> dict:
+    def spawn(self, req: ReplicaRequest, mode: str = "fork",
+              weights: str = "T1") -> dict[str, Any]:
         """Make a replica; returns its record (pid, url, tier, spawn_ms, zygote_pid...)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -95,11 +98,11 @@ class KeysManager:
             st = req.stage()
             entry = self.ensure(*st) if st else None
             if mode == "process":
-                proc, tier = self._start_process(req, entry, weights), ("cold" if weights == "T3"
-                                                                         else weights)
+                proc = start_process(self.cfg, req, entry, weights)
+                tier = "cold" if weights == "T3" else weights
             else:
                 z, tier = self._zygote_for(req, entry)
-                proc = self._fork(z, req)
+                proc = fork_replica(z, req)
             proc.stage = str(entry.key) if entry else ""
             proc.spawn_ms = round((time.perf_counter() - t0) * 1e3, 3)
             proc.tier = tier
@@ -241,98 +244,20 @@ class KeysManager:
         return z, (entry.tier if entry else "cold")
 
     def _start_zygote(self, req: ReplicaRequest, key: str, entry: Entry | None) -> Proc:
-        sock = self.zygote_dir / f"{req.function}-{key}.sock"
-        if len(str(sock)) > UNIX_PATH_MAX:
-            raise SpawnError(f"socket path {sock} is longer than {UNIX_PATH_MAX} bytes: "
-                             f"use a shorter QUART_KEYS_DIR")
-        env = dict(req.env)
-        env.pop("QUART_LISTEN_FD", None)
-        env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
-                    "QUART_ZYGOTE_SOCKET": str(sock), "max_inflight": str(req.max_inflight),
-                    "QUART_NODE_DIR": str(self.cfg.keys_dir)})
-        if entry is not None:
-            env["QUART_WEIGHTS_PATH"] = str(entry.path)
-        logp = req.log_path.with_name(f"{req.function}-zygote.log")
-        logp.parent.mkdir(parents=True, exist_ok=True)
-        sock.unlink(missing_ok=True)
-        with open(logp, "ab") as out:
-            popen = subprocess.Popen([self.cfg.python, str(req.template_dir / "index.py")],
-                                     cwd=str(req.workdir), env=env, stdin=subprocess.DEVNULL,
-                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        z = Proc("zygote", req.function, popen.pid, start_time(popen.pid), sock=str(sock),
-                 key=key, stage=str(entry.key) if entry else "",
-                 segment=entry.segment_id if entry else "", log=str(logp), popen=popen)
-        deadline = time.monotonic() + self.cfg.start_timeout_s
-        while time.monotonic() < deadline and not self._closing:
-            if popen.poll() is not None:
-                raise SpawnError(f"zygote of {req.function} exited with {popen.returncode}; "
-                                 f"see {logp}")
-            if sock.exists():
-                try:
-                    zygote_request(str(sock), {"op": "ping"}, timeout_s=2)
-                    break
-                except (OSError, RuntimeError, ValueError):
-                    pass
-            time.sleep(0.02)
-        else:
-            z.terminate(0)
-            raise SpawnError(f"zygote of {req.function} not ready in "
-                             f"{self.cfg.start_timeout_s:g}s; see {logp}")
+        z = start_zygote(self.cfg, req, key, entry, self.zygote_dir, lambda: self._closing)
         with self.lock:
             closing = self._closing
             if not closing:
                 self.zygotes[req.function] = z
-                self._recipes[req.function] = _recipe(req)
+                self._recipes[req.function] = recipe(req)
                 self._save()
         if closing:  # shutdown() has stopped the others: this one must not outlive it
             z.terminate(2.0)
-            sock.unlink(missing_ok=True)
+            Path(z.sock).unlink(missing_ok=True)
             raise SpawnError("keys_manager is shutting down")
         log.info("zygote of %s ready (pid %d, weights %s)", req.function, z.pid,
                  entry.tier if entry else "none")
         return z
-
-    def _fork(self, z: Proc, req: ReplicaRequest) -> Proc:
-        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            lsock.bind(("127.0.0.1", 0))
-            lsock.listen(1024)
-            port = lsock.getsockname()[1]
-            ans = zygote_request(z.sock, {"op": "spawn", "name": f"{req.function}-{req.index}",
-                                          "log": str(req.log_path)}, fd=lsock.fileno())
-        except (OSError, RuntimeError, ValueError) as e:
-            raise SpawnError(f"zygote of {req.function} (pid {z.pid}) did not fork: {e}") from e
-        finally:
-            lsock.close()
-        pid = int(ans["pid"])
-        return Proc("replica", req.function, pid, start_time(pid), url=f"http://127.0.0.1:{port}",
-                    key=z.key, zygote_pid=z.pid, index=req.index, log=str(req.log_path))
-
-    def _start_process(self, req: ReplicaRequest, entry: Entry | None, weights: str) -> Proc:
-        """A fresh ``python index.py`` (no zygote): the cold baseline, or T1/T2 without fork."""
-        env = dict(req.env)
-        env.update({"QUART_HANDLER_DIR": str(req.handler_dir), "QUART_FUNCTION_NAME": req.function,
-                    "max_inflight": str(req.max_inflight),
-                    "QUART_NODE_DIR": str(self.cfg.keys_dir)})
-        env.pop("QUART_ZYGOTE_SOCKET", None)
-        env.pop("QUART_WEIGHTS_PATH", None)
-        if entry is not None and weights != "T3":
-            env["QUART_WEIGHTS_PATH"] = str(entry.path if weights == "T1" else entry.disk_path)
-        lsock = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        env["QUART_LISTEN_FD"] = str(lsock.fileno())
-        req.log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(req.log_path, "ab") as out:
-                popen = subprocess.Popen(
-                    [self.cfg.python, str(req.template_dir / "index.py")], cwd=str(req.workdir),
-                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    pass_fds=(lsock.fileno(),), start_new_session=True)
-            port = lsock.getsockname()[1]
-        finally:
-            lsock.close()
-        return Proc("replica", req.function, popen.pid, start_time(popen.pid),
-                    url=f"http://127.0.0.1:{port}", index=req.index, log=str(req.log_path),
-                    popen=popen)
 
     def _stop_zygote(self, function: str) -> None:
         with self.lock:
@@ -415,7 +340,7 @@ class KeysManager:
         keep = set()
         for d in doc.get("zygotes", []):
             z = Proc.from_json(d)
-            if z.alive() and _answers(z.sock):
+            if z.alive() and answers(z.sock):
                 self.zygotes[z.function] = z
                 keep.add(Path(z.sock).name)
                 log.info("adopted zygote of %s (pid %d)", z.function, z.pid)
@@ -433,18 +358,3 @@ class KeysManager:
                 self.cache.pin(StageKey.parse(r.stage))
         self._save()
 
-
-def _recipe(req: ReplicaRequest) -> dict[str, Any]:
-    """The request a zygote was started from, as ``ReplicaRequest.from_json`` reads it."""
-    return {"function": req.function, "index": req.index, "handler_dir": str(req.handler_dir),
-            "template_dir": str(req.template_dir), "workdir": str(req.workdir),
-            "env": dict(req.env), "log_path": str(req.log_path),
-            "max_inflight": req.max_inflight}
-
-
-def _answers(sock: str) -> bool:
-    try:
-        zygote_request(sock, {"op": "ping"}, timeout_s=2)
-        return True
-    except (OSError, RuntimeError, ValueError):
-        return False

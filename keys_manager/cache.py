@@ -12,7 +12,6 @@ running replica pins are evicted to make room.
 from __future__ import annotations
 
 import errno
-import json
 import shutil
 import threading
 from collections import Counter, OrderedDict
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.manifest import read_manifest
+from keys_manager.cache_index import INDEX, Record, load_index, save_index
 from keys_manager.segment import (
     TMP_PREFIX,
     SegmentCorrupt,
@@ -29,12 +29,10 @@ from keys_manager.segment import (
     map_stage,
     parse_threshold,
     sha256_of,
-    write_json_atomic,
 )
 
 __all__ = ["CacheFull", "Entry", "ParamCache", "StageKey", "map_stage", "parse_threshold"]
 
-INDEX = "index.json"
 TIERS = ("T1", "T2", "T3")
 
 
@@ -57,13 +55,6 @@ class Entry:
     evicted: tuple[StageKey, ...] = ()  # stages this call evicted from T1 to make room
 
 
-@dataclass
-class _Record:
-    sha256: str
-    bytes: int
-    origin: str
-
-
 class ParamCache:
     """One node's T2 (``node_dir``) and T1 (``shm_dir``) tiers; thread-safe.
 
@@ -82,7 +73,7 @@ class ParamCache:
         for d in (self.node_dir, self.shm_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.RLock()
-        self._index: dict[StageKey, _Record] = {}
+        self._index: dict[StageKey, Record] = {}
         self._t1: OrderedDict[StageKey, int] = OrderedDict()  # LRU order -> bytes
         self._t2: dict[StageKey, int] = {}
         self._pins: Counter[StageKey] = Counter()
@@ -125,20 +116,7 @@ class ParamCache:
         return sum(self._t1.values())
 
     def _save_index(self) -> None:
-        data = {str(k): {"model": k.model, "stage": k.stage, "sha256": r.sha256,
-                         "bytes": r.bytes, "origin": r.origin} for k, r in self._index.items()}
-        write_json_atomic(self.node_dir / INDEX, {"version": 1, "entries": data})
-
-    def _load_index(self) -> dict[StageKey, _Record]:
-        try:
-            data = json.loads((self.node_dir / INDEX).read_text())
-            out = {}
-            for v in data["entries"].values():
-                out[StageKey(v["model"], int(v["stage"]))] = _Record(
-                    str(v["sha256"]), int(v["bytes"]), str(v["origin"]))
-            return out
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}  # no index or an unreadable one: every segment is unknown, re-fetched
+        save_index(self.node_dir, self._index)
 
     # ------------------------------------------------------------ ensure
 
@@ -160,11 +138,11 @@ class ParamCache:
         info = stages[stage]
         key = StageKey(model if model is not None else str(manifest.get("model", "")), stage)
         origin = origin_dir / Path(info["file"]).name
-        rec = _Record(str(info["sha256"]), int(info["file_bytes"]), str(origin))
+        rec = Record(str(info["sha256"]), int(info["file_bytes"]), str(origin))
         with self._lock:
             return self._ensure_locked(key, rec, verify)
 
-    def _ensure_locked(self, key: StageKey, rec: _Record, verify: bool) -> Entry:
+    def _ensure_locked(self, key: StageKey, rec: Record, verify: bool) -> Entry:
         known = self._index.get(key)
         if known is not None and known.sha256 != rec.sha256:
             self._drop(key, disk=True)  # stale: same name, other content
@@ -183,7 +161,7 @@ class ParamCache:
             self._save_index()
         return self._entry(key, tier, rec, tuple(self._evicted))
 
-    def _t1_valid(self, key: StageKey, rec: _Record, verify: bool) -> bool:
+    def _t1_valid(self, key: StageKey, rec: Record, verify: bool) -> bool:
         fp = self._fingerprint(key)
         if fp is not None and fp == self._fp.get(key):
             return True  # untouched since we verified and published it
@@ -192,7 +170,7 @@ class ParamCache:
             self._fp[key] = self._fingerprint(key)
         return ok
 
-    def _ensure_disk(self, key: StageKey, rec: _Record, verify: bool) -> str:
+    def _ensure_disk(self, key: StageKey, rec: Record, verify: bool) -> str:
         """Make T2 hold a verified copy; return the tier that served it (T2 or T3)."""
         disk = self.disk_path(key)
         if self._valid(disk, rec, verify):
@@ -215,7 +193,7 @@ class ParamCache:
         self.bytes_promoted["T2"] += rec.bytes
         return "T3"
 
-    def _publish(self, key: StageKey, rec: _Record) -> None:
+    def _publish(self, key: StageKey, rec: Record) -> None:
         """Copy T2 -> T1 after making room; CacheFull leaves T1 exactly as it was."""
         self._make_room(key, rec.bytes)
         try:
@@ -237,7 +215,7 @@ class ParamCache:
         self._t1[key] = rec.bytes
         self.bytes_promoted["T1"] += rec.bytes
 
-    def _valid(self, path: Path, rec: _Record, verify: bool) -> bool:
+    def _valid(self, path: Path, rec: Record, verify: bool) -> bool:
         """Does ``path`` hold the segment?  A wrong size or checksum counts as corruption."""
         try:
             size = path.stat().st_size
@@ -250,7 +228,7 @@ class ParamCache:
             return False
         return True
 
-    def _entry(self, key: StageKey, tier: str, rec: _Record,
+    def _entry(self, key: StageKey, tier: str, rec: Record,
                evicted: tuple[StageKey, ...] = ()) -> Entry:
         return Entry(key, tier, self.shm_path(key), self.disk_path(key), Path(rec.origin),
                      rec.bytes, rec.sha256, self.segment_id(key), evicted)
@@ -341,7 +319,7 @@ class ParamCache:
     def recover(self) -> dict[str, list[str]]:
         """Rebuild state after a crash: drop leftovers, keep segments the index vouches for."""
         with self._lock:
-            self._index = self._load_index()
+            self._index = load_index(self.node_dir)
             removed: list[str] = []
             kept: list[str] = []
             self._t2 = self._scan(self.node_dir, removed, kept)
@@ -359,9 +337,9 @@ class ParamCache:
                 continue
             key = None if p.name.startswith(TMP_PREFIX) else StageKey.from_filename(p.name)
             rec = self._index.get(key) if key is not None else None
-            if p.is_file() and not p.is_symlink() and rec is not None \
+            if key is not None and rec is not None and p.is_file() and not p.is_symlink() \
                     and p.stat().st_size == rec.bytes:
-                found[key] = rec.bytes  # type: ignore[index]
+                found[key] = rec.bytes
                 kept.append(str(p))
                 continue
             removed.append(str(p))

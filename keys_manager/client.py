@@ -55,7 +55,7 @@ def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict
     except OSError as e:  # sent, maybe acted upon: not retried blindly
         raise AgentError(f"keys_manager at {sock}: {e}", "broken") from e
     try:
-        ans = json.loads(buf.decode() or "{}")
+        ans: dict[str, Any] = json.loads(buf.decode() or "{}")
     except ValueError as e:
         raise AgentError(f"keys_manager at {sock}: unreadable answer: {e}", "broken") from e
     if not ans.get("ok"):
@@ -188,7 +188,8 @@ class AgentLauncher:
         return ForkedHandle(self, ans["replica"])
 
     def status(self) -> dict[str, Any]:
-        return call(self.socket, {"op": "status"})["status"]
+        status: dict[str, Any] = call(self.socket, {"op": "status"})["status"]
+        return status
 
     def close(self) -> None:
         """Stop the agent if we started it (an agent someone else runs is left alone)."""

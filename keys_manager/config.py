@@ -19,10 +19,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from keys_manager.segment import node_memory_bytes, parse_threshold
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class AgentConfig:
         tag = hashlib.sha256(str(keys).encode()).hexdigest()[:8]
         shm = Path(e.get("QUART_SHM_DIR") or f"/dev/shm/quart-{os.getuid()}-{tag}")
 
-        def num(name: str, default: str, kind=float):
+        def num(name: str, default: str, kind: Callable[[str], _N]) -> _N:
             raw = e.get(name) or default
             try:
                 v = kind(raw)
@@ -68,8 +72,8 @@ class AgentConfig:
                                                    node_memory_bytes()),
             metrics_bind=e.get("QUART_KEYS_BIND") or "127.0.0.1",
             metrics_port=num("QUART_KEYS_METRICS_PORT", "8083", int),
-            start_timeout_s=num("QUART_KEYS_START_TIMEOUT_S", "120"),
-            scrub_period_s=num("QUART_KEYS_SCRUB_S", "300"),
-            reap_period_s=num("QUART_KEYS_REAP_S", "0.5") or 0.5,
+            start_timeout_s=num("QUART_KEYS_START_TIMEOUT_S", "120", float),
+            scrub_period_s=num("QUART_KEYS_SCRUB_S", "300", float),
+            reap_period_s=num("QUART_KEYS_REAP_S", "0.5", float) or 0.5,
             verify=(e.get("QUART_KEYS_VERIFY") or "1").lower() not in ("0", "false", "no"),
         )

@@ -6,10 +6,19 @@ spawn latency is a histogram observed as spawns happen.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any, Protocol
+
 from prometheus_client import CollectorRegistry, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 SPAWN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class _Agent(Protocol):
+    """What the collector reads: ``KeysManager.status()``."""
+
+    def status(self) -> dict[str, Any]: ...
 
 
 class AgentMetrics:
@@ -20,24 +29,24 @@ class AgentMetrics:
             "Time from a spawn request to a replica process holding its listening socket, "
             "by the tier that served it (T0 = forked from a warm zygote)",
             ["tier"], buckets=SPAWN_BUCKETS, registry=self.registry)
-        self.agent = None
+        self.agent: _Agent | None = None
 
     def observe_spawn(self, tier: str, seconds: float) -> None:
         self.spawn.labels(tier=tier).observe(seconds)
 
-    def attach(self, agent) -> None:
+    def attach(self, agent: _Agent) -> None:
         self.agent = agent
         self.registry.register(_Collector(agent))
 
 
 class _Collector:
-    def __init__(self, agent) -> None:
+    def __init__(self, agent: _Agent) -> None:
         self.agent = agent
 
-    def describe(self):
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         st = self.agent.status()
         c = st["cache"]
         g = GaugeMetricFamily("quart_keys_cache_bytes", "Bytes resident per cache tier",

@@ -230,7 +230,8 @@ def read_header(path: Path) -> tuple[list[TensorSpec], int]:
 def _spec(path: Path, name: str, v: object, base: int, data_len: int) -> TensorSpec:
     if not isinstance(v, dict):
         raise ValueError(f"{path}: entry {name!r} is not an object")  # noqa: TRY004
-    dt = DTYPES.get(v.get("dtype"))  # type: ignore[arg-type]
+    raw = v.get("dtype")
+    dt = DTYPES.get(raw) if isinstance(raw, str) else None
     if dt is None:
         raise ValueError(f"{path}: {name!r} has unsupported dtype {v.get('dtype')!r}")
     shape, offs = v.get("shape"), v.get("data_offsets")
@@ -272,6 +273,7 @@ def map_stage(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     specs, size = read_header(path)
     storage = torch.UntypedStorage.from_file(str(path), shared=False, nbytes=size)
+    assert isinstance(storage, torch.UntypedStorage)  # torch's stub: _StorageBase | TypedStorage
     MAPPED.append((storage.data_ptr(), size, storage))
     return {s.name: _view(storage, s) for s in specs}
 
@@ -327,7 +329,7 @@ def _view(storage: torch.UntypedStorage, s: TensorSpec) -> torch.Tensor:
         return torch.empty(s.shape, dtype=s.dtype)
     if s.start % item:
         # Unaligned (old writers did not pad the header): a private copy is the only option.
-        raw = torch.empty(0, dtype=torch.uint8).set_(storage, s.start, (s.nbytes,))
+        raw = torch.empty(0, dtype=torch.uint8).set_(storage, s.start, (s.nbytes,), (1,))
         return raw.clone().view(s.dtype).reshape(s.shape)
     stride = _contiguous_strides(s.shape)
     return torch.empty(0, dtype=s.dtype).set_(storage, s.start // item, s.shape, stride)

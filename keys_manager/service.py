@@ -40,9 +40,10 @@ from urllib.parse import urlsplit
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keys_manager import openapi
-from keys_manager.agent import KeysManager, SpawnError
+from keys_manager.agent import KeysManager
 from keys_manager.cache import CacheFull, StageKey
 from keys_manager.config import AgentConfig
+from keys_manager.launch import SpawnError
 from keys_manager.metrics import AgentMetrics
 from keys_manager.request import ReplicaRequest
 from keys_manager.segment import SegmentCorrupt
@@ -113,6 +114,8 @@ class _Api(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class _ApiHandler(socketserver.StreamRequestHandler):
+    server: _Api
+
     def handle(self) -> None:
         self.connection.settimeout(30)
         try:
@@ -124,7 +127,7 @@ class _ApiHandler(socketserver.StreamRequestHandler):
         else:
             try:
                 req = json.loads(line.decode() or "null")
-                ans = handle(self.server.agent, req, self.server.stop)  # type: ignore[attr-defined]
+                ans = handle(self.server.agent, req, self.server.stop)
             except (ValueError, UnicodeDecodeError) as e:
                 ans = {"ok": False, "kind": "bad_request", "error": f"invalid JSON: {e}"}
         try:

@@ -31,6 +31,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 MAX_REQUEST_BYTES = 65536
 
@@ -139,14 +140,15 @@ def _one(conn: socket.socket, srv: socket.socket, serve_fd: Callable[[int], None
     _reply(conn, {"ok": True, "pid": pid, "fork_ms": (time.perf_counter() - t0) * 1e3})
 
 
-def _reply(conn: socket.socket, doc: dict) -> None:
+def _reply(conn: socket.socket, doc: dict[str, Any]) -> None:
     try:
         conn.sendall(json.dumps(doc).encode() + b"\n")
     except OSError:
         pass
 
 
-def request(path: str, doc: dict, fd: int | None = None, timeout_s: float = 10.0) -> dict:
+def request(path: str, doc: dict[str, Any], fd: int | None = None,
+            timeout_s: float = 10.0) -> dict[str, Any]:
     """Client side: send one request (and optionally a socket fd), return the answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
@@ -158,7 +160,7 @@ def request(path: str, doc: dict, fd: int | None = None, timeout_s: float = 10.0
             if not chunk:
                 break
             buf += chunk
-    answer = json.loads(buf.decode() or "{}")
+    answer: dict[str, Any] = json.loads(buf.decode() or "{}")
     if not answer.get("ok"):
         raise RuntimeError(f"zygote at {path}: {answer.get('error', 'no answer')}")
     return answer

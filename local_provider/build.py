@@ -62,14 +62,16 @@ def entries(stack: Stack, fns: list[StackFunction]) -> dict[str, dict[str, str]]
 
 
 def build(stack_file: str | Path, state_dir: Path, wildcard: str | None = None,
-          regex: str | None = None, say: Callable[[str], None] = print) -> dict[str, dict]:
+          regex: str | None = None,
+          say: Callable[[str], None] = print) -> dict[str, dict[str, str]]:
     try:
         stack = load_stack(stack_file)
     except StackError as e:
         raise BuildError(str(e)) from e
     built = entries(stack, select(stack, wildcard, regex))
     path = images.record(state_dir, built)
-    for image, e in built.items():
-        say(f"{image}: {e['handler']} (template {e['template']}, workdir {e['workdir']})")
+    for image, entry in built.items():
+        say(f"{image}: {entry['handler']} (template {entry['template']}, "
+            f"workdir {entry['workdir']})")
     say(f"recorded {len(built)} image(s) in {path}")
     return built

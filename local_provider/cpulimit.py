@@ -162,8 +162,8 @@ class CpuLimiter:
             if self.mode == "v2":
                 q, p = (d / "cpu.max").read_text().split()
                 return None if q == "max" else int(q) / int(p)
-            q = int((d / "cpu.cfs_quota_us").read_text())
-            return None if q < 0 else q / int((d / "cpu.cfs_period_us").read_text())
+            us = int((d / "cpu.cfs_quota_us").read_text())
+            return None if us < 0 else us / int((d / "cpu.cfs_period_us").read_text())
         except (OSError, ValueError):
             return None
 
@@ -187,5 +187,5 @@ class CpuLimiter:
             if not busy or time.monotonic() >= deadline:
                 break
             time.sleep(0.1)
-        for d, e in busy:
-            log.warning("cgroup %s not removed: %s", d, e)
+        for d, err in busy:
+            log.warning("cgroup %s not removed: %s", d, err)

@@ -82,6 +82,7 @@ class ReplicaConnection(urllib3.connection.HTTPConnection):
             self._send_failed = True
             raise
 
+    # ignore[override] as urllib3's own HTTPConnection does: its HTTPResponse is not http.client's
     def getresponse(self) -> urllib3.response.HTTPResponse:  # type: ignore[override]
         sock = self.sock
         if sock is not None:

@@ -127,9 +127,11 @@ def check_local(stack: Stack) -> None:
                               f"{stack.path.name} (faas-cli template store pull?)")
         model_dir = fn.environment.get("QUART_MODEL_DIR")
         if model_dir and not has_manifest(stack.root / model_dir):
+            model = fn.environment.get("QUART_MODEL", "MODEL")
+            stages = fn.environment.get("QUART_STAGES", "N")
             raise DeployError(f"{fn.name}: QUART_MODEL_DIR={model_dir} holds no partition; run "
-                              f"`quart-faas partition --model {fn.environment.get('QUART_MODEL', 'MODEL')} "
-                              f"--stages {fn.environment.get('QUART_STAGES', 'N')} --out {model_dir}`")
+                              f"`quart-faas partition --model {model} "
+                              f"--stages {stages} --out {model_dir}`")
 
 
 def deploy(stack: Stack, gateway: str, auth: tuple[str, str], local: bool = True,

@@ -150,6 +150,16 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
 
     _info_and_log_routes(app, provider, system, system_timeout_s, log_follow_s)
 
+    _system_forward_route(app, directory, provider, system, system_timeout_s)
+    _function_route(app, invoker, directory, metrics, max_body_bytes)
+    return app
+
+
+def _system_forward_route(app: Flask, directory: Directory, provider: str,
+                          system: requests.Session, system_timeout_s: float) -> None:
+    """Every other /system/* call goes to the provider as it is; a change (not a GET) makes
+    the directory of functions fetch afresh."""
+
     @app.route("/system/<path:path>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def system_forward(path: str) -> Response:
         method, query, headers, body = request_parts()
@@ -161,6 +171,12 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
         if method != "GET" and result.status < 300:
             directory.invalidate()
         return result_response(result)
+
+
+def _function_route(app: Flask, invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
+                    max_body_bytes: int) -> None:
+    """/function/{name}: the call through the invoker, counted and timed in the gateway's
+    metrics as upstream's gateway does."""
 
     # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
     @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
@@ -205,8 +221,6 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
                 metrics.computed(label, own)
         result.set_header("X-Duration-Seconds", f"{seconds:.6f}")
         return result_response(result)
-
-    return app
 
 
 def _info_and_log_routes(app: Flask, provider: str, system: requests.Session,

@@ -33,7 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local_provider.types import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR, ValidationError
+from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
+from local_provider.types import ValidationError
 
 INDEX_FILE = "images.json"
 

@@ -126,69 +126,88 @@ class GatewayMetrics:
             gaps = sorted((k, tuple(v)) for k, v in self._gaps.items())
             compute = sorted((k, tuple(v)) for k, v in self._compute.items())
         gauges = sorted(self._gauges().items())
-        out: list[str] = []
+        out = _Exposition()
+        _render_calls(out, started, total, seconds)
+        _render_gauges(out, gauges, rejected)
+        _render_moments(out, "interarrival", gaps, (
+            ("count", "Inter-arrival gaps observed (requests after the first)"),
+            ("sum", "Sum of the gaps between consecutive requests, in seconds"),
+            ("squares_sum", "Sum of the squared gaps, in seconds^2: with _count and _sum "
+                            "gives the arrival CV of any window through rate()")))
+        _render_moments(out, "compute", compute, (
+            ("count", "Calls that reported their own compute time (Server-Timing)"),
+            ("sum", "Sum of the functions' own compute time per call, in seconds"),
+            ("squares_sum", "Sum of squared compute times: the service-time CV")))
+        return "\n".join(out.lines) + "\n"
 
-        def family(name: str, kind: str, help_: str) -> None:
-            out.append(f"# HELP {name} {help_}")
-            out.append(f"# TYPE {name} {kind}")
 
-        def sample(name: str, labels: tuple[tuple[str, str], ...], value: float) -> None:
-            out.append(f"{name}{_labels(labels)} {format_value(value)}")
+class _Exposition:
+    """Prometheus text exposition, written one family at a time."""
 
-        family("gateway_function_invocation_started", "counter",
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_: str) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, labels: tuple[tuple[str, str], ...], value: float) -> None:
+        self.lines.append(f"{name}{_labels(labels)} {format_value(value)}")
+
+
+def _render_calls(out: _Exposition, started: list[tuple[str, int]],
+                  total: list[tuple[tuple[str, str], int]],
+                  seconds: list[tuple[tuple[str, str], _Histogram]]) -> None:
+    """The upstream gateway's call families, with its names and help texts."""
+    out.family("gateway_function_invocation_started", "counter",
                "The total number of function HTTP requests started.")
-        for fn, n in started:
-            sample("gateway_function_invocation_started", (("function_name", fn),), n)
-        family("gateway_function_invocation_total", "counter",
+    for fn, n in started:
+        out.sample("gateway_function_invocation_started", (("function_name", fn),), n)
+    out.family("gateway_function_invocation_total", "counter",
                "Function metrics")
-        for (fn, code), n in total:
-            sample("gateway_function_invocation_total", (("function_name", fn), ("code", code)), n)
-        family("gateway_functions_seconds", "histogram", "Function time taken")
-        for (fn, code), h in seconds:
-            base = (("function_name", fn), ("code", code))
-            for le, n in zip(DEFAULT_BUCKETS, h.buckets):
-                sample("gateway_functions_seconds_bucket", base + (("le", format_value(le)),), n)
-            sample("gateway_functions_seconds_sum", base, h.total)
-            sample("gateway_functions_seconds_count", base, h.count)
-        # Upstream's exporter sets this from the provider's function list: ``replicas``, the
-        # desired count, not ``availableReplicas`` (gateway/metrics/exporter.go).
-        family("gateway_service_count", "gauge", "Current count of replicas for function")
+    for (fn, code), n in total:
+        out.sample("gateway_function_invocation_total", (("function_name", fn), ("code", code)), n)
+    out.family("gateway_functions_seconds", "histogram", "Function time taken")
+    for (fn, code), h in seconds:
+        base = (("function_name", fn), ("code", code))
+        for le, n in zip(DEFAULT_BUCKETS, h.buckets):
+            out.sample("gateway_functions_seconds_bucket", base + (("le", format_value(le)),), n)
+        out.sample("gateway_functions_seconds_sum", base, h.total)
+        out.sample("gateway_functions_seconds_count", base, h.count)
+
+
+_GAUGES = (  # ours: (family, help, FunctionGauges field)
+    ("quart_function_replicas_available",
+     "Replicas of the function ready to serve (availableReplicas)", "available_replicas"),
+    ("quart_function_inflight", "Requests being served by replicas of the function", "inflight"),
+    ("quart_function_queue_depth",
+     "Requests waiting in the function's queue for a free replica", "queue_depth"),
+    ("quart_function_replicas_desired", "Desired replicas of the function", "desired_replicas"),
+)
+
+
+def _render_gauges(out: _Exposition, gauges: list[tuple[str, FunctionGauges]],
+                   rejected: list[tuple[tuple[str, str], int]]) -> None:
+    # Upstream's exporter sets this from the provider's function list: ``replicas``, the
+    # desired count, not ``availableReplicas`` (gateway/metrics/exporter.go).
+    out.family("gateway_service_count", "gauge", "Current count of replicas for function")
+    for fn, g in gauges:
+        out.sample("gateway_service_count", (("function_name", fn),), g.desired_replicas)
+    for name, help_, attr in _GAUGES:
+        out.family(name, "gauge", help_)
         for fn, g in gauges:
-            sample("gateway_service_count", (("function_name", fn),), g.desired_replicas)
-        family("quart_function_replicas_available", "gauge",
-               "Replicas of the function ready to serve (availableReplicas)")
-        for fn, g in gauges:
-            sample("quart_function_replicas_available", (("function_name", fn),),
-                   g.available_replicas)
-        family("quart_function_inflight", "gauge",
-               "Requests being served by replicas of the function")
-        for fn, g in gauges:
-            sample("quart_function_inflight", (("function_name", fn),), g.inflight)
-        family("quart_function_queue_depth", "gauge",
-               "Requests waiting in the function's queue for a free replica")
-        for fn, g in gauges:
-            sample("quart_function_queue_depth", (("function_name", fn),), g.queue_depth)
-        family("quart_function_replicas_desired", "gauge", "Desired replicas of the function")
-        for fn, g in gauges:
-            sample("quart_function_replicas_desired", (("function_name", fn),), g.desired_replicas)
-        family("quart_function_rejected_total", "counter",
+            out.sample(name, (("function_name", fn),), getattr(g, attr))
+    out.family("quart_function_rejected_total", "counter",
                "Requests turned away by the function's queue (queue_full or timeout)")
-        for (fn, reason), n in rejected:
-            sample("quart_function_rejected_total", (("function_name", fn), ("reason", reason)), n)
-        for suffix, i, help_ in (
-                ("count", 0, "Inter-arrival gaps observed (requests after the first)"),
-                ("sum", 1, "Sum of the gaps between consecutive requests, in seconds"),
-                ("squares_sum", 2, "Sum of the squared gaps, in seconds^2: with _count and _sum "
-                                   "gives the arrival CV of any window through rate()")):
-            family(f"quart_function_interarrival_seconds_{suffix}", "counter", help_)
-            for fn, m in gaps:
-                sample(f"quart_function_interarrival_seconds_{suffix}", (("function_name", fn),),
-                       m[i])
-        for suffix, i, help_ in (
-                ("count", 0, "Calls that reported their own compute time (Server-Timing)"),
-                ("sum", 1, "Sum of the functions' own compute time per call, in seconds"),
-                ("squares_sum", 2, "Sum of squared compute times: the service-time CV")):
-            family(f"quart_function_compute_seconds_{suffix}", "counter", help_)
-            for fn, m in compute:
-                sample(f"quart_function_compute_seconds_{suffix}", (("function_name", fn),), m[i])
-        return "\n".join(out) + "\n"
+    for (fn, reason), n in rejected:
+        out.sample("quart_function_rejected_total", (("function_name", fn), ("reason", reason)), n)
+
+
+def _render_moments(out: _Exposition, what: str, moments: list[tuple[str, tuple[float, ...]]],
+                    families: tuple[tuple[str, str], ...]) -> None:
+    """Count, sum and sum of squares per function as three counters: a CV through rate()."""
+    for i, (suffix, help_) in enumerate(families):
+        name = f"quart_function_{what}_seconds_{suffix}"
+        out.family(name, "counter", help_)
+        for fn, m in moments:
+            out.sample(name, (("function_name", fn),), m[i])

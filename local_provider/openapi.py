@@ -219,7 +219,7 @@ def function_paths() -> dict[str, Any]:
     The function's own answer (any status, any content) comes back as it is; these
     are the answers the gateway or provider gives itself.
     """
-    answer = {"content": {"*/*": {"schema": {}}}}
+    answer: dict[str, Any] = {"content": {"*/*": {"schema": {}}}}
     own = {
         "200": {"description": "the function's answer (its headers and body)", **answer},
         "default": {"description": "the function's answer with another status", **answer},

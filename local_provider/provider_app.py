@@ -20,8 +20,15 @@ from local_provider.config import NAMESPACE, ProviderConfig
 from local_provider.info import ProviderInfo
 from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
-from local_provider.registry import FunctionExists, FunctionNotFound, Registry
-from local_provider.secret_store import Secret, SecretExists, SecretName, SecretNotFound
+from local_provider.records import FunctionExists, FunctionNotFound
+from local_provider.registry import Registry
+from local_provider.replicas import NodeFleet
+from local_provider.secret_store import (
+    Secret,
+    SecretExists,
+    SecretName,
+    SecretNotFound,
+)
 from local_provider.types import (
     DeleteFunctionRequest,
     FunctionDeployment,
@@ -79,6 +86,29 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def openapi_json() -> Response:
         return jsonify(openapi.provider_document())
 
+    _function_routes(app, registry, config)
+    _system_routes(app, provider_info)
+    _secret_routes(app, registry)
+    _log_routes(app, registry, config)
+    _quart_routes(app, registry, config)
+
+    # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
+    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
+               strict_slashes=False)
+    @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
+    def invoke(fn: str, path: str) -> Response:
+        name, namespace = split_function_name(fn)
+        if namespace != NAMESPACE:
+            return json_error(400, f"namespace must be: {NAMESPACE} (got {namespace!r})")
+        method, query, headers, body = request_parts()
+        return result_response(proxy.invoke(name, path, method, query, headers, body))
+
+    return app
+
+
+def _function_routes(app: Flask, registry: Registry, config: ProviderConfig) -> None:
+    """faas-provider's function CRUD and scaling: 202 accepted, 404 unknown, 409 exists."""
+
     @app.get("/system/functions")
     def list_functions() -> Response:
         _query_namespace()
@@ -119,6 +149,8 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
         registry.scale(name, req.replicas)
         return Response(status=202)
 
+
+def _system_routes(app: Flask, provider_info: ProviderInfo) -> None:
     @app.get("/system/info")
     def system_info() -> Response:
         return jsonify(provider_info.to_json())
@@ -127,8 +159,9 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def namespaces() -> Response:
         return jsonify([NAMESPACE])
 
-    _secret_routes(app, registry)
-    _log_routes(app, registry, config)
+
+def _quart_routes(app: Flask, registry: Registry, config: ProviderConfig) -> None:
+    """Ours, under /system/quart/: capabilities, simulated nodes, load figures."""
 
     @app.get("/system/quart/capabilities")
     def capabilities() -> Response:
@@ -149,7 +182,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def fail_node(name: str) -> Response:
         """Ours: simulate a node failure (kill its keys_manager, zygotes and replicas)."""
         launcher = registry.launcher
-        if not hasattr(launcher, "fail"):
+        if not isinstance(launcher, NodeFleet):
             return json_error(400, "no simulated nodes: start the provider with QUART_NODES")
         if name not in launcher.nodes:
             return json_error(404, f"no node {name!r}; nodes: {sorted(launcher.nodes)}")
@@ -161,19 +194,6 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     def stats() -> Response:
         """Ours: queue depth and in-flight per function, for a gateway in another process."""
         return jsonify(registry.stats())
-
-    # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
-    @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
-               strict_slashes=False)
-    @app.route("/function/<fn>/<path:path>", methods=FUNCTION_METHODS)
-    def invoke(fn: str, path: str) -> Response:
-        name, namespace = split_function_name(fn)
-        if namespace != NAMESPACE:
-            return json_error(400, f"namespace must be: {NAMESPACE} (got {namespace!r})")
-        method, query, headers, body = request_parts()
-        return result_response(proxy.invoke(name, path, method, query, headers, body))
-
-    return app
 
 
 def _ndjson(name: str, messages: list[Any]) -> Iterator[bytes]:

@@ -39,7 +39,8 @@ from requests.adapters import HTTPAdapter
 
 from local_provider.config import ProviderConfig
 from local_provider.delivery import delivery_pool, never_sent, refused, root_error
-from local_provider.registry import FunctionNotFound, FunctionRecord, Registry
+from local_provider.records import FunctionNotFound, FunctionRecord
+from local_provider.registry import Registry
 from local_provider.router import Replica, RouteError
 
 log = logging.getLogger("local_provider.proxy")
@@ -277,7 +278,8 @@ class HttpInvoker:
             result = fast_call(self.pool, method, url, filter_headers(headers), body,
                                self.timeout_s)
         except urllib3.exceptions.ReadTimeoutError:
-            return InvokeResult.error(504, f"the provider did not answer within {self.timeout_s:g}s")
+            return InvokeResult.error(
+                504, f"the provider did not answer within {self.timeout_s:g}s")
         except urllib3.exceptions.HTTPError as e:
             return InvokeResult.error(502, f"the provider at {self.base} is unreachable: "
                                            f"{type(root_error(e)).__name__}")

@@ -1,4 +1,4 @@
-"""Function records and the reconcile loop that keeps running replicas == desired.
+"""The function store and the reconcile loop that keeps running replicas == desired.
 
 Like a Kubernetes Deployment controller, but for local processes: the REST
 handlers only change the desired state (deployment, replica count); one loop
@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
 
 from local_provider.config import ProviderConfig
 from local_provider.cpulimit import CpuLimiter, cpus_of, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
 from local_provider.logs import LogStore, note
+from local_provider.records import (
+    FunctionExists,
+    FunctionNotFound,
+    FunctionRecord,
+    backoff_s,
+    launch_key,
+    stop_order,
+    victims,
+)
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
 from local_provider.router import FunctionPool, Replica
 from local_provider.secret_store import SecretStore
@@ -25,40 +33,6 @@ from local_provider.types import FunctionDeployment, FunctionStatus, ValidationE
 from local_provider.workers import Workers
 
 log = logging.getLogger("local_provider.registry")
-
-BACKOFF_MAX_S = 30.0
-
-
-class FunctionExists(Exception):
-    pass
-
-
-class FunctionNotFound(KeyError):
-    pass
-
-
-def launch_key(dep: FunctionDeployment, source: ImageSource) -> tuple[object, ...]:
-    """What a running replica was started from; limits, labels and annotations are not part
-    of it (the folders are, however they were found: annotation, index or build output)."""
-    return (dep.image, dep.env_process, tuple(sorted(dep.env_vars.items())), source.key(),
-            tuple(dep.secrets))
-
-
-@dataclass
-class FunctionRecord:
-    deployment: FunctionDeployment
-    source: ImageSource
-    desired: int
-    pool: FunctionPool
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    generation: int = 1
-    invocation_count: int = 0
-    failures: int = 0
-    not_before: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return self.deployment.service
 
 
 class Registry:
@@ -253,24 +227,12 @@ class Registry:
                 for _ in range(missing):
                     self._start(rec)
             elif missing < 0:
-                for r in self._victims(rec, current, -missing):
+                pick = getattr(self.launcher, "victims", None)
+                for r in victims(rec.name, current, -missing, pick):
                     self._drain(rec, r)
             keep_old = max(0, rec.desired - sum(1 for r in current if r.ready))
-            for r in _stop_order(old)[:max(0, len(old) - keep_old)]:
+            for r in stop_order(old)[:max(0, len(old) - keep_old)]:
                 self._drain(rec, r)
-
-    def _victims(self, rec: FunctionRecord, current: list[Replica], k: int) -> list[Replica]:
-        """Not-ready replicas first; among ready ones, the launcher's placement policy
-        decides when it has one (multi-node: keep the stage spread), else newest idle."""
-        order = _stop_order(current)
-        pick = getattr(self.launcher, "victims", None)
-        starting = [r for r in order if not r.ready or r.handle is None][:k]
-        if pick is None or len(starting) >= k:
-            return order[:k]
-        ready = [r for r in order if r.ready and r.handle is not None]
-        chosen = pick(rec.name, [r.handle for r in ready], k - len(starting))
-        by_handle = {id(r.handle): r for r in ready}
-        return starting + [by_handle[id(h)] for h in chosen if id(h) in by_handle]
 
     def _died(self, rec: FunctionRecord, r: Replica) -> None:
         if rec.pool.set_dead(r):
@@ -365,7 +327,8 @@ class Registry:
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now
-        why = "exited" if not handle.alive() else f"not healthy after {self.config.start_timeout_s:g}s"
+        why = ("exited" if not handle.alive()
+               else f"not healthy after {self.config.start_timeout_s:g}s")
         log.error("replica %s%s (pid %d) %s during start; see %s", rec.name, r.name, handle.pid,
                   why, spec.log_path)
         pool.set_dead(r)
@@ -376,7 +339,7 @@ class Registry:
     def _backoff(self, rec: FunctionRecord) -> None:
         with self.lock:
             rec.failures += 1
-            delay = min(BACKOFF_MAX_S, 0.5 * 2 ** (rec.failures - 1))
+            delay = backoff_s(rec.failures)
             rec.not_before = time.monotonic() + delay
         log.warning("%s: %d failed start(s) in a row; next attempt in %.1fs", rec.name,
                     rec.failures, delay)
@@ -403,7 +366,7 @@ class Registry:
 
         self._spawn(run, f"drain-{rec.name}-{r.index}")
 
-    def _spawn(self, fn, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, fn: Callable[[], object], name: str) -> None:
         self._workers.spawn(fn, name)
 
     # -- shutdown ------------------------------------------------------------------
@@ -431,7 +394,3 @@ class Registry:
         self._workers.join(deadline)  # launches in progress terminate what they started
         log.info("stopped %d replica(s)", len(handles))
 
-
-def _stop_order(replicas: list[Replica]) -> list[Replica]:
-    """Which replicas to stop first: not yet ready, then idle, then least busy; newest first."""
-    return sorted(replicas, key=lambda r: (r.ready, r.inflight, -r.index))

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import urllib3
 
@@ -60,6 +60,16 @@ class ReplicaHandle(Protocol):
 
 class ReplicaLauncher(Protocol):
     def launch(self, spec: ReplicaSpec) -> ReplicaHandle: ...
+
+
+@runtime_checkable
+class NodeFleet(Protocol):
+    """A launcher over simulated nodes (local_provider/nodes.py), one of which can fail."""
+
+    @property
+    def nodes(self) -> Mapping[str, object]: ...
+
+    def fail(self, node: str) -> dict[str, Any]: ...
 
 
 class ProcessHandle:

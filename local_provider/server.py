@@ -168,6 +168,7 @@ def default_launcher(cfg: ServeConfig) -> ReplicaLauncher:
     return ProcessLauncher()
 
 
+# size: start, serve, then the shutdown in its one safe order, read top to bottom in one place
 def serve(config: ServeConfig | None = None, role: str = "all", *,
           stop: threading.Event | None = None,
           launcher: ReplicaLauncher | None = None) -> int:

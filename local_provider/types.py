@@ -176,8 +176,8 @@ class FunctionDeployment(Wire):
             except ValueError:
                 n = -1
             if n < 0 or (cap is not None and n > cap):
-                raise Invalid(LABEL_SCALE_MIN, "must be an integer in "
-                                               f"0..{cap if cap is not None else 'QUART_MAX_REPLICAS'}")
+                top = cap if cap is not None else "QUART_MAX_REPLICAS"
+                raise Invalid(LABEL_SCALE_MIN, f"must be an integer in 0..{top}")
         return labels
 
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, json, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from local_provider.auth import REALM, BasicAuth
 from local_provider.config import NAMESPACE
@@ -32,8 +32,8 @@ def register_error_handlers(app: Flask) -> None:
         msg = {404: f"not found: {_path()}", 405: f"method not allowed on {_path()}",
                413: "request body too large"}.get(e.code or 500, e.description or e.name)
         resp = json_error(e.code or 500, msg)
-        if e.code == 405 and e.valid_methods:  # type: ignore[attr-defined]
-            resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(e, MethodNotAllowed) and e.valid_methods:
+            resp.headers["Allow"] = ", ".join(e.valid_methods)
         return resp
 
     @app.errorhandler(Exception)
@@ -75,7 +75,8 @@ def request_parts() -> tuple[str, str, list[tuple[str, str]], bytes]:
     headers = list(request.headers.items())
     remote = request.remote_addr or ""
     fwd = request.headers.get("X-Forwarded-For")
-    headers = [(k, v) for k, v in headers if k.lower() not in ("x-forwarded-for", "x-forwarded-host")]
+    hop = ("x-forwarded-for", "x-forwarded-host")
+    headers = [(k, v) for k, v in headers if k.lower() not in hop]
     headers.append(("X-Forwarded-For", f"{fwd}, {remote}" if fwd else remote))
     headers.append(("X-Forwarded-Host", request.host))
     return request.method, query, headers, body

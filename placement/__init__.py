@@ -191,7 +191,8 @@ def _add_one(state: Mapping[str, Node], req: StageRequest, cfg: PlacementConfig)
         rows.append((n, spawn_seconds(n, req, cfg), kl(p, q), n.load()))
     w_c, w_k = (cfg.w_cache_critical, cfg.w_kl_critical) if req.critical else \
         (cfg.w_cache, cfg.w_kl)
-    spans = [_span([r[i] for r in rows]) for i in (1, 2, 3)]
+    spans = [_span([r[1] for r in rows]), _span([r[2] for r in rows]),
+             _span([r[3] for r in rows])]
     best = None
     for n, s, d, load in rows:
         cost = (w_c * _norm(s, spans[0]) + w_k * _norm(d, spans[1])

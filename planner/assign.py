@@ -14,7 +14,7 @@ Every strategy works in the same three steps:
    spare GPUs back (``GSwarmVariant.locality_share``) for bundle copies;
 2. **placement** of those instances onto servers (the strategy):
 
-   * ``gswarm`` -- workflow *bundles* first: the workflow with the most
+   * ``gswarm`` (gswarm.py) -- workflow *bundles* first: the workflow with the most
      requests (or work) not yet completable on any server gets the server that
      is not crowded by it (no model's traffic per instance above
      ``crowding`` x its fair share), then needs the fewest new GPUs (affinity:
@@ -46,6 +46,7 @@ import numpy as np
 
 from .analysis import Analysis
 from .board import Board, packable, server_caps
+from .gswarm import GSwarmVariant, affinity_to, place_gswarm
 from .spec import PlanInputError, SystemConfig
 
 __all__ = [
@@ -164,134 +165,6 @@ def replica_counts(
     return counts
 
 
-def _affinity_to(analysis: Analysis, m: str, models: set[str]) -> int:
-    return sum(analysis.affinity(m, x) for x in models if x != m)
-
-
-@dataclass(frozen=True)
-class GSwarmVariant:
-    """Knobs of the GSwarm placement (``choose`` simulates several and keeps the best).
-
-    * ``order`` -- which workflows get their bundle first: ``"frequency"``
-      (requests: most server efficiency per GPU) or ``"work"`` (seconds of
-      work: the heaviest traffic local first);
-    * ``crowding`` -- a server counts as crowded for a workflow when, after
-      taking it, some model there would carry more than ``crowding`` times its
-      fair share per instance (``work / replicas``); crowded servers are
-      chosen last.  ``inf`` ignores load and follows affinity alone;
-    * ``locality_share`` -- the share of spare GPUs held back from load-driven
-      replicas so that bundles can be copied onto more servers (copies may
-      then add instances of light models beyond their replica count).
-    """
-
-    order: str = "frequency"
-    crowding: float = 1.5
-    locality_share: float = 0.5
-
-    @property
-    def label(self) -> str:
-        return (
-            f"order={self.order} crowding={self.crowding:g} locality_share={self.locality_share:g}"
-        )
-
-
-def _local_servers(board: Board, models: frozenset[str]) -> list[int]:
-    return [s for s in board.servers if models <= board.models(s)]
-
-
-def _traffic(board: Board, analysis: Analysis, bundles: list[str]) -> list[dict[str, float]]:
-    """Expected seconds per model on each server from the workflows it completes."""
-    out: list[dict[str, float]] = [{} for _ in board.servers]
-    for w in bundles:
-        hosts = _local_servers(board, analysis.workflow_models[w])
-        for s in hosts:
-            for m, sec in analysis.workflow_model_work_s[w].items():
-                out[s][m] = out[s].get(m, 0.0) + sec / len(hosts)
-    return out
-
-
-def _place_gswarm(
-    board: Board, analysis: Analysis, variant: GSwarmVariant, fair: dict[str, float]
-) -> None:
-    biggest = max(board.free)
-    bundles = [
-        w
-        for w, f in analysis.workflow_frequency.items()
-        if f > 0 and sum(board.gpus[m] for m in analysis.workflow_models[w]) <= biggest
-    ]
-    weight = {
-        w: float(analysis.workflow_frequency[w])
-        if variant.order == "frequency"
-        else sum(analysis.workflow_model_work_s[w].values())
-        for w in bundles
-    }
-
-    def crowded(
-        traffic: list[dict[str, float]], s: int, w: str, missing: list[str], hosts: int
-    ) -> bool:
-        if variant.crowding == float("inf"):
-            return False
-        for m, sec in analysis.workflow_model_work_s[w].items():
-            count = board.placed[s][m] + (1 if m in missing else 0)
-            load = traffic[s].get(m, 0.0) + sec / (hosts + 1)
-            if fair[m] > 0 and load / count > variant.crowding * fair[m] + 1e-9:
-                return True
-        return False
-
-    while True:  # workflow bundles: first copies, then further copies
-        traffic = _traffic(board, analysis, bundles)
-        best: tuple[tuple[object, ...], int, list[str]] | None = None
-        for w in bundles:
-            mw = analysis.workflow_models[w]
-            local = len(_local_servers(board, mw))
-            for s in board.servers:
-                missing = sorted(mw - board.models(s))
-                if not missing:
-                    continue
-                borrow = sum(board.gpus[m] for m in missing if board.pool[m] < 1)
-                pooled = [m for m in missing if board.pool[m] > 0]
-                if borrow > board.budget or not board.keeps_room(s, pooled, extra_gpus=borrow):
-                    continue
-                need = sum(board.gpus[m] for m in missing)
-                key = (
-                    local > 0,
-                    -weight[w] / (1 + local),
-                    crowded(traffic, s, w, missing, local),
-                    need,
-                    board.load[s],
-                    s,
-                    w,
-                )
-                if best is None or key < best[0]:
-                    best = (key, s, missing)
-        if best is None:
-            break
-        _, s, missing = best
-        for m in missing:
-            board.put(m, s)
-    # the rest of the replica target, biggest first, next to their partners
-    order = sorted(
-        board.pool, key=lambda m: (-board.gpus[m], board.total[m] > 0, -board.work[m], m)
-    )
-    for m in order:
-        while board.pool[m] > 0:
-            options = board.options(m)
-            if not options:
-                break
-            board.put(
-                m,
-                min(
-                    options,
-                    key=lambda s: (
-                        -_affinity_to(analysis, m, board.models(s)),
-                        board.placed[s][m],
-                        board.load[s],
-                        s,
-                    ),
-                ),
-            )
-
-
 def _place_random(board: Board, rng: np.random.Generator) -> None:
     """Uniform server choice; instances biggest first (random among equal sizes)."""
     models = sorted(board.pool)
@@ -337,7 +210,7 @@ def _fill(board: Board, analysis: Analysis, order: list[str], use_affinity: bool
             here = board.models(s)
 
             def key(m: str, here: set[str] = here) -> tuple[float, int, int]:
-                aff = _affinity_to(analysis, m, here) if use_affinity else 0
+                aff = affinity_to(analysis, m, here) if use_affinity else 0
                 return (
                     analysis.model_work_s.get(m, 0.0) / max(1, board.total[m]),
                     aff,
@@ -381,7 +254,7 @@ def make_plan(
     board = Board(server_caps(gpu_count, gpus_per_server), gpus, per_instance, target)
     if strategy == "gswarm":
         board.budget = gpu_count - sum(gpus[m] * n for m, n in target.items())
-        _place_gswarm(board, analysis, variant, per_instance)
+        place_gswarm(board, analysis, variant, per_instance)
     elif strategy == "random":
         _place_random(board, np.random.default_rng([seed, 1]))
     else:

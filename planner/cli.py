@@ -4,9 +4,10 @@ The flags are the seed's (``--gpus``, ``--gpus-per-server``, ``--mode``,
 ``--config``, ``--requests``, ``--simulate``) with the seed's defaults
 (``simple_config.json``, ``simple_requests.yaml`` in the current directory; where
 there is no ``simple_config.json``, the example shipped in ``examples/`` beside this
-module, so ``quart-faas plan --gpus 8`` works from any directory), plus ours: ``--assign`` (gswarm | random | round-robin), ``--compare`` (all
-three on the same workload), ``--seed``, ``--generate N`` (synthesise the
-requests), ``--stack``/``--out`` (plan our pipelines, emit constraints),
+module, so ``quart-faas plan --gpus 8`` works from any directory), plus ours:
+``--assign`` (gswarm | random | round-robin), ``--compare`` (all three on the same
+workload), ``--seed``, ``--generate N`` (synthesise the requests), ``--stack``/``--out``
+(plan our pipelines, emit constraints),
 ``--output-dir`` (where ``static_execution_log.json`` and
 ``static_scheduler.log`` go).
 
@@ -20,9 +21,11 @@ import argparse
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .analysis import analyse
+from .analysis import Analysis, analyse
 from .assign import STRATEGIES, Plan, make_plan
 from .choose import Candidate, choose_gswarm
 from .metrics import Metrics, summarise
@@ -30,7 +33,7 @@ from .report import comparison_lines, execution_log, metrics_lines, plan_lines
 from .simulate import SimResult, simulate
 from .spec import PlanInputError, Request, SystemConfig, load_config, load_requests, parse_requests
 from .stackfile import StackPlanInput, emit_constraints, load_stack
-from .workload import build_workload, generate_requests
+from .workload import Workload, build_workload, generate_requests
 
 __all__ = ["build_parser", "main"]
 
@@ -51,6 +54,7 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+# size: one add_argument per option, in --help order: a table, not logic to split
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="quart-faas plan",
@@ -240,12 +244,18 @@ def _constraints(
     return out, notes
 
 
-def _run(args: argparse.Namespace) -> int:
-    if not args.spill_factor >= 0:
-        raise PlanInputError("--spill-factor", "", f"must be >= 0, got {args.spill_factor}")
-    if args.out is not None and args.stack is None:
-        raise PlanInputError("--out", "", "needs --stack (it writes a stack.yml with constraints)")
-    config, requests, stack = _load(args)
+@dataclass
+class _Runs:
+    """Every strategy asked for, planned and simulated on one workload."""
+
+    workload: Workload
+    analysis: Analysis
+    by_name: dict[str, tuple[Plan, SimResult, Metrics]]
+    candidates: list[Candidate]  # GSwarm's variants, when it ran
+    trace: list[str]  # the event log of ``--assign``'s run
+
+
+def _simulate_all(args: argparse.Namespace, config: SystemConfig, requests: list[Request]) -> _Runs:
     workload = build_workload(
         config, requests, mode=args.mode, simulate=args.simulate, seed=args.seed
     )
@@ -258,11 +268,10 @@ def _run(args: argparse.Namespace) -> int:
             f"GPUs/server {args.gpus_per_server}, assignment {args.assign}, seed {args.seed}"
         )
     ]
-    runs: dict[str, tuple[Plan, SimResult, Metrics]] = {}
-    candidates: list[Candidate] = []
+    runs = _Runs(workload, analysis, {}, [], trace)
     for name in names:
         if name == "gswarm":
-            plan, candidates = choose_gswarm(
+            plan, runs.candidates = choose_gswarm(
                 config,
                 analysis,
                 workload,
@@ -279,15 +288,19 @@ def _run(args: argparse.Namespace) -> int:
             trace.append if name == args.assign else None,
             spill_factor=args.spill_factor,
         )
-        runs[name] = (plan, result, summarise(result))
-    plan, result, metrics = runs[args.assign]
-    server_names = _node_names(args, plan.server_count)
+        runs.by_name[name] = (plan, result, summarise(result))
+    return runs
 
-    lines = plan_lines(analysis, plan)
-    if candidates and args.assign == "gswarm":
-        distinct = len({c.same_as or c.variant.label for c in candidates})
+
+def _summary_lines(
+    args: argparse.Namespace, runs: _Runs, stack: StackPlanInput | None
+) -> list[str]:
+    plan, result, metrics = runs.by_name[args.assign]
+    lines = plan_lines(runs.analysis, plan)
+    if runs.candidates and args.assign == "gswarm":
+        distinct = len({c.same_as or c.variant.label for c in runs.candidates})
         lines.append(
-            f"GSwarm: {len(candidates)} variants, {distinct} distinct plans simulated; "
+            f"GSwarm: {len(runs.candidates)} variants, {distinct} distinct plans simulated; "
             f"kept {plan.variant}"
         )
     if stack is not None and stack.unplanned:
@@ -296,36 +309,63 @@ def _run(args: argparse.Namespace) -> int:
         )
     lines += [""] + metrics_lines(metrics, result, plan)
     if args.compare:
-        ordered = {n: runs[n][2] for n in STRATEGIES}
-        lines += [""] + comparison_lines(ordered, workload)
+        ordered = {n: runs.by_name[n][2] for n in STRATEGIES}
+        lines += [""] + comparison_lines(ordered, runs.workload)
+    return lines
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+def _log(args: argparse.Namespace, runs: _Runs) -> dict[str, Any]:
+    plan, result, metrics = runs.by_name[args.assign]
     extra = {"planner_input": str(args.stack or args.config or DEFAULT_CONFIG)}
     log = execution_log(
         plan=plan,
         metrics=metrics,
         result=result,
-        analysis=analysis,
-        workload=workload,
+        analysis=runs.analysis,
+        workload=runs.workload,
         extra_summary=extra,
     )
-    if candidates:
-        log["plan"]["gswarm_candidates"] = [c.to_json() for c in candidates]
+    if runs.candidates:
+        log["plan"]["gswarm_candidates"] = [c.to_json() for c in runs.candidates]
     if args.compare:
-        log["comparison"] = {n: runs[n][2].to_json() for n in STRATEGIES}
+        log["comparison"] = {n: runs.by_name[n][2].to_json() for n in STRATEGIES}
+    return log
+
+
+def _place_stack(
+    args: argparse.Namespace, runs: _Runs, stack: StackPlanInput, names: list[str],
+    log: dict[str, Any],
+) -> list[str]:
+    """The constraints into the log (and ``--out``); the lines that report them."""
+    plan, result, _ = runs.by_name[args.assign]
+    constraints, notes = _constraints(plan, result, stack, names, args.constraint_key)
+    log["constraints"] = constraints
+    lines = ["", "Placement constraints (faas-cli `constraints:`):"] + notes
+    if args.out is not None:
+        text, in_place = emit_constraints(stack, constraints)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        how = "edited in place" if in_place else "re-serialised (comments and anchors not kept)"
+        lines.append(f"Wrote {args.out} ({how})")
+    return lines
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.spill_factor >= 0:
+        raise PlanInputError("--spill-factor", "", f"must be >= 0, got {args.spill_factor}")
+    if args.out is not None and args.stack is None:
+        raise PlanInputError("--out", "", "needs --stack (it writes a stack.yml with constraints)")
+    config, requests, stack = _load(args)
+    runs = _simulate_all(args, config, requests)
+    server_names = _node_names(args, runs.by_name[args.assign][0].server_count)
+    lines = _summary_lines(args, runs, stack)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    log = _log(args, runs)
     if stack is not None:
-        constraints, notes = _constraints(plan, result, stack, server_names, args.constraint_key)
-        log["constraints"] = constraints
-        lines += ["", "Placement constraints (faas-cli `constraints:`):"] + notes
-        if args.out is not None:
-            text, in_place = emit_constraints(stack, constraints)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text, encoding="utf-8")
-            how = "edited in place" if in_place else "re-serialised (comments and anchors not kept)"
-            lines.append(f"Wrote {args.out} ({how})")
+        lines += _place_stack(args, runs, stack, server_names, log)
     json_path = args.output_dir / LOG_JSON
     json_path.write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
-    (args.output_dir / LOG_TEXT).write_text("\n".join(trace) + "\n", encoding="utf-8")
+    (args.output_dir / LOG_TEXT).write_text("\n".join(runs.trace) + "\n", encoding="utf-8")
     lines += [
         "",
         f"Detailed execution log written to {json_path}",

@@ -167,7 +167,35 @@ def execution_log(
     extra_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``static_execution_log.json`` content (seed structure plus ``analysis`` and ``plan``)."""
-    summary: dict[str, Any] = {
+    summary = _summary(plan, metrics, workload)
+    summary.update(extra_summary or {})
+    gpu_assignments = {
+        str(g): {
+            "server_id": plan.server_of_gpu(g),
+            "assigned_models": plan.gpu_models(g),
+            "utilization": metrics.gpu_utilization_pct[g],
+            "executions": result.gpu_executions[g],
+            "busy_time": result.gpu_busy_s[g],
+        }
+        for g in range(plan.gpu_count)
+    }
+    server_assignments = {
+        str(s): {"gpu_ids": plan.server_gpus(s), "models": sorted(plan.models_on(s))}
+        for s in range(plan.server_count)
+    }
+    return {
+        "summary": summary,
+        "gpu_assignments": gpu_assignments,
+        "server_assignments": server_assignments,
+        "executions": [e.to_json() for e in result.executions],
+        "analysis": analysis.to_json(),
+        "plan": _plan_json(plan),
+    }
+
+
+def _summary(plan: Plan, metrics: Metrics, workload: Workload) -> dict[str, Any]:
+    """The seed's ``summary`` section, with our assignment and seed."""
+    return {
         "total_requests": metrics.total_requests,
         "completed_requests": metrics.completed_requests,
         "total_nodes_executed": metrics.total_nodes_executed,
@@ -196,35 +224,16 @@ def execution_log(
         "assignment": plan.strategy,
         "seed": workload.seed,
     }
-    summary.update(extra_summary or {})
-    gpu_assignments = {
-        str(g): {
-            "server_id": plan.server_of_gpu(g),
-            "assigned_models": plan.gpu_models(g),
-            "utilization": metrics.gpu_utilization_pct[g],
-            "executions": result.gpu_executions[g],
-            "busy_time": result.gpu_busy_s[g],
-        }
-        for g in range(plan.gpu_count)
-    }
-    server_assignments = {
-        str(s): {"gpu_ids": plan.server_gpus(s), "models": sorted(plan.models_on(s))}
-        for s in range(plan.server_count)
-    }
+
+
+def _plan_json(plan: Plan) -> dict[str, Any]:
     return {
-        "summary": summary,
-        "gpu_assignments": gpu_assignments,
-        "server_assignments": server_assignments,
-        "executions": [e.to_json() for e in result.executions],
-        "analysis": analysis.to_json(),
-        "plan": {
-            "strategy": plan.strategy,
-            "variant": plan.variant or None,
-            "replica_target": dict(plan.replica_target),
-            "dropped_replicas": list(plan.dropped),
-            "instances": [
-                {"model": i.model, "server_id": i.server, "gpu_ids": list(i.gpus)}
-                for i in plan.instances
-            ],
-        },
+        "strategy": plan.strategy,
+        "variant": plan.variant or None,
+        "replica_target": dict(plan.replica_target),
+        "dropped_replicas": list(plan.dropped),
+        "instances": [
+            {"model": i.model, "server_id": i.server, "gpu_ids": list(i.gpus)}
+            for i in plan.instances
+        ],
     }

@@ -110,52 +110,110 @@ def simulate(
     spill_factor: float = 2.0,
 ) -> SimResult:
     """Run ``workload`` on ``plan`` to completion; see the module docstring."""
-    router = Router(plan, spill_factor)
-    insts = plan.instances
-    queues: list[deque[tuple[int, str]]] = [deque() for _ in insts]
-    running: list[tuple[float, float] | None] = [None] * len(insts)  # (start, estimate)
-    reserved_s = [0.0] * len(insts)  # estimated work routed to the instance, not started
-    busy = [0.0] * plan.gpu_count
-    count = [0] * plan.gpu_count
-    # (time, insertion order, kind, instance, job, node): ties go first come, first served
-    events: list[tuple[float, int, int, int, int, str]] = []
-    seq = 0
-    now = 0.0
-    jobs = workload.jobs
-    reqs: dict[int, _Req] = {}
-    done: list[Execution] = []
-    completion: dict[str, float] = {}
-    intra = inter = csc = 0
+    return _Simulation(config, plan, workload, trace, spill_factor).run()
 
-    def push(t: float, kind: int, i: int, j: int, node_id: str) -> None:
-        nonlocal seq
-        heapq.heappush(events, (t, seq, kind, i, j, node_id))
-        seq += 1
 
-    def backlog(i: int) -> float:
-        run = running[i]
-        left = max(0.0, run[0] + run[1] - now) if run is not None else 0.0
-        return left + reserved_s[i]
+class _Simulation:
+    """The state of one run; one method per kind of event."""
 
-    def dispatch(j: int, node_id: str) -> None:
-        job = jobs[j]
+    def __init__(
+        self,
+        config: SystemConfig,
+        plan: Plan,
+        workload: Workload,
+        trace: Callable[[str], None] | None,
+        spill_factor: float,
+    ) -> None:
+        self.config, self.plan, self.trace = config, plan, trace
+        self.router = Router(plan, spill_factor)
+        self.insts = plan.instances
+        self.queues: list[deque[tuple[int, str]]] = [deque() for _ in self.insts]
+        # (start, estimate) of the node each instance runs
+        self.running: list[tuple[float, float] | None] = [None] * len(self.insts)
+        # estimated work routed to the instance, not started
+        self.reserved_s = [0.0] * len(self.insts)
+        self.busy = [0.0] * plan.gpu_count
+        self.count = [0] * plan.gpu_count
+        # (time, insertion order, kind, instance, job, node): ties go first come, first served
+        self.events: list[tuple[float, int, int, int, int, str]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.jobs = workload.jobs
+        self.reqs: dict[int, _Req] = {}
+        self.done: list[Execution] = []
+        self.completion: dict[str, float] = {}
+        self.intra = self.inter = self.csc = 0
+
+    def run(self) -> SimResult:
+        for j, job in enumerate(self.jobs):
+            self.push(job.arrival_s, _ARRIVAL, -1, j, "")
+        while self.events:
+            self.now, _, kind, i, j, node_id = heapq.heappop(self.events)
+            if kind == _ARRIVAL:
+                self.arrive(j)
+            elif kind == _READY:
+                self.queues[i].append((j, node_id))
+                self.start_next(i)
+            else:
+                self.finish(i, j, node_id)
+        self.done.sort(key=lambda e: (e.start_time, e.request_id, e.node_id))
+        return SimResult(
+            plan=self.plan,
+            executions=self.done,
+            arrival_s={j.request_id: j.arrival_s for j in self.jobs},
+            completion_s=self.completion,
+            intra_server_workflows=self.intra,
+            inter_server_workflows=self.inter,
+            cross_server_communications=self.csc,
+            gpu_busy_s=self.busy,
+            gpu_executions=self.count,
+            total_requests=len(self.jobs),
+        )
+
+    def push(self, t: float, kind: int, i: int, j: int, node_id: str) -> None:
+        heapq.heappush(self.events, (t, self.seq, kind, i, j, node_id))
+        self.seq += 1
+
+    def backlog(self, i: int) -> float:
+        run = self.running[i]
+        left = max(0.0, run[0] + run[1] - self.now) if run is not None else 0.0
+        return left + self.reserved_s[i]
+
+    def arrive(self, j: int) -> None:
+        job = self.jobs[j]
+        wf = self.config.workflows[job.workflow_id]
+        pinned = self.router.pin(wf.models, self.backlog)
+        left = {n.node_id: len(wf.parents(n.node_id)) for n in wf.nodes}
+        self.reqs[j] = _Req(j, pinned, left, {})
+        if self.trace:
+            where = f"server {pinned}" if pinned is not None else "no single server (split)"
+            self.trace(
+                f"[{self.now:.2f}s] request {job.request_id} ({job.workflow_id}) arrived -> {where}"
+            )
+        for node in wf.nodes:
+            if self.reqs[j].left[node.node_id] == 0:
+                self.dispatch(j, node.node_id)
+
+    def dispatch(self, j: int, node_id: str) -> None:
+        config, now = self.config, self.now
+        job = self.jobs[j]
         wf = config.workflows[job.workflow_id]
-        st = reqs[j]
+        st = self.reqs[j]
         model = next(n.model for n in wf.nodes if n.node_id == node_id)
         parents = [st.runs[p] for p in wf.parents(node_id)]
-        i = router.choose(
+        i = self.router.choose(
             model,
-            backlog,
+            self.backlog,
             estimate_s=job.estimate_s[node_id],
             pinned=st.pinned,
             parent_servers=tuple(p.server_id for p in parents),
             workflow_models=wf.models,
             transfer_s=config.network.inter_server_transfer_s,
         )
-        inst = insts[i]
+        inst = self.insts[i]
         if st.pinned is not None and inst.server != st.pinned:
-            if trace:
-                trace(
+            if self.trace:
+                self.trace(
                     f"[{now:.2f}s] {job.request_id}/{node_id} spills from server {st.pinned} "
                     f"to server {inst.server}"
                 )
@@ -182,91 +240,60 @@ def simulate(
             transfer_time=ready - now,
             cross_server_inputs=crossing,
         )
-        reserved_s[i] += est
-        push(ready, _READY, i, j, node_id)
+        self.reserved_s[i] += est
+        self.push(ready, _READY, i, j, node_id)
 
-    def start_next(i: int) -> None:
-        if running[i] is not None or not queues[i]:
+    def start_next(self, i: int) -> None:
+        if self.running[i] is not None or not self.queues[i]:
             return
-        j, node_id = queues[i].popleft()
-        run = reqs[j].runs[node_id]
-        reserved_s[i] -= run.estimated_time
+        now = self.now
+        j, node_id = self.queues[i].popleft()
+        run = self.reqs[j].runs[node_id]
+        self.reserved_s[i] -= run.estimated_time
         run.start_time = now
-        running[i] = (now, run.estimated_time)
-        push(now + run.execution_time, _FINISH, i, j, node_id)
-        if trace:
-            trace(
+        self.running[i] = (now, run.estimated_time)
+        self.push(now + run.execution_time, _FINISH, i, j, node_id)
+        if self.trace:
+            self.trace(
                 f"[{now:.2f}s] start {run.request_id}/{node_id} ({run.model_name}) on GPU "
                 f"{list(run.gpu_ids)} server {run.server_id}, waited {run.waiting_time:.2f}s"
             )
 
-    for j, job in enumerate(jobs):
-        push(job.arrival_s, _ARRIVAL, -1, j, "")
+    def finish(self, i: int, j: int, node_id: str) -> None:
+        st = self.reqs[j]
+        run = st.runs[node_id]
+        run.end_time = self.now
+        self.running[i] = None
+        for g in run.gpu_ids:
+            self.busy[g] += run.execution_time
+            self.count[g] += 1
+        self.done.append(run)
+        self.start_next(i)
+        wf = self.config.workflows[self.jobs[j].workflow_id]
+        for child in wf.children(node_id):
+            st.left[child] -= 1
+            if st.left[child] == 0:
+                self.dispatch(j, child)
+        st.finished += 1
+        if st.finished == len(wf.nodes):
+            self.complete(j)
 
-    while events:
-        now, _, kind, i, j, node_id = heapq.heappop(events)
-        if kind == _ARRIVAL:
-            job = jobs[j]
-            wf = config.workflows[job.workflow_id]
-            pinned = router.pin(wf.models, backlog)
-            reqs[j] = _Req(j, pinned, {n.node_id: len(wf.parents(n.node_id)) for n in wf.nodes}, {})
-            if trace:
-                where = f"server {pinned}" if pinned is not None else "no single server (split)"
-                trace(
-                    f"[{now:.2f}s] request {job.request_id} ({job.workflow_id}) arrived -> {where}"
-                )
-            for node in wf.nodes:
-                if reqs[j].left[node.node_id] == 0:
-                    dispatch(j, node.node_id)
-        elif kind == _READY:
-            queues[i].append((j, node_id))
-            start_next(i)
+    def complete(self, j: int) -> None:
+        """The last node of request ``j`` finished: count where its workflow ran."""
+        job, st = self.jobs[j], self.reqs[j]
+        wf = self.config.workflows[job.workflow_id]
+        self.completion[job.request_id] = self.now
+        servers = {r.server_id for r in st.runs.values()}
+        crossing = sum(1 for a, b in wf.edges if st.runs[a].server_id != st.runs[b].server_id)
+        self.csc += crossing
+        if len(servers) == 1:
+            self.intra += 1
         else:
-            st = reqs[j]
-            run = st.runs[node_id]
-            run.end_time = now
-            running[i] = None
-            for g in run.gpu_ids:
-                busy[g] += run.execution_time
-                count[g] += 1
-            done.append(run)
-            start_next(i)
-            job = jobs[j]
-            wf = config.workflows[job.workflow_id]
-            for child in wf.children(node_id):
-                st.left[child] -= 1
-                if st.left[child] == 0:
-                    dispatch(j, child)
-            st.finished += 1
-            if st.finished == len(wf.nodes):
-                completion[job.request_id] = now
-                servers = {r.server_id for r in st.runs.values()}
-                crossing = sum(
-                    1 for a, b in wf.edges if st.runs[a].server_id != st.runs[b].server_id
-                )
-                csc += crossing
-                if len(servers) == 1:
-                    intra += 1
-                else:
-                    inter += 1
-                if trace:
-                    trace(
-                        f"[{now:.2f}s] request {job.request_id} completed in "
-                        f"{now - job.arrival_s:.2f}s on servers {sorted(servers)}, "
-                        f"{crossing} cross-server edges"
-                    )
-                del reqs[j]
-
-    done.sort(key=lambda e: (e.start_time, e.request_id, e.node_id))
-    return SimResult(
-        plan=plan,
-        executions=done,
-        arrival_s={j.request_id: j.arrival_s for j in jobs},
-        completion_s=completion,
-        intra_server_workflows=intra,
-        inter_server_workflows=inter,
-        cross_server_communications=csc,
-        gpu_busy_s=busy,
-        gpu_executions=count,
-        total_requests=len(jobs),
-    )
+            self.inter += 1
+        if self.trace:
+            self.trace(
+                f"[{self.now:.2f}s] request {job.request_id} completed in "
+                f"{self.now - job.arrival_s:.2f}s on servers {sorted(servers)}, "
+                f"{crossing} cross-server edges"
+            )
+        del self.reqs[j]

@@ -20,14 +20,12 @@ dataclasses below and never re-checks them: a bad file is rejected here with a
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .inputs import PlanInputError, ident, list_of, mapping, number, opt_number, read_structured
 
 __all__ = [
     "ModelSpec",
@@ -42,17 +40,6 @@ __all__ = [
     "parse_config",
     "parse_requests",
 ]
-
-
-class PlanInputError(Exception):
-    """A planner input is wrong; ``str(err)`` is ``"<source>: <field>: <message>"``."""
-
-    def __init__(self, source: str, field_path: str, message: str) -> None:
-        self.source = source
-        self.field_path = field_path
-        self.message = message
-        where = f"{source}: {field_path}" if field_path else source
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -152,66 +139,28 @@ class Request:
     node_execution_times: dict[str, float] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _number(
-    src: str, path: str, value: Any, *, minimum: float = 0.0, strict: bool = False
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise PlanInputError(src, path, f"must be a number, got {value!r}")
-    if value < minimum or (strict and value == minimum):
-        op = ">" if strict else ">="
-        raise PlanInputError(src, path, f"must be {op} {minimum:g}, got {value!r}")
-    return float(value)
-
-
-def _opt_number(src: str, path: str, raw: dict[str, Any], key: str, **kw: Any) -> float | None:
-    if raw.get(key) is None:
-        return None
-    return _number(src, f"{path}.{key}", raw[key], **kw)
-
-
-def _mapping(src: str, path: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise PlanInputError(src, path, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(src: str, path: str, value: Any) -> list[Any]:
-    if not isinstance(value, list):
-        raise PlanInputError(src, path, f"must be a list, got {type(value).__name__}")
-    return value
-
-
-def _ident(src: str, path: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
-        raise PlanInputError(src, path, f"must be a non-empty string, got {value!r}")
-    return str(value)
-
-
 # --------------------------------------------------------------------------- config
 
 
 def _parse_model(src: str, model_id: str, raw: Any) -> ModelSpec:
     path = f"models.{model_id}"
-    raw = _mapping(src, path, raw)
+    raw = mapping(src, path, raw)
     gpus = raw.get("gpus_required", 1)
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise PlanInputError(src, f"{path}.gpus_required", f"must be an integer >= 1, got {gpus!r}")
-    tps = _opt_number(src, path, raw, "tokens_per_second", strict=True)
+    tps = opt_number(src, path, raw, "tokens_per_second", strict=True)
     return ModelSpec(
         model_id=model_id,
         gpus_required=gpus,
         name=str(raw.get("name", model_id)),
-        memory_gb=_opt_number(src, path, raw, "memory_gb") or 0.0,
-        load_time_s=_opt_number(src, path, raw, "load_time_seconds") or 0.0,
-        inference_time_mean_s=_opt_number(src, path, raw, "inference_time_mean", strict=True),
-        inference_time_std_s=_opt_number(src, path, raw, "inference_time_std") or 0.0,
+        memory_gb=opt_number(src, path, raw, "memory_gb") or 0.0,
+        load_time_s=opt_number(src, path, raw, "load_time_seconds") or 0.0,
+        inference_time_mean_s=opt_number(src, path, raw, "inference_time_mean", strict=True),
+        inference_time_std_s=opt_number(src, path, raw, "inference_time_std") or 0.0,
         tokens_per_second=tps,
-        token_mean=_opt_number(src, path, raw, "token_mean", strict=True),
-        token_std=_opt_number(src, path, raw, "token_std") or 0.0,
-        output_mb=_opt_number(src, path, raw, "output_mb") or 0.0,
+        token_mean=opt_number(src, path, raw, "token_mean", strict=True),
+        token_std=opt_number(src, path, raw, "token_std") or 0.0,
+        output_mb=opt_number(src, path, raw, "output_mb") or 0.0,
     )
 
 
@@ -240,30 +189,30 @@ def _topological(
 
 def _parse_workflow(src: str, wf_id: str, raw: Any, models: dict[str, ModelSpec]) -> WorkflowSpec:
     path = f"workflows.{wf_id}"
-    raw = _mapping(src, path, raw)
-    raw_nodes = _list(src, f"{path}.nodes", raw.get("nodes"))
+    raw = mapping(src, path, raw)
+    raw_nodes = list_of(src, f"{path}.nodes", raw.get("nodes"))
     if not raw_nodes:
         raise PlanInputError(src, f"{path}.nodes", "must list at least one node")
     nodes: list[NodeSpec] = []
     seen: set[str] = set()
     for i, rn in enumerate(raw_nodes):
         npath = f"{path}.nodes[{i}]"
-        rn = _mapping(src, npath, rn)
-        node_id = _ident(src, f"{npath}.id", rn.get("id"))
+        rn = mapping(src, npath, rn)
+        node_id = ident(src, f"{npath}.id", rn.get("id"))
         if node_id in seen:
             raise PlanInputError(src, f"{npath}.id", f"duplicate node id {node_id!r}")
         seen.add(node_id)
-        model = _ident(src, f"{npath}.model", rn.get("model"))
+        model = ident(src, f"{npath}.model", rn.get("model"))
         if model not in models:
             raise PlanInputError(src, f"{npath}.model", f"unknown model {model!r}")
         nodes.append(NodeSpec(node_id, model))
     edges: list[tuple[str, str]] = []
-    for i, re_ in enumerate(_list(src, f"{path}.edges", raw.get("edges", []))):
+    for i, re_ in enumerate(list_of(src, f"{path}.edges", raw.get("edges", []))):
         epath = f"{path}.edges[{i}]"
-        re_ = _mapping(src, epath, re_)
+        re_ = mapping(src, epath, re_)
         ends = []
         for key in ("from", "to"):
-            end = _ident(src, f"{epath}.{key}", re_.get(key))
+            end = ident(src, f"{epath}.{key}", re_.get(key))
             if end not in seen:
                 raise PlanInputError(src, f"{epath}.{key}", f"unknown node {end!r}")
             ends.append(end)
@@ -272,7 +221,7 @@ def _parse_workflow(src: str, wf_id: str, raw: Any, models: dict[str, ModelSpec]
         if (ends[0], ends[1]) not in edges:
             edges.append((ends[0], ends[1]))
     weight = raw.get("weight", 1.0)
-    weight = _number(src, f"{path}.weight", weight)
+    weight = number(src, f"{path}.weight", weight)
     return WorkflowSpec(
         workflow_id=wf_id,
         nodes=_topological(src, path, nodes, edges),
@@ -285,18 +234,18 @@ def _parse_workflow(src: str, wf_id: str, raw: Any, models: dict[str, ModelSpec]
 def _parse_network(src: str, raw: Any) -> NetworkSpec:
     if raw is None:
         return NetworkSpec()
-    raw = _mapping(src, "network", raw)
+    raw = mapping(src, "network", raw)
     known = {"intra_server_transfer_s", "inter_server_transfer_s", "inter_server_gbps"}
     for key in raw:
         if key not in known:
             raise PlanInputError(src, f"network.{key}", f"unknown field (known: {sorted(known)})")
     default = NetworkSpec()
-    intra = _opt_number(src, "network", raw, "intra_server_transfer_s")
-    inter = _opt_number(src, "network", raw, "inter_server_transfer_s")
+    intra = opt_number(src, "network", raw, "intra_server_transfer_s")
+    inter = opt_number(src, "network", raw, "inter_server_transfer_s")
     return NetworkSpec(
         intra_server_transfer_s=default.intra_server_transfer_s if intra is None else intra,
         inter_server_transfer_s=default.inter_server_transfer_s if inter is None else inter,
-        inter_server_gbps=_opt_number(src, "network", raw, "inter_server_gbps", strict=True),
+        inter_server_gbps=opt_number(src, "network", raw, "inter_server_gbps", strict=True),
     )
 
 
@@ -309,39 +258,15 @@ def parse_config(raw: Any, source: str = "config", *, overrides: bool = False) -
     if not isinstance(raw, dict):
         raise PlanInputError(source, "", f"must be a JSON object, got {type(raw).__name__}")
     default: dict[str, Any] | None = {} if overrides else None
-    models_raw = _mapping(source, "models", raw.get("models", default))
+    models_raw = mapping(source, "models", raw.get("models", default))
     if not models_raw and not overrides:
         raise PlanInputError(source, "models", "must define at least one model")
     models = {str(k): _parse_model(source, str(k), v) for k, v in models_raw.items()}
-    wfs_raw = _mapping(source, "workflows", raw.get("workflows", default))
+    wfs_raw = mapping(source, "workflows", raw.get("workflows", default))
     if not wfs_raw and not overrides:
         raise PlanInputError(source, "workflows", "must define at least one workflow")
     workflows = {str(k): _parse_workflow(source, str(k), v, models) for k, v in wfs_raw.items()}
     return SystemConfig(models, workflows, _parse_network(source, raw.get("network")), source)
-
-
-def read_structured(path: Path) -> Any:
-    """Decode a JSON or YAML file; decoding errors become :class:`PlanInputError`."""
-    src = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanInputError(str(path), "", "no such file") from None
-    except OSError as exc:
-        raise PlanInputError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise PlanInputError(
-            src, f"line {exc.lineno} column {exc.colno}", f"invalid JSON: {exc.msg}"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanInputError(src, where, f"invalid YAML: {problem}") from None
 
 
 def load_config(path: Path, *, overrides: bool = False) -> SystemConfig:
@@ -372,29 +297,29 @@ def parse_requests(raw: Any, config: SystemConfig, source: str = "requests") -> 
     """Validate decoded workflow requests against ``config`` (workflow and node ids)."""
     if not isinstance(raw, dict):
         raise PlanInputError(source, "", "must be a mapping with a 'requests' list")
-    items = _list(source, "requests", raw.get("requests"))
+    items = list_of(source, "requests", raw.get("requests"))
     out: list[Request] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
         path = f"requests[{i}]"
-        item = _mapping(source, path, item)
-        rid = _ident(source, f"{path}.request_id", item.get("request_id", f"req_{i:04d}"))
+        item = mapping(source, path, item)
+        rid = ident(source, f"{path}.request_id", item.get("request_id", f"req_{i:04d}"))
         if rid in seen:
             raise PlanInputError(source, f"{path}.request_id", f"duplicate request id {rid!r}")
         seen.add(rid)
-        wf_id = _ident(source, f"{path}.workflow_id", item.get("workflow_id"))
+        wf_id = ident(source, f"{path}.workflow_id", item.get("workflow_id"))
         wf = config.workflows.get(wf_id)
         if wf is None:
             raise PlanInputError(source, f"{path}.workflow_id", f"unknown workflow {wf_id!r}")
         times_raw = item.get("node_execution_times") or {}
-        times_raw = _mapping(source, f"{path}.node_execution_times", times_raw)
+        times_raw = mapping(source, f"{path}.node_execution_times", times_raw)
         node_ids = {n.node_id for n in wf.nodes}
         times: dict[str, float] = {}
         for node_id, value in times_raw.items():
             tpath = f"{path}.node_execution_times.{node_id}"
             if str(node_id) not in node_ids:
                 raise PlanInputError(source, tpath, f"workflow {wf_id!r} has no node {node_id!r}")
-            times[str(node_id)] = _number(source, tpath, value, strict=True)
+            times[str(node_id)] = number(source, tpath, value, strict=True)
         for node in wf.nodes:
             if node.node_id not in times and not config.models[node.model].has_timing:
                 raise PlanInputError(

@@ -82,6 +82,15 @@ def load_stack(path: Path, overrides: SystemConfig | None = None,
     process environment).
     """
     src = path.name
+    text, data = _read(path, env)
+    stages, counts, unplanned = _pipelines(src, data["functions"])
+    config = _config(src, stages, counts, overrides)
+    return StackPlanInput(config, data, text, tuple(unplanned), env)
+
+
+def _read(path: Path, env: Mapping[str, str] | None) -> tuple[str, dict[str, Any]]:
+    """The stack as written and as parsed (``${VAR}`` expanded); it must have functions."""
+    src = path.name
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -96,42 +105,61 @@ def load_stack(path: Path, overrides: SystemConfig | None = None,
         ) from None
     if not isinstance(data, dict) or not isinstance(data.get("functions"), dict):
         raise PlanInputError(src, "functions", "must be a mapping of function name to function")
+    return text, data
+
+
+def _stage_of(src: str, name: object, fn: Any) -> tuple[str, int, int] | None:
+    """(pipeline, stage, stages) from a function's annotations; None without the pipeline
+    annotation (the function is not planned)."""
+    fpath = f"functions.{name}"
+    if not isinstance(fn, dict):
+        raise PlanInputError(src, fpath, "must be a mapping")
+    ann = fn.get("annotations") or {}
+    if not isinstance(ann, dict):
+        raise PlanInputError(src, f"{fpath}.annotations", "must be a mapping")
+    if ANNOTATION_PIPELINE not in ann:
+        return None
+    apath = f"{fpath}.annotations.{ANNOTATION_PIPELINE}"
+    pipeline = str(ann[ANNOTATION_PIPELINE]).strip()
+    if not pipeline:
+        raise PlanInputError(src, apath, "must not be empty")
+    for key in (ANNOTATION_STAGE, ANNOTATION_STAGES):
+        if key not in ann:
+            raise PlanInputError(
+                src,
+                f"{fpath}.annotations.{key}",
+                f"missing (the function has {ANNOTATION_PIPELINE})",
+            )
+    stage = _int_annotation(
+        src, f"{fpath}.annotations.{ANNOTATION_STAGE}", ann[ANNOTATION_STAGE]
+    )
+    total = _int_annotation(
+        src, f"{fpath}.annotations.{ANNOTATION_STAGES}", ann[ANNOTATION_STAGES]
+    )
+    if total < 1 or not 0 <= stage < total:
+        raise PlanInputError(
+            src,
+            f"{fpath}.annotations.{ANNOTATION_STAGE}",
+            f"stage {stage} is outside 0..{total - 1}",
+        )
+    return pipeline, stage, total
+
+
+def _pipelines(
+    src: str, functions: dict[Any, Any]
+) -> tuple[dict[str, dict[int, str]], dict[str, int], list[str]]:
+    """Per pipeline its functions by stage and its stage count; the unplanned functions.
+    Every pipeline must have one function per stage, all agreeing on the count."""
     stages: dict[str, dict[int, str]] = {}
     counts: dict[str, int] = {}
     unplanned: list[str] = []
-    for name, fn in data["functions"].items():
-        fpath = f"functions.{name}"
-        if not isinstance(fn, dict):
-            raise PlanInputError(src, fpath, "must be a mapping")
-        ann = fn.get("annotations") or {}
-        if not isinstance(ann, dict):
-            raise PlanInputError(src, f"{fpath}.annotations", "must be a mapping")
-        if ANNOTATION_PIPELINE not in ann:
+    for name, fn in functions.items():
+        found = _stage_of(src, name, fn)
+        if found is None:
             unplanned.append(str(name))
             continue
-        apath = f"{fpath}.annotations.{ANNOTATION_PIPELINE}"
-        pipeline = str(ann[ANNOTATION_PIPELINE]).strip()
-        if not pipeline:
-            raise PlanInputError(src, apath, "must not be empty")
-        for key in (ANNOTATION_STAGE, ANNOTATION_STAGES):
-            if key not in ann:
-                raise PlanInputError(
-                    src,
-                    f"{fpath}.annotations.{key}",
-                    f"missing (the function has {ANNOTATION_PIPELINE})",
-                )
-        stage = _int_annotation(
-            src, f"{fpath}.annotations.{ANNOTATION_STAGE}", ann[ANNOTATION_STAGE]
-        )
-        total = _int_annotation(
-            src, f"{fpath}.annotations.{ANNOTATION_STAGES}", ann[ANNOTATION_STAGES]
-        )
-        if total < 1 or not 0 <= stage < total:
-            raise PlanInputError(
-                src,
-                f"{fpath}.annotations.{ANNOTATION_STAGE}",
-                f"stage {stage} is outside 0..{total - 1}",
-            )
+        pipeline, stage, total = found
+        fpath = f"functions.{name}"
         if counts.setdefault(pipeline, total) != total:
             raise PlanInputError(
                 src,
@@ -156,7 +184,13 @@ def load_stack(path: Path, overrides: SystemConfig | None = None,
             raise PlanInputError(
                 src, "functions", f"pipeline {pipeline!r} has no function for stage(s) {missing}"
             )
+    return stages, counts, unplanned
 
+
+def _config(src: str, stages: dict[str, dict[int, str]], counts: dict[str, int],
+            overrides: SystemConfig | None) -> SystemConfig:
+    """Functions as models (timed by ``overrides`` or ``DEFAULT_STAGE_TIME_S``), pipelines
+    as chain workflows."""
     over = overrides.models if overrides else {}
     if overrides is not None:
         for m in over:
@@ -178,9 +212,7 @@ def load_stack(path: Path, overrides: SystemConfig | None = None,
         edges = tuple((f"stage-{k}", f"stage-{k + 1}") for k in range(len(names) - 1))
         workflows[pipeline] = WorkflowSpec(pipeline, nodes, edges, name=f"pipeline {pipeline}")
     network = overrides.network if overrides is not None else DEFAULT_STACK_NETWORK
-    return StackPlanInput(
-        SystemConfig(models, workflows, network, src), data, text, tuple(unplanned), env
-    )
+    return SystemConfig(models, workflows, network, src)
 
 
 # --------------------------------------------------------------------------- output

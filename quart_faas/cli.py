@@ -81,52 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="quart-faas", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("partition", help="cut a BERT-family encoder into pipeline stages")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="all-MiniLM-L6-v2, opt-125m-seeded, opt-tiny-seeded, "
-                                     "emulated:bert-large (an emulated accelerator, no "
-                                     "weights) or a local Hugging Face (BERT or OPT) model "
-                                     "directory")
-    src.add_argument("--synthetic", help="seeded random weights: bert-large, bert-base, bert-mini")
-    s.add_argument("--stages", type=int, required=True, help="number of stages N")
-    s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--split", help="layers per stage, e.g. 2,2,2 (default: balanced)")
-    s.add_argument("--max-seq-length", type=int, default=256)
-    s.add_argument("--force", action="store_true", help="replace an existing output directory")
-    s.add_argument("--accelerator", help="emulated models: the accelerator profile "
-                                         "(cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16; default "
-                                         "t4-fp32; docs/emulated-stage.md)")
-    s.set_defaults(fn=cmd_partition)
-
-    s = sub.add_parser("build", help="record a stack's images in the local image store, so "
-                                     "that `faas-cli deploy -f stack.yml` runs them here")
-    s.add_argument("-f", "--file", "--yaml", dest="file", default="stack.yml")
-    s.add_argument("--filter", help="wildcard on function names (as faas-cli --filter)")
-    s.add_argument("--regex", help="regex on function names (as faas-cli --regex)")
-    s.add_argument("--state-dir", type=Path, default=STATE_DIR,
-                   help="the local provider's QUART_STATE_DIR (images.json lives there)")
-    s.set_defaults(fn=cmd_build)
-
-    s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")
-    s.add_argument("-f", "--file", default="stack.yml")
-    s.add_argument("-g", "--gateway", help="gateway URL (default: OPENFAAS_URL or the stack's)")
-    s.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
-    s.add_argument("--no-prometheus", action="store_true")
-    s.add_argument("--provider-port", type=int, help="default: gateway port + 1")
-    s.add_argument("--metrics-port", type=int, help="default: gateway port + 2")
-    s.add_argument("--keys-metrics-port", type=int,
-                   help="keys_manager /metrics; default: gateway port + 3")
-    s.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    s.add_argument("--pipeline", help="which pipeline of the stack to deploy (annotation "
-                                      "com.openfaas.quart.pipeline), or 'all'; default: the first")
-    s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
-    s.add_argument("--with-plugin", action="store_true",
-                   help="also run Redis (when none answers) and the autoscaling plugin")
-    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    s.add_argument("--plugin-port", type=int, default=8084)
-    s.set_defaults(fn=cmd_up)
-
+    _partition_command(sub)
+    _build_command(sub)
+    _up_command(sub)
     s = sub.add_parser("down", help="stop what `up` started")
     s.add_argument("--state-dir", type=Path, default=STATE_DIR)
     s.set_defaults(fn=cmd_down)
@@ -146,6 +103,61 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="studies and micro-benchmarks: no NAME lists them, "
                                  "NAME runs one (quart-faas bench --help)")
     return p
+
+
+def _partition_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """quart-faas partition: the flags of functions/partitioner.py."""
+    s = sub.add_parser("partition", help="cut a BERT-family encoder into pipeline stages")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="all-MiniLM-L6-v2, opt-125m-seeded, opt-tiny-seeded, "
+                                     "emulated:bert-large (an emulated accelerator, no "
+                                     "weights) or a local Hugging Face (BERT or OPT) model "
+                                     "directory")
+    src.add_argument("--synthetic", help="seeded random weights: bert-large, bert-base, bert-mini")
+    s.add_argument("--stages", type=int, required=True, help="number of stages N")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--split", help="layers per stage, e.g. 2,2,2 (default: balanced)")
+    s.add_argument("--max-seq-length", type=int, default=256)
+    s.add_argument("--force", action="store_true", help="replace an existing output directory")
+    s.add_argument("--accelerator", help="emulated models: the accelerator profile "
+                                         "(cpu, t4-fp32, t4-fp16, a10-fp32, a10-fp16; default "
+                                         "t4-fp32; docs/emulated-stage.md)")
+    s.set_defaults(fn=cmd_partition)
+
+
+def _build_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """quart-faas build: as faas-cli build, into the local image store."""
+    s = sub.add_parser("build", help="record a stack's images in the local image store, so "
+                                     "that `faas-cli deploy -f stack.yml` runs them here")
+    s.add_argument("-f", "--file", "--yaml", dest="file", default="stack.yml")
+    s.add_argument("--filter", help="wildcard on function names (as faas-cli --filter)")
+    s.add_argument("--regex", help="regex on function names (as faas-cli --regex)")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                   help="the local provider's QUART_STATE_DIR (images.json lives there)")
+    s.set_defaults(fn=cmd_build)
+
+
+def _up_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """quart-faas up: the local gateway, a stack deployed on it, optionally the plugin."""
+    s = sub.add_parser("up", help="start the local gateway if needed and deploy a stack")
+    s.add_argument("-f", "--file", default="stack.yml")
+    s.add_argument("-g", "--gateway", help="gateway URL (default: OPENFAAS_URL or the stack's)")
+    s.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
+    s.add_argument("--no-prometheus", action="store_true")
+    s.add_argument("--provider-port", type=int, help="default: gateway port + 1")
+    s.add_argument("--metrics-port", type=int, help="default: gateway port + 2")
+    s.add_argument("--keys-metrics-port", type=int,
+                   help="keys_manager /metrics; default: gateway port + 3")
+    s.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    s.add_argument("--pipeline", help="which pipeline of the stack to deploy (annotation "
+                                      "com.openfaas.quart.pipeline), or 'all'; default: the first")
+    s.add_argument("--timeout", type=float, default=300, help="seconds to wait for replicas")
+    s.add_argument("--with-plugin", action="store_true",
+                   help="also run Redis (when none answers) and the autoscaling plugin")
+    s.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    s.add_argument("--plugin-port", type=int, default=8084)
+    s.set_defaults(fn=cmd_up)
 
 
 # import name -> the extra that installs it (pyproject.toml says what each extra is for)

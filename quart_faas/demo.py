@@ -92,16 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(a: argparse.Namespace, con: Console) -> int:
-    stack = load_stack(a.file)
-    fn0 = stack.functions[next(iter(stack.functions))]
-    model_dir = fn0.environment.get("QUART_MODEL_DIR", ".quart/models/minilm-3")
-    if not has_manifest(stack.root / model_dir):
-        from functions.partitioner import partition
-
-        con.print(f"partitioning {fn0.environment.get('QUART_MODEL')} into "
-                  f"{fn0.environment.get('QUART_STAGES')} stages -> {model_dir}")
-        partition(stack.root / model_dir, int(fn0.environment.get("QUART_STAGES", "3")),
-                  model=fn0.environment.get("QUART_MODEL", "all-MiniLM-L6-v2"))
+    _partition_if_missing(a.file, con)
     t0 = time.perf_counter()
     stack, ep = deploy.up(a.file, a.gateway, a.state_dir, a.prometheus_url, say=con.print)
     con.print(f"pipeline ready in {time.perf_counter() - t0:.1f}s")
@@ -109,17 +100,7 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     names = list(stack.functions)
     redis_url = plugin_services.ensure_redis(a.state_dir, a.redis_url, con.print)
 
-    # Show a scale-up through the gateway's REST API, as the plugin will do.
-    mid = names[len(names) // 2]
-    t1 = time.perf_counter()
-    requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
-                  json={"serviceName": mid, "replicas": a.scale_to}).raise_for_status()
-    deploy.wait_available(ep.gateway, auth, {mid: a.scale_to}, 120)
-    con.print(f"scaled {mid} 1 -> {a.scale_to} replicas: all ready "
-              f"{(time.perf_counter() - t1) * 1e3:.0f} ms after the request")
-    _spawn_table(con, ep.gateway, auth, names)
-    requests.post(f"{ep.gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
-                  json={"serviceName": mid, "replicas": 1}).raise_for_status()
+    _show_scale_up(con, ep.gateway, auth, names, a.scale_to)
     plugin = plugin_services.start_plugin(
         a.state_dir, ep.gateway, ep.prometheus, redis_url, a.plugin_port, con.print,
         {"QUART_CONTROL_PERIOD_S": str(a.period)})
@@ -153,6 +134,35 @@ def _run(a: argparse.Namespace, con: Console) -> int:
     window = f"{int(time.time() - start) + 5}s"
     _report(con, names, results, metrics, counts0, window)
     return 0 if all(r.status == 200 for r in results) else 1
+
+
+def _partition_if_missing(stack_file: str, con: Console) -> None:
+    """The demo's first run partitions the model the stack names; later runs reuse it."""
+    stack = load_stack(stack_file)
+    fn0 = stack.functions[next(iter(stack.functions))]
+    model_dir = fn0.environment.get("QUART_MODEL_DIR", ".quart/models/minilm-3")
+    if not has_manifest(stack.root / model_dir):
+        from functions.partitioner import partition
+
+        con.print(f"partitioning {fn0.environment.get('QUART_MODEL')} into "
+                  f"{fn0.environment.get('QUART_STAGES')} stages -> {model_dir}")
+        partition(stack.root / model_dir, int(fn0.environment.get("QUART_STAGES", "3")),
+                  model=fn0.environment.get("QUART_MODEL", "all-MiniLM-L6-v2"))
+
+
+def _show_scale_up(con: Console, gateway: str, auth: tuple[str, str], names: list[str],
+                   scale_to: int) -> None:
+    """A scale-up through the gateway's REST API, as the plugin will do, then back to 1."""
+    mid = names[len(names) // 2]
+    t1 = time.perf_counter()
+    requests.post(f"{gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
+                  json={"serviceName": mid, "replicas": scale_to}).raise_for_status()
+    deploy.wait_available(gateway, auth, {mid: scale_to}, 120)
+    con.print(f"scaled {mid} 1 -> {scale_to} replicas: all ready "
+              f"{(time.perf_counter() - t1) * 1e3:.0f} ms after the request")
+    _spawn_table(con, gateway, auth, names)
+    requests.post(f"{gateway}/system/scale-function/{mid}", auth=auth, timeout=10,
+                  json={"serviceName": mid, "replicas": 1}).raise_for_status()
 
 
 def _spawn_table(con: Console, gateway: str, auth: tuple[str, str], names: list[str]) -> None:

@@ -61,23 +61,7 @@ def create_app(service: ScoringService, *, auth: BasicAuth | None) -> Flask:
     """``auth`` None only when basic_auth=false was asked for (webguard.require)."""
     app = Flask("scorer")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    registry = registry_for(service)
     webguard.install(app, auth, PUBLIC, error=_error)
-
-    def body_of() -> Any:
-        try:
-            return webguard.parse_json(request.get_data())
-        except webguard.BadJSON as e:
-            raise _BadJSON(str(e)) from None
-
-    def endpoint(parse: Callable[[Any], Any], act: Callable[[Any], dict[str, Any]]) -> Response:
-        try:
-            req = parse(body_of())
-        except _BadJSON as e:
-            return _error(400, f"body is not JSON: {e}", "body")
-        except validate.Invalid as e:
-            return _error(422, f"{e.field}: {e.message}", e.field)
-        return _json(200, act(req))
 
     @app.errorhandler(404)
     def not_found(_e: Exception) -> Response:
@@ -87,17 +71,45 @@ def create_app(service: ScoringService, *, auth: BasicAuth | None) -> Flask:
     def too_large(_e: Exception) -> Response:
         return _error(413, f"body over {MAX_BODY} bytes", "body")
 
+    _scoring_routes(app, service)
+    _info_routes(app, service)
+    return app
+
+
+def _body() -> Any:
+    try:
+        return webguard.parse_json(request.get_data())
+    except webguard.BadJSON as e:
+        raise _BadJSON(str(e)) from None
+
+
+def _endpoint(parse: Callable[[Any], Any], act: Callable[[Any], dict[str, Any]]) -> Response:
+    """Validate the body with ``parse`` (400 not JSON, 422 invalid), answer ``act``'s JSON."""
+    try:
+        req = parse(_body())
+    except _BadJSON as e:
+        return _error(400, f"body is not JSON: {e}", "body")
+    except validate.Invalid as e:
+        return _error(422, f"{e.field}: {e.message}", e.field)
+    return _json(200, act(req))
+
+
+def _scoring_routes(app: Flask, service: ScoringService) -> None:
     @app.post("/v1/score")
     def score() -> Response:
-        return endpoint(validate.score_request, service.score)
+        return _endpoint(validate.score_request, service.score)
 
     @app.post("/v1/observe")
     def observe() -> Response:
-        return endpoint(validate.observe_request, service.observe)
+        return _endpoint(validate.observe_request, service.observe)
 
     @app.post("/v1/assign")
     def assign() -> Response:
-        return endpoint(validate.assign_request, service.assign)
+        return _endpoint(validate.assign_request, service.assign)
+
+
+def _info_routes(app: Flask, service: ScoringService) -> None:
+    registry = registry_for(service)
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -120,8 +132,6 @@ def create_app(service: ScoringService, *, auth: BasicAuth | None) -> Flask:
                          "IG = 0.5*log(1 + sigma^2/tau^2)",
             "endpoints": ENDPOINTS,
         })
-
-    return app
 
 
 class _BadJSON(ValueError):

@@ -44,7 +44,7 @@ def run(cfg: ScorerConfig, stop: threading.Event | None = None,
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    port = int(srv.effective_port)  # type: ignore[union-attr]
+    port = int(srv.effective_port)
     log.info("scorer on http://%s:%d (db %s, %s)", cfg.bind, port, cfg.db,
              service.status()["message"])
     if ready:

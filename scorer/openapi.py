@@ -42,7 +42,7 @@ def _answer(description: str, ref: str) -> dict[str, Any]:
 
 UNAUTHORIZED = _answer("no or wrong basic-auth credentials (WWW-Authenticate: Basic)",
                        "Error")
-LOCKED = [{"basicAuth": []}]
+LOCKED: list[dict[str, list[str]]] = [{"basicAuth": []}]
 
 ERRORS = {
     "400": _answer("the body is not JSON (or not UTF-8, nested deeper than 32, a lone "

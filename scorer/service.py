@@ -125,7 +125,8 @@ class ScoringService:
             "total_cost": float(sum(cost[i, a] for i, a in enumerate(res.assignment))),
             "plan": [[float(x) for x in row] for row in res.plan],
             "candidate_gpu_types": gpus,
-            "capacities": None if req.capacities is None else dict(zip(gpus, req.capacities, strict=True)),
+            "capacities": (None if req.capacities is None
+                           else dict(zip(gpus, req.capacities, strict=True))),
             "iterations": res.iterations,
             "converged": res.converged,
             "max_row_error": res.max_row_error,

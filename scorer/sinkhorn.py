@@ -73,7 +73,7 @@ def sinkhorn(cost: np.ndarray, capacities: np.ndarray | None = None, epsilon: fl
     log_k = -rows / epsilon
     f, g = np.zeros(rows.shape[0]), np.zeros(rows.shape[1])
     converged, it, row_err = False, 0, np.inf
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (read after the loop: iterations run)
         f = log_a - _lse(log_k + g[None, :], axis=1)
         g = log_b - _lse(log_k + f[:, None], axis=0)  # columns now exact
         row_sums = np.exp(_lse(log_k + f[:, None] + g[None, :], axis=1))

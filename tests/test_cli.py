@@ -64,8 +64,8 @@ def test_up_refuses_a_missing_partition_or_handler(tmp_path):
 def test_deploy_names_unknown_functions(tmp_path):
     import pytest
 
-    from local_provider.deploy import DeployError, deploy
     from contracts.stack import load_stack
+    from local_provider.deploy import DeployError, deploy
 
     stack = load_stack(pipeline_env.REPO / "stack.yml", {})
     with pytest.raises(DeployError, match="unknown function"):

@@ -22,8 +22,8 @@ from gateway_plugin.plugin_metrics import PluginMetrics
 from keys_manager.agent import KeysManager
 from keys_manager.config import AgentConfig
 from keys_manager.metrics import AgentMetrics
-from local_provider.metrics import FunctionGauges, GatewayMetrics, function_label
 from local_provider import prometheus, services
+from local_provider.metrics import FunctionGauges, GatewayMetrics, function_label
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +76,7 @@ def test_dashboard_model():
     assert (inp["type"], inp["pluginId"]) == ("datasource", "prometheus")
     text = DASHBOARD.read_text()
     assert set(re.findall(r"\$\{(DS_[A-Z_]+)\}", text)) == {inp["name"]}
-    assert var["datasource"]["current"]["value"] == "${%s}" % inp["name"]
+    assert var["datasource"]["current"]["value"] == "${" + inp["name"] + "}"
     required = {(r["type"], r["id"]) for r in d["__requires"]}
     assert {("datasource", "prometheus"), ("grafana", "grafana")} <= required
     assert {("panel", p["type"]) for p in d["panels"] if p["type"] != "row"} <= required
@@ -88,7 +88,7 @@ def test_dashboard_model():
     for p in d["panels"]:
         g = p["gridPos"]
         assert {"h", "w", "x", "y"} == g.keys() and all(isinstance(v, int) for v in g.values())
-        assert g["w"] > 0 and g["h"] > 0 and 0 <= g["x"] and g["x"] + g["w"] <= 24
+        assert g["w"] > 0 and g["h"] > 0 and g["x"] >= 0 and g["x"] + g["w"] <= 24
         for x in range(g["x"], g["x"] + g["w"]):
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"panel {p['id']} overlaps panel {cells[(x, y)]}"

@@ -134,7 +134,9 @@ def test_base_is_the_plain_manifests(rendered):
     """`kubectl apply -f deploy/kubernetes/` and `-k deploy/kubernetes` install the same
     objects, and no plain file is left out of the kustomization."""
     plain = [d for p in PLAIN for d in load(p)]
-    key = lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
+    def key(d: dict) -> tuple[str, str, str]:
+        return d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"]
+
     assert sorted(map(key, plain)) == sorted(map(key, rendered["base"]))
     by_key = {key(d): d for d in rendered["base"]}
     for d in plain:

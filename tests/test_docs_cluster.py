@@ -42,7 +42,7 @@ def test_the_deploy_step_sends_env_secret_and_model_path():
         assert r.stdout.count("Deployed. 202 ACCEPTED.") == 3
         bodies = {b["service"]: b for b in (c.json() for c in fake.calls("POST"))}
     assert sorted(bodies) == ["minilm-stage-0", "minilm-stage-1", "minilm-stage-2"]
-    for i, (name, b) in enumerate(sorted(bodies.items())):
+    for i, (_, b) in enumerate(sorted(bodies.items())):
         e = b["envVars"]
         assert e["QUART_STAGE"] == str(i) and e["QUART_STAGES"] == "3"
         assert e["QUART_MODEL_DIR"] == "/home/app/function/models/minilm-3"

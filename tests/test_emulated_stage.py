@@ -25,6 +25,7 @@ import requests
 import torch
 import urllib3
 
+from contracts.stack import load_stack
 from functions.emulated_partition import load_calibration
 from functions.partitioner import partition
 from functions.stage.bert import BertConfig
@@ -36,7 +37,6 @@ from functions.stage.emulated_profile import ServiceModel, ServiceTimes
 from keys_manager.request import ReplicaRequest
 from local_provider import services
 from local_provider.deploy import wait_available
-from contracts.stack import load_stack
 from tests import pipeline_env
 
 MODEL = "emulated-bert-large"

@@ -233,7 +233,7 @@ def test_map_stage_equals_load_file(minilm3):
 def test_map_stage_dtypes(tmp_path):
     from safetensors.torch import save_file
 
-    ts = {"f32": torch.randn(3, 5), "f16": torch.randn(7).half(), 
+    ts = {"f32": torch.randn(3, 5), "f16": torch.randn(7).half(),
           "bf16": torch.randn(2, 3).bfloat16(),
           "i64": torch.arange(-4, 9), "i32": torch.arange(6, dtype=torch.int32).view(2, 3),
           "empty": torch.zeros(0, 4), "scalar": torch.tensor(2.5)}

@@ -27,7 +27,8 @@ def dep(minilm3, tmp_path_factory):
     assert pipeline_env.cli(["down", "--state-dir", str(state)], d.env).returncode == 0
     time.sleep(0.5)
     for fn in FN:
-        assert pipeline_env.replica_pids(fn, d.gateway) == [], f"{fn}: replicas or zygote left behind"
+        assert pipeline_env.replica_pids(fn, d.gateway) == [], \
+            f"{fn}: replicas or zygote left behind"
     assert not Path(f"/proc/{agent['pid']}").exists() or \
         Path(f"/proc/{agent['pid']}/stat").read_text().split()[2] == "Z"
     assert not Path(agent["shm_dir"]).exists(), "T1 segments leaked in /dev/shm"

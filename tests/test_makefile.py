@@ -132,3 +132,32 @@ def test_check_python_refuses_a_torch_pin_without_a_wheel(tmp_path):
     assert r.stderr.startswith("make: requirements.lock pins torch==0.0.1 and pip finds no "
                                "wheel of it for Python 3.")
     assert "make PYTHON=/path/to/python3.11" in r.stderr
+
+
+def _recording_venv(root: Path, log: Path, failing: str = "") -> None:
+    """.venv/bin/{ruff,mypy,python} that append their arguments to ``log``; ``failing``
+    exits 1 (a lint finding)."""
+    bin_ = root / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    for tool in ("ruff", "mypy", "python"):
+        code = 1 if tool == failing else 0
+        (bin_ / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexit {code}\n')
+        (bin_ / tool).chmod(0o755)
+
+
+def test_make_test_runs_lint_first(tmp_path):
+    """`make test` (what CI runs) is ruff over the tree, then mypy, then the suite."""
+    root, log = checkout(tmp_path), tmp_path / "calls"
+    _recording_venv(root, log)
+    r = make(root, "-o", "setup", "test")  # setup installs the real venv: not here
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert log.read_text().splitlines() == ["ruff check .", "mypy ", "python -m pytest -q"]
+
+
+@pytest.mark.parametrize("failing", ["ruff", "mypy"])
+def test_a_lint_finding_fails_make_test_before_the_suite(tmp_path, failing):
+    root, log = checkout(tmp_path), tmp_path / "calls"
+    _recording_venv(root, log, failing)
+    r = make(root, "-o", "setup", "test")
+    assert r.returncode != 0
+    assert not any(ln.startswith("python") for ln in log.read_text().splitlines())

@@ -24,10 +24,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import torch
 import requests
-from openfaas_env import PASSWORD, REPO, USER, FaasCli, openfaas_bin, serve, \
-    start_upstream_gateway, write_credentials
+import torch
+from openfaas_env import (
+    PASSWORD,
+    REPO,
+    USER,
+    FaasCli,
+    openfaas_bin,
+    serve,
+    start_upstream_gateway,
+    write_credentials,
+)
 from test_provider_helpers import pid_alive, wait_for
 
 from functions.stage.bert import Monolith

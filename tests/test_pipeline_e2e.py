@@ -31,7 +31,8 @@ def dep(minilm3, tmp_path_factory):
     assert r.returncode == 0, r.stderr
     time.sleep(0.5)
     for fn in FN:
-        assert pipeline_env.replica_pids(fn, d.gateway) == [], f"{fn} replicas left behind after down"
+        assert pipeline_env.replica_pids(fn, d.gateway) == [], \
+            f"{fn} replicas left behind after down"
 
 
 def invoke(dep, inputs, fn=FN[0], **kw):
@@ -108,8 +109,9 @@ def test_later_stage_error_reaches_the_client_with_its_status(dep, minilm3, tmp_
     body = {"service": "mismatch-stage-0", "image": "x",
             "envVars": {"QUART_MODEL_DIR": str(other), "QUART_STAGE": "0",
                         "QUART_NEXT_FUNCTION": FN[1], "QUART_GATEWAY_URL": dep.gateway},
-            "annotations": {"com.openfaas.quart.handler": str(pipeline_env.REPO / "functions/stage"),
-                            "com.openfaas.quart.workdir": str(pipeline_env.REPO)}}
+            "annotations": {
+                "com.openfaas.quart.handler": str(pipeline_env.REPO / "functions/stage"),
+                "com.openfaas.quart.workdir": str(pipeline_env.REPO)}}
     r = requests.post(f"{dep.gateway}/system/functions", json=body, auth=dep.auth, timeout=10)
     assert r.status_code in (200, 202), r.text
     try:
@@ -119,8 +121,8 @@ def test_later_stage_error_reaches_the_client_with_its_status(dep, minilm3, tmp_
         assert r.json()["stage"] == 1 and "[batch, seq, 384]" in r.json()["error"]
         assert "Traceback" not in r.text
     finally:
-        requests.delete(f"{dep.gateway}/system/functions", json={"functionName": "mismatch-stage-0"},
-                        auth=dep.auth, timeout=10)
+        requests.delete(f"{dep.gateway}/system/functions",
+                        json={"functionName": "mismatch-stage-0"}, auth=dep.auth, timeout=10)
     assert invoke(dep, ["fine"]).status_code == 200
 
 

@@ -302,7 +302,8 @@ def _bad(mutate):
         (
             _bad(lambda d: d["models"]["m0_0"].update(gpus_required=5)),
             None,
-            "cfg.json: models.m0_0.gpus_required: 5 consecutive GPUs on one server, but servers have at most 4",
+            "cfg.json: models.m0_0.gpus_required: 5 consecutive GPUs on one server, "
+            "but servers have at most 4",
         ),
         (
             _bad(lambda d: d["models"]["m1_1"].update(inference_time_mean="slow")),

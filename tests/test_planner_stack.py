@@ -148,11 +148,13 @@ def test_stack_variables_expand_as_quart_faas_up_expands_them(tmp_path, capsys, 
         ),
         (
             lambda t: t.replace('com.openfaas.quart.stage: "2"', 'com.openfaas.quart.stage: "7"'),
-            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: stage 7 is outside 0..2",
+            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: "
+            "stage 7 is outside 0..2",
         ),
         (
             lambda t: t.replace('com.openfaas.quart.stage: "2"', "com.openfaas.quart.stage: two"),
-            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: must be an integer",
+            "stack.yml: functions.minilm-stage-2.annotations.com.openfaas.quart.stage: "
+            "must be an integer",
         ),
         (
             lambda t: t.replace("com.openfaas.quart.pipeline", "com.example.x"),
@@ -167,7 +169,7 @@ def test_bad_stack_is_a_clear_error(tmp_path, capsys, edit, expected):
     assert expected in err and "Traceback" not in err
 
 
-# --------------------------------------------------------------------------- generator and entry point
+# ----------------------------------------------------------------------- generator and entry point
 
 
 def test_generator_writes_requests_the_planner_reads(tmp_path, capsys):

@@ -14,8 +14,8 @@ ALERTING = Path(__file__).resolve().parents[1] / "gateway_plugin" / "alerting"
 
 
 def test_rules_pass_promtool():
-    r = subprocess.run([require_tool("promtool"), "check", "rules", str(ALERTING / "alert.rules.yml")],
-                       capture_output=True, text=True, check=False)
+    cmd = [require_tool("promtool"), "check", "rules", str(ALERTING / "alert.rules.yml")]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 2 rules found" in r.stdout
 

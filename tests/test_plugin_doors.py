@@ -8,11 +8,6 @@ import json
 from typing import Any
 
 import pytest
-from scorer import openapi as scorer_openapi
-from scorer.app import create_app as scorer_app
-from scorer.config import ScorerConfig
-from scorer.service import ScoringService
-from scorer.store import MemoryBackend
 
 import webguard
 from contracts.basic_auth import BasicAuth
@@ -20,6 +15,11 @@ from gateway_plugin import openapi as plugin_openapi
 from gateway_plugin.app import create_app as plugin_app
 from gateway_plugin.health import Health
 from gateway_plugin.pacing import Triggers
+from scorer import openapi as scorer_openapi
+from scorer.app import create_app as scorer_app
+from scorer.config import ScorerConfig
+from scorer.service import ScoringService
+from scorer.store import MemoryBackend
 
 AUTH = BasicAuth("admin", "s3cret")
 GOOD = {"Authorization": AUTH.header()}

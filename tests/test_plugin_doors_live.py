@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from checks.fuzz_services import PASSWORD, TARGET_FUNCTION, Fleet
 from prometheus_client.parser import text_string_to_metric_families
 
+from checks.fuzz_services import PASSWORD, TARGET_FUNCTION, Fleet
 from local_provider import deploy, plugin_services, prometheus, services
 from tests.conftest import require_tool
 from tests.redis_env import RedisServer

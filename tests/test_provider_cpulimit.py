@@ -38,8 +38,8 @@ def server(tmp_path_factory) -> Server:
 
 def cgroup_of(pid: int) -> str:
     lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    return next((ln.split(":", 2)[2] for ln in lines if ln.split(":")[1] in ("cpu", "cpu,cpuacct", "")
-                 and "quart-" in ln), "")
+    return next((ln.split(":", 2)[2] for ln in lines
+                 if ln.split(":")[1] in ("cpu", "cpu,cpuacct", "") and "quart-" in ln), "")
 
 
 def test_limits_cpu_becomes_a_quota_and_changes_in_place(server):

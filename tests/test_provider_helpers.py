@@ -124,7 +124,8 @@ class Server:
     def deploy(self, name: str, replicas: int = 1, env: dict[str, str] | None = None,
                wait: bool = True, **extra: Any) -> None:
         labels = {"com.openfaas.scale.min": str(replicas)}
-        r = self.api("POST", "/system/functions", json=deployment(name, env, labels=labels, **extra))
+        body = deployment(name, env, labels=labels, **extra)
+        r = self.api("POST", "/system/functions", json=body)
         assert r.status_code == 202, r.text
         if wait:
             self.wait_available(name, replicas)
@@ -147,7 +148,8 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"server ignored SIGTERM for {timeout_s}s:\n{self.log()}") from None
+            raise AssertionError(
+                f"server ignored SIGTERM for {timeout_s}s:\n{self.log()}") from None
 
 
 def start_server(tmp: Path, env: dict[str, str] | None = None, role: str = "all",

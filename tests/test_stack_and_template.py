@@ -15,7 +15,6 @@ import yaml
 from contracts.stack import ANN_HANDLER, StackError, ce_label_errors, load_stack, substitute
 from tests.conftest import REPO
 
-
 PIPELINES = (("minilm", 3), ("opt", 2), ("emu", 4))
 
 
@@ -30,11 +29,12 @@ def test_stack_yml_parses_and_is_community_edition_valid(pipeline, n):
         assert fn.lang == "quart-python" and fn.handler == "./functions/stage"
         assert ce_label_errors(fn.labels) == []
         assert int(fn.labels["com.openfaas.scale.max"]) <= 5
-        assert not any(k.startswith("com.openfaas.scale.") and k.split(".")[-1] not in ("min", "max")
-                       for k in fn.labels)
+        assert not any(k.startswith("com.openfaas.scale.")
+                       and k.split(".")[-1] not in ("min", "max") for k in fn.labels)
         assert fn.annotations["com.openfaas.quart.pipeline"] == pipeline
         assert fn.annotations["com.openfaas.quart.stage"] == str(i)
-        assert fn.annotations["com.openfaas.quart.stages"] == fn.environment["QUART_STAGES"] == str(n)
+        assert (fn.annotations["com.openfaas.quart.stages"] == fn.environment["QUART_STAGES"]
+                == str(n))
         assert fn.environment["QUART_STAGE"] == str(i)
         assert fn.environment["QUART_NEXT_FUNCTION"] == ("" if i == n - 1
                                                          else f"{pipeline}-stage-{i + 1}")

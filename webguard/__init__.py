@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from contracts.basic_auth import REALM, BasicAuth
 
@@ -166,8 +166,8 @@ def install(app: Flask, auth: BasicAuth | None, public: Iterable[str],
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         resp = error(e.code or 500, e.description or e.name)
-        if getattr(e, "valid_methods", None):  # a 405 names what is allowed (RFC 9110)
-            resp.headers["Allow"] = ", ".join(e.valid_methods)  # type: ignore[attr-defined]
+        if isinstance(e, MethodNotAllowed) and e.valid_methods:  # a 405 names what is allowed
+            resp.headers["Allow"] = ", ".join(e.valid_methods)  # (RFC 9110)
         return resp
 
     @app.errorhandler(Exception)

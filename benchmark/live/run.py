@@ -146,8 +146,8 @@ class Sampler:
 
 def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
     """Cut the model the stack's first function serves if its partition is missing."""
-    from functions.partitioner import partition
     from contracts.stack import load_stack
+    from functions.partitioner import partition
 
     stack = load_stack(stack_file)
     env = stack.functions[next(iter(stack.functions))].environment
@@ -163,6 +163,7 @@ def _launcher(system: Autoscaler, cfg: LiveConfig) -> str:
     return "fork" if cfg.same_launcher or system.scaleup == "fork" else "process"
 
 
+# size: one live run in the order it happens (deploy, load, teardown); reworked on branch simval
 def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
              target: str | None = None, say: Callable[[str], None] = lambda m: None,
              on_update: Callable[..., None] | None = None) -> RunResult:

@@ -220,15 +220,10 @@ def plot_replicas_over_time(
     return _save(fig, path)
 
 
-def plot_cv_sweep(
-    rows: Sequence[tuple[float, str, Mapping[str, Any]]], path: Path, title: str | None = None
-) -> Path:
-    """P99 latency and replica-seconds against arrival CV, one line per system.
-
-    ``rows`` are ``(cv, system, summarize(...))``.  The CV axis is logarithmic
-    (the sweep is 0.1 … 8) with a tick at every measured CV; P99 goes to a log
-    axis when it spans more than 20x, which bursty workloads routinely do.
-    """
+def _sweep_points(
+    rows: Sequence[tuple[float, str, Mapping[str, Any]]],
+) -> tuple[dict[str, list[tuple[float, float, float]]], set[float]]:
+    """Per system its (cv, p99, cost) points; the SLOs seen.  ValueError on a bad row."""
     if not rows:
         raise ValueError("plot_cv_sweep needs at least one (cv, system, summary) row")
     by_system: dict[str, list[tuple[float, float, float]]] = {}
@@ -244,6 +239,19 @@ def plot_cv_sweep(
         slo = summary.get("slo_s")
         if isinstance(slo, int | float) and math.isfinite(slo) and slo > 0:
             slos.add(float(slo))
+    return by_system, slos
+
+
+def plot_cv_sweep(
+    rows: Sequence[tuple[float, str, Mapping[str, Any]]], path: Path, title: str | None = None
+) -> Path:
+    """P99 latency and replica-seconds against arrival CV, one line per system.
+
+    ``rows`` are ``(cv, system, summarize(...))``.  The CV axis is logarithmic
+    (the sweep is 0.1 … 8) with a tick at every measured CV; P99 goes to a log
+    axis when it spans more than 20x, which bursty workloads routinely do.
+    """
+    by_system, slos = _sweep_points(rows)
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     ax_p99, ax_cost = fig.subplots(1, 2)
     cvs = sorted({float(r[0]) for r in rows})

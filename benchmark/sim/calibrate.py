@@ -71,6 +71,7 @@ def cpu_times(model_dir: Path, inputs: int, reps: int) -> list[list[float]]:
     return out
 
 
+# size: the calibration CLI top to bottom (arguments, runs, table); reworked on branch simval
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

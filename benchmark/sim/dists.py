@@ -32,7 +32,7 @@ class Draws:
 
     __slots__ = ("_batch", "_buf", "_i", "_make", "_rng")
 
-    def __init__(self, make, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, make, rng: np.random.Generator) -> None:
         self._make = make
         self._rng = rng
         self._buf: list[float] = []

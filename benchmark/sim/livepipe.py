@@ -117,7 +117,7 @@ def prioritise(pids: list[int], nice: int) -> int:
 
 
 @contextlib.contextmanager
-def deployed(say=print) -> Iterator[LivePipeline]:  # type: ignore[no-untyped-def]
+def deployed(say=print) -> Iterator[LivePipeline]:
     tmp = Path(tempfile.mkdtemp(prefix="quart-sim-live-"))
     state = tmp / "state"
     gw, pv, mp, kp = (services.free_port() for _ in range(4))

@@ -169,9 +169,9 @@ class Model:
                 self.gateway.start(nxt, nxt.stage.hop_work)  # type: ignore[arg-type]
             else:
                 self.gw_busy = False
-            req = job.req  # type: ignore[union-attr]
+            req = job.req
             if req.k >= 0:
-                self.arrive(req, job.stage)  # type: ignore[union-attr]
+                self.arrive(req, job.stage)
         else:
             self._computed(job)  # type: ignore[arg-type]
 

@@ -52,7 +52,7 @@ def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else float("nan")
 
 
-def simulate(arrivals, replicas: int, cores: float, seed: int, scrape_s: float,  # type: ignore[no-untyped-def]
+def simulate(arrivals, replicas: int, cores: float, seed: int, scrape_s: float,
              background: float | tuple[tuple[float, float], ...] = 0.0):
     pipe = calibration.minilm_pipeline(f"bench{livepipe.STAGES}", slo_s=10.0, replicas=replicas)
     plan = {s.name: replicas for s in pipe.stages}
@@ -62,6 +62,7 @@ def simulate(arrivals, replicas: int, cores: float, seed: int, scrape_s: float, 
                config=SimConfig(scrape_s=scrape_s, gateway_node="node-0"))
 
 
+# size: the validation CLI top to bottom (arguments, runs, table); reworked on branch simval
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

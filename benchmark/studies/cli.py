@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             if rc:
                 return rc
         return 0
-    study = BY_NAME.get(args[0].replace("-", "_"))
-    if study is None:
+    chosen = BY_NAME.get(args[0].replace("-", "_"))
+    if chosen is None:
         print(f"error: no study {args[0]!r}; the studies are:\n{listing()}", file=sys.stderr)
         return 2
-    return run(study, args[1:])
+    return run(chosen, args[1:])
 
 
 if __name__ == "__main__":

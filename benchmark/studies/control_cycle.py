@@ -211,7 +211,7 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     gw = RecordedGateway(json.loads(json.dumps(bodies)))
     reader = PrometheusReader("http://prometheus.invalid")
     key, k = {q.format(w=WINDOW): name for name, q in QUERIES.items()}, [-1]
-    reader.prom.custom_query = (  # type: ignore[method-assign]
+    reader.prom.custom_query = (
         lambda q, params=None: json.loads(prom[k[0]][key[q]])["data"]["result"])
     now = [1.7e9]
     cfg = PluginConfig(redis_url=redis_url, period_s=PERIOD_S, train_every=0)
@@ -245,14 +245,15 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
     top = sum(v for k, v in breakdown.items() if not k.startswith(" "))
     breakdown["other (cycle - phases)"] = t_instr / n * 1e3 - top
     breakdown["cycle (instrumented)"] = t_instr / n * 1e3
-    row = {"predictor": predictor, "cycles": len(ms),
-           **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)},
-           "max_ms": float(ms.max()),
-           "process_cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
-           "gc_mean_ms": float(gc_ms.mean()), "gc_max_ms": float(gc_ms.max()),
-           "scale_calls_per_cycle": float(np.mean([t[2] for t in timed])),
-           "set_cpu_calls_per_cycle": float(np.mean([t[3] for t in timed])),
-           "breakdown_ms": breakdown}
+    row: dict[str, Any] = {
+        "predictor": predictor, "cycles": len(ms),
+        **{f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 90, 99)},
+        "max_ms": float(ms.max()),
+        "process_cpu_p50_ms": float(np.percentile(cpu_ms, 50)),
+        "gc_mean_ms": float(gc_ms.mean()), "gc_max_ms": float(gc_ms.max()),
+        "scale_calls_per_cycle": float(np.mean([t[2] for t in timed])),
+        "set_cpu_calls_per_cycle": float(np.mean([t[3] for t in timed])),
+        "breakdown_ms": breakdown}
     row["target_met"] = row["p50_ms"] <= TARGET_P50_MS
     if train:
         t0 = time.perf_counter()
@@ -260,6 +261,32 @@ def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes
         row["train"] = {"seconds": time.perf_counter() - t0, "history": len(ctl.store.history()),
                         "validation_mae": errors}
     return row
+
+
+def _print_rows(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The cycle times per predictor, where the time goes, and the training time."""
+    cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
+            ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
+            ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
+            ("set_cpu/c", "set_cpu_calls_per_cycle")]
+    print(f"\nfull control cycle, {args.warmup} warm-up + {args.cycles} timed cycles (ms)")
+    print(f"{'predictor':<10}{'cycles':>7}" + "".join(f"{c:>10}" for c, _ in cols)
+          + f"  p50 <= {TARGET_P50_MS:.0f} ms")
+    for r in rows:
+        print(f"{r['predictor']:<10}{r['cycles']:>7}" + "".join(f"{r[k]:>10.1f}" for _, k in cols)
+              + f"  {'met' if r['target_met'] else 'MISSED'}")
+    print("(cpu: this process' CPU time per cycle, all threads, Redis' own work excluded; "
+          "gc: time in Python's garbage collector within a cycle)")
+    print(f"\nwhere the time goes: mean ms per cycle over {args.instrumented} instrumented cycles")
+    print(f"{'phase':<42}" + "".join(f"{r['predictor']:>9}" for r in rows))
+    for k in rows[0]["breakdown_ms"]:
+        print(f"{k:<42}" + "".join(f"{r['breakdown_ms'][k]:>9.1f}" for r in rows))
+    for r in (r for r in rows if "train" in r):
+        t = r["train"]
+        mae = ", ".join(f"{k} {v:.3f}" for k, v in (t["validation_mae"] or {}).items())
+        print(f"\nGAT training (after the {r['predictor']} run; not part of a cycle): "
+              f"{t['seconds']:.1f} s on {t['history']} stored observations; "
+              f"validation MAE {mae or '-'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,30 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run(predictor, bodies, prom, url, args,
                                 args.train and i == len(names) - 1))
         finally:
-            for svc in services.recorded(Path(tmp)):
-                services.stop(Path(tmp), svc)
-    cols = [("p50", "p50_ms"), ("p90", "p90_ms"), ("p99", "p99_ms"), ("max", "max_ms"),
-            ("cpu p50", "process_cpu_p50_ms"), ("gc mean", "gc_mean_ms"),
-            ("gc max", "gc_max_ms"), ("scale/c", "scale_calls_per_cycle"),
-            ("set_cpu/c", "set_cpu_calls_per_cycle")]
-    print(f"\nfull control cycle, {args.warmup} warm-up + {args.cycles} timed cycles (ms)")
-    print(f"{'predictor':<10}{'cycles':>7}" + "".join(f"{c:>10}" for c, _ in cols)
-          + f"  p50 <= {TARGET_P50_MS:.0f} ms")
-    for r in rows:
-        print(f"{r['predictor']:<10}{r['cycles']:>7}" + "".join(f"{r[k]:>10.1f}" for _, k in cols)
-              + f"  {'met' if r['target_met'] else 'MISSED'}")
-    print("(cpu: this process' CPU time per cycle, all threads, Redis' own work excluded; "
-          "gc: time in Python's garbage collector within a cycle)")
-    print(f"\nwhere the time goes: mean ms per cycle over {args.instrumented} instrumented cycles")
-    print(f"{'phase':<42}" + "".join(f"{r['predictor']:>9}" for r in rows))
-    for k in rows[0]["breakdown_ms"]:
-        print(f"{k:<42}" + "".join(f"{r['breakdown_ms'][k]:>9.1f}" for r in rows))
-    for r in (r for r in rows if "train" in r):
-        t = r["train"]
-        mae = ", ".join(f"{k} {v:.3f}" for k, v in (t["validation_mae"] or {}).items())
-        print(f"\nGAT training (after the {r['predictor']} run; not part of a cycle): "
-              f"{t['seconds']:.1f} s on {t['history']} stored observations; "
-              f"validation MAE {mae or '-'}")
+            for rec in services.recorded(Path(tmp)):
+                services.stop(Path(tmp), rec)
+    _print_rows(rows, args)
     if args.json:
         args.json.write_text(json.dumps({"stages": len(bodies), "pipelines": n_pipes,
                                          "target_p50_ms": TARGET_P50_MS, "rows": rows},

@@ -105,8 +105,8 @@ def ensure_partition(model: str, out: Path, stages: int, say=print) -> Path:
 def deploy_local(model: str, encoder: bool, state: Path, say=print) -> tuple[str, Path]:
     from local_provider import deploy, services
 
-    mdir = ensure_partition(model, REPO / ".quart" / "models" / f"{model.removesuffix('-seeded')}-2",
-                            2, say)
+    mdir = ensure_partition(
+        model, REPO / ".quart" / "models" / f"{model.removesuffix('-seeded')}-2", 2, say)
     os.environ["QUART_OPT_MODEL_DIR"] = str(mdir)
     os.environ["QUART_OPT_MODEL"] = model
     if encoder:
@@ -244,36 +244,47 @@ def _run(a: argparse.Namespace, gateway: str, mdir: Path | None) -> int:
                                    f"p95_{name}_ms": pct(xs, 95) * 1e3,
                                    f"p99_{name}_ms": pct(xs, 99) * 1e3})
     if base:
-        ttft50 = pct([r.ttft_s for r in good], 50) * 1e3
-        print(f"\nin-process unpartitioned model, same weights and prompt ({base['prompt_tokens']} "
-              f"tokens), 1 thread, no load:")
-        print(f"  prefill {base['prefill_ms']:.1f} ms -> pipeline TTFT p50 / prefill = "
-              f"{ttft50 / base['prefill_ms']:.2f}")
-        print(f"  per token {base['per_token_kv_ms']:.1f} ms -> pipeline mean gap / per token = "
-              f"{gap / base['per_token_kv_ms']:.2f}")
-        print(f"  one token at {base['positions_at_end']} positions: KV cache "
-              f"{base['per_token_kv_ms']:.1f} ms vs recomputing the prefix "
-              f"{base['per_token_recompute_ms']:.1f} ms "
-              f"({base['per_token_recompute_ms'] / base['per_token_kv_ms']:.1f}x)")
+        _print_baseline(base, good, gap)
         extra["baseline"] = base
     dec.extra = extra
     results = [dec]
     if a.encoder:
-        enc_body = json.dumps({"inputs": [prompt(0, a.prompt_chars)]}).encode()
-        enc_url = f"{gateway}/function/minilm-stage-0"
-        for _ in range(2):
-            openloop.run(enc_url, enc_body, np.zeros(1))
-        e0 = time.time()
-        er = openloop.run(enc_url, enc_body, offsets)
-        enc = RunResult(system="quart-minilm (encoder)", mode="live", workload=workload,
-                        slo_s=a.slo_s, arrival_s=offsets,
-                        latency_s=np.array([r.latency_s for r in er]),
-                        ok=np.array([r.status == 200 for r in er]))
-        enc.start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e0))
-        enc.end_time = time.strftime("%Y-%m-%dT%H:%M:%S")
-        results.append(enc)
+        results.append(_encoder_run(a, gateway, workload, offsets))
     _write(a, results)
     return 0 if len(good) == len(res) else 1
+
+
+def _print_baseline(base: dict[str, Any], good: list[Any], gap: float) -> None:
+    """The pipeline against the unpartitioned model in-process (same weights, same prompt)."""
+    ttft50 = pct([r.ttft_s for r in good], 50) * 1e3
+    print(f"\nin-process unpartitioned model, same weights and prompt ({base['prompt_tokens']} "
+          f"tokens), 1 thread, no load:")
+    print(f"  prefill {base['prefill_ms']:.1f} ms -> pipeline TTFT p50 / prefill = "
+          f"{ttft50 / base['prefill_ms']:.2f}")
+    print(f"  per token {base['per_token_kv_ms']:.1f} ms -> pipeline mean gap / per token = "
+          f"{gap / base['per_token_kv_ms']:.2f}")
+    print(f"  one token at {base['positions_at_end']} positions: KV cache "
+          f"{base['per_token_kv_ms']:.1f} ms vs recomputing the prefix "
+          f"{base['per_token_recompute_ms']:.1f} ms "
+          f"({base['per_token_recompute_ms'] / base['per_token_kv_ms']:.1f}x)")
+
+
+def _encoder_run(a: argparse.Namespace, gateway: str, workload: dict[str, Any],
+                 offsets: Any) -> RunResult:
+    """The MiniLM encoder pipeline on the same arrivals, for comparison."""
+    enc_body = json.dumps({"inputs": [prompt(0, a.prompt_chars)]}).encode()
+    enc_url = f"{gateway}/function/minilm-stage-0"
+    for _ in range(2):
+        openloop.run(enc_url, enc_body, np.zeros(1))
+    e0 = time.time()
+    er = openloop.run(enc_url, enc_body, offsets)
+    enc = RunResult(system="quart-minilm (encoder)", mode="live", workload=workload,
+                    slo_s=a.slo_s, arrival_s=offsets,
+                    latency_s=np.array([r.latency_s for r in er]),
+                    ok=np.array([r.status == 200 for r in er]))
+    enc.start_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e0))
+    enc.end_time = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return enc
 
 
 def _write(a: argparse.Namespace, results: list[RunResult]) -> None:

@@ -69,6 +69,54 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
+def _measure(a: argparse.Namespace, gateway: str, mono: Monolith, texts: list[str],
+             body: bytes) -> tuple[dict[str, list[float]], list[float]]:
+    """Sequential requests to the monolith and both pipelines; the 3-stage pipeline's own
+    compute time (Server-Timing) beside."""
+    s = requests.Session()
+    urls = {"1 stage": f"{gateway}/function/bench1-stage-0",
+            "3 stages": f"{gateway}/function/bench3-stage-0"}
+    hdr = {"Content-Type": "application/json"}
+    lat: dict[str, list[float]] = {"monolith": [], "1 stage": [], "3 stages": []}
+    compute: list[float] = []
+    for i in range(a.warmup + a.requests):
+        t = time.perf_counter()
+        mono.encode(texts)
+        d_mono = time.perf_counter() - t
+        row = {}
+        for name, url in urls.items():
+            t = time.perf_counter()
+            r = s.post(url, data=body, headers=hdr, timeout=60)
+            row[name] = time.perf_counter() - t
+            r.raise_for_status()
+            if name == "3 stages":
+                c = server_timing.total_seconds(r.headers.get(server_timing.HEADER))
+        if i >= a.warmup:
+            lat["monolith"].append(d_mono)
+            for k, v in row.items():
+                lat[k].append(v)
+            compute.append(c)
+    return lat, compute
+
+
+def _print_results(a: argparse.Namespace, lat: dict[str, list[float]],
+                   compute: list[float]) -> dict[str, dict[str, float]]:
+    base = p50(lat["monolith"])
+    print(f"\nall-MiniLM-L6-v2, {a.inputs} sentences/request, {a.requests} sequential "
+          f"requests, {a.threads} torch thread(s)\n")
+    print(f"{'configuration':<12} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7}")
+    res = {}
+    for k, xs in lat.items():
+        q90 = statistics.quantiles(xs, n=10)[-1] * 1e3
+        res[k] = {"p50_ms": p50(xs), "p90_ms": q90, "ratio": p50(xs) / base}
+        print(f"{k:<12} {p50(xs):8.2f} {q90:8.2f} {p50(xs) / base:7.3f}")
+    overhead = p50(lat["3 stages"]) - p50(compute)
+    print(f"\n3 stages: compute (Server-Timing) p50 {p50(compute):.2f} ms, everything else "
+          f"(3 gateway hops, replica HTTP, safetensors) {overhead:.2f} ms")
+    print(f"pipeline / monolith p50 ratio: {res['3 stages']['ratio']:.3f} (goal <= 1.15)")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,42 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         for stages, mdir in ((1, m1), (3, m3)):
             deploy.up(str(stack_file(tmp, mdir, stages, a.threads)), gateway, state, "",
                       say=lambda s: None, provider_port=pv_port, metrics_port=m_port)
-        s = requests.Session()
-        urls = {"1 stage": f"{gateway}/function/bench1-stage-0",
-                "3 stages": f"{gateway}/function/bench3-stage-0"}
-        hdr = {"Content-Type": "application/json"}
-        lat: dict[str, list[float]] = {"monolith": [], "1 stage": [], "3 stages": []}
-        compute: list[float] = []
-        for i in range(a.warmup + a.requests):
-            t = time.perf_counter()
-            mono.encode(texts)
-            d_mono = time.perf_counter() - t
-            row = {}
-            for name, url in urls.items():
-                t = time.perf_counter()
-                r = s.post(url, data=body, headers=hdr, timeout=60)
-                row[name] = time.perf_counter() - t
-                r.raise_for_status()
-                if name == "3 stages":
-                    c = server_timing.total_seconds(r.headers.get(server_timing.HEADER))
-            if i >= a.warmup:
-                lat["monolith"].append(d_mono)
-                for k, v in row.items():
-                    lat[k].append(v)
-                compute.append(c)
-        base = p50(lat["monolith"])
-        print(f"\nall-MiniLM-L6-v2, {a.inputs} sentences/request, {a.requests} sequential "
-              f"requests, {a.threads} torch thread(s)\n")
-        print(f"{'configuration':<12} {'p50 ms':>8} {'p90 ms':>8} {'ratio':>7}")
-        res = {}
-        for k, xs in lat.items():
-            q90 = statistics.quantiles(xs, n=10)[-1] * 1e3
-            res[k] = {"p50_ms": p50(xs), "p90_ms": q90, "ratio": p50(xs) / base}
-            print(f"{k:<12} {p50(xs):8.2f} {q90:8.2f} {p50(xs) / base:7.3f}")
-        overhead = p50(lat["3 stages"]) - p50(compute)
-        print(f"\n3 stages: compute (Server-Timing) p50 {p50(compute):.2f} ms, everything else "
-              f"(3 gateway hops, replica HTTP, safetensors) {overhead:.2f} ms")
-        print(f"pipeline / monolith p50 ratio: {res['3 stages']['ratio']:.3f} (goal <= 1.15)")
+        lat, compute = _measure(a, gateway, mono, texts, body)
+        res = _print_results(a, lat, compute)
         if a.json:
             Path(a.json).write_text(json.dumps({"args": vars(a), "results": res}, indent=2))
         return 0

@@ -84,7 +84,7 @@ def choose(strategy: str, cl: Cluster, req: StageRequest, rng: random.Random,
     """[(action, node)] for one stage's adds/removes under ``strategy``."""
     if strategy == "cache-aware":
         return [(p.action, p.node) for p in place(list(cl.nodes.values()), [req], cfg)]
-    out = []
+    out: list[tuple[str, str | None]] = []
     shadow = Cluster(dict(cl.nodes), {k: list(v) for k, v in cl.lru.items()})
     for _ in range(req.remove):
         holders = [n for n in shadow.nodes.values() if n.replicas.get(req.stage, 0) > 0]

@@ -50,12 +50,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import urllib3
 
 from benchmark import procmem
 from benchmark.report.progress import Bars
+from benchmark.studies.scaleup_report import judge, pct, report
 from contracts.names import ANN_HANDLER, ANN_TEMPLATE, ANN_WORKDIR
 from functions.partitioner import partition
 from functions.stage import codec
@@ -90,10 +90,6 @@ def ensure_partition(key: str) -> tuple[Path, dict[str, Any]]:
     if man["num_stages"] != stages:
         raise SystemExit(f"{out} holds {man['num_stages']} stages, expected {stages}")
     return out, man
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) if xs else float("nan")
 
 
 class Bench:
@@ -291,62 +287,6 @@ def run_model(b: Bench, key: str, a: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def judge(res: dict[str, Any]) -> None:
-    t, warm = res["tiers"], pct(res["warm_ms"], 50)
-    res["warm_p50_ms"] = warm
-    res["ratio_cold_t0_ready"] = t["cold"]["ready_p50_ms"] / t["T0"]["ready_p50_ms"]
-    res["ratio_cold_t0_first"] = t["cold"]["first_p50_ms"] / t["T0"]["first_p50_ms"]
-    res["t0_first_minus_warm_ms"] = t["T0"]["first_p50_ms"] - warm
-    mem = res["memory"]
-    mem["pss_per_extra_pct"] = 100 * mem["pss_per_extra_bytes"] / res["parameter_bytes"]
-    res["targets"] = {
-        "T0 time to ready p50 <= 50 ms": (f"{t['T0']['ready_p50_ms']:.1f} ms",
-                                          t["T0"]["ready_p50_ms"] <= 50),
-        "cold/T0 time to ready >= 100x": (f"{res['ratio_cold_t0_ready']:.0f}x",
-                                          res["ratio_cold_t0_ready"] >= 100),
-        "T0 first response <= warm + 50 ms": (
-            f"{t['T0']['first_p50_ms']:.1f} vs {warm + 50:.1f} ms",
-            t["T0"]["first_p50_ms"] <= warm + 50),
-        "PSS per extra replica <= 5% of params": (f"{mem['pss_per_extra_pct']:.1f}%",
-                                                  mem["pss_per_extra_pct"] <= 5)}
-
-
-def report(res: dict[str, Any], trials: int) -> None:
-    mb = 1 / 2**20
-    print(f"\n{res['model']}, stage {res['stage']} of {res['stages']} "
-          f"({res['parameters'] / 1e6:.1f}M parameters, {res['parameter_bytes'] * mb:.1f} MiB), "
-          f"{trials} trials per tier, batch 1 x 32 tokens\n")
-    print(f"{'tier':<5} {'ready p50':>10} {'ready p95':>10} {'first p50':>10} {'first p95':>10} "
-          f"{'n':>3} {'1st call p50':>13}   (ms)")
-    for tier, d in res["tiers"].items():
-        print(f"{tier:<5} {d['ready_p50_ms']:10.1f} {d['ready_p95_ms']:10.1f} "
-              f"{d['first_p50_ms']:10.1f} {d['first_p95_ms']:10.1f} {len(d['ready_ms']):3d} "
-              f"{d['first_call_p50_ms']:13.1f}")
-        if d["tier_mismatches"]:
-            print(f"      ! {d['tier_mismatches']} trial(s) were made by another tier: "
-                  f"{sorted(set(map(str, d['tier'])))}")
-    mem = res["memory"]
-    print(f"\nwarm inference p50 (replica already running): {res['warm_p50_ms']:.1f} ms "
-          f"over {len(res['warm_ms'])} requests")
-    print(f"cold/T0: time to ready {res['ratio_cold_t0_ready']:.0f}x, first response "
-          f"{res['ratio_cold_t0_first']:.0f}x (p50s)")
-    print(f"T0 first response - warm inference: {res['t0_first_minus_warm_ms']:.1f} ms")
-    print(f"node load (1-min average) at start / end: {res['loadavg_1m'][0]:.1f} / "
-          f"{res['loadavg_1m'][1]:.1f} on {os.cpu_count()} CPUs")
-    print(f"PSS per extra replica: {mem['pss_per_extra_bytes'] * mb:.1f} MiB = "
-          f"{mem['pss_per_extra_pct']:.1f}% of the stage's parameters (zygote + replicas: "
-          f"{mem['one']['total']['Pss'] * mb:.0f} MiB with 1, "
-          f"{mem['five']['total']['Pss'] * mb:.0f} MiB with 5; "
-          f"{mem['replicas_forked_from_zygote']}/5 forked from the zygote)")
-    print(f"  {'pid':>8} {'Pss MiB':>8} {'Rss MiB':>8}")
-    for pid, d in mem["five"].items():
-        role = " (zygote)" if pid == str(mem["zygote_pid"]) else ""
-        print(f"  {pid:>8} {d['Pss'] * mb:8.1f} {d['Rss'] * mb:8.1f}{role}")
-    print("targets:")
-    for what, (value, ok) in res["targets"].items():
-        print(f"  {what:<40} {value:>18}  {'met' if ok else 'MISSED'}")
-
-
 def cleanup(b: Bench | None) -> None:
     """Belt and braces after serve() returned: nothing of ours may outlive the run."""
     if b is None:
@@ -359,6 +299,42 @@ def cleanup(b: Bench | None) -> None:
     if shm is not None and shm.exists() and shm.parent == Path("/dev/shm"):
         print(f"warning: {shm} outlived keys_manager: removing it", file=sys.stderr)
         shutil.rmtree(shm, ignore_errors=True)
+
+
+def _log_to(logs: Path) -> None:
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logging.FileHandler(logs / "scaleup.log")
+    log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[log])
+
+
+def _provider(state: Path) -> tuple[threading.Thread, threading.Event, AgentLauncher, Path]:
+    """The provider to run in this process (not started), its stop event, its launcher (so
+    that the tier can be switched) and the admin password file."""
+    pw = state / "admin-password"
+    pw.write_text(secrets.token_urlsafe(24) + "\n")
+    pw.chmod(0o600)
+    env = {**os.environ, "QUART_BASIC_AUTH_PASSWORD_FILE": str(pw)}
+    cfg = ServeConfig.from_env(env, gateway_port=0, provider_port=0, metrics_port=0,
+                               state_dir=state)
+    launcher = AgentLauncher(state, env={**env, "QUART_KEYS_METRICS_PORT": "0",
+                                         "QUART_KEYS_SCRUB_S": "0"})
+    stop = threading.Event()
+    server = threading.Thread(target=serve, args=(cfg, "all"), name="serve", daemon=True,
+                              kwargs={"stop": stop, "launcher": launcher})
+    return server, stop, launcher, pw
+
+
+def _start(server: threading.Thread, state: Path) -> dict[str, Any]:
+    """Start the provider; its URLs once it wrote ``serve.json``."""
+    server.start()
+    deadline = time.monotonic() + 60
+    while not (state / "serve.json").is_file():
+        if not server.is_alive() or time.monotonic() > deadline:
+            raise SystemExit(f"the provider did not start; see {state / 'logs'}")
+        time.sleep(0.05)
+    urls: dict[str, Any] = json.loads((state / "serve.json").read_text())
+    return urls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,32 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown model(s) {unknown}" if unknown else "need a model and --trials >= 1")
     torch.set_num_threads(1)
     state = Path(a.state_dir or tempfile.mkdtemp(prefix="quart-scaleup-")).absolute()
-    (state / "logs").mkdir(parents=True, exist_ok=True)
-    log = logging.FileHandler(state / "logs" / "scaleup.log")
-    log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[log])
-    pw = state / "admin-password"
-    pw.write_text(secrets.token_urlsafe(24) + "\n")
-    pw.chmod(0o600)
-    env = {**os.environ, "QUART_BASIC_AUTH_PASSWORD_FILE": str(pw)}
-    cfg = ServeConfig.from_env(env, gateway_port=0, provider_port=0, metrics_port=0,
-                               state_dir=state)
-    launcher = AgentLauncher(state, env={**env, "QUART_KEYS_METRICS_PORT": "0",
-                                         "QUART_KEYS_SCRUB_S": "0"})
-    stop = threading.Event()
-    server = threading.Thread(target=serve, args=(cfg, "all"), name="serve", daemon=True,
-                              kwargs={"stop": stop, "launcher": launcher})
+    _log_to(state / "logs")
+    server, stop, launcher, pw = _provider(state)
     b: Bench | None = None
     ok = False
     (state / "serve.json").unlink(missing_ok=True)  # a stale one from a crashed run
     try:
-        server.start()
-        deadline = time.monotonic() + 60
-        while not (state / "serve.json").is_file():
-            if not server.is_alive() or time.monotonic() > deadline:
-                raise SystemExit(f"the provider did not start; see {state / 'logs'}")
-            time.sleep(0.05)
-        urls = json.loads((state / "serve.json").read_text())
+        urls = _start(server, state)
         b = Bench(urls["gateway_url"], urls["provider_url"],
                   BasicAuth("admin", pw.read_text().strip()), launcher)
         out: dict[str, Any] = {"args": vars(a), "cpus": os.cpu_count(), "models": {}}

@@ -62,6 +62,29 @@ def _apps_for(n_functions: int, rng: np.random.Generator) -> np.ndarray:
     return app
 
 
+def _check_azure(n_functions: int, minutes: int, median_per_min: float, sigma: float,
+                 burst_prob: float, burst_minutes: float, idle_fraction: float) -> None:
+    if n_functions < 1 or minutes < 1:
+        raise ValueError(f"n_functions and minutes must be >= 1, got {n_functions}, {minutes}")
+    if median_per_min <= 0 or sigma < 0 or not 0 <= burst_prob <= 1 or burst_minutes < 1:
+        raise ValueError("median_per_min > 0, sigma >= 0, 0 <= burst_prob <= 1 and "
+                         "burst_minutes >= 1 are required")
+    if not 0 <= idle_fraction < 1:
+        raise ValueError(f"idle_fraction must be in [0, 1), got {idle_fraction}")
+
+
+def _burst_chain(u: np.ndarray, stay: float, burst_prob: float) -> np.ndarray:
+    """Which minutes are bursty: a calm/burst chain, one step per minute for all functions
+    at once, driven by the uniform draws ``u`` [functions, minutes]."""
+    f, m = u.shape
+    burst = np.zeros((f, m), dtype=bool)
+    state = np.zeros(f, dtype=bool)
+    for j in range(m):
+        state = np.where(state, u[:, j] < stay, u[:, j] < burst_prob)
+        burst[:, j] = state
+    return burst
+
+
 def synthetic_azure(n_functions: int, minutes: int, seed: int = 0, *,
                     median_per_min: float = 1.0, sigma: float = 2.0,
                     burst_prob: float = 0.03, burst_minutes: float = 3.0,
@@ -75,13 +98,8 @@ def synthetic_azure(n_functions: int, minutes: int, seed: int = 0, *,
     turns bursty with probability ``burst_prob``; a burst lasts
     ``burst_minutes`` on average (geometric).
     """
-    if n_functions < 1 or minutes < 1:
-        raise ValueError(f"n_functions and minutes must be >= 1, got {n_functions}, {minutes}")
-    if median_per_min <= 0 or sigma < 0 or not 0 <= burst_prob <= 1 or burst_minutes < 1:
-        raise ValueError("median_per_min > 0, sigma >= 0, 0 <= burst_prob <= 1 and "
-                         "burst_minutes >= 1 are required")
-    if not 0 <= idle_fraction < 1:
-        raise ValueError(f"idle_fraction must be in [0, 1), got {idle_fraction}")
+    _check_azure(n_functions, minutes, median_per_min, sigma, burst_prob, burst_minutes,
+                 idle_fraction)
     rng = np.random.default_rng(seed)
     f, m = int(n_functions), int(minutes)
     rate = rng.lognormal(np.log(median_per_min), sigma, f)
@@ -89,13 +107,7 @@ def synthetic_azure(n_functions: int, minutes: int, seed: int = 0, *,
     trig = rng.choice(len(trig_names), size=f, p=list(TRIGGER_SHARES.values()))
     amp = np.minimum(1.0 + burst_scale * (1.0 + rng.pareto(2.0, f)), 100.0)
     # calm/burst chain, one step per minute for all functions at once
-    stay = 1.0 - 1.0 / burst_minutes
-    u = rng.random((f, m))
-    burst = np.zeros((f, m), dtype=bool)
-    state = np.zeros(f, dtype=bool)
-    for j in range(m):
-        state = np.where(state, u[:, j] < stay, u[:, j] < burst_prob)
-        burst[:, j] = state
+    burst = _burst_chain(rng.random((f, m)), 1.0 - 1.0 / burst_minutes, burst_prob)
     lam = rate[:, None] * np.where(burst, amp[:, None], 1.0)
     counts = rng.poisson(lam).astype(np.int64)
     timer = trig == trig_names.index("timer")

@@ -139,7 +139,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_manifest(model_dir: Path) -> dict[str, Any]:
+def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `quart-faas partition` first")

@@ -45,7 +45,6 @@ import urllib3
 from .codec import PayloadError
 from .compute import ComputeLock
 from .config import StageConfig
-from .server import check_manifest
 from .decoder_wire import (
     KV_MISS_HEADER,
     STEP_CONTENT_TYPE,
@@ -55,6 +54,7 @@ from .decoder_wire import (
     encode_step,
 )
 from .opt import DecoderStage, KVCache
+from .server import check_manifest
 
 log = logging.getLogger("quart.decoder")
 JSON = {"Content-Type": "application/json"}
@@ -182,8 +182,9 @@ class DecoderServer:
         if len(prompt) > self.cfg.max_input_chars:
             raise PayloadError(f"prompt has {len(prompt)} characters, over the limit of "
                                f"{self.cfg.max_input_chars} (QUART_MAX_INPUT_CHARS)")
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.limits.max_new_tokens:
-            raise PayloadError(f"max_new_tokens must be an integer in 1..{self.limits.max_new_tokens}"
+        top = self.limits.max_new_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top:
+            raise PayloadError(f"max_new_tokens must be an integer in 1..{top}"
                                " (QUART_MAX_NEW_TOKENS)")
         stream = doc.get("stream", True)
         if not isinstance(stream, bool):

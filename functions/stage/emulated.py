@@ -160,6 +160,8 @@ class EmulatedLock:
 class EmulatedServer(StageServer):
     """``StageServer`` over an ``EmulatedStage``: every request path is the real one."""
 
+    stage: EmulatedStage
+
     def __init__(self, cfg: StageConfig, emu: EmulatedConfig | None = None) -> None:
         self.cfg = cfg
         self.emu = emu or EmulatedConfig.from_env()

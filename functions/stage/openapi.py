@@ -36,6 +36,35 @@ def document(server: Any) -> dict[str, Any]:
     if not isinstance(server, StageServer):
         return _generic(server)
     cfg, stage = server.cfg, server.stage
+    body, post = _post(cfg, stage)
+    refuse = {"405": _err("only GET (describe) and POST (infer)")}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"{server.model} stage {cfg.stage} of {server.n}", "version": "1.0.0",
+                 "description": "a Quart-FaaS pipeline stage (functions/stage); any path "
+                                "answers the same"},
+        "paths": {
+            "/": {
+                "get": {"operationId": "describe", "summary": "what this stage is",
+                        "responses": {"200": _json({"$ref": "#/components/schemas/Stage"},
+                                                   "description")}},
+                "post": {"operationId": "infer", "summary": "run the stage's layers",
+                         "requestBody": {"required": True, "content": body},
+                         "responses": post},
+                **{m: {"operationId": m, "responses": refuse} for m in ("put", "patch",
+                                                                         "delete")},
+            },
+            "/_/health": {"get": {"operationId": "health", "responses": {"200": {
+                "description": "serving", "content": {"text/html": {"schema": STR}}}}}},
+            "/_/openapi.json": {"get": {"operationId": "openapi", "responses": {
+                "200": _json({"type": "object"}, "this document")}}},
+        },
+        "components": {"schemas": _schemas()},
+    }
+
+
+def _post(cfg: Any, stage: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """POST's request body and answers, which depend on the stage's place in the pipeline."""
     hidden = stage.cfg.hidden_size
     if stage.is_first:
         body = {"application/json": {"schema": {
@@ -64,44 +93,26 @@ def document(server: Any) -> dict[str, Any]:
     if not stage.is_last:
         post["502"] = _err("the next stage is unreachable")
         post["504"] = _err("the next stage did not answer in time")
-    refuse = {"405": _err("only GET (describe) and POST (infer)")}
+    return body, post
+
+
+def _schemas() -> dict[str, Any]:
+    """The document's components (a fresh copy per document, as callers may edit it)."""
     return {
-        "openapi": "3.0.3",
-        "info": {"title": f"{server.model} stage {cfg.stage} of {server.n}", "version": "1.0.0",
-                 "description": "a Quart-FaaS pipeline stage (functions/stage); any path "
-                                "answers the same"},
-        "paths": {
-            "/": {
-                "get": {"operationId": "describe", "summary": "what this stage is",
-                        "responses": {"200": _json({"$ref": "#/components/schemas/Stage"},
-                                                   "description")}},
-                "post": {"operationId": "infer", "summary": "run the stage's layers",
-                         "requestBody": {"required": True, "content": body},
-                         "responses": post},
-                **{m: {"operationId": m, "responses": refuse} for m in ("put", "patch",
-                                                                         "delete")},
-            },
-            "/_/health": {"get": {"operationId": "health", "responses": {"200": {
-                "description": "serving", "content": {"text/html": {"schema": STR}}}}}},
-            "/_/openapi.json": {"get": {"operationId": "openapi", "responses": {
-                "200": _json({"type": "object"}, "this document")}}},
-        },
-        "components": {"schemas": {
-            "Error": ERROR,
-            "Stage": {"type": "object",
-                      "required": ["model", "stage", "stages", "layers", "parameters", "next",
-                                   "accepts"],
-                      "properties": {"model": STR, "stage": {"type": "integer"},
-                                     "stages": {"type": "integer"},
-                                     "layers": {"type": "array", "items": {"type": "integer"}},
-                                     "parameters": {"type": "integer"},
-                                     "next": {"type": "string", "nullable": True},
-                                     "accepts": STR}},
-            "Embeddings": {"type": "object", "required": ["embeddings", "model", "stages"],
-                           "properties": {"embeddings": {"type": "array", "items": {
-                               "type": "array", "items": {"type": "number"}}},
-                               "model": STR, "stages": {"type": "integer"}}},
-        }},
+        "Error": ERROR,
+        "Stage": {"type": "object",
+                  "required": ["model", "stage", "stages", "layers", "parameters", "next",
+                               "accepts"],
+                  "properties": {"model": STR, "stage": {"type": "integer"},
+                                 "stages": {"type": "integer"},
+                                 "layers": {"type": "array", "items": {"type": "integer"}},
+                                 "parameters": {"type": "integer"},
+                                 "next": {"type": "string", "nullable": True},
+                                 "accepts": STR}},
+        "Embeddings": {"type": "object", "required": ["embeddings", "model", "stages"],
+                       "properties": {"embeddings": {"type": "array", "items": {
+                           "type": "array", "items": {"type": "number"}}},
+                           "model": STR, "stages": {"type": "integer"}}},
     }
 
 

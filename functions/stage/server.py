@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -57,7 +58,8 @@ class StageServer:
         m = check_manifest(cfg, self.stage.manifest, self.stage.is_last)
         self.model = m["model"]
         self.n = m["num_stages"]
-        self.lock = ComputeLock(cfg.torch_threads)  # and this thread's intra-op threads
+        # and this thread's intra-op threads
+        self.lock: AbstractContextManager[object] = ComputeLock(cfg.torch_threads)
         self.http = urllib3.PoolManager(num_pools=4, maxsize=64, retries=False)
 
     def warmup(self) -> None:

@@ -55,7 +55,8 @@ def qna_departure_cv(arrival_cv: float, service_cv: float, rho: float, servers: 
 def _qna(ca: np.ndarray, cs: np.ndarray, rho: np.ndarray, m: np.ndarray) -> np.ndarray:
     r2 = np.clip(rho, 0.0, 1.0) ** 2
     c2 = 1.0 + (1.0 - r2) * (ca**2 - 1.0) + r2 * (cs**2 - 1.0) / np.sqrt(np.maximum(m, 1.0))
-    return np.sqrt(np.maximum(c2, 0.0))
+    out: np.ndarray = np.sqrt(np.maximum(c2, 0.0))
+    return out
 
 
 def baseline_predict(name: str, raw: np.ndarray, upstream: Sequence[Sequence[int]]) -> np.ndarray:
@@ -81,7 +82,7 @@ def baseline_predict_many(
     out = raw[:, _ACV].copy()
     single_dst, single_src = [], []
     offset = 0
-    for g_raw, upstream in graphs:
+    for _, upstream in graphs:
         for i, parents in enumerate(upstream):
             if len(parents) == 1:
                 single_dst.append(offset + i)

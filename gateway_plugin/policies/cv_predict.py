@@ -127,7 +127,8 @@ class GATLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         b, n, _ = h.shape
-        z = self.lin(h).view(b, n, self.heads, self.out_dim).transpose(1, 2)  # [b, H, n, d]
+        wh: torch.Tensor = self.lin(h)
+        z = wh.view(b, n, self.heads, self.out_dim).transpose(1, 2)  # [b, H, n, d]
         # a^T [W h_i || W h_j] = a_dst . W h_i + a_src . W h_j
         e_dst = (z * self.att_dst[:, None, :]).sum(-1)  # [b, H, n]
         e_src = (z * self.att_src[:, None, :]).sum(-1)
@@ -154,7 +155,8 @@ class CVGAT(nn.Module):
     def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
         h = nn.functional.elu(self.gat1(x, adj))
         h = nn.functional.elu(self.gat2(h, adj))
-        return self.readout(torch.cat([h, x], dim=-1)).squeeze(-1)
+        y: torch.Tensor = self.readout(torch.cat([h, x], dim=-1))
+        return y.squeeze(-1)
 
 
 def _batch(

@@ -65,13 +65,13 @@ def format_response(res) -> Response:
     body, headers = res.get("body"), Headers(res.get("headers") or {})
     if isinstance(body, (dict, list)):
         body = app.json.dumps(body) + "\n"  # what jsonify sends
-        headers.setdefault("Content-Type", app.json.mimetype)
+        headers.setdefault("Content-Type", "application/json")
     elif body is None or not isinstance(body, (str, bytes)) and not hasattr(body, "__next__"):
         body = "" if body is None else str(body)  # a generator streams; a number is its str
     return Response(body, status=int(res.get("statusCode", 200)), headers=headers)
 
 
-handler = load_handler(Path(os.environ.get("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
+handler = load_handler(Path(os.getenv("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
 app = Flask(__name__)
 
 
@@ -88,8 +88,9 @@ def call_handler(path: str):
     return format_response(handler.handle(Event(), Context()))
 
 
-def serve_fd(fd: int) -> None:  # on an already-listening socket
-    threads = int(os.environ.get("max_inflight", "8") or 8)
+def serve_fd(fd: int) -> None:
+    """Serve on an inherited, already-listening socket."""
+    threads = int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog's name)
     serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
           **BUFFERS)
 

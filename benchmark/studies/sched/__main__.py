@@ -109,6 +109,25 @@ def convergence_table(sizes: tuple[int, ...] = (4, 16, 64, 256), seeds: int = 10
     return "\n".join(lines)
 
 
+def _print_extras(results: dict[str, Any]) -> None:
+    """One line per scheduler: loads, evictions, timeouts and its own counters."""
+    for s, r in results.items():
+        x = r.extra
+        line = (f"{s}: {x['loads']} loads, {x['evictions']} evictions, {x['timeouts']} "
+                f"timeouts, simulated in {x['wall_s']:.2f} s")
+        if s == "central" and x.get("coordinator_downtime"):
+            line += f"; coordinator down {x['coordinator_downtime']}"
+        if s == "gossip":
+            age = x["view_age_s"]
+            line += (f"; {x['gossip_messages']} gossip messages, peer view age mean "
+                     f"{age.get('mean', math.nan) * 1e3:.0f} ms / p99 "
+                     f"{age.get('p99', math.nan) * 1e3:.0f} ms")
+        if "fail_at_s" in x:
+            line += (f"; {x['fail_node']} failed at {x['fail_at_s']:g} s with "
+                     f"{x['failed_at_crash']} requests on it")
+        print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _parser()
     a = p.parse_args(argv)
@@ -138,21 +157,7 @@ def main(argv: list[str] | None = None) -> int:
           f"sha256 {arrivals.sha256()}")
     rows = {s: summarize(r, a.name) for s, r in results.items()}
     print(format_table(comparison_rows(rows["central"], rows["gossip"])))
-    for s, r in results.items():
-        x = r.extra
-        line = (f"{s}: {x['loads']} loads, {x['evictions']} evictions, {x['timeouts']} "
-                f"timeouts, simulated in {x['wall_s']:.2f} s")
-        if s == "central" and x.get("coordinator_downtime"):
-            line += f"; coordinator down {x['coordinator_downtime']}"
-        if s == "gossip":
-            age = x["view_age_s"]
-            line += (f"; {x['gossip_messages']} gossip messages, peer view age mean "
-                     f"{age.get('mean', math.nan) * 1e3:.0f} ms / p99 "
-                     f"{age.get('p99', math.nan) * 1e3:.0f} ms")
-        if "fail_at_s" in x:
-            line += (f"; {x['fail_node']} failed at {x['fail_at_s']:g} s with "
-                     f"{x['failed_at_crash']} requests on it")
-        print(line)
+    _print_extras(results)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d_%H%M%S")

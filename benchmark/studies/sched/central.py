@@ -53,7 +53,7 @@ class Coordinator:
         pass
 
     # --- one request ---------------------------------------------------------------------
-    def handle(self, job: Job):  # type: ignore[no-untyped-def]
+    def handle(self, job: Job):
         env, cfg, nodes = self.env, self.cfg, self.cluster.nodes
         yield env.timeout(cfg.rpc_s)                       # client -> coordinator
         while True:
@@ -90,11 +90,11 @@ class Coordinator:
             self.back = self.env.event()
             self.env.process(self._failover())
 
-    def _detect(self, name: str):  # type: ignore[no-untyped-def]
+    def _detect(self, name: str):
         yield self.env.timeout(self.cfg.detect_s)
         self.known_dead.add(name)
 
-    def _failover(self):  # type: ignore[no-untyped-def]
+    def _failover(self):
         down_at = self.env.now
         yield self.env.timeout(self.cfg.failover_s)
         live = self.cluster.live()
@@ -111,7 +111,7 @@ class Coordinator:
         if self.cfg.rebalance and self.up:
             self.env.process(self._steal(node))
 
-    def _steal(self, thief: WorkerNode):  # type: ignore[no-untyped-def]
+    def _steal(self, thief: WorkerNode):
         env, cfg = self.env, self.cfg
         epoch = self.epoch
         with self.busy.request() as slot:

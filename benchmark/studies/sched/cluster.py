@@ -25,7 +25,7 @@ __all__ = ["Cluster", "Scheduler"]
 
 class Scheduler(Protocol):
     def start(self) -> None: ...
-    def handle(self, job: Job): ...  # type: ignore[no-untyped-def]  # a simpy process
+    def handle(self, job: Job): ...  # a simpy process
     def on_idle(self, node: WorkerNode) -> None: ...
     def on_node_failed(self, name: str) -> None: ...
 
@@ -73,7 +73,7 @@ class Cluster:
 
     # --- requests ----------------------------------------------------------------------
     def client(self, times: np.ndarray, target: np.ndarray, factors: np.ndarray,
-               tokens: np.ndarray):  # type: ignore[no-untyped-def]
+               tokens: np.ndarray):
         """Open loop: request i leaves at times[i] whatever happened to the others."""
         assert self.scheduler is not None
         self.expected = len(times)
@@ -102,7 +102,7 @@ class Cluster:
             self.all_done.succeed()
 
     # --- failures ----------------------------------------------------------------------
-    def fail_node_at(self, at_s: float, name: str):  # type: ignore[no-untyped-def]
+    def fail_node_at(self, at_s: float, name: str):
         if at_s > self.env.now:
             yield self.env.timeout(at_s - self.env.now)
         node = self.nodes[name]
@@ -118,7 +118,7 @@ class Cluster:
         self.scheduler.on_node_failed(name)
 
     # --- observation -------------------------------------------------------------------
-    def sampler(self):  # type: ignore[no-untyped-def]
+    def sampler(self):
         while True:
             self.sample()
             yield self.env.timeout(self.cfg.sample_s)

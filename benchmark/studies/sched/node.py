@@ -204,7 +204,7 @@ class WorkerNode:
     def _jitter(self) -> float:
         return float(np.exp(self._rng.normal(-self._sigma ** 2 / 2, self._sigma)))
 
-    def _work(self):  # type: ignore[no-untyped-def]
+    def _work(self):
         env = self.env
         try:
             while True:

@@ -61,7 +61,7 @@ class GossipScheduler:
             self.env.process(self._gossip_loop(n, offset))
 
     # --- the protocol ------------------------------------------------------------------
-    def _gossip_loop(self, name: str, offset: float):  # type: ignore[no-untyped-def]
+    def _gossip_loop(self, name: str, offset: float):
         yield self.env.timeout(offset)
         node, view = self.cluster.nodes[name], self.views[name]
         while node.up:
@@ -76,7 +76,7 @@ class GossipScheduler:
                 self.env.process(self._exchange(name, peer, view.snapshot()))
             yield self.env.timeout(self.p.period_s)
 
-    def _exchange(self, src: str, dst: str, entries: list[Entry]):  # type: ignore[no-untyped-def]
+    def _exchange(self, src: str, dst: str, entries: list[Entry]):
         self.messages += 1
         self.entries_sent += len(entries)
         yield self.env.timeout(self.p.msg_delay_s)
@@ -91,7 +91,7 @@ class GossipScheduler:
             self.views[src].merge(reply, self.env.now)
 
     # --- one request -------------------------------------------------------------------
-    def handle(self, job: Job):  # type: ignore[no-untyped-def]
+    def handle(self, job: Job):
         env, cfg, nodes = self.env, self.cfg, self.cluster.nodes
         name = self._client_pick(self.cluster.names[int(self.entry[job.rid])])
         while True:
@@ -142,7 +142,7 @@ class GossipScheduler:
             raise RuntimeError("the client can reach no node")
         return ok[int(self._crng.integers(len(ok)))]
 
-    def _record_staleness(self, peers: list) -> None:  # type: ignore[type-arg]
+    def _record_staleness(self, peers: list) -> None:
         for p in peers:
             if p.alive and p.origin_s is not None:
                 self.ages.append(self.env.now - p.origin_s)
@@ -157,5 +157,5 @@ class GossipScheduler:
         pass  # nobody is told: the heartbeat detector finds out
 
 
-def peers_warm(peers: list, name: str) -> tuple[str, ...]:  # type: ignore[type-arg]
+def peers_warm(peers: list, name: str) -> tuple[str, ...]:
     return next((p.warm for p in peers if p.name == name), ())

@@ -93,6 +93,35 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
         raise ValueError(f"slo_s must be > 0, got {slo_s!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    victim = _victim(fail_at, fail_node, nodes, times, meta)
+
+    wall0, started = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
+    env, cluster, sched = _simulate(scheduler, cfg, specs, mem, nodes, times, target, seed,
+                                    fail_at, victim)
+    latency, ttft, ok, actions, unfinished = _outcomes(cluster, len(times), cfg)
+    recovery: list[float] = []
+    if fail_at is not None:
+        recovery.append(recovery_time(
+            float(fail_at), times, latency, ok, float(slo_s), cfg.window_s,
+            [s.t_s for s in cluster.samples], [s.available for s in cluster.samples],
+            cluster.lost_models, [specs[int(t)].name for t in target]))
+    run_info = {"unfinished": unfinished, "sim_end_s": float(env.now),
+                "wall_s": time.perf_counter() - wall0}
+    extra = _extra(cluster, sched, cfg, specs, mem, nodes, seed, fail_at, victim, run_info)
+    workload = {k: meta[k] for k in ("name", "seed", "duration_s", "kind", "parameters")
+                if k in meta}
+    sha = getattr(arrivals, "sha256", None)
+    workload["sha256"] = sha() if callable(sha) else str(meta.get("sha256", ""))
+    return RunResult(system=scheduler, mode="sim", workload=workload, slo_s=float(slo_s),
+                     arrival_s=times, latency_s=latency, ok=ok, ttft_s=ttft,
+                     timeline=cluster.timeline, actions=actions, recovery_s=recovery,
+                     start_time=started, end_time=datetime.now(UTC).isoformat(timespec="seconds"),
+                     extra=extra)
+
+
+def _victim(fail_at: float | None, fail_node: str | None, nodes: int, times: np.ndarray,
+            meta: Mapping[str, Any]) -> str:
+    """The node to fail (checked against the run when there is a failure)."""
     victim = fail_node or "node-0"
     if fail_at is not None:
         if not (isinstance(fail_at, int | float) and math.isfinite(fail_at) and fail_at >= 0):
@@ -106,8 +135,15 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
             raise ValueError(f"fail_at {fail_at} s is not before the workload's end ({end} s)")
     elif fail_node is not None:
         raise ValueError("fail_node given without fail_at")
+    return victim
 
-    wall0, started = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
+
+def _simulate(scheduler: str, cfg: SchedConfig, specs: list[ModelSpec], mem: list[float],
+              nodes: int, times: np.ndarray, target: np.ndarray, seed: int,
+              fail_at: float | None,
+              victim: str) -> tuple[simpy.Environment, Cluster, Coordinator | GossipScheduler]:
+    """Draw the requests' sizes (seeded), build the cluster and its scheduler, run to the end
+    (every request done and the failure, if any, past) or to a generous limit."""
     req_ss, load_ss, gossip_ss, client_ss = np.random.SeedSequence(int(seed)).spawn(4)
     rr = np.random.default_rng(req_ss)
     n = len(times)
@@ -139,7 +175,12 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
         600.0, 10 * cfg.timeout_s)
     env.run(until=env.any_of([finished, env.timeout(limit)]))
     cluster.sample()
+    return env, cluster, sched
 
+
+def _outcomes(cluster: Cluster, n: int, cfg: SchedConfig) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, dict[str, int], int]:
+    """Per request its latency, TTFT and success (within the timeout); actions; unfinished."""
     latency = np.full(n, math.nan)
     ttft = np.full(n, math.nan)
     ok = np.zeros(n, dtype=bool)
@@ -154,13 +195,13 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
         if done and lat <= cfg.timeout_s:
             ok[job.rid], latency[job.rid] = True, lat
             ttft[job.rid] = job.ttft_s - job.arrival_s
-    recovery: list[float] = []
-    if fail_at is not None:
-        recovery.append(recovery_time(
-            float(fail_at), times, latency, ok, float(slo_s), cfg.window_s,
-            [s.t_s for s in cluster.samples], [s.available for s in cluster.samples],
-            cluster.lost_models, [specs[int(t)].name for t in target]))
+    return latency, ttft, ok, actions, unfinished
 
+
+def _extra(cluster: Cluster, sched: Coordinator | GossipScheduler, cfg: SchedConfig,
+           specs: list[ModelSpec], mem: list[float], nodes: int, seed: int,
+           fail_at: float | None, victim: str, run_info: dict[str, Any]) -> dict[str, Any]:
+    """What the run saw beyond latencies: loads, evictions, the scheduler's own counters."""
     extra: dict[str, Any] = {
         "nodes": nodes, "memory_mib": mem, "seed": int(seed),
         "models": {s.name: {"size_mib": s.size_mib, "load_s": s.load_s,
@@ -169,8 +210,7 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
         "evictions": sum(nd.evictions for nd in cluster.nodes.values()),
         "timeouts": int(sum(1 for j in cluster.jobs if not j.failed and math.isfinite(j.end_s)
                             and j.end_s - j.arrival_s > cfg.timeout_s)),
-        "unfinished": unfinished, "sim_end_s": float(env.now),
-        "wall_s": time.perf_counter() - wall0,
+        **run_info,
     }
     if fail_at is not None:
         extra.update(fail_at_s=float(fail_at), fail_node=victim,
@@ -188,15 +228,7 @@ def run(arrivals: Any, scheduler: str = "central", nodes: int = 3,
                      detection_s={v: {k: t - float(fail_at or 0) for k, t in d.items()}
                                   for v, d in sched.detected_dead.items()},
                      client_gave_up_on=sorted(sched.client_dead))
-    workload = {k: meta[k] for k in ("name", "seed", "duration_s", "kind", "parameters")
-                if k in meta}
-    sha = getattr(arrivals, "sha256", None)
-    workload["sha256"] = sha() if callable(sha) else str(meta.get("sha256", ""))
-    return RunResult(system=scheduler, mode="sim", workload=workload, slo_s=float(slo_s),
-                     arrival_s=times, latency_s=latency, ok=ok, ttft_s=ttft,
-                     timeline=cluster.timeline, actions=actions, recovery_s=recovery,
-                     start_time=started, end_time=datetime.now(UTC).isoformat(timespec="seconds"),
-                     extra=extra)
+    return extra
 
 
 def _stats(xs: Sequence[float]) -> dict[str, float]:
