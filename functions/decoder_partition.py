@@ -20,8 +20,6 @@ local Hugging Face OPT directory (``model.safetensors``).
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from functions.partition_layout import (
     PartitionError,
     split_layers,
     stable_seed,
-    swap_into_place,
+    staged_into,
 )
 from functions.stage.bert import sha256_file
 from functions.stage.opt import (
@@ -118,17 +116,8 @@ def partition_decoder(out: str | Path, stages: int, name: str, seed: int = 0,
         raise PartitionError("OPT models with project_in/out (word_embed_proj_dim != "
                              "hidden_size, e.g. opt-350m) are not supported")
     ranges = split_layers(spec.num_hidden_layers, stages, split)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
-    try:
+    with staged_into(out) as tmp:
         manifest = _write(tmp, display, source, spec, ranges, get, say)
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from functions.partition_layout import (
     TOKENIZER_FILES,
     PartitionError,
     split_layers,
-    swap_into_place,
+    staged_into,
 )
 from functions.stage.bert import MANIFEST, BertConfig
 from functions.stage.emulated_profile import (
@@ -71,19 +70,10 @@ def partition_emulated(out: Path, stages: int, name: str, seed: int = 0,
     ranges = split_layers(cfg.num_hidden_layers, stages, split)
     if out.exists() and not force:
         raise PartitionError(f"{out} already exists (use --force to replace it)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
-    try:
+    with staged_into(out) as tmp:
         manifest = _manifest(f"emulated-{base}", name, cfg, ranges, cal, sha, acc, seed,
                              max_seq_length)
         _write(tmp, manifest)
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for s in manifest["stages"]:
         a, b = s["layers"]
         say(f"stage {s['index']}: layers {a}..{b - 1} emulated on {acc}, "

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FORMAT = "quart-partition/1"
@@ -56,3 +59,21 @@ def swap_into_place(tmp: Path, out: Path) -> None:
     tmp.rename(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_into(out: Path) -> Iterator[Path]:
+    """A fresh directory beside ``out`` to write a partition into; swapped into place when the
+    block ends, removed when it raises, so a failed or interrupted run never leaves a half
+    partition where a stage would load it."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:
+        raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
+    try:
+        yield tmp
+        swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

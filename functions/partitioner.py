@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from functions.partition_layout import (
     PartitionError,
     split_layers,
     stable_seed,
-    swap_into_place,
+    staged_into,
 )
 from functions.stage.bert import (
     EMBEDDING_PARAMS,
@@ -121,18 +120,9 @@ def partition(out: str | Path, stages: int, model: str | None = None,
             return partition_decoder(out, stages, name, seed, split, force, say, model_dir=mdir)
         src = _encoder_source(str(model), name, mdir, raw, tok_dir)
     ranges = split_layers(src.cfg.num_hidden_layers, stages, split)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    except OSError as e:
-        raise PartitionError(f"cannot write the partition to {out}: {e.strerror}") from e
-    try:
+    with staged_into(out) as tmp:
         manifest = _write(tmp, src.name, src.source, src.cfg, ranges, src.get, src.tok_dir,
                           max_seq_length, say)
-        swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
