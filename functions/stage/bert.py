@@ -146,6 +146,31 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def stage_weights(model_dir: Path, manifest: dict[str, Any], index: int, verify: bool,
+                  weights_path: str | Path | None) -> dict[str, torch.Tensor]:
+    """One stage's tensors, for every architecture: keys_manager's T1 segment mapped
+    copy-on-write when given (its size checked against the manifest, its hash was checked
+    when it was published), else the partition's file, its sha256 checked when ``verify``."""
+    from safetensors.torch import load_file
+
+    n = manifest["num_stages"]
+    if not 0 <= index < n:
+        raise ValueError(f"stage {index} out of range: {model_dir} has {n} stages")
+    info = manifest["stages"][index]
+    if weights_path is not None:
+        from keys_manager.segment import map_stage
+
+        path = Path(weights_path)
+        if path.stat().st_size != int(info["file_bytes"]):
+            raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says "
+                             f"{info['file_bytes']} (truncated segment?)")
+        return map_stage(path)
+    path = model_dir / info["file"]
+    if verify and sha256_file(path) != info["sha256"]:
+        raise ValueError(f"{path}: sha256 does not match the manifest (corrupted file?)")
+    return load_file(str(path))
+
+
 class Stage:
     """Weights and maths of one stage; holds no request state, so it is thread-safe."""
 
@@ -175,26 +200,10 @@ class Stage:
         """Read the stage from ``model_dir``; or, with ``weights_path`` (keys_manager's T1
         segment, verified against the manifest before it was published), map that file
         copy-on-write so every replica on the node shares one copy of the pages."""
-        from safetensors.torch import load_file
-
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
-        n = manifest["num_stages"]
-        if not 0 <= index < n:
-            raise ValueError(f"stage {index} out of range: {model_dir} has {n} stages")
-        info = manifest["stages"][index]
-        if weights_path is not None:
-            from keys_manager.segment import map_stage
-
-            path = Path(weights_path)
-            if path.stat().st_size != int(info["file_bytes"]):
-                raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says "
-                                 f"{info['file_bytes']} (truncated segment?)")
-            return cls(manifest, index, map_stage(path), model_dir)
-        path = model_dir / info["file"]
-        if verify and sha256_file(path) != info["sha256"]:
-            raise ValueError(f"{path}: sha256 does not match the manifest (corrupted file?)")
-        return cls(manifest, index, load_file(str(path)), model_dir)
+        return cls(manifest, index, stage_weights(model_dir, manifest, index, verify,
+                                                  weights_path), model_dir)
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.tokenizer is None:

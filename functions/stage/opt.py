@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .bert import read_manifest, sha256_file
+from .bert import read_manifest, stage_weights
 
 PREFIX = "model.decoder."
 EMBED_TOKENS = PREFIX + "embed_tokens.weight"
@@ -218,29 +218,13 @@ class DecoderStage:
              weights_path: str | Path | None = None) -> DecoderStage:
         """As ``bert.Stage.load``: the manifest's file, or keys_manager's T1 segment mapped
         copy-on-write (so forked replicas share the pages)."""
-        from safetensors.torch import load_file
-
         model_dir = Path(model_dir)
         manifest = read_manifest(model_dir)
         if manifest.get("architecture") != "opt":
             raise ValueError(f"{model_dir} holds a {manifest.get('architecture')!r} partition, "
                              "not an OPT decoder")
-        n = manifest["num_stages"]
-        if not 0 <= index < n:
-            raise ValueError(f"stage {index} out of range: {model_dir} has {n} stages")
-        info = manifest["stages"][index]
-        if weights_path is not None:
-            from keys_manager.segment import map_stage
-
-            path = Path(weights_path)
-            if path.stat().st_size != int(info["file_bytes"]):
-                raise ValueError(f"{path}: {path.stat().st_size} bytes, the manifest says "
-                                 f"{info['file_bytes']} (truncated segment?)")
-            return cls(manifest, index, map_stage(path))
-        path = model_dir / info["file"]
-        if verify and sha256_file(path) != info["sha256"]:
-            raise ValueError(f"{path}: sha256 does not match the manifest (corrupted file?)")
-        return cls(manifest, index, load_file(str(path)))
+        return cls(manifest, index, stage_weights(model_dir, manifest, index, verify,
+                                                  weights_path))
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, pos: int, cache: KVCache) -> torch.Tensor:
