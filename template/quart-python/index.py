@@ -88,8 +88,7 @@ def call_handler(path: str):
     return format_response(handler.handle(Event(), Context()))
 
 
-def serve_fd(fd: int) -> None:
-    """Serve on an inherited, already-listening socket."""
+def serve_fd(fd: int) -> None:  # on an inherited, already-listening socket
     threads = int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog's name)
     serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
           **BUFFERS)
