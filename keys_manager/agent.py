@@ -115,8 +115,6 @@ class KeysManager:
                     self.cache.pin(entry.key)
                 self.replicas[proc.pid] = proc
                 self._save()
-        if mode == "fork":
-            self.pool.refill(req.function)
         self.on_spawn(tier, proc.spawn_ms / 1e3)
         log.info("spawned %s-%d pid %d tier %s in %.1f ms", req.function, req.index, proc.pid,
                  tier, proc.spawn_ms)
@@ -358,7 +356,7 @@ class KeysManager:
         """Atomic (rename) but not fsync'ed: it describes live processes, which a machine
         crash takes with it; an fsync per spawn would cost milliseconds on the hot path."""
         with self.lock:
-            write_json_atomic(self.state_file, durable=False, obj={
+            write_json_atomic(self.state_file, durable=False, indent=None, obj={
                 "zygotes": [z.to_json() for z in self.zygotes.values()],
                 "replicas": [r.to_json() for r in self.replicas.values()],
                 "recipes": self._recipes})

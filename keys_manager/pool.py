@@ -5,9 +5,17 @@ provider's first health probe on the critical path (tens of ms on a busy node). 
 worker has done all of that before anyone asked: it serves on its own loopback socket,
 but no replica record names it and the provider does not route to it.  Taking one is a
 hand-over (one JSON line on the connection the worker kept from its ``prefork``: it takes
-the replica's name and log), not a fork; the pool then refills in the background, one
-worker at a time, through the same zygote.  The zygote holds the weights, so a pooled
-worker costs only the pages its own start dirtied (``status`` reports its PSS).
+the replica's name and log), not a fork.  The pool refills in the background, one worker
+at a time through the same zygote, from the agent's next reap tick (``QUART_KEYS_REAP_S``)
+on: not at once, because forking and warming a worker (the handler's warm-up is a forward
+pass) on a busy node would take CPU from the replica just handed over, in the very
+milliseconds it answers its first requests (measured: +20 ms to ready on 2 busy cores).
+The zygote holds the weights, so a pooled worker costs only the pages its own start and
+warm-up dirtied (``status`` reports its PSS).
+
+A pooled worker is warm: it ran the handler's ``warmup`` and answered ``GET /_/health``
+through its own server before it joined the pool (keys_manager/zygote.py), so the provider
+need not probe it (a handle says ``pooled``) and its first request costs a warm one.
 
 A worker is handed over only by the zygote it came from (same pid, config key and T1
 segment): one forked before a segment was rebuilt or an env change restarted the zygote
@@ -35,6 +43,7 @@ from keys_manager.request import NAME_RE, ReplicaRequest
 log = logging.getLogger("keys_manager.pool")
 MAX_POOL = 64
 HANDOVER_TIMEOUT_S = 2.0
+WARM_TIMEOUT_S = 120.0  # a worker's warm-up (the handler's warmup, on a busy node)
 
 
 @dataclass
@@ -64,9 +73,16 @@ def prefork(z: Proc, req: ReplicaRequest, timeout_s: float = 10.0) -> Pooled:
         logp = req.log_path.with_name(f"{req.function}-pool.log")
         doc = {"op": "prefork", "name": f"{req.function}-pool", "log": str(logp)}
         socket.send_fds(ctl, [json.dumps(doc).encode()], [lsock.fileno()])
-        ans = json.loads(_line(ctl) or b"{}")
-        if not ans.get("ok"):
-            raise RuntimeError(f"zygote of {req.function}: {ans.get('error', 'no answer')}")
+        # two lines, in either order: the zygote's (the pid) and the worker's (warm)
+        ans: dict[str, Any] = {}
+        lines = _Lines(ctl)
+        for _ in range(2):
+            got = json.loads(lines.next() or b"{}")
+            if not got.get("ok"):
+                raise RuntimeError(f"{req.function}: pooled worker not made: "
+                                   f"{got.get('error', 'no answer (see its pool log)')}")
+            ans |= got
+            ctl.settimeout(WARM_TIMEOUT_S)
     except BaseException:
         ctl.close()
         raise
@@ -74,7 +90,8 @@ def prefork(z: Proc, req: ReplicaRequest, timeout_s: float = 10.0) -> Pooled:
         lsock.close()
     pid = int(ans["pid"])
     proc = Proc("pool", req.function, pid, start_time(pid), url=f"http://127.0.0.1:{port}",
-                key=z.key, stage=z.stage, segment=z.segment, tier="T0", zygote_pid=z.pid)
+                key=z.key, stage=z.stage, segment=z.segment, tier="T0", zygote_pid=z.pid,
+                spawn_ms=float(ans.get("warm_ms", 0.0)))
     return Pooled(proc, ctl)
 
 
@@ -85,7 +102,7 @@ def hand_over(w: Pooled, req: ReplicaRequest) -> Proc | None:
         w.control.settimeout(HANDOVER_TIMEOUT_S)
         w.control.sendall(json.dumps({"name": f"{req.function}-{req.index}",
                                       "log": str(req.log_path)}).encode() + b"\n")
-        ok = json.loads(_line(w.control) or b"{}").get("ok") is True
+        ok = json.loads(_Lines(w.control).next() or b"{}").get("ok") is True
     except (OSError, ValueError):
         ok = False
     if not ok or not w.proc.alive():
@@ -99,14 +116,21 @@ def hand_over(w: Pooled, req: ReplicaRequest) -> Proc | None:
                 zygote_pid=p.zygote_pid, index=req.index, log=str(req.log_path))
 
 
-def _line(s: socket.socket) -> bytes:
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
+class _Lines:
+    """JSON lines off a stream socket (two may come in one read); b"" at the end."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self.s, self.buf = s, b""
+
+    def next(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                out, self.buf = self.buf, b""
+                return out
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
 
 
 class WarmPool:

@@ -68,10 +68,30 @@ def _identity(name: str, log: str) -> None:
     os.environ["HOSTNAME"] = name or os.environ.get("HOSTNAME", "")
 
 
-def _await_handover(control: socket.socket) -> None:
-    """A pooled worker's one wait: the hand-over line, or the end of the pool (exit)."""
+def _warm(fd: int) -> float:
+    """Warm a pooled worker before it is counted idle: the handler's own ``warmup`` (as the
+    zygote ran it, now in this process: the pages a first request dirties are dirtied here)
+    and one ``GET /_/health`` through its server, so that its first real request, and the
+    provider's health probe, cost what a warm replica's do.  Returns the milliseconds."""
+    t0 = time.perf_counter()
+    warmup = getattr(sys.modules.get("function.handler"), "warmup", None)
+    if callable(warmup):
+        warmup()
+    with socket.socket(fileno=os.dup(fd)) as lsock:
+        addr = lsock.getsockname()
+    with socket.create_connection(addr[:2], timeout=60) as s:
+        s.sendall(b"GET /_/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _await_handover(control: socket.socket, fd: int) -> None:
+    """A pooled worker's life before it is a replica: warm up, say so, then wait for the
+    hand-over line (or the end of the pool: exit)."""
     try:
         control.settimeout(None)
+        _reply(control, {"ok": True, "warm_ms": round(_warm(fd), 3)})
         buf = b""
         while not buf.endswith(b"\n"):
             chunk = control.recv(MAX_REQUEST_BYTES)
@@ -83,6 +103,11 @@ def _await_handover(control: socket.socket) -> None:
         control.sendall(b'{"ok": true}\n')
         control.close()
     except (OSError, ValueError, AttributeError):
+        os._exit(1)
+    except BaseException:  # noqa: BLE001 - a warm-up that fails: this worker is not fit
+        import traceback
+
+        traceback.print_exc()
         os._exit(1)
 
 
@@ -99,7 +124,7 @@ def _child(fd: int, name: str, log: str, serve_fd: Callable[[int], None],
         if control is not None:
             import threading  # only in the child: the zygote itself stays single-threaded
 
-            threading.Thread(target=_await_handover, args=(control,), daemon=True,
+            threading.Thread(target=_await_handover, args=(control, fd), daemon=True,
                              name="handover").start()
         serve_fd(fd)
     except BaseException:  # noqa: BLE001 - report, then leave without running zygote code
