@@ -25,7 +25,7 @@ from gateway_plugin.actuators import Actuator, GatewayActuator
 from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
 from gateway_plugin.plugin_metrics import PluginMetrics
-from gateway_plugin.policies import chain
+from gateway_plugin.policies import chain, idle
 from gateway_plugin.policies.cpu_compensation import CPUConfig
 from gateway_plugin.policies.observation import PipelineObservation
 from gateway_plugin.policies.pid import PIDConfig
@@ -63,6 +63,7 @@ class Controller:
         self.state = chain.QuartState()
         self.gat_meta: dict[str, Any] | None = None
         self.last: dict[str, dict[str, Any]] = {}
+        self.active: dict[str, float] = {}  # when each function was last seen active
         self.memory: dict[str, observe.ServiceMemory] = {}
         self.cycles = 0
         self.functions: frozenset[str] | None = None  # the gateway's, as of the last listing
@@ -106,6 +107,7 @@ class Controller:
             log.error("state in Redis does not fit this version (%s): starting fresh", e)
             return False
         self.last = dict(doc.get("last", {}))
+        self.active = {k: float(v) for k, v in doc.get("active", {}).items()}
         self.memory = {k: observe.ServiceMemory(**v) for k, v in doc.get("service", {}).items()}
         self.cycles = int(doc.get("cycles", 0))
         self.gat_meta = meta
@@ -115,6 +117,7 @@ class Controller:
 
     def _state_doc(self) -> dict[str, Any]:
         return {"quart": self.state.to_json(), "last": self.last, "cycles": self.cycles,
+                "active": self.active,
                 "service": {k: {"mean_s": v.mean_s, "cv": v.cv} for k, v in self.memory.items()}}
 
     # ------------------------------------------------------------------ the cycle
@@ -193,6 +196,7 @@ class Controller:
         target, why = function_bounds(d.replicas, f)
         by = d.replicas_by if target == d.replicas else Step(
             policy="bounds", step="function_labels", reason=why)
+        target, by = self._idle(f, s, target, by, now)
         act = self.actuator.apply(f, target, d.cpu if self.cpu_actuation else None)
         action, error = act.action, act.error
         policy = decision_policy(action, by, d.cpu_by)
@@ -213,6 +217,20 @@ class Controller:
                           "service_time_s": s.service_time_s, "queue_depth": s.queue_depth}}
         self.last[f.name] = {k: rec[k] for k in ("t", "replicas", "cpu", "policy", "reason")}
         return rec
+
+    def _idle(self, f: Function, s: Any, target: int, by: Step | None,
+              now: float) -> tuple[int, Step | None]:
+        """The last step, after the labels' bounds: scale an idle function to zero when its
+        labels opt in (policies/idle.py).  A count raised by someone else since the last
+        decision (the gateway waking it from zero) is activity: the call that woke it may
+        not be in the metrics yet, and must not be answered by a scale back to zero."""
+        woken = f.replicas > int(self.last.get(f.name, {}).get("replicas", f.replicas))
+        busy = bool(s.arrival_rate) or bool(s.queue_depth)
+        self.active[f.name] = idle.last_active(self.active.get(f.name), now, busy, woken)
+        zero, why = idle.scale_to_zero(target, now - self.active[f.name], f.zero_after_s)
+        if zero == target:
+            return target, by
+        return zero, Step(policy="idle", step="scale_to_zero", reason=why)
 
     # ------------------------------------------------------------------ learning
 
