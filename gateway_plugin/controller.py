@@ -29,10 +29,12 @@ from gateway_plugin.policies import chain, idle
 from gateway_plugin.policies.cpu_compensation import CPUConfig
 from gateway_plugin.policies.observation import PipelineObservation
 from gateway_plugin.policies.pid import PIDConfig
+from gateway_plugin.policies.pool_hint import pool_hint
 from gateway_plugin.policies.replica_corrector import CorrectorConfig
 from gateway_plugin.policies.steps import Step
 from gateway_plugin.store import Store
 from gateway_plugin.training import MIN_SAMPLES, retrain
+from gateway_plugin.warm_pool import PoolHints
 
 __all__ = ["MIN_SAMPLES", "Controller", "observation_json", "quart_config"]
 
@@ -64,6 +66,8 @@ class Controller:
         self.gat_meta: dict[str, Any] | None = None
         self.last: dict[str, dict[str, Any]] = {}
         self.active: dict[str, float] = {}  # when each function was last seen active
+        self.hints = PoolHints(cfg.keys_socket)
+        self.pool: dict[str, int] = {}  # workers keys_manager keeps pre-forked, per function
         self.memory: dict[str, observe.ServiceMemory] = {}
         self.cycles = 0
         self.functions: frozenset[str] | None = None  # the gateway's, as of the last listing
@@ -199,6 +203,7 @@ class Controller:
         target, by = self._idle(f, s, target, by, now)
         act = self.actuator.apply(f, target, d.cpu if self.cpu_actuation else None)
         action, error = act.action, act.error
+        pool = self._pool_hint(f, target)
         policy = decision_policy(action, by, d.cpu_by)
         self.metrics.decided(policy, action)
         cpu_now = act.cpu
@@ -210,7 +215,7 @@ class Controller:
                "cpu_step": None if d.cpu_by is None else d.cpu_by.to_json(),
                "action": action, "actuator": self.actuator.name, "speeds": list(act.speeds),
                "actuation": act.note, "predictor": d.predictor, "critical": d.critical,
-               "reason": d.reason, "error": error, "budget_s": d.budget_s,
+               "reason": d.reason, "error": error, "budget_s": d.budget_s, "pool": pool,
                "predicted_cv": d.predicted_cv,
                "inputs": {"arrival_rate": s.arrival_rate, "latency_mean_s": s.latency_mean_s,
                           "latency_p99_s": s.latency_p99_s, "arrival_cv": s.arrival_cv,
@@ -231,6 +236,16 @@ class Controller:
         if zero == target:
             return target, by
         return zero, Step(policy="idle", step="scale_to_zero", reason=why)
+
+    def _pool_hint(self, f: Function, target: int) -> int | None:
+        """Workers keys_manager keeps pre-forked for ``f``: the forecast of its next scale-up
+        (policies/pool_hint.py), sent where the plugin runs beside keys_manager."""
+        if self.hints.socket is None:
+            return None
+        n, _ = pool_hint(target, f.replicas, self.pool.get(f.name))
+        self.pool[f.name] = n
+        self.hints.send(f.name, n)
+        return n
 
     # ------------------------------------------------------------------ learning
 

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from gateway_plugin.policies.pool_hint import pool_hint
+from gateway_plugin.warm_pool import PoolHints
 from keys_manager.client import AgentError
 from keys_manager.procs import alive
 from tests.test_keys_agent import Agent, embed, kill_all
@@ -98,3 +100,26 @@ def test_a_pooled_worker_exits_when_its_agent_is_killed(pooled_agent, minilm3):
     agent.start()  # the restarted agent adopts the zygote and builds its pool again
     w2 = wait_for(lambda: idle(agent, "cow-0"), what="a new pooled worker")[0]
     assert w2["zygote_pid"] == st["zygotes"][0]["pid"] and w2["pid"] != w["pid"]
+
+
+@pytest.mark.parametrize(("target", "current", "previous", "expected"), [
+    (1, 1, None, (1, "")),  # first look, steady: one worker (the default)
+    (5, 2, None, (3, "scale-up of 3: 3 pre-forked for the next one")),
+    (5, 5, 3, (2, "no larger scale-up: 3 -> 2 pre-forked")),  # steps back one per period
+    (5, 5, 1, (1, "")),  # never below one
+    (0, 2, 2, (1, "no larger scale-up: 2 -> 1 pre-forked")),  # at zero: one, for the wake
+    (40, 1, 2, (8, "scale-up of 39: 8 pre-forked for the next one")),  # capped
+    (4, 3, 5, (4, "no larger scale-up: 5 -> 4 pre-forked")),  # a smaller step: decay wins
+])
+def test_pool_hint_forecasts_the_next_scale_up(target, current, previous, expected):
+    assert pool_hint(target, current, previous) == expected
+
+
+def test_the_plugins_hint_sizes_the_agents_pool(pooled_agent, minilm3):
+    agent = pooled_agent
+    agent.spawn(minilm3, 2)
+    hints = PoolHints(str(agent.sock))
+    assert hints.send("cow-2", 2) and hints.sent == {"cow-2": 2}
+    assert agent({"op": "status"})["status"]["pool"]["sizes"] == {"cow-2": 2}
+    wait_for(lambda: len(idle(agent, "cow-2")) == 2, what="two pooled workers")
+    assert not PoolHints(str(agent.root / "nobody.sock")).send("cow-2", 1)  # logged, no raise

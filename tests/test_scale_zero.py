@@ -107,6 +107,7 @@ def zero_env(tmp_path_factory, minilm3):
             _with_zero_labels(dep, fn)
         plugin = Plugin(dep, rs.url, root)
         plugin.env["QUART_CONTROL_PERIOD_S"] = "1"
+        plugin.env["QUART_KEYS_SOCKET"] = str(dep.state / "keys_manager.sock")  # pool hints
         plugin.start()
         yield dep, plugin
     finally:
@@ -127,6 +128,8 @@ def test_an_idle_pipeline_goes_to_zero_and_a_request_wakes_it(zero_env) -> None:
     st = call(dep.state / "keys_manager.sock", {"op": "status"})["status"]
     kept = {z["function"] for z in st["zygotes"] if z["alive"]}
     assert set(FN) <= kept, "a stage at zero keeps its zygote"
+    assert {fn: st["pool"]["sizes"].get(fn) for fn in FN} == dict.fromkeys(FN, 1)  # hinted
+    assert all(d["pool"] == 1 for d in zeroed)
     t0 = time.monotonic()
     r = requests.post(f"{dep.gateway}/function/{FN[0]}", json={}, timeout=60)
     woke_s = time.monotonic() - t0
