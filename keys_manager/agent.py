@@ -171,7 +171,8 @@ class KeysManager:
             if deadz:
                 self._save()
             running = {r.function for r in self.replicas.values()} - {r.function for r in dead}
-            warm = [f for f, z in self.zygotes.items() if f not in deadz]
+            warm = {f: z for f, z in self.zygotes.items() if f not in deadz}
+        self.pool.prune(warm)
         for f in warm:
             self.pool.refill(f)
         self.heal_zygotes(running)

@@ -32,7 +32,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,8 +166,7 @@ class WarmPool:
         """An idle worker forked by ``z`` as it is now; stale ones are stopped."""
         with self.lock:
             have = self.idle.get(function, [])
-            fresh = [w for w in have if (w.proc.zygote_pid, w.proc.key, w.proc.segment) ==
-                     (z.pid, z.key, z.segment)]
+            fresh = [w for w in have if _made_by(w, z)]
             stale = [w for w in have if w not in fresh]
             chosen = fresh.pop(0) if fresh else None
             self.idle[function] = fresh
@@ -176,6 +175,18 @@ class WarmPool:
         for w in stale:
             w.stop()
         return chosen
+
+    def prune(self, zygotes: Mapping[str, Proc]) -> None:
+        """Stop idle workers that no current zygote made: a zygote stopped (evicted,
+        recycled, dead) or restarted while one of its workers was being forked."""
+        with self.lock:
+            stale = []
+            for f, ws in self.idle.items():
+                z = zygotes.get(f)
+                self.idle[f] = [w for w in ws if z is not None and _made_by(w, z)]
+                stale += [w for w in ws if w not in self.idle[f]]
+        for w in stale:
+            w.stop()
 
     def refill(self, function: str) -> None:
         """Fork up to the pool's size in the background (one filler per function)."""
@@ -247,6 +258,10 @@ class WarmPool:
             fns = list(self.idle)
         for f in fns:
             self.drain(f)
+
+
+def _made_by(w: Pooled, z: Proc) -> bool:
+    return (w.proc.zygote_pid, w.proc.key, w.proc.segment) == (z.pid, z.key, z.segment)
 
 
 def _pss(pid: int) -> int:

@@ -123,3 +123,20 @@ def test_the_plugins_hint_sizes_the_agents_pool(pooled_agent, minilm3):
     assert agent({"op": "status"})["status"]["pool"]["sizes"] == {"cow-2": 2}
     wait_for(lambda: len(idle(agent, "cow-2")) == 2, what="two pooled workers")
     assert not PoolHints(str(agent.root / "nobody.sock")).send("cow-2", 1)  # logged, no raise
+
+
+def test_a_pool_follows_its_zygote(pooled_agent, minilm3):
+    """A zygote killed: its idle workers are stopped (no stale worker is ever handed over),
+    and the pool is built again from the zygote warmed in its place."""
+    agent = pooled_agent
+    r = agent.spawn(minilm3, 1)
+    old = wait_for(lambda: idle(agent, "cow-1"), what="a pooled worker")[0]
+    os.kill(r["zygote_pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(old["pid"], old["started"]), 30, "the stale worker stopped")
+    new = wait_for(lambda: [w for w in idle(agent, "cow-1") if w["zygote_pid"] != r["zygote_pid"]],
+                   90, "a worker of the new zygote")[0]
+    z = next(z for z in agent({"op": "status"})["status"]["zygotes"] if z["function"] == "cow-1")
+    assert new["zygote_pid"] == z["pid"]
+    handed = agent.spawn(minilm3, 1, index=1)
+    assert handed["pooled"] and handed["pid"] == new["pid"]
+    assert embed(handed)["digest"] == embed(r)["digest"]
