@@ -27,8 +27,10 @@ ANN_WORKDIR = "com.openfaas.quart.workdir"
 # ---------------------------------------------------------------- OpenFaaS scaling labels
 LABEL_SCALE_MIN = "com.openfaas.scale.min"
 LABEL_SCALE_MAX = "com.openfaas.scale.max"
+LABEL_SCALE_ZERO = "com.openfaas.scale.zero"  # Pro: "true" lets an idle function go to 0
+LABEL_SCALE_ZERO_DURATION = "com.openfaas.scale.zero-duration"  # Pro: idle time first ("5m")
 CE_SCALE_MAX = 5  # Community Edition keeps min/max within 1..5
 # Pro-only labels that Community Edition rejects
 PRO_ONLY_LABELS = ("com.openfaas.scale.type", "com.openfaas.scale.target",
-                   "com.openfaas.scale.zero", "com.openfaas.scale.zero-duration",
+                   LABEL_SCALE_ZERO, LABEL_SCALE_ZERO_DURATION,
                    "com.openfaas.scale.target-proportion")

@@ -26,6 +26,7 @@ from urllib3.util.retry import Retry
 
 from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, LABEL_SCALE_MAX, LABEL_SCALE_MIN
 from contracts.quantity import format_cpu, parse_cpu
+from gateway_plugin.policies.idle import zero_window_s
 
 __all__ = ["ANN_PIPELINE", "ANN_SLO", "ANN_STAGE", "Function", "Gateway", "GatewayError",
            "Pipeline"]
@@ -54,6 +55,7 @@ class Function:
     min_replicas: int
     max_replicas: int | None
     body: dict[str, Any] = field(repr=False, compare=False)
+    zero_after_s: float | None = None  # com.openfaas.scale.zero(-duration): policies/idle.py
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,17 @@ def _int_label(labels: dict[str, str], key: str) -> int | None:
         return int(labels[key])
     except (KeyError, TypeError, ValueError):
         return None
+
+
+_COMPLAINED: set[tuple[str, str]] = set()
+
+
+def _zero_window(name: str, labels: dict[str, str]) -> float | None:
+    window, complaint = zero_window_s(labels)
+    if complaint and (name, complaint) not in _COMPLAINED:  # once, not every period
+        _COMPLAINED.add((name, complaint))
+        log.warning("%s: %s", name, complaint)
+    return window
 
 
 # Safe to repeat: reads, the scale-function POST (an absolute count, not "one more") and
@@ -129,7 +142,8 @@ class Gateway:
                 name=f["name"], replicas=int(f.get("replicas") or 0),
                 available=int(f.get("availableReplicas") or 0), cpu=_cpu(f.get("limits")),
                 min_replicas=_int_label(labels, LABEL_SCALE_MIN) or 1,
-                max_replicas=_int_label(labels, LABEL_SCALE_MAX), body=f))
+                max_replicas=_int_label(labels, LABEL_SCALE_MAX), body=f,
+                zero_after_s=_zero_window(f["name"], labels)))
         return out
 
     def pipelines(self, functions: list[Function] | None = None) -> list[Pipeline]:

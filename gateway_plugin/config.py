@@ -30,6 +30,7 @@
 | QUART_POD_CONTROL_PORT        | 8080                     | the pods' watchdog port, where ``/_/quart/workers`` is |
 | QUART_POD_MAX_WORKERS         | 4                        | workers per pod at most (as the functions' own QUART_POD_MAX_WORKERS) |
 | QUART_POD_MAX_CPU             | 8.0                      | CPUs a pod may be resized to in place, at most |
+| QUART_KEYS_SOCKET             | (unset)                  | the node's keys_manager socket, where the plugin runs beside it (one machine): it is told how many workers to keep pre-forked per function (policies/pool_hint.py) |
 | QUART_POD_REGISTRY            | .quart/pods              | ``pods``: the directory where the local pod runner describes its pods (local_pods.py) |
 """
 from __future__ import annotations
@@ -85,6 +86,7 @@ class PluginConfig:
     pod_max_workers: int = 4
     pod_max_cpu: float = 8.0
     pod_registry: str = ".quart/pods"
+    keys_socket: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> PluginConfig:
@@ -134,6 +136,7 @@ class PluginConfig:
             pod_max_workers=num("QUART_POD_MAX_WORKERS", "4", int, 1, 1024),
             pod_max_cpu=num("QUART_POD_MAX_CPU", "8.0", lo=0.001),
             pod_registry=get("QUART_POD_REGISTRY", ".quart/pods"),
+            keys_socket=get("QUART_KEYS_SOCKET", ""),
         )
         if cfg.min_replicas > cfg.max_replicas:
             raise ConfigError("QUART_MIN_REPLICAS must be <= QUART_MAX_REPLICAS")

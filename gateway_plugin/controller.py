@@ -25,14 +25,16 @@ from gateway_plugin.actuators import Actuator, GatewayActuator
 from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
 from gateway_plugin.plugin_metrics import PluginMetrics
-from gateway_plugin.policies import chain
+from gateway_plugin.policies import chain, idle
 from gateway_plugin.policies.cpu_compensation import CPUConfig
 from gateway_plugin.policies.observation import PipelineObservation
 from gateway_plugin.policies.pid import PIDConfig
+from gateway_plugin.policies.pool_hint import pool_hint
 from gateway_plugin.policies.replica_corrector import CorrectorConfig
 from gateway_plugin.policies.steps import Step
 from gateway_plugin.store import Store
 from gateway_plugin.training import MIN_SAMPLES, retrain
+from gateway_plugin.warm_pool import PoolHints
 
 __all__ = ["MIN_SAMPLES", "Controller", "observation_json", "quart_config"]
 
@@ -63,6 +65,9 @@ class Controller:
         self.state = chain.QuartState()
         self.gat_meta: dict[str, Any] | None = None
         self.last: dict[str, dict[str, Any]] = {}
+        self.active: dict[str, float] = {}  # when each function was last seen active
+        self.hints = PoolHints(cfg.keys_socket)
+        self.pool: dict[str, int] = {}  # workers keys_manager keeps pre-forked, per function
         self.memory: dict[str, observe.ServiceMemory] = {}
         self.cycles = 0
         self.functions: frozenset[str] | None = None  # the gateway's, as of the last listing
@@ -106,6 +111,7 @@ class Controller:
             log.error("state in Redis does not fit this version (%s): starting fresh", e)
             return False
         self.last = dict(doc.get("last", {}))
+        self.active = {k: float(v) for k, v in doc.get("active", {}).items()}
         self.memory = {k: observe.ServiceMemory(**v) for k, v in doc.get("service", {}).items()}
         self.cycles = int(doc.get("cycles", 0))
         self.gat_meta = meta
@@ -115,6 +121,7 @@ class Controller:
 
     def _state_doc(self) -> dict[str, Any]:
         return {"quart": self.state.to_json(), "last": self.last, "cycles": self.cycles,
+                "active": self.active,
                 "service": {k: {"mean_s": v.mean_s, "cv": v.cv} for k, v in self.memory.items()}}
 
     # ------------------------------------------------------------------ the cycle
@@ -193,8 +200,10 @@ class Controller:
         target, why = function_bounds(d.replicas, f)
         by = d.replicas_by if target == d.replicas else Step(
             policy="bounds", step="function_labels", reason=why)
+        target, by = self._idle(f, s, target, by, now)
         act = self.actuator.apply(f, target, d.cpu if self.cpu_actuation else None)
         action, error = act.action, act.error
+        pool = self._pool_hint(f, target)
         policy = decision_policy(action, by, d.cpu_by)
         self.metrics.decided(policy, action)
         cpu_now = act.cpu
@@ -206,13 +215,37 @@ class Controller:
                "cpu_step": None if d.cpu_by is None else d.cpu_by.to_json(),
                "action": action, "actuator": self.actuator.name, "speeds": list(act.speeds),
                "actuation": act.note, "predictor": d.predictor, "critical": d.critical,
-               "reason": d.reason, "error": error, "budget_s": d.budget_s,
+               "reason": d.reason, "error": error, "budget_s": d.budget_s, "pool": pool,
                "predicted_cv": d.predicted_cv,
                "inputs": {"arrival_rate": s.arrival_rate, "latency_mean_s": s.latency_mean_s,
                           "latency_p99_s": s.latency_p99_s, "arrival_cv": s.arrival_cv,
                           "service_time_s": s.service_time_s, "queue_depth": s.queue_depth}}
         self.last[f.name] = {k: rec[k] for k in ("t", "replicas", "cpu", "policy", "reason")}
         return rec
+
+    def _idle(self, f: Function, s: Any, target: int, by: Step | None,
+              now: float) -> tuple[int, Step | None]:
+        """The last step, after the labels' bounds: scale an idle function to zero when its
+        labels opt in (policies/idle.py).  A count raised by someone else since the last
+        decision (the gateway waking it from zero) is activity: the call that woke it may
+        not be in the metrics yet, and must not be answered by a scale back to zero."""
+        woken = f.replicas > int(self.last.get(f.name, {}).get("replicas", f.replicas))
+        busy = bool(s.arrival_rate) or bool(s.queue_depth)
+        self.active[f.name] = idle.last_active(self.active.get(f.name), now, busy, woken)
+        zero, why = idle.scale_to_zero(target, now - self.active[f.name], f.zero_after_s)
+        if zero == target:
+            return target, by
+        return zero, Step(policy="idle", step="scale_to_zero", reason=why)
+
+    def _pool_hint(self, f: Function, target: int) -> int | None:
+        """Workers keys_manager keeps pre-forked for ``f``: the forecast of its next scale-up
+        (policies/pool_hint.py), sent where the plugin runs beside keys_manager."""
+        if self.hints.socket is None:
+            return None
+        n, _ = pool_hint(target, f.replicas, self.pool.get(f.name))
+        self.pool[f.name] = n
+        self.hints.send(f.name, n)
+        return n
 
     # ------------------------------------------------------------------ learning
 

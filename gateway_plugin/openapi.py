@@ -111,8 +111,9 @@ SCHEMAS: dict[str, Any] = {
             "pipeline": {"type": "string"}, "function": {"type": "string"},
             "from": {"type": "integer"}, "replicas": {"type": "integer"}, "cpu": NUM,
             "policy": {"type": "string",
-                       "description": "corrector, smoother, bounds or cpu: whose step set the "
-                                      "count (or moved the CPU); none, or hold"},
+                       "description": "corrector, smoother, bounds, idle (scale to zero) or "
+                                      "cpu: whose step set the count (or moved the CPU); "
+                                      "none, or hold"},
             "step": {"$ref": "#/components/schemas/PolicyStep"},
             "cpu_step": {"$ref": "#/components/schemas/PolicyStep"},
             "action": {"type": "string"},
@@ -126,6 +127,10 @@ SCHEMAS: dict[str, Any] = {
                        "description": "the means used: workers in pods, CPU in place, pods"},
             "actuation": {"type": "string",
                           "description": "what the actuator did or refused, and why"},
+            "pool": {"type": "integer", "nullable": True,
+                     "description": "workers keys_manager keeps pre-forked for the function "
+                                    "(the forecast of its next scale-up; null: no "
+                                    "QUART_KEYS_SOCKET)"},
         },
     },
 }

@@ -44,6 +44,7 @@ from keys_manager.launch import (
     start_process,
     start_zygote,
 )
+from keys_manager.pool import Pooled, WarmPool, hand_over, prefork
 from keys_manager.procs import Proc
 from keys_manager.request import ReplicaRequest
 from keys_manager.segment import write_json_atomic
@@ -77,6 +78,7 @@ class KeysManager:
         self._recycling: Counter[str] = Counter()  # functions _recycle is stopping
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self.pool = WarmPool(cfg.pool_size, self._prefork)
         self._restore()
 
     # ------------------------------------------------------------------ API
@@ -102,7 +104,8 @@ class KeysManager:
                 tier = "cold" if weights == "T3" else weights
             else:
                 z, tier = self._zygote_for(req, entry)
-                proc = fork_replica(z, req)
+                proc = (self._from_pool(req, z) if tier == "T0" else None) or \
+                    fork_replica(z, req)
             proc.stage = str(entry.key) if entry else ""
             proc.spawn_ms = round((time.perf_counter() - t0) * 1e3, 3)
             proc.tier = tier
@@ -116,6 +119,30 @@ class KeysManager:
         log.info("spawned %s-%d pid %d tier %s in %.1f ms", req.function, req.index, proc.pid,
                  tier, proc.spawn_ms)
         return proc.to_json()
+
+    def _from_pool(self, req: ReplicaRequest, z: Proc) -> Proc | None:
+        """A pooled worker of ``z`` handed over as this replica (None: the pool is empty)."""
+        w = self.pool.take(req.function, z)
+        proc = hand_over(w, req) if w is not None else None
+        if proc is not None:
+            proc.pooled = True
+        return proc
+
+    def _prefork(self, function: str) -> Pooled | None:
+        """One idle worker for the pool of ``function``, from its zygote as it is now."""
+        with self._flocks[function]:
+            with self.lock:
+                z = self.zygotes.get(function)
+                rec = self._recipes.get(function)
+                if self._closing or self._recycling[function] or z is None or rec is None:
+                    return None
+            if not z.alive():
+                return None
+            return prefork(z, ReplicaRequest.from_json(rec))
+
+    def set_pool(self, function: str, size: Any) -> None:
+        """The autoscaler's forecast of the next scale-up of ``function``, in workers."""
+        self.pool.set_size(function, size)
 
     def kill(self, pid: int, grace_s: float = 5.0) -> bool:
         with self.lock:
@@ -133,6 +160,7 @@ class KeysManager:
             deadz = [f for f, z in self.zygotes.items() if not z.alive()]
         for p in dead:
             self._forget(p)
+        self.pool.reap()
         with self.lock:
             for f in deadz:
                 z = self.zygotes.get(f)
@@ -143,6 +171,10 @@ class KeysManager:
             if deadz:
                 self._save()
             running = {r.function for r in self.replicas.values()} - {r.function for r in dead}
+            warm = {f: z for f, z in self.zygotes.items() if f not in deadz}
+        self.pool.prune(warm)
+        for f in warm:
+            self.pool.refill(f)
         self.heal_zygotes(running)
         return len(dead) + len(deadz)
 
@@ -206,7 +238,7 @@ class KeysManager:
             zy = [z.to_json() | {"alive": z.alive()} for z in self.zygotes.values()]
             reps = [r.to_json() | {"alive": r.alive()} for r in self.replicas.values()]
         return {"pid": os.getpid(), "cache": self.cache.status(), "zygotes": zy,
-                "replicas": reps, "recycled": self.recycled,
+                "replicas": reps, "recycled": self.recycled, "pool": self.pool.status(),
                 "shm_dir": str(self.cfg.shm_dir), "disk_dir": str(self.cfg.disk_dir)}
 
     def shutdown(self) -> None:
@@ -217,6 +249,7 @@ class KeysManager:
             warming = list(self._threads)
         for t in warming:  # a zygote being warmed again sees _closing and stops itself
             t.join(10.0)
+        self.pool.close()
         with self.lock:
             for z in self.zygotes.values():
                 z.terminate(5.0)
@@ -263,6 +296,7 @@ class KeysManager:
         with self.lock:
             z = self.zygotes.pop(function, None)
             self._save()
+        self.pool.drain(function)
         if z is not None:
             z.terminate(5.0)
             Path(z.sock).unlink(missing_ok=True)
@@ -323,7 +357,7 @@ class KeysManager:
         """Atomic (rename) but not fsync'ed: it describes live processes, which a machine
         crash takes with it; an fsync per spawn would cost milliseconds on the hot path."""
         with self.lock:
-            write_json_atomic(self.state_file, durable=False, obj={
+            write_json_atomic(self.state_file, durable=False, indent=None, obj={
                 "zygotes": [z.to_json() for z in self.zygotes.values()],
                 "replicas": [r.to_json() for r in self.replicas.values()],
                 "recipes": self._recipes})

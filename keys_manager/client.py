@@ -71,7 +71,8 @@ class ForkedHandle:
         self.pid = int(doc["pid"])
         self.url = str(doc["url"])
         self._started = doc.get("started") or start_time(self.pid)
-        self.info = {k: doc.get(k) for k in ("tier", "spawn_ms", "zygote_pid", "stage", "log")}
+        self.info = {k: doc.get(k) for k in ("tier", "spawn_ms", "zygote_pid", "stage", "log",
+                                             "pooled")}
 
     def alive(self) -> bool:
         return alive(self.pid, self._started)
@@ -186,6 +187,10 @@ class AgentLauncher:
             self.ensure_agent()  # not running (first launch, or it died): start it, retry once
             ans = call(self.socket, doc, timeout_s=600)
         return ForkedHandle(self, ans["replica"])
+
+    def set_pool(self, function: str, size: int) -> None:
+        """Keep ``size`` idle workers of ``function`` pre-forked on this node."""
+        call(self.socket, {"op": "pool", "function": function, "size": size})
 
     def status(self) -> dict[str, Any]:
         status: dict[str, Any] = call(self.socket, {"op": "status"})["status"]

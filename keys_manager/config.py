@@ -13,6 +13,7 @@
 | QUART_KEYS_SCRUB_S        | 300                                       | period of the full sha256 scrub of T1; 0 = never |
 | QUART_KEYS_REAP_S         | 0.5                                       | period of the check for replicas that died |
 | QUART_KEYS_VERIFY         | 1                                         | hash copies already in T1/T2 when first used |
+| QUART_KEYS_POOL           | 1                                         | idle workers pre-forked per function (keys_manager/pool.py); the ``pool`` op sets it per function |
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class AgentConfig:
     scrub_period_s: float = 300.0
     reap_period_s: float = 0.5
     verify: bool = True
+    pool_size: int = 1
     python: str = sys.executable
 
     @property
@@ -76,4 +78,5 @@ class AgentConfig:
             scrub_period_s=num("QUART_KEYS_SCRUB_S", "300", float),
             reap_period_s=num("QUART_KEYS_REAP_S", "0.5", float) or 0.5,
             verify=(e.get("QUART_KEYS_VERIFY") or "1").lower() not in ("0", "false", "no"),
+            pool_size=num("QUART_KEYS_POOL", "1", int),
         )

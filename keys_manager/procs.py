@@ -67,6 +67,7 @@ class Proc:
     zygote_pid: int = 0
     index: int = 0
     log: str = ""
+    pooled: bool = False  # a replica handed over from the warm pool (keys_manager/pool.py)
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     def alive(self) -> bool:

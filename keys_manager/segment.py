@@ -178,12 +178,14 @@ def fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, obj: object, durable: bool = True) -> None:
-    """JSON written like a segment: temp file, fsync, rename; never a torn index."""
+def write_json_atomic(path: Path, obj: object, durable: bool = True,
+                      indent: int | None = 1) -> None:
+    """JSON written like a segment: temp file, fsync, rename; never a torn index.
+    ``indent=None`` for a file on a hot path: only then does json use its C encoder."""
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
+            f.write(json.dumps(obj, indent=indent, sort_keys=indent is not None))
             f.flush()
             if durable:
                 os.fsync(f.fileno())

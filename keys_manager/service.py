@@ -12,6 +12,8 @@ every answer has ``ok`` and, when false, ``error`` and ``kind``):
    "weights"?: "T1"|"T2"|"T3"}                         -> {"ok", "replica": {pid, url, tier,
                                                            spawn_ms, zygote_pid, ...}}
   {"op": "kill", "pid": P, "grace_s"?: S}              -> {"ok", "killed"}
+  {"op": "pool", "function": F, "size": N}             -> {"ok"}: keep N idle workers of F
+                                                           pre-forked (keys_manager/pool.py)
   {"op": "status"}                                     -> {"ok", "status": {...}}
   {"op": "scrub"}                                      -> {"ok", "rebuilt": [stage, ...]}
   {"op": "evict", "stage": "MODEL--stage-N", "disk"?: bool}  -> {"ok", "evicted"}
@@ -82,6 +84,9 @@ def handle(agent: KeysManager, req: Any, stop: threading.Event) -> dict[str, Any
                     not 0 <= grace <= 300:
                 raise ValueError("grace_s must be a number in [0, 300]")
             return {"ok": True, "killed": agent.kill(pid, float(grace))}
+        if op == "pool":
+            agent.set_pool(str(req.get("function", "")), req.get("size"))
+            return {"ok": True}
         if op == "status":
             return {"ok": True, "status": agent.status()}
         if op == "scrub":
@@ -92,8 +97,8 @@ def handle(agent: KeysManager, req: Any, stop: threading.Event) -> dict[str, Any
         if op == "shutdown":
             stop.set()
             return {"ok": True}
-        raise ValueError(f"unknown op {op!r}: ping, ensure, spawn, kill, status, scrub, "
-                         f"evict or shutdown")
+        raise ValueError(f"unknown op {op!r}: ping, ensure, spawn, kill, pool, status, "
+                         f"scrub, evict or shutdown")
     except CacheFull as e:
         return {"ok": False, "kind": "cache_full", "error": str(e)}
     except SegmentCorrupt as e:

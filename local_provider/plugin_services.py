@@ -110,6 +110,8 @@ def start_plugin(state_dir: Path, gateway: str, prometheus: str, redis_url: str,
            "REDIS_URL": redis_url, "QUART_PLUGIN_PORT": str(port),
            "QUART_BASIC_AUTH_PASSWORD_FILE": str(Path(state_dir) / "basic-auth-password"),
            **(extra_env or {})}
+    # the node agent beside it, told how many workers to keep pre-forked (pool hints)
+    env.setdefault("QUART_KEYS_SOCKET", str(Path(state_dir).absolute() / "keys_manager.sock"))
     svc = services.start(state_dir, "plugin", [sys.executable, "-m", "gateway_plugin"], url,
                          env=env)
     # /livez: up and cycling; /healthz may rightly say 503 until Prometheus has scraped

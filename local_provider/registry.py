@@ -310,13 +310,17 @@ class Registry:
             handle.terminate(self.config.stop_grace_s)
             pool.remove(r)
             return
-        if self.limiter is not None:  # limited before it serves, not from the next tick on
-            self.limiter.place(rec.name, r.index, handle.pid, cpus_of(rec.deployment.limits))
-        ok = wait_healthy(handle, self.config.start_timeout_s,
-                          lambda: r.draining or r.dead or self._stopping.is_set())
+        cpus = cpus_of(rec.deployment.limits)  # a limit bites before it serves (an unlimited
+        if self.limiter is not None and cpus is not None:  # cgroup waits: 10-20 ms on v1)
+            self.limiter.place(rec.name, r.index, handle.pid, cpus)
+        stop = lambda: r.draining or r.dead or self._stopping.is_set()  # noqa: E731
+        ok = handle.info.get("pooled") is True or wait_healthy(  # pooled: warm, probed already
+            handle, self.config.start_timeout_s, stop)
         if ok and handle.alive():
             handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
             pool.set_ready(r)
+            if self.limiter is not None and cpus is None:
+                self.limiter.place(rec.name, r.index, handle.pid, None)
             with self.lock:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,

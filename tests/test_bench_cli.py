@@ -36,8 +36,8 @@ def test_make_bench_runs_the_default_set_through_it():
     assert recipe.split() == ["$(VENV)/bin/quart-faas", "bench", "--default"]
     # what `make bench` ran before there was one entry point
     assert [(s.name, s.default_args) for s in DEFAULT] == [
-        ("pipeline_overhead", ()), ("scaleup", ()), ("control_cycle", ("--stages", "1000")),
-        ("decoder", ())]
+        ("pipeline_overhead", ()), ("scaleup", ()), ("pool", ()),
+        ("control_cycle", ("--stages", "1000")), ("decoder", ())]
 
 
 def test_a_study_runs_through_it_with_its_own_arguments(capsys):

@@ -248,6 +248,7 @@ def run_model(b: Bench, key: str, a: argparse.Namespace) -> dict[str, Any]:
     try:
         b.wait(name, 1)
         base = b.replicas(name)[0]
+        b.launcher.set_pool(name, 0)  # T0 is a fork on the call; the pool has its own study
         b.zygote(name)  # T0 trials need it: fails here, not later, if it is missing
         for _ in range(5):  # warm-up of the base replica
             b.call(base["url"], body)
