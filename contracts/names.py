@@ -30,7 +30,8 @@ LABEL_SCALE_MAX = "com.openfaas.scale.max"
 LABEL_SCALE_ZERO = "com.openfaas.scale.zero"  # Pro: "true" lets an idle function go to 0
 LABEL_SCALE_ZERO_DURATION = "com.openfaas.scale.zero-duration"  # Pro: idle time first ("5m")
 CE_SCALE_MAX = 5  # Community Edition keeps min/max within 1..5
-# Pro-only labels that Community Edition rejects
+# Pro-only labels that Community Edition rejects. The scale-to-zero pair is not among them:
+# Quart's plugin is the idler that reads it (gateway_plugin/policies/idle.py), so a stack that
+# asks for it gets it from Quart, on our provider and beside a CE gateway alike.
 PRO_ONLY_LABELS = ("com.openfaas.scale.type", "com.openfaas.scale.target",
-                   LABEL_SCALE_ZERO, LABEL_SCALE_ZERO_DURATION,
                    "com.openfaas.scale.target-proportion")

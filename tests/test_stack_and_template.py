@@ -72,10 +72,14 @@ def test_env_substitution_like_faas_cli(text, env, expected):
     ({"com.openfaas.scale.max": "many"}, "not an integer"),
     ({"com.openfaas.scale.type": "rps"}, "Pro label"),
     ({"com.openfaas.scale.target": "5"}, "Pro label"),
-    ({"com.openfaas.scale.zero": "true"}, "Pro label"),
 ])
 def test_ce_rejects(labels, needle):
     assert any(needle in e for e in ce_label_errors(labels))
+
+
+def test_scale_to_zero_labels_are_accepted_because_the_plugin_acts_on_them():
+    labels = {"com.openfaas.scale.zero": "true", "com.openfaas.scale.zero-duration": "5m"}
+    assert ce_label_errors(labels) == []
 
 
 @pytest.mark.parametrize("doc,needle", [
