@@ -77,6 +77,8 @@ class KeysManager:
         self._recycling: Counter[str] = Counter()  # functions _recycle is stopping
         self._threads: list[threading.Thread] = []
         self._closing = False
+        # shutdown() stops the replicas too: `quart-faas down`, or no provider adopted us
+        self.stop_replicas_at_shutdown = False
         self._restore()
 
     # ------------------------------------------------------------------ API
@@ -211,12 +213,15 @@ class KeysManager:
 
     def shutdown(self) -> None:
         """Stop the zygotes and release T1 (running replicas keep their private mappings:
-        unlinking a mapped file frees its memory only when the last mapping goes)."""
+        unlinking a mapped file frees its memory only when the last mapping goes); the
+        replicas as well when ``stop_replicas_at_shutdown`` says nothing will stop them."""
         with self.lock:
             self._closing = True
             warming = list(self._threads)
         for t in warming:  # a zygote being warmed again sees _closing and stops itself
             t.join(10.0)
+        if self.stop_replicas_at_shutdown:
+            self._stop_replicas()
         with self.lock:
             for z in self.zygotes.values():
                 z.terminate(5.0)
@@ -224,6 +229,20 @@ class KeysManager:
             self.zygotes.clear()
             self._save()
         self.cache.close(remove_shm=True)
+
+    def _stop_replicas(self) -> None:
+        """Every replica at once (each gets its SIGTERM grace in its own thread)."""
+        with self.lock:
+            procs = list(self.replicas.values())
+        stoppers = [threading.Thread(target=p.terminate, args=(2.0,), daemon=True)
+                    for p in procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(10.0)
+        for p in procs:
+            self._forget(p)
+        log.info("stopped %d replica(s)", len(procs))
 
     # ------------------------------------------------------------------ zygotes
 
