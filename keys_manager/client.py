@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from keys_manager.config import AgentConfig
 from keys_manager.procs import alive, start_time, terminate
 
 log = logging.getLogger("keys_manager.client")
@@ -159,9 +160,19 @@ class AgentLauncher:
 
     def adoptable(self) -> list[ForkedHandle]:
         """The live replicas of this node's agent: after a crash, those a previous provider
-        of this state dir started.  Starts (or adopts) the agent: a new one adopts what
-        its predecessor's state.json lists."""
-        self.ensure_agent()
+        of this state dir started.  Adopts an orphaned agent, or starts one when its
+        state.json lists a live replica (a new agent adopts those); an agent with a live
+        owner, or none (run by hand), serves someone else: nothing of it is ours."""
+        try:
+            ping = call(self.socket, {"op": "ping"}, timeout_s=5)
+        except AgentError:
+            if not self._listed_alive():
+                return []
+            self.ensure_agent()
+        else:
+            if not ping.get("orphaned"):
+                return []
+            self._answering(ping)
         reps = self.status().get("replicas", [])
         return [ForkedHandle(self, d) for d in reps if d.get("alive")]
 
@@ -215,6 +226,14 @@ class AgentLauncher:
                     expected = self._proc  # the attempt that failed, unless closed meanwhile
                 log.error("keys_manager restart failed (%s); retrying in 5s", e)
                 time.sleep(5)
+
+    def _listed_alive(self) -> bool:
+        try:
+            state = AgentConfig.from_env(self.env).keys_dir / "state.json"
+            doc = json.loads(state.read_text())
+            return any(alive(int(d["pid"]), d.get("started")) for d in doc.get("replicas", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def launch(self, spec: Any) -> ForkedHandle:
         doc = {"op": "spawn", "replica": {

@@ -97,7 +97,7 @@ class PersistentRegistry(Registry):
         if names:
             log.warning("restored %d function(s) a previous provider left: %s", len(names),
                         ", ".join(names))
-            self._adopt()
+        self._adopt()  # with no record, what is left running is stopped: nothing owns it
         return len(names)
 
     def _adopt(self) -> None:

@@ -237,11 +237,17 @@ def test_gateway_kill_9_under_load_is_restarted_adopts_its_replicas_and_down_sto
     assert_nothing_left(run)
 
 
-def test_up_after_a_crashed_run_keeps_the_replica_count_and_down_stops_the_orphans(run):
+@pytest.mark.parametrize("agent_too", [False, True], ids=["agent-lives", "agent-killed"])
+def test_up_after_a_crashed_run_keeps_the_replica_count_and_down_stops_the_orphans(run,
+                                                                                   agent_too):
     run.env["QUART_KEYS_ORPHAN_GRACE_S"] = "300"  # the orphans wait for the next `up`
     run.up()
     replicas = run.listed_replicas()
     run.crash()
+    if agent_too:  # only state.json says what runs: a new agent adopts, then the provider
+        agent = json.loads((run.agent().keys_dir / "agent.json").read_text())["pid"]
+        os.kill(agent, signal.SIGKILL)
+        wait(lambda: not services.pid_alive(agent), 10, "keys_manager to die")
     assert run.listed_replicas() == replicas  # orphans: keys_manager, zygote, replicas live on
     run.up()
     assert run.listed_replicas() == replicas, "a new up started replicas beside the orphans"
