@@ -24,7 +24,6 @@ accelerators' device locks (``functions/stage/device.py``).  A weightless stage
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -34,11 +33,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from keys_manager import state_file
 from keys_manager.cache import Entry, ParamCache, StageKey
 from keys_manager.config import AgentConfig
 from keys_manager.launch import (
     SpawnError,
-    answers,
     fork_replica,
     recipe,
     start_process,
@@ -47,7 +46,6 @@ from keys_manager.launch import (
 from keys_manager.pool import Pooled, WarmPool, hand_over, prefork
 from keys_manager.procs import Proc
 from keys_manager.request import ReplicaRequest
-from keys_manager.segment import write_json_atomic
 
 log = logging.getLogger("keys_manager.agent")
 MODES = ("fork", "process")
@@ -79,6 +77,8 @@ class KeysManager:
         self._threads: list[threading.Thread] = []
         self._closing = False
         self.pool = WarmPool(cfg.pool_size, self._prefork)
+        # shutdown() stops the replicas too: `quart-faas down`, or no provider adopted us
+        self.stop_replicas_at_shutdown = False
         self._restore()
 
     # ------------------------------------------------------------------ API
@@ -243,13 +243,16 @@ class KeysManager:
 
     def shutdown(self) -> None:
         """Stop the zygotes and release T1 (running replicas keep their private mappings:
-        unlinking a mapped file frees its memory only when the last mapping goes)."""
+        unlinking a mapped file frees its memory only when the last mapping goes); the
+        replicas as well when ``stop_replicas_at_shutdown`` says nothing will stop them."""
         with self.lock:
             self._closing = True
             warming = list(self._threads)
         for t in warming:  # a zygote being warmed again sees _closing and stops itself
             t.join(10.0)
         self.pool.close()
+        if self.stop_replicas_at_shutdown:
+            self._stop_replicas()
         with self.lock:
             for z in self.zygotes.values():
                 z.terminate(5.0)
@@ -257,6 +260,20 @@ class KeysManager:
             self.zygotes.clear()
             self._save()
         self.cache.close(remove_shm=True)
+
+    def _stop_replicas(self) -> None:
+        """Every replica at once (each gets its SIGTERM grace in its own thread)."""
+        with self.lock:
+            procs = list(self.replicas.values())
+        stoppers = [threading.Thread(target=p.terminate, args=(2.0,), daemon=True)
+                    for p in procs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(10.0)
+        for p in procs:
+            self._forget(p)
+        log.info("stopped %d replica(s)", len(procs))
 
     # ------------------------------------------------------------------ zygotes
 
@@ -354,41 +371,18 @@ class KeysManager:
     # ------------------------------------------------------------------ persistence
 
     def _save(self) -> None:
-        """Atomic (rename) but not fsync'ed: it describes live processes, which a machine
-        crash takes with it; an fsync per spawn would cost milliseconds on the hot path."""
         with self.lock:
-            write_json_atomic(self.state_file, durable=False, indent=None, obj={
-                "zygotes": [z.to_json() for z in self.zygotes.values()],
-                "replicas": [r.to_json() for r in self.replicas.values()],
-                "recipes": self._recipes})
+            state_file.save(self.state_file, list(self.zygotes.values()),
+                            list(self.replicas.values()), self._recipes)
 
     def _restore(self) -> None:
-        """Adopt what survived a crash of the previous agent; clean up the rest."""
-        try:
-            doc = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            doc = {}
-        recipes = doc.get("recipes")
-        if isinstance(recipes, dict):
-            self._recipes = {f: r for f, r in recipes.items() if isinstance(r, dict)}
-        keep = set()
-        for d in doc.get("zygotes", []):
-            z = Proc.from_json(d)
-            if z.alive() and answers(z.sock):
-                self.zygotes[z.function] = z
-                keep.add(Path(z.sock).name)
-                log.info("adopted zygote of %s (pid %d)", z.function, z.pid)
-            else:
-                z.terminate(2.0)
-        for p in self.zygote_dir.glob("*.sock"):
-            if p.name not in keep:
-                p.unlink(missing_ok=True)
-        for d in doc.get("replicas", []):
-            r = Proc.from_json(d)
-            if not r.alive():
-                continue
-            self.replicas[r.pid] = r
+        """Adopt what survived a crash of the previous agent (``state_file.restore``) and
+        pin the stages its replicas map."""
+        found = state_file.restore(self.state_file, self.zygote_dir)
+        self._recipes.update(found.recipes)
+        self.zygotes.update(found.zygotes)
+        self.replicas.update(found.replicas)
+        for r in found.replicas.values():
             if r.segment:
                 self.cache.pin(StageKey.parse(r.stage))
         self._save()
-

@@ -9,6 +9,12 @@ zygotes and replicas still running (they are not the agent's threads and go
 on serving) and, at shutdown, frees the node's shared memory.  Without it a
 dead agent stayed dead until the next scale-up, and a provider stopped
 meanwhile left the zygotes and the T1 segments in /dev/shm behind.
+
+The agent it starts is owned by this provider (``QUART_KEYS_OWNER_PID``, keys_manager/owner.py)
+and stops everything when its provider is gone for good.  A provider restarted after a crash
+(local_provider/supervisor.py) finds that agent orphaned on the socket, adopts it, supervises
+it as its own and takes over its replicas (``adoptable``, local_provider/adopt.py), so the
+replica count stays what it was; an agent nobody owns (run by hand) is still left alone.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from keys_manager.config import AgentConfig
 from keys_manager.procs import alive, start_time, terminate
 
 log = logging.getLogger("keys_manager.client")
@@ -72,7 +79,7 @@ class ForkedHandle:
         self.url = str(doc["url"])
         self._started = doc.get("started") or start_time(self.pid)
         self.info = {k: doc.get(k) for k in ("tier", "spawn_ms", "zygote_pid", "stage", "log",
-                                             "pooled")}
+                                             "pooled", "function", "index")}
 
     def alive(self) -> bool:
         return alive(self.pid, self._started)
@@ -108,19 +115,66 @@ class AgentLauncher:
         # benchmark.studies.scaleup)
         self.mode, self.weights = "fork", "T1"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = threading.Lock()
+        self._adopted: tuple[int, int | None] | None = None  # an orphan we took over
+        self._lock = threading.RLock()
 
     def ensure_agent(self) -> int:
-        """The agent's pid: the one answering, or one we start now."""
+        """The agent's pid: the one answering (adopted if its provider died), or one we
+        start now."""
         try:
-            return int(call(self.socket, {"op": "ping"}, timeout_s=5)["pid"])
+            return self._answering(call(self.socket, {"op": "ping"}, timeout_s=5))
         except AgentError:
             pass
         with self._lock:
             try:
-                return int(call(self.socket, {"op": "ping"}, timeout_s=5)["pid"])
+                return self._answering(call(self.socket, {"op": "ping"}, timeout_s=5))
             except AgentError:
                 return self._start()
+
+    def _answering(self, ping: dict[str, Any]) -> int:
+        pid = int(ping["pid"])
+        if ping.get("orphaned"):
+            call(self.socket, {"op": "adopt", "owner": os.getpid()}, timeout_s=5)
+            with self._lock:
+                self._adopted = (pid, start_time(pid))
+            log.warning("adopted keys_manager pid %d: the provider that started it is gone",
+                        pid)
+            if self.restart_on_exit:
+                threading.Thread(target=self._watch_adopted, args=(self._adopted,),
+                                 daemon=True, name=f"keys-manager-{pid}").start()
+        return pid
+
+    def _watch_adopted(self, agent: tuple[int, int | None]) -> None:
+        """An adopted agent is not our child: poll /proc, then restart it as ``_supervise``."""
+        while alive(*agent):
+            time.sleep(0.5)
+        with self._lock:
+            if self._adopted != agent:
+                return  # closed
+            self._adopted = None
+        log.warning("adopted keys_manager (pid %d) exited: starting a new one", agent[0])
+        try:
+            self.ensure_agent()
+        except AgentError as e:  # the next launch tries again
+            log.error("keys_manager restart failed: %s", e)
+
+    def adoptable(self) -> list[ForkedHandle]:
+        """The live replicas of this node's agent: after a crash, those a previous provider
+        of this state dir started.  Adopts an orphaned agent, or starts one when its
+        state.json lists a live replica (a new agent adopts those); an agent with a live
+        owner, or none (run by hand), serves someone else: nothing of it is ours."""
+        try:
+            ping = call(self.socket, {"op": "ping"}, timeout_s=5)
+        except AgentError:
+            if not self._listed_alive():
+                return []
+            self.ensure_agent()
+        else:
+            if not ping.get("orphaned"):
+                return []
+            self._answering(ping)
+        reps = self.status().get("replicas", [])
+        return [ForkedHandle(self, d) for d in reps if d.get("alive")]
 
     def _start(self) -> int:
         if self._proc is not None and self._proc.poll() is None:
@@ -130,8 +184,10 @@ class AgentLauncher:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / "keys_manager.log", "ab") as out:
             proc = self._proc = subprocess.Popen(
-                [self.python, "-m", "keys_manager"], env=self.env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [self.python, "-m", "keys_manager"],
+                env={**self.env, "QUART_KEYS_OWNER_PID": str(os.getpid())},
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -171,6 +227,14 @@ class AgentLauncher:
                 log.error("keys_manager restart failed (%s); retrying in 5s", e)
                 time.sleep(5)
 
+    def _listed_alive(self) -> bool:
+        try:
+            state = AgentConfig.from_env(self.env).keys_dir / "state.json"
+            doc = json.loads(state.read_text())
+            return any(alive(int(d["pid"]), d.get("started")) for d in doc.get("replicas", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
     def launch(self, spec: Any) -> ForkedHandle:
         doc = {"op": "spawn", "replica": {
             "function": spec.function, "index": spec.index,
@@ -197,9 +261,16 @@ class AgentLauncher:
         return status
 
     def close(self) -> None:
-        """Stop the agent if we started it (an agent someone else runs is left alone)."""
+        """Stop the agent if we started or adopted it (one someone else runs is left alone)."""
         with self._lock:  # after a start in progress (e.g. the supervisor's): stop that one
             proc, self._proc = self._proc, None
+            adopted, self._adopted = self._adopted, None
+        if adopted is not None and alive(*adopted):
+            try:
+                call(self.socket, {"op": "shutdown"}, timeout_s=5)
+            except AgentError:
+                pass
+            terminate(adopted[0], adopted[1], 30.0)
         if proc is None or proc.poll() is not None:
             return
         try:

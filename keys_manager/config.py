@@ -14,6 +14,8 @@
 | QUART_KEYS_REAP_S         | 0.5                                       | period of the check for replicas that died |
 | QUART_KEYS_VERIFY         | 1                                         | hash copies already in T1/T2 when first used |
 | QUART_KEYS_POOL           | 1                                         | idle workers pre-forked per function (keys_manager/pool.py); the ``pool`` op sets it per function |
+| QUART_KEYS_OWNER_PID      | (set by the provider that starts it)      | the provider it lives for (keys_manager/owner.py) |
+| QUART_KEYS_ORPHAN_GRACE_S | 30                                        | owner gone and nobody adopted us: stop replicas, zygotes, exit |
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ API (``QUART_KEYS_SOCKET``, mode 0600: only the service user may connect,
 which is the access control; one JSON object per line in, one per line out,
 every answer has ``ok`` and, when false, ``error`` and ``kind``):
 
-  {"op": "ping"}                                       -> {"ok", "pid"}
+  {"op": "ping"}                                       -> {"ok", "pid", "orphaned"}
+  {"op": "adopt", "owner": PID}                        -> {"ok"}: PID (a provider) owns us now
   {"op": "ensure", "model_dir": D, "stage": N, "model"?: M}
                                                        -> {"ok", "tier", "path", "bytes", "ms"}
   {"op": "spawn", "replica": {function, index, handler_dir, template_dir, workdir, env,
@@ -17,7 +18,11 @@ every answer has ``ok`` and, when false, ``error`` and ``kind``):
   {"op": "status"}                                     -> {"ok", "status": {...}}
   {"op": "scrub"}                                      -> {"ok", "rebuilt": [stage, ...]}
   {"op": "evict", "stage": "MODEL--stage-N", "disk"?: bool}  -> {"ok", "evicted"}
-  {"op": "shutdown"}                                   -> {"ok"}, then the process exits
+  {"op": "shutdown", "replicas"?: bool}                -> {"ok"}, then the process exits
+                                                          (replicas too: ``quart-faas down``)
+
+An owned agent (``QUART_KEYS_OWNER_PID``, keys_manager/owner.py) whose provider died and that
+nobody adopts within ``QUART_KEYS_ORPHAN_GRACE_S`` stops its replicas and zygotes and exits.
 
 Why a Unix socket rather than loopback HTTP: ``spawn`` starts code named in
 the request, so who may call it must be decided by file permissions, not by
@@ -47,6 +52,7 @@ from keys_manager.cache import CacheFull, StageKey
 from keys_manager.config import AgentConfig
 from keys_manager.launch import SpawnError
 from keys_manager.metrics import AgentMetrics
+from keys_manager.owner import Owner
 from keys_manager.request import ReplicaRequest
 from keys_manager.segment import SegmentCorrupt
 
@@ -54,14 +60,23 @@ log = logging.getLogger("keys_manager")
 MAX_LINE = 1 << 20
 
 
-def handle(agent: KeysManager, req: Any, stop: threading.Event) -> dict[str, Any]:
+# size: one flat dispatch over the API's ops, read as the table in the module docstring
+def handle(agent: KeysManager, req: Any, stop: threading.Event,
+           owner: Owner | None = None) -> dict[str, Any]:
     """One API request -> its answer; never raises."""
     try:
         if not isinstance(req, dict):
             raise ValueError("request must be a JSON object")
         op = req.get("op")
         if op == "ping":
-            return {"ok": True, "pid": os.getpid()}
+            return {"ok": True, "pid": os.getpid(),
+                    "orphaned": owner.orphaned() if owner is not None else False}
+        if op == "adopt":
+            pid = req.get("owner")
+            if isinstance(pid, bool) or not isinstance(pid, int) or owner is None:
+                raise ValueError("owner must be a pid (and this agent must be owned)")
+            owner.adopt(pid)
+            return {"ok": True}
         if op == "ensure":
             t0 = time.perf_counter()
             stage = req.get("stage")
@@ -95,9 +110,10 @@ def handle(agent: KeysManager, req: Any, stop: threading.Event) -> dict[str, Any
             return {"ok": True, "evicted": agent.evict(StageKey.parse(str(req.get("stage"))),
                                                        bool(req.get("disk", False)))}
         if op == "shutdown":
+            agent.stop_replicas_at_shutdown = req.get("replicas") is True
             stop.set()
             return {"ok": True}
-        raise ValueError(f"unknown op {op!r}: ping, ensure, spawn, kill, pool, status, "
+        raise ValueError(f"unknown op {op!r}: ping, adopt, ensure, spawn, kill, pool, status, "
                          f"scrub, evict or shutdown")
     except CacheFull as e:
         return {"ok": False, "kind": "cache_full", "error": str(e)}
@@ -116,6 +132,7 @@ class _Api(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     agent: KeysManager
     stop: threading.Event
+    owner: Owner
 
 
 class _ApiHandler(socketserver.StreamRequestHandler):
@@ -132,7 +149,7 @@ class _ApiHandler(socketserver.StreamRequestHandler):
         else:
             try:
                 req = json.loads(line.decode() or "null")
-                ans = handle(self.server.agent, req, self.server.stop)
+                ans = handle(self.server.agent, req, self.server.stop, self.server.owner)
             except (ValueError, UnicodeDecodeError) as e:
                 ans = {"ok": False, "kind": "bad_request", "error": f"invalid JSON: {e}"}
         try:
@@ -206,11 +223,12 @@ def _bind_api(path: Path) -> _Api:
 def run(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT, ``shutdown`` or ``stop``; then stop zygotes, free T1."""
     stop = stop or threading.Event()
+    owner = Owner.from_env()
     metrics = AgentMetrics()
     agent = KeysManager(cfg, on_spawn=metrics.observe_spawn)
     metrics.attach(agent)
     api = _bind_api(cfg.socket)
-    api.agent, api.stop = agent, stop
+    api.agent, api.stop, api.owner = agent, stop, owner
     msrv = _metrics_server(cfg, metrics)
     threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.2},
                                 daemon=True) for s in (api, msrv)]
@@ -230,6 +248,11 @@ def run(cfg: AgentConfig, stop: threading.Event | None = None) -> int:
     try:
         while not stop.wait(cfg.reap_period_s):
             agent.reap()
+            if owner.expired():
+                log.error("owner pid %s is gone and no provider adopted us in %gs: stopping "
+                          "replicas and zygotes", owner.pid, owner.grace_s)
+                agent.stop_replicas_at_shutdown = True
+                break
             if cfg.scrub_period_s and time.monotonic() - last_scrub >= cfg.scrub_period_s:
                 last_scrub = time.monotonic()
                 agent.scrub()

@@ -27,7 +27,7 @@ import requests
 from contracts.manifest import has_manifest
 from contracts.names import ANN_PIPELINE
 from contracts.stack import Stack, StackError, load_stack, min_replicas
-from local_provider import images, prometheus, services
+from local_provider import cleanup, images, prometheus, services
 from local_provider.build import entries as build_entries
 
 USER = "admin"
@@ -94,11 +94,17 @@ def start_local(state_dir: Path, ep: Endpoints, say: Callable[[str], None]) -> N
     """Start gateway + provider (and Prometheus) unless something already answers."""
     if not services.answers(f"{ep.gateway}/healthz"):
         host = urlparse(ep.gateway).hostname or "127.0.0.1"
-        cmd = [sys.executable, "-m", "local_provider", "--role", "all", "--bind", host,
-               "--gateway-port", str(urlparse(ep.gateway).port or 8080),
-               "--provider-port", str(ep.provider_port), "--metrics-port", str(ep.metrics_port),
-               "--state-dir", str(state_dir),
-               "--auth-password-file", str(password_file(state_dir))]
+        gport = urlparse(ep.gateway).port or 8080
+        serve = [sys.executable, "-m", "local_provider", "--role", "all", "--bind", host,
+                 "--gateway-port", str(gport),
+                 "--provider-port", str(ep.provider_port), "--metrics-port", str(ep.metrics_port),
+                 "--state-dir", str(state_dir),
+                 "--auth-password-file", str(password_file(state_dir))]
+        # restarted when it dies, its listeners kept meanwhile (local_provider/supervisor.py)
+        cmd = [sys.executable, "-m", "local_provider.supervisor",
+               *(f"--listen={name}={host}:{port}" for name, port in
+                 (("gateway", gport), ("provider", ep.provider_port),
+                  ("metrics", ep.metrics_port))), "--", *serve]
         env = {**os.environ, "QUART_KEYS_METRICS_PORT": str(ep.keys_metrics_port)}
         svc = services.start(state_dir, "gateway", cmd, ep.gateway, env=env)
         if not services.wait_http(f"{ep.gateway}/healthz", 60, lambda: services.pid_alive(svc.pid)):
@@ -210,7 +216,8 @@ def up(stack_file: str, gateway: str | None, state_dir: Path, prometheus_url: st
 
 def down(state_dir: Path, say: Callable[[str], None] = print) -> int:
     """Stop what `up` started: the plugin first (it acts), Prometheus (it scrapes), the
-    gateway, Redis last (the plugin writes its state there until it stops)."""
+    gateway, Redis last (the plugin writes its state there until it stops); then what a
+    crashed run left (keys_manager, zygotes, replicas, /dev/shm: local_provider/cleanup.py)."""
     svcs = services.recorded(state_dir)
     rank = {"plugin": 0, "prometheus": 1, "redis": 3}
     order = sorted(svcs, key=lambda s: next((v for k, v in rank.items()
@@ -220,6 +227,7 @@ def down(state_dir: Path, say: Callable[[str], None] = print) -> int:
         if services.stop(state_dir, svc):
             n += 1
             say(f"stopped {svc.name} (pid {svc.pid})")
-    if not svcs:
+    left = cleanup.leftovers(state_dir, say)
+    if not svcs and not left:
         say("nothing to stop")
-    return n
+    return n + left

@@ -22,6 +22,7 @@ from flask import Flask
 from waitress import create_server
 
 from local_provider import auth as auth_mod
+from local_provider.adopt import PersistentRegistry
 from local_provider.config import ServeConfig
 from local_provider.cpulimit import CpuLimiter
 from local_provider.gateway_app import (
@@ -35,6 +36,7 @@ from local_provider.provider_app import create_provider_app
 from local_provider.proxy import HttpInvoker, ReplicaProxy
 from local_provider.registry import Registry
 from local_provider.replicas import ProcessLauncher, ReplicaLauncher
+from local_provider.supervisor import inherited
 
 log = logging.getLogger("local_provider.server")
 
@@ -48,8 +50,9 @@ def _server(app: Flask, host: str, port: int, threads: int) -> Any:
     # connection_limit above the thread count: queued calls hold connections too.
     # Buffers: waitress spills bodies over 512 KiB (in) / 1 MiB (out) to temp files;
     # activations of a 32-sentence batch are ~1.2 MB per hop, so keep them in memory.
+    # Under local_provider/supervisor.py the listener is the supervisor's, kept across restarts.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048)
+    sock = inherited(port) or socket.create_server((host, port), family=family, backlog=2048)
     try:
         return create_server(app, sockets=[sock], threads=threads,
                              connection_limit=threads * 2 + 64, backlog=2048,
@@ -91,7 +94,8 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
 
     if role in ("all", "provider"):
         parts.limiter = _limiter(cfg, launcher)
-        registry = parts.registry = Registry(cfg.provider, launcher, limiter=parts.limiter)
+        registry = parts.registry = PersistentRegistry(cfg.provider, launcher,
+                                                       limiter=parts.limiter)
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
         papp = create_provider_app(registry, proxy, cfg.provider, basic)
         psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
