@@ -5,10 +5,10 @@ control period, ``policies.chain.decide`` (ReplicaCorrector: M/M/c + PID ->
 PipelineSmoother: GAT-predicted CV -> CPUCompensator) on the pipelines'
 observations, stores the observations as history, and every
 ``QUART_TRAIN_EVERY`` periods retrains the CV predictor on that history
-(``gateway_plugin.training.retrain``: at least ``MIN_SAMPLES`` samples from
-two or more pipelines).  This system does the same with the same functions:
-its config is built by the controller's own ``quart_config`` from a
-:class:`gateway_plugin.config.PluginConfig` whose
+(``gateway_plugin.training.retrain``: at least ``MIN_SAMPLES`` samples; validated
+on held-out pipelines, or on a lone pipeline's later windows).  This system does
+the same with the same functions: its config is built by the controller's own
+``quart_config`` from a :class:`gateway_plugin.config.PluginConfig` whose
 defaults (period 5 s, PID 2.0/0.3/0.1, tolerance 0.1, scale-down after 3
 periods, train every 12 periods) are the plugin's documented defaults.
 
@@ -181,6 +181,7 @@ class QuartSystem:
             "period": periods,
             "samples": rnd.samples,
             "pipelines": rnd.pipelines,
+            "holdout": rnd.holdout,
             "validation_mae": dict(rnd.errors),
             "predictor": quart.predictor,
             "reason": quart.predictor_reason,
