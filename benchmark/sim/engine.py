@@ -278,7 +278,11 @@ class _Run:
         if self.on_progress is not None:
             self.on_progress(end, end)
         self.cpu_s = time.process_time() - cpu0
-        return self._result(workload, started, time.perf_counter() - wall0)
+        result = self._result(workload, started, time.perf_counter() - wall0)
+        report = getattr(self.system, "report", None)
+        if callable(report):  # e.g. Quart's CV predictor selections
+            result.extra["system_report"] = report(state[0])
+        return result
 
     def _result(self, workload: dict[str, Any], started: str, wall: float) -> RunResult:
         now = self.env.now
