@@ -35,6 +35,7 @@ from benchmark.systems.base import Autoscaler
 
 from . import calibration
 from .cluster import Cluster
+from .concurrency import ConcurrencyMeter
 from .control import Controller
 from .dists import service_draws
 from .model import Model
@@ -253,6 +254,9 @@ class _Run:
         self._feed(order, feed[order].tolist())
         end = float(feed.max()) if len(feed) else 0.0
         self._every(0.0, self.cfg.scrape_s, self.prom.scrape)
+        if getattr(self.system, "reads_concurrency", False):  # KPA, Ray Serve
+            self.ctl.meter = ConcurrencyMeter(self.stages)
+            self._every(0.0, self.ctl.meter.sample_s, self.ctl.meter.sample)
         state = [self.system.initial_state()]
         period = float(self.system.period_s)
 
