@@ -70,3 +70,10 @@ def test_the_simulated_quart_trains_on_one_pipeline():
     assert info is not None and info["holdout"] == "time" and info["pipelines"] == 1
     assert set(info["validation_mae"]) >= {"gat", "qna"}
     assert quart.gat_checkpoint is not None
+
+
+def test_the_qna_ablation_never_trains():
+    from benchmark.systems.registry import SYSTEMS
+
+    assert SYSTEMS["quart-qna"](Bounds(1, 20)).trains is False
+    assert SYSTEMS["quart"](Bounds(1, 20)).trains is True

@@ -18,6 +18,8 @@ The ablations switch parts of that chain off (``VARIANTS``):
 - ``quart-pid``: + PID correction;
 - ``quart-smooth``: + GAT-based CV smoothing;
 - ``quart``: + CPU compensation, new replicas forked (keys_manager T0);
+- ``quart-qna``: all of it, but the CV predictor is never retrained (QNA throughout),
+  which isolates what the trained predictor (the GAT when it wins) changes;
 - ``quart-nofork``: all of it, but new replicas start cold.
 
 Training costs seconds, so it is optional: ``train_every=0`` never trains
@@ -100,6 +102,8 @@ class QuartSystem:
                 f"plugin settings that may be set: {', '.join(TUNABLE)}"
             )
         v_pid, v_smooth, v_cpu, v_scaleup = VARIANTS.get(name, VARIANTS["quart"])
+        if name == "quart-qna" and train_every is None:
+            train_every = 0  # the ablation: the predictor stays QNA
         pid = v_pid if pid is None else pid
         smoothing = v_smooth if smoothing is None else smoothing
         cpu_compensation = v_cpu if cpu_compensation is None else cpu_compensation
