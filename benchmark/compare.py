@@ -319,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     if checked is None:
         return 2
     names, cvs, seeds, bounds, fails = checked
+    if a.mode == "sim" and any(n.startswith("quart") for n in names):
+        import torch  # the simulated Quart trains its GAT in this process
+
+        # one intra-op thread: the simulation is one thread anyway, and two OpenMP threads
+        # spinning on a shared 2-core machine made each training round ~30x slower
+        torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     sweep: list[tuple[float, str, dict[str, Any]]] = []
     runs: list[tuple[int, float, RunResult]] = []
