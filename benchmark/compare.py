@@ -26,6 +26,7 @@ from rich.console import Console
 from benchmark import workloads
 from benchmark.report import files as report_files
 from benchmark.report import plots, table
+from benchmark.report.predictors import predictor_lines
 from benchmark.results import RunResult, summarize
 from benchmark.systems.base import Bounds
 from benchmark.systems.registry import SYSTEMS, parse_systems
@@ -62,6 +63,13 @@ def parser() -> argparse.ArgumentParser:
                    help="replay the N busiest functions of --trace (10)")
     p.add_argument("--arrivals", type=Path, help="a saved arrivals file to replay as is")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, metavar="A-B|A,B,...",
+                   help="run every CV on each of these seeds (e.g. 100-104, the held-out "
+                        "seeds) and add a median/worst-over-seeds table (overrides --seed)")
+    p.add_argument("--workload", choices=("minilm", "mix", "mix-azure"), default="minilm",
+                   help="minilm: the 3-stage MiniLM pipeline (default); mix: five pipelines "
+                        "of depths 2-6 (benchmark/sim/mix.py) with gamma arrivals at --cv; "
+                        "mix-azure: the same pipelines, synthetic Azure minute shapes")
     p.add_argument("--fail-at", action="append", default=[], metavar="T[:KIND[:WHAT]]",
                    help="inject a failure at T seconds: KIND node|replica (default node)")
     p.add_argument("--slo", type=float, default=0.5, help="end-to-end latency SLO in seconds")
@@ -138,9 +146,16 @@ def make_arrivals(a: argparse.Namespace, cv: float, out: Path) -> tuple[Any, Pat
                                    minute_range=(0, max(1, math.ceil(a.duration / 60))))
         if arr.duration_s > a.duration:
             arr = arr.truncate(a.duration)
+    elif a.workload != "minilm":
+        from benchmark.sim.mix import MIX_SHARE
+        from benchmark.workloads.mix import mix_azure, mix_gamma
+
+        make = mix_gamma if a.workload == "mix" else mix_azure
+        arr = make(a.rps, cv, a.duration, MIX_SHARE, seed=a.seed)
     else:
         arr = workloads.gamma(a.rps, cv, a.duration, seed=a.seed, target=PIPELINE)
-    path = out / f"{a.name}_arrivals_cv{cv:g}.json"
+    seed = f"_seed{a.seed}" if a.seeds else ""
+    path = out / f"{a.name}{seed}_arrivals_cv{cv:g}.json"
     arr.save(path)
     return arr, path
 
@@ -153,11 +168,15 @@ def _bounds(a: argparse.Namespace) -> Bounds:
     return Bounds(a.min_replicas, top)
 
 
-def _sim_pipelines(arrivals: Any, slo_s: float) -> list[Any]:
+def _sim_pipelines(arrivals: Any, slo_s: float, workload: str = "minilm") -> list[Any]:
     """The calibrated MiniLM pipeline for each target of the workload (a trace maps
-    each of its functions to one pipeline of its own)."""
+    each of its functions to one pipeline of its own); the mix's own pipelines."""
     from benchmark.sim.calibration import minilm_pipeline
 
+    if workload != "minilm":
+        from benchmark.sim.mix import mix_pipelines
+
+        return mix_pipelines(slo_s)
     return [minilm_pipeline(name=t, slo_s=slo_s) for t in arrivals.targets]
 
 
@@ -190,7 +209,7 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
             shutil.rmtree(state, ignore_errors=True)
     from benchmark import sim
 
-    pipelines = _sim_pipelines(arrivals, a.slo)
+    pipelines = _sim_pipelines(arrivals, a.slo, a.workload)
     cluster = sim.ClusterSpec.uniform(a.nodes, 64.0, 16)
     sim_fails = [(t, kind, what or (cluster.nodes[0].name if kind == "node"
                                     else pipelines[0].stages[0].name)) for t, kind, what in fails]
@@ -225,15 +244,34 @@ def _run_systems(names: list[str], arrivals: Any, digest: str, a: argparse.Names
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parser().parse_args(argv)
-    con = Console()
+def seed_list(text: str | None, default: int) -> list[int]:
+    """``--seeds``: ``100-104`` or ``0,3,7``; without it, ``--seed`` alone."""
+    if text is None:
+        return [default]
+    seeds: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            seeds.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise CompareError(f"--seeds must look like 100-104 or 0,3,7, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise CompareError(f"--seeds must be non-negative integers, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
+def _check(a: argparse.Namespace, con: Console) -> tuple[list[str], list[float], list[int],
+                                                         Bounds, list[Any]] | None:
+    """The arguments, checked; None (after saying why) when they are bad."""
     try:
         names = system_names(a)
         cvs = cv_list(a.cv)
+        seeds = seed_list(a.seeds, a.seed)
         bounds = _bounds(a)
         if a.duration <= 0 or a.rps <= 0:
             raise CompareError("--duration and --rps must be > 0")
+        if a.mode == "live" and a.workload != "minilm":
+            raise CompareError("--workload mix/mix-azure runs in the simulator only (--mode sim)")
         fails = failures(a.fail_at, a.duration)
         if a.mode == "live":
             from benchmark.live.run import ensure_partition
@@ -241,42 +279,84 @@ def main(argv: list[str] | None = None) -> int:
             ensure_partition(a.stack, con.print)
     except (CompareError, ValueError, OSError) as e:
         con.print(f"[red]error:[/red] {e}")
+        return None
+    return names, cvs, seeds, bounds, fails
+
+
+def _point(a: argparse.Namespace, cv: float, names: list[str], bounds: Bounds,
+           fails: list[Any], name: str, stamp: str, con: Console,
+           argv: list[str] | None) -> list[RunResult] | None:
+    """Every system at one (seed, CV): the table, the predictor lines, the files."""
+    arrivals, path = make_arrivals(a, cv, a.out)
+    digest = arrivals.sha256()
+    con.print(f"arrivals: {len(arrivals)} requests over {arrivals.duration_s:g}s, CV {cv:g} "
+              f"-> {path}  sha256 {digest}")
+    results = _run_systems(names, arrivals, digest, a, bounds, fails, name, con)
+    if not results:
+        con.print("[red]no system finished[/red]")
+        return None
+    rows = table.comparison_rows([summarize(r, name) for r in results])
+    systems = [r.system for r in results]
+    if con.is_terminal:
+        con.print(table.render_rich(rows, systems))
+    else:  # logs and pipes: the seed's fixed-width layout, never squeezed to 80 columns
+        print(table.render_plain(rows, systems), flush=True)
+    print(predictor_lines(results), end="", flush=True)
+    written = report_files.write_report(results, a.out, name, command=["quart-faas", "compare",
+                                        *(sys.argv[1:] if argv is None else argv)],
+                                        stamp=stamp)
+    con.print(f"wrote {written.table}, {written.json} and {len(written.csv)} CSV file(s)")
+    if not a.no_plots:
+        for p in plots.write_run_plots(results, a.out, name, stamp).values():
+            con.print(f"plot: {p}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    con = Console()
+    checked = _check(a, con)
+    if checked is None:
         return 2
+    names, cvs, seeds, bounds, fails = checked
+    if a.mode == "sim" and any(n.startswith("quart") for n in names):
+        import torch  # the simulated Quart trains its GAT in this process
+
+        # one intra-op thread: the simulation is one thread anyway, and two OpenMP threads
+        # spinning on a shared 2-core machine made each training round ~30x slower
+        torch.set_num_threads(1)
     a.out.mkdir(parents=True, exist_ok=True)
     sweep: list[tuple[float, str, dict[str, Any]]] = []
+    runs: list[tuple[int, float, RunResult]] = []
     stamp = report_files.timestamp()
-    for cv in cvs:
-        try:
-            arrivals, path = make_arrivals(a, cv, a.out)
-        except (ValueError, OSError) as e:
-            con.print(f"[red]error:[/red] workload: {e}")
-            return 2
-        digest = arrivals.sha256()
-        con.print(f"arrivals: {len(arrivals)} requests over {arrivals.duration_s:g}s, CV {cv:g} "
-                  f"-> {path}  sha256 {digest}")
-        name = f"{a.name}_cv{cv:g}" if len(cvs) > 1 else a.name
-        results = _run_systems(names, arrivals, digest, a, bounds, fails, name, con)
-        if not results:
-            con.print("[red]no system finished[/red]")
-            return 1
-        rows = table.comparison_rows([summarize(r, name) for r in results])
-        systems = [r.system for r in results]
-        if con.is_terminal:
-            con.print(table.render_rich(rows, systems))
-        else:  # logs and pipes: the seed's fixed-width layout, never squeezed to 80 columns
-            print(table.render_plain(rows, systems), flush=True)
-        written = report_files.write_report(results, a.out, name, command=["quart-faas", "compare",
-                                            *(sys.argv[1:] if argv is None else argv)],
-                                            stamp=stamp)
-        con.print(f"wrote {written.table}, {written.json} and {len(written.csv)} CSV file(s)")
-        if not a.no_plots:
-            pngs = plots.write_run_plots(results, a.out, name, stamp)
-            for p in pngs.values():
-                con.print(f"plot: {p}")
-        sweep.extend((cv, r.system, summarize(r, name)) for r in results)
-    if len(cvs) > 1 and not a.no_plots:
+    t0 = time.perf_counter()
+    for k, seed in enumerate(seeds):
+        a.seed = seed
+        for cv in cvs:
+            name = a.name + (f"_seed{seed}" if len(seeds) > 1 else "") + \
+                (f"_cv{cv:g}" if len(cvs) > 1 else "")
+            con.print(f"[bold]seed {seed} ({k + 1}/{len(seeds)}), CV {cv:g}[/bold]  "
+                      f"{time.perf_counter() - t0:.0f}s so far")
+            try:
+                results = _point(a, cv, names, bounds, fails, name, stamp, con, argv)
+            except (ValueError, OSError) as e:
+                con.print(f"[red]error:[/red] workload: {e}")
+                return 2
+            if results is None:
+                return 1
+            sweep.extend((cv, r.system, summarize(r, name)) for r in results)
+            runs.extend((seed, cv, r) for r in results)
+    if len(cvs) > 1 and len(seeds) == 1 and not a.no_plots:
         p = plots.plot_cv_sweep(sweep, a.out / f"{a.name}_cv_sweep_{stamp}.png")
         con.print(f"plot: {p}")
+    if len(seeds) > 1:
+        from benchmark.report import heldout
+
+        md, js = heldout.write(runs, a.out, a.name, stamp, command=["quart-faas", "compare",
+                               *(sys.argv[1:] if argv is None else argv)])
+        print(md.read_text(), flush=True)
+        con.print(f"wrote {md} and {js}")
+    con.print(f"total {time.perf_counter() - t0:.0f}s wall")
     return 0
 
 

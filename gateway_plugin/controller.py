@@ -251,7 +251,8 @@ class Controller:
 
     def train(self) -> dict[str, float] | None:
         """Retrain the GAT on the stored history; the state keeps whichever predictor wins on
-        held-out pipelines (the GAT only when it beats every baseline)."""
+        held-out pipelines, or a lone pipeline's later windows (the GAT only when it beats
+        every baseline)."""
         hist = []
         for doc in self.store.history():
             try:
@@ -260,11 +261,12 @@ class Controller:
                 continue
         self.state, rnd = retrain(self.state, hist)
         if rnd.errors is None:
-            log.info("GAT: %d training samples from %d pipeline(s), need %d from >= 2: later",
+            log.info("GAT: %d training samples from %d pipeline(s), need %d: later",
                      rnd.samples, rnd.pipelines, MIN_SAMPLES)
             return None
         errors = dict(rnd.errors)
-        self.gat_meta = {"validation_mae": errors, "samples": rnd.samples, "trained_at":
+        self.gat_meta = {"validation_mae": errors, "samples": rnd.samples,
+                         "holdout": rnd.holdout, "trained_at":
                          self.clock(), "predictor": self.state.predictor,
                          "reason": self.state.predictor_reason,
                          "seconds": round(rnd.seconds, 3)}

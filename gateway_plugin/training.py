@@ -6,9 +6,10 @@ periods, on the history kept in Redis) and the benchmark's Quart system
 (``benchmark/systems/quart.py``, on the history it kept in the simulation)
 both call ``retrain``, so a simulated Quart learns exactly as the deployed
 one does: samples from the history (``chain.samples_from_history``), nothing
-until there are ``MIN_SAMPLES`` of them from at least two pipelines (the
-predictor is validated on held-out pipelines), then
-``chain.with_trained_predictor``, which keeps whichever predictor wins.
+until there are ``MIN_SAMPLES`` of them, then ``chain.with_trained_predictor``,
+which keeps whichever predictor wins on held-out data: whole pipelines held out
+when there are two or more, else the later windows of the one pipeline (a
+user with a single pipeline gets the GAT too).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from gateway_plugin.policies import chain
 from gateway_plugin.policies.observation import PipelineObservation
 
 MIN_SAMPLES = 40  # GAT training needs a few dozen (pipeline, next period) pairs
-MIN_PIPELINES = 2  # validation holds whole pipelines out
+MIN_PIPELINES = 1  # one pipeline is held out by time, several by pipeline
 EPOCHS = 100
 
 
@@ -39,6 +40,11 @@ class TrainingRound:
     pipelines: int
     errors: Mapping[str, float] | None = None  # validation MAE per predictor; None: not trained
     seconds: float = 0.0
+
+    @property
+    def holdout(self) -> str:
+        """What validation held out: whole ``pipelines``, or a lone pipeline's later windows."""
+        return "time" if self.pipelines == 1 else "pipelines"
 
     @property
     def trained(self) -> bool:

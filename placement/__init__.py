@@ -178,11 +178,7 @@ def _add_one(state: Mapping[str, Node], req: StageRequest, cfg: PlacementConfig)
     if not candidates:
         return Placement(req.stage, "add", None, "", f"no eligible node has "
                          f"{req.bytes} bytes of T1 free (memory_threshold)")
-    holders = {n.name for n in eligible if n.replicas.get(req.stage, 0) > 0}
-    others = [n for n in candidates if n.name not in holders]
-    if len(holders) == 1 and others:
-        # hard rule: two replicas never share the only node the stage runs on
-        candidates = others
+    candidates = spread_rule(eligible, candidates, req.stage)
     q = [n.capacity for n in eligible]
     base = [n.replicas.get(req.stage, 0) for n in eligible]
     rows = []
@@ -206,6 +202,15 @@ def _add_one(state: Mapping[str, Node], req: StageRequest, cfg: PlacementConfig)
     return Placement(req.stage, "add", n.name, tier,
                      f"{'critical: ' if req.critical else ''}{tier} on {n.name} "
                      f"(spawn ~{s * 1e3:.0f} ms), KL after {d:.3f}, load {n.load():.2f}")
+
+
+def spread_rule(eligible: Sequence[Node], candidates: Sequence[Node], stage: str) -> list[Node]:
+    """The hard anti-affinity rule, applied before any cost: a stage's second replica never
+    shares the only node the stage runs on while another candidate can take it.  Exported so
+    that every compared strategy (``benchmark.studies.placement``) obeys the same rule."""
+    holders = {n.name for n in eligible if n.replicas.get(stage, 0) > 0}
+    others = [n for n in candidates if n.name not in holders]
+    return others if len(holders) == 1 and others else list(candidates)
 
 
 def _span(xs: Sequence[float]) -> tuple[float, float]:

@@ -23,7 +23,7 @@ def rs(tmp_path):
 
 def test_too_little_history_leaves_the_state_as_it_was():
     state = chain.QuartState()
-    hist = simulated_history(1, seed=4)  # one pipeline: nothing to hold out
+    hist = simulated_history(1, seed=4)  # one pipeline, 6 samples: too few
     same, rnd = retrain(state, hist)
     assert same is state and not rnd.trained and rnd.pipelines == 1
     few = simulated_history(3, seed=4)[:5]

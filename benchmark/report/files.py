@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.report.naming import safe_name
+from benchmark.report.predictors import predictor_lines
 from benchmark.report.table import METRICS, comparison_rows, render_plain
 from benchmark.results import SUMMARY_COLUMNS, RunResult, summarize
 
@@ -168,6 +169,9 @@ def comparison_document(
             "arrivals_sha256_by_system": hashes,
             "systems": names,
             "summaries": {s["scheduler_type"]: dict(s) for s in summaries},
+            # Quart's CV predictor: rounds won and validation MAE (systems that report one)
+            "cv_predictors": {r.system: r.extra["system_report"] for r in results
+                              if isinstance(r.extra.get("system_report"), Mapping)},
             "winners": {
                 row.key: {
                     "label": row.label,
@@ -228,6 +232,7 @@ def write_report(
         render_plain(rows, names)
         + _workload_line(results[0].workload)
         + "\n"
+        + predictor_lines(results)
         + (
             ""
             if doc["identical_arrivals"]

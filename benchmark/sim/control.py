@@ -25,6 +25,7 @@ from gateway_plugin import observe
 from gateway_plugin.actuate import Function, Pipeline
 from gateway_plugin.metrics_in import combine
 
+from .concurrency import ConcurrencyMeter
 from .model import Model
 from .prom import Prometheus
 from .runtime import Stage
@@ -45,6 +46,7 @@ class Controller:
         self.timeline: list[TimelineRow] = []
         self.decide_s = 0.0
         self.ticks = 0
+        self.meter: ConcurrencyMeter | None = None  # set when the system reads concurrency
 
     def tick(self, now: float) -> Tick:
         fm = combine(self.prom.raw(now))
@@ -55,7 +57,8 @@ class Controller:
             observations.append(observe.build(Pipeline(spec.name, fns, spec.slo_s), fm, now,
                                               spec.slo_s, self.memory))
         return Tick(now_s=now, pipelines=tuple(observations), in_flight=self.prom.in_flight(),
-                    invocations=self.prom.invocations())
+                    invocations=self.prom.invocations(),
+                    concurrency=self.meter.drain() if self.meter is not None else {})
 
     def apply(self, targets: Mapping[str, Target]) -> None:
         if not isinstance(targets, Mapping):

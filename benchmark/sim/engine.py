@@ -35,6 +35,7 @@ from benchmark.systems.base import Autoscaler
 
 from . import calibration
 from .cluster import Cluster
+from .concurrency import ConcurrencyMeter
 from .control import Controller
 from .dists import service_draws
 from .model import Model
@@ -253,6 +254,9 @@ class _Run:
         self._feed(order, feed[order].tolist())
         end = float(feed.max()) if len(feed) else 0.0
         self._every(0.0, self.cfg.scrape_s, self.prom.scrape)
+        if getattr(self.system, "reads_concurrency", False):  # KPA, Ray Serve
+            self.ctl.meter = ConcurrencyMeter(self.stages)
+            self._every(0.0, self.ctl.meter.sample_s, self.ctl.meter.sample)
         state = [self.system.initial_state()]
         period = float(self.system.period_s)
 
@@ -278,7 +282,11 @@ class _Run:
         if self.on_progress is not None:
             self.on_progress(end, end)
         self.cpu_s = time.process_time() - cpu0
-        return self._result(workload, started, time.perf_counter() - wall0)
+        result = self._result(workload, started, time.perf_counter() - wall0)
+        report = getattr(self.system, "report", None)
+        if callable(report):  # e.g. Quart's CV predictor selections
+            result.extra["system_report"] = report(state[0])
+        return result
 
     def _result(self, workload: dict[str, Any], started: str, wall: float) -> RunResult:
         now = self.env.now

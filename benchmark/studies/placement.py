@@ -6,8 +6,12 @@ with bursts) on a cluster of nodes, each with a keys_manager memory budget.  The
 node model follows keys_manager: a spawn leaves the stage warm (T0) on its node;
 a stage whose replicas are gone stays cached until its T1 space is needed (LRU),
 then it falls back to T2 (node disk).  Spawn time per tier is the measured model
-in ``placement.TIER_SPAWN_S``.  Removals use each strategy's own
-victim choice (cache-aware: KL; the others: newest on the busiest node / random).
+in ``placement.TIER_SPAWN_S``.  Every strategy obeys the same hard rules:
+a node must hold the stage within its memory budget (``fits``), and a stage's
+second replica never shares the only node it runs on (``placement.spread_rule``),
+so the comparison measures the cache and KL terms, not a rule one side lacks.
+Removals use each strategy's own victim choice (cache-aware: KL; the others:
+the busiest node / random), which is part of what the KL term does.
 
 Reported per strategy: the share of spawns served from T0/T1, the mean spawn
 time, and after each period the stages a single node failure would leave with no
@@ -29,6 +33,7 @@ from placement import (
     fits,
     place,
     spawn_seconds,
+    spread_rule,
     tier_on,
 )
 
@@ -95,7 +100,8 @@ def choose(strategy: str, cl: Cluster, req: StageRequest, rng: random.Random,
         shadow.remove(n.name, req.stage)
         out.append(("remove", n.name))
     for _ in range(req.add):
-        ok = [n for n in shadow.nodes.values() if fits(n, req)]
+        up = [n for n in shadow.nodes.values() if n.up]
+        ok = spread_rule(up, [n for n in up if fits(n, req)], req.stage)
         if not ok:
             out.append(("add", None))
             continue

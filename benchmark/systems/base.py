@@ -51,13 +51,18 @@ class Tick:
     Ray Serve's ongoing requests).  ``invocations`` is the cumulative count of
     completed invocations per stage and status code class, as the gateway's
     ``gateway_function_invocation_total{code}`` counter, for rules that take
-    a ``rate()`` of it (OpenFaaS CE's AlertManager rule).
+    a ``rate()`` of it (OpenFaaS CE's AlertManager rule).  ``concurrency`` is, per
+    stage, the per-second average concurrency (``(end of second, mean)`` pairs)
+    closed since the previous tick, as Knative's queue-proxies and Ray Serve's
+    replicas report it; given by harnesses that measure it, to systems that set
+    ``reads_concurrency``.
     """
 
     now_s: float
     pipelines: tuple[PipelineObservation, ...]
     in_flight: Mapping[str, float] = field(default_factory=dict)
     invocations: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    concurrency: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

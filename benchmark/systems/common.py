@@ -30,7 +30,9 @@ __all__ = [
     "clamp",
     "concurrency_of",
     "counter_of",
+    "extend",
     "extrapolated_rate",
+    "observed_concurrency",
     "per_stage",
     "push",
     "stages",
@@ -93,6 +95,32 @@ def push(samples: Samples, now_s: float, value: float, keep_s: float) -> Samples
     lo = bisect.bisect_right(samples, now_s - keep_s, key=_TIME)
     hi = bisect.bisect_left(samples, now_s, lo, key=_TIME)
     return samples[lo:hi] + ((now_s, float(value)),)
+
+
+def extend(samples: Samples, new: Samples, keep_s: float) -> Samples:
+    """Append several samples (in time order) and drop those older than ``keep_s`` before
+    the newest; a sample not newer than the last kept one is skipped (a replayed tick)."""
+    if not new:
+        return samples
+    last = samples[-1][0] if samples else -math.inf
+    fresh = tuple((float(t), float(v)) for t, v in new if t > last)
+    if not fresh:
+        return samples
+    merged = samples + fresh
+    lo = bisect.bisect_right(merged, merged[-1][0] - keep_s, key=_TIME)
+    return merged[lo:]
+
+
+def observed_concurrency(tick: Tick, stage: StageObservation, samples: Samples,
+                         keep_s: float) -> Samples:
+    """The stage's concurrency window after this tick: the harness's per-second averages
+    when it gives them (``Tick.concurrency``, what the platforms report), else one
+    snapshot of ``concurrency_of`` at the tick."""
+    got = tick.concurrency.get(stage.name)
+    if got is not None:
+        return extend(samples, got, keep_s)
+    conc = concurrency_of(tick, stage)
+    return samples if conc is None else push(samples, tick.now_s, conc, keep_s)
 
 
 def _in_range(samples: Samples, now_s: float, range_s: float) -> Samples:

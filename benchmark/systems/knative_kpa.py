@@ -26,7 +26,11 @@ The decision is ``Scale()`` in knative/serving
 utilisation``.  A model stage serves one request at a time, so
 ``container_concurrency`` defaults to 1 (target 0.7); pass ``target`` (the
 annotation, per stage or for all) to change it.  Concurrency is what the
-queue-proxies report: requests queued or in service (``Tick.in_flight``).
+queue-proxies report: requests queued or in service, averaged over each second
+(``Tick.concurrency``, from the simulator's meter); the stable and panic values
+are means of those per-second values over 60 s and 6 s, as the autoscaler's
+metric collector computes them.  A harness without per-second values (live)
+gives one ``Tick.in_flight`` snapshot per tick instead.
 
 Scale to zero needs the stable window to have seen no traffic at all
 (desired 0) and then the grace period to pass; it only happens when the
@@ -42,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .base import Bounds, Target, Tick
-from .common import Samples, check_positive, concurrency_of, per_stage, push, stages, window_mean
+from .common import Samples, check_positive, observed_concurrency, per_stage, stages, window_mean
 
 __all__ = ["KPAStage", "KPAState", "KnativeKPA", "kpa_scale"]
 
@@ -104,6 +108,7 @@ def kpa_scale(
 
 class KnativeKPA:
     scaleup = "cold"
+    reads_concurrency = True  # the queue-proxies' per-second averages, when the harness has them
 
     def __init__(
         self,
@@ -176,10 +181,7 @@ class KnativeKPA:
         lo = self.bounds.min_replicas
         for _, s in stages(tick):
             prev = state.stages.get(s.name, KPAStage())
-            conc = concurrency_of(tick, s)
-            samples = prev.samples
-            if conc is not None:
-                samples = push(samples, now, conc, self.stable_s + self.period_s)
+            samples = observed_concurrency(tick, s, prev.samples, self.stable_s + self.period_s)
             stable = window_mean(samples, now, self.stable_s)
             panic = window_mean(samples, now, self.panic_s)
             if stable is None or panic is None:

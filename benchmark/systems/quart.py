@@ -5,10 +5,10 @@ control period, ``policies.chain.decide`` (ReplicaCorrector: M/M/c + PID ->
 PipelineSmoother: GAT-predicted CV -> CPUCompensator) on the pipelines'
 observations, stores the observations as history, and every
 ``QUART_TRAIN_EVERY`` periods retrains the CV predictor on that history
-(``gateway_plugin.training.retrain``: at least ``MIN_SAMPLES`` samples from
-two or more pipelines).  This system does the same with the same functions:
-its config is built by the controller's own ``quart_config`` from a
-:class:`gateway_plugin.config.PluginConfig` whose
+(``gateway_plugin.training.retrain``: at least ``MIN_SAMPLES`` samples; validated
+on held-out pipelines, or on a lone pipeline's later windows).  This system does
+the same with the same functions: its config is built by the controller's own
+``quart_config`` from a :class:`gateway_plugin.config.PluginConfig` whose
 defaults (period 5 s, PID 2.0/0.3/0.1, tolerance 0.1, scale-down after 3
 periods, train every 12 periods) are the plugin's documented defaults.
 
@@ -18,6 +18,8 @@ The ablations switch parts of that chain off (``VARIANTS``):
 - ``quart-pid``: + PID correction;
 - ``quart-smooth``: + GAT-based CV smoothing;
 - ``quart``: + CPU compensation, new replicas forked (keys_manager T0);
+- ``quart-qna``: all of it, but the CV predictor is never retrained (QNA throughout),
+  which isolates what the trained predictor (the GAT when it wins) changes;
 - ``quart-nofork``: all of it, but new replicas start cold.
 
 Training costs seconds, so it is optional: ``train_every=0`` never trains
@@ -72,6 +74,8 @@ class QuartSystemState:
     history: tuple[PipelineObservation, ...] = ()
     periods: int = 0
     training: Mapping[str, Any] | None = None  # the last training round, for reports
+    rounds: tuple[Mapping[str, Any], ...] = ()  # every training round that validated
+    in_use: Mapping[str, int] = field(default_factory=dict)  # predictor -> periods it decided
 
 
 class QuartSystem:
@@ -98,6 +102,8 @@ class QuartSystem:
                 f"plugin settings that may be set: {', '.join(TUNABLE)}"
             )
         v_pid, v_smooth, v_cpu, v_scaleup = VARIANTS.get(name, VARIANTS["quart"])
+        if name == "quart-qna" and train_every is None:
+            train_every = 0  # the ablation: the predictor stays QNA
         pid = v_pid if pid is None else pid
         smoothing = v_smooth if smoothing is None else smoothing
         cpu_compensation = v_cpu if cpu_compensation is None else cpu_compensation
@@ -148,17 +154,28 @@ class QuartSystem:
         observations = list(tick.pipelines)
         decisions, quart = chain.decide(observations, state.quart, self.config)
         periods = state.periods + 1
-        history, training = state.history, state.training
+        history, training, rounds = state.history, state.training, state.rounds
+        in_use = state.in_use
+        if self.smoothing:  # the predictor acts only through the smoother
+            in_use = {**in_use, state.quart.predictor: in_use.get(state.quart.predictor, 0) + 1}
         if self.trains:
             history = (history + tuple(observations))[-self.history_max :]
             if periods % self.train_every == 0:
                 quart, training = self._train(quart, history, periods, training)
+                if training is not None and training.get("period") == periods \
+                        and "validation_mae" in training:
+                    rounds = (*rounds, training)
         out: dict[str, Target] = {}
         for obs in observations:
             for d in decisions[obs.name]:
                 cpu = d.cpu if self.cpu_compensation else None
                 out[d.name] = Target(self.bounds.clamp(d.replicas), cpu, d.reason)
-        return out, QuartSystemState(quart, history, periods, training)
+        return out, QuartSystemState(quart, history, periods, training, rounds, in_use)
+
+    def report(self, state: QuartSystemState) -> dict[str, Any]:
+        """Which CV predictor each training round selected, its validation error, and how
+        many control periods each predictor decided (for the comparison's summary)."""
+        return predictor_report(state, self.smoothing, self.trains)
 
     def _train(
         self,
@@ -181,11 +198,30 @@ class QuartSystem:
             "period": periods,
             "samples": rnd.samples,
             "pipelines": rnd.pipelines,
+            "holdout": rnd.holdout,
             "validation_mae": dict(rnd.errors),
             "predictor": quart.predictor,
             "reason": quart.predictor_reason,
         }
         return quart, info
+
+
+def predictor_report(state: QuartSystemState, smoothing: bool, trains: bool) -> dict[str, Any]:
+    """Selection counts over the validated rounds and the median validation MAE per
+    predictor (NaN-free medians over the rounds that scored it)."""
+    selected: dict[str, int] = {}
+    maes: dict[str, list[float]] = {}
+    for r in state.rounds:
+        selected[r["predictor"]] = selected.get(r["predictor"], 0) + 1
+        for k, v in r["validation_mae"].items():
+            if v == v:  # not NaN
+                maes.setdefault(k, []).append(float(v))
+    median = {k: sorted(v)[len(v) // 2] for k, v in maes.items()}
+    holdout = sorted({str(r.get("holdout", "")) for r in state.rounds})
+    return {"smoothing": smoothing, "trains": trains, "rounds": len(state.rounds),
+            "selected": selected, "median_validation_mae": median, "holdout": holdout,
+            "periods_in_use": dict(state.in_use), "final": state.quart.predictor,
+            "last_reason": state.quart.predictor_reason}
 
 
 def build(bounds: Bounds, **options: Any) -> QuartSystem:

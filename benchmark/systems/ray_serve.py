@@ -25,8 +25,11 @@ The decision is python/ray/serve/autoscaling_policy.py, step by step:
 Ray's controller runs every 0.1 s (``CONTROL_LOOP_INTERVAL_S``); a simulator
 of 1,000 functions cannot, so this model runs every ``period_s`` (1 s) and
 converts the delays to periods of that length, which keeps them to within a
-period.  "Ongoing requests" are requests queued or running at the replicas
-(``Tick.in_flight``).
+period.  "Ongoing requests" are requests queued or running at the replicas,
+which record them every 0.5 s; the controller averages them over the look-back
+period.  Here: the simulator's per-second averages of a 0.1 s sampling
+(``Tick.concurrency``) averaged over ``look_back_period_s``; a harness without
+them (live) gives one ``Tick.in_flight`` snapshot per tick instead.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from .base import Bounds, Target, Tick
-from .common import Samples, check_positive, concurrency_of, per_stage, push, stages, window_mean
+from .common import Samples, check_positive, observed_concurrency, per_stage, stages, window_mean
 
 __all__ = ["RayServe", "RayStage", "RayState", "apply_delay", "apply_scaling_factor"]
 
@@ -93,6 +96,7 @@ def apply_delay(
 
 class RayServe:
     scaleup = "cold"
+    reads_concurrency = True  # the replicas' recorded ongoing requests, when the harness has them
 
     def __init__(
         self,
@@ -146,10 +150,7 @@ class RayServe:
             current_target = self.bounds.clamp(
                 s.replicas if prev.target_replicas is None else prev.target_replicas
             )
-            ongoing = concurrency_of(tick, s)
-            samples = prev.samples
-            if ongoing is not None:
-                samples = push(samples, now, ongoing, self.look_back_s + self.period_s)
+            samples = observed_concurrency(tick, s, prev.samples, self.look_back_s + self.period_s)
             total = window_mean(samples, now, self.look_back_s)
             running = s.replicas
             counter = prev.decision_counter

@@ -50,7 +50,8 @@ def _factory(module: str, name: str, **fixed: Any) -> Factory:
     return build
 
 
-QUART_ABLATIONS = ("quart-mmc", "quart-pid", "quart-smooth", "quart", "quart-nofork")
+QUART_ABLATIONS = ("quart-mmc", "quart-pid", "quart-smooth", "quart", "quart-qna",
+                   "quart-nofork")
 BASELINES = (
     "openfaas-ce",
     "openfaas-pro-rps",

@@ -192,7 +192,7 @@ def samples_from_history(history: Sequence[PipelineObservation]) -> list[cv_pred
                 continue  # the pipeline was redeployed with other stages
             raw, upstream = graph_features(now)
             target = np.array([_nan(s.arrival_cv) for s in nxt.stages])
-            samples.append(cv_predict.CVSample(raw, upstream, target, group))
+            samples.append(cv_predict.CVSample(raw, upstream, target, group, now.now_s))
     return samples
 
 
@@ -206,7 +206,9 @@ def with_trained_predictor(
     hidden: int = 8,
     heads: int = 2,
 ) -> tuple[QuartState, dict[str, float]]:
-    """Train a GAT, score it and the baselines on held-out pipelines, keep the winner.
+    """Train a GAT, score it and the baselines on held-out data, keep the winner.
+
+    Held out: whole pipelines, or a lone pipeline's later windows (``cv_predict.split_groups``).
 
     The checkpoint is stored even when a baseline wins, so the next round can
     be compared against it; ``predictor`` says what ``decide`` will use.
@@ -214,8 +216,7 @@ def with_trained_predictor(
     result = cv_predict.train(
         cv_predict.CVGAT(hidden=hidden, heads=heads, seed=seed), samples, epochs, lr, seed
     )
-    held_out = [s for s in samples if s.group in set(result.val_groups)]
-    errors = cv_predict.evaluate(result.model, held_out)
+    errors = cv_predict.evaluate(result.model, result.val_samples)
     if not any(math.isfinite(v) for k, v in errors.items() if k != "gat"):
         # no held-out stage had an observed arrival CV (sparse traffic): nothing to
         # validate against, so nothing may replace the predictor in use

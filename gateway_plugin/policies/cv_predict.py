@@ -77,6 +77,7 @@ class CVSample:
     upstream: tuple[tuple[int, ...], ...]
     target: np.ndarray
     group: int = 0
+    t_s: float = 0.0  # when the features were observed: a lone pipeline is held out by time
 
 
 # ---------------------------------------------------------------- GAT (Eq. 4-5)
@@ -214,6 +215,8 @@ class TrainResult:
     best_epoch: int
     train_groups: list[int]
     val_groups: list[int]
+    val_samples: list[CVSample]
+    holdout: str  # "pipelines" held out whole, or "time": a lone pipeline's later windows
 
 
 def _targets(samples: Sequence[CVSample], n_max: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,13 +233,30 @@ def _targets(samples: Sequence[CVSample], n_max: int) -> tuple[torch.Tensor, tor
 def split_groups(
     samples: Sequence[CVSample], val_fraction: float, seed: int
 ) -> tuple[list[CVSample], list[CVSample]]:
-    """Hold out whole pipelines (groups), so validation never sees a training pipeline."""
+    """Hold out whole pipelines (groups), so validation never sees a training pipeline;
+    with one pipeline, hold out its later windows (``split_time``)."""
     groups = sorted({s.group for s in samples})
+    if len(groups) == 1:
+        return split_time(samples, val_fraction)
     rng = np.random.default_rng(seed)
     rng.shuffle(groups)
-    n_val = max(1, round(len(groups) * val_fraction)) if len(groups) > 1 else 0
+    n_val = max(1, round(len(groups) * val_fraction))
     val = set(groups[:n_val])
     return [s for s in samples if s.group not in val], [s for s in samples if s.group in val]
+
+
+def split_time(
+    samples: Sequence[CVSample], val_fraction: float
+) -> tuple[list[CVSample], list[CVSample]]:
+    """The last ``val_fraction`` of the windows for validation, the earlier ones for training,
+    so the predictor is scored on a future it never saw (a forecast, as it is used).  The
+    training window just before the cut is dropped: its target is the first validation
+    window's observation, which would leak across the cut."""
+    order = sorted(samples, key=lambda s: s.t_s)
+    if len(order) < 3:
+        return list(order), []
+    n_val = max(1, round(len(order) * val_fraction))
+    return order[: len(order) - n_val - 1], order[len(order) - n_val:]
 
 
 def train(
@@ -295,6 +315,8 @@ def train(
         best_epoch=best[1] if val_set else epochs - 1,
         train_groups=sorted({s.group for s in train_set}),
         val_groups=sorted({s.group for s in val_set}),
+        val_samples=val_set,
+        holdout="time" if len({s.group for s in samples}) == 1 else "pipelines",
     )
 
 
