@@ -38,7 +38,7 @@ def read_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     try:
         doc = json.loads(body.decode("utf-8"))  # strict UTF-8: no encoded surrogates
     except UnicodeDecodeError as e:
-        raise PayloadError(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
+        raise PayloadError(f"malformed JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
     except RecursionError:
         raise PayloadError(f"JSON nested deeper than {max_depth}") from None
     except ValueError as e:

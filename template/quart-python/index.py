@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import socket
 import sys
@@ -29,7 +28,6 @@ for _mod in filter(None, os.environ.get("QUART_PRELOAD", "torch").split(",")):
 from flask import Flask, Response, request
 from waitress import serve
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException
 
 # keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
 BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
@@ -88,21 +86,6 @@ def reserved(w: str):  # the template's, never the handler's (of-watchdog keeps 
 @app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
 def call_handler(path: str):
     return format_response(handler.handle(Event(), Context()))
-
-
-@app.errorhandler(Exception)
-def failed(e: Exception):
-    """A handler that raised answers JSON, never Werkzeug's HTML page; what the parser
-    could not finish (RecursionError on nesting the handler did not check) is the caller's
-    fault, a 400."""
-    if isinstance(e, HTTPException):
-        return Response(json.dumps({"error": e.description or e.name}) + "\n", e.code or 500,
-                        mimetype="application/json")
-    app.logger.exception("handler failed on %s", request.path)
-    status = 400 if isinstance(e, RecursionError) else 500
-    kind = "input nested too deeply" if status == 400 else "handler failed"
-    return Response(json.dumps({"error": f"{kind}: {type(e).__name__}"}) + "\n", status,
-                    mimetype="application/json")
 
 
 def serve_fd(fd: int) -> None:
