@@ -55,9 +55,12 @@ class BodyBudget:
             self.used += n
             return True
 
-    def give(self, n: int) -> None:
+    def give_back(self, holder: GuardedParser) -> None:
+        """All that ``holder`` took, once: the I/O thread (a connection closed mid-body) and
+        a request thread (the request done) may both call it."""
         with self._lock:
-            self.used -= n
+            self.used -= holder.held
+            holder.held = 0
 
 
 class BodyGuard:
@@ -190,8 +193,7 @@ class GuardedParser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no
 
     def _release(self) -> None:
         if self.held:
-            self.guard.budget.give(self.held)
-            self.held = 0
+            self.guard.budget.give_back(self)
 
     def close(self) -> None:
         big = self.held >= TRIM_AFTER_BYTES
