@@ -32,12 +32,13 @@ from typing import Any
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 
-from local_provider import malloc
+from local_provider import memory
 
 REFUSED_KEY = "X_QUART_BODY_REFUSED"  # waitress' key of the header below
 REFUSED_ENVIRON = "HTTP_" + REFUSED_KEY
 RETRY_AFTER_S = 1
 TRIM_AFTER_BYTES = 1 << 20
+TRIM_EVERY_S = 10.0
 
 
 class BodyBudget:
@@ -199,8 +200,9 @@ class GuardedParser(HTTPRequestParser):  # type: ignore[misc]  # waitress has no
         big = self.held >= TRIM_AFTER_BYTES
         super().close()
         self._release()
-        if big:  # a large body's buffers were just freed: give the pages back
-            malloc.trim()
+        # a large body's buffers were just freed: give the pages back now; else now and then,
+        # for the holes many threads' small allocations leave in the heap
+        memory.trim(1.0 if big else TRIM_EVERY_S)
 
 
 class GuardedChannel(HTTPChannel):  # type: ignore[misc]
@@ -210,9 +212,10 @@ class GuardedChannel(HTTPChannel):  # type: ignore[misc]
     guard: BodyGuard
     dropping = False
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.parser_class = lambda adj: GuardedParser(adj, self.guard, self)
+    def parser_class(self, adj: Any) -> GuardedParser:
+        """waitress calls ``self.parser_class(adj)``: a method, so that no channel holds a
+        closure over itself (a cycle only the cyclic GC would free)."""
+        return GuardedParser(adj, self.guard, self)
 
     def handle_close(self) -> None:
         with self.requests_lock:  # a body that was still arriving gives its bytes back

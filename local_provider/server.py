@@ -23,7 +23,7 @@ from flask import Flask
 from waitress import create_server
 
 from local_provider import auth as auth_mod
-from local_provider import malloc
+from local_provider import memory
 from local_provider.body_guard import BodyBudget, BodyGuard, guarded_channel
 from local_provider.config import ServeConfig
 from local_provider.cpulimit import CpuLimiter
@@ -64,6 +64,7 @@ def _server(app: Flask, host: str, port: int, threads: int,
                             inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
         if guard is not None:  # bodies refused or shed while they arrive (body_guard.py)
             srv.channel_class = guarded_channel(guard)
+        memory.hot_threads_first(srv.task_dispatcher)  # only the threads in use get warm
         return srv
     except BaseException:
         sock.close()
@@ -98,7 +99,7 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     registry: Registry | None = None
     servers = parts.servers
     budget = BodyBudget(cfg.provider.body_budget_bytes)  # one per process: one memory
-    malloc.configure()
+    memory.configure()
 
     if role in ("all", "provider"):
         parts.limiter = _limiter(cfg, launcher)
