@@ -15,9 +15,10 @@ It prints, from the running system:
 * leaked ``/dev/shm`` segments and processes left after ``down`` (goal: none).
 
 ``--faults`` kills (SIGKILL) a replica, a zygote, keys_manager, the plugin,
-Redis and Prometheus at set times (``--fault-at SECONDS:KIND`` to choose) and
-reports per fault the time to recover and the requests lost; see
-checks/soak_faults.py for who brings each back and what "recovered" means.
+Redis, Prometheus and the gateway, and hangs a replica (SIGSTOP, then SIGCONT),
+at set times (``--fault-at SECONDS:KIND`` to choose) and reports per fault the
+time to recover and the requests lost; see checks/soak_faults.py for who brings
+each back and what "recovered" means.
 """
 from __future__ import annotations
 
@@ -348,10 +349,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds before the first memory snapshot (default 10%% of the run, "
                         "30..300 s)")
     p.add_argument("--faults", action="store_true",
-                   help="kill -9 each kind once, spread over the run (or as --fault-at says)")
+                   help="each kind once, spread over the run (or as --fault-at says): kill -9, "
+                        "SIGSTOP for 10 s for hung_replica")
     p.add_argument("--fault-at", action="append", default=[], metavar="SECONDS:KIND",
                    help="a fault at SECONDS after the load starts; KIND: replica, zygote, "
-                        "keys_manager, plugin, redis, prometheus (repeatable; implies --faults)")
+                        "keys_manager, plugin, redis, prometheus, hung_replica, gateway "
+                        "(repeatable; implies --faults)")
     p.add_argument("--restart-delay", type=float, default=2.0,
                    help="the supervisor's delay before restarting plugin/Redis/Prometheus")
     p.add_argument("--period", type=float, default=2.0, help="plugin control period (s)")

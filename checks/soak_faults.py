@@ -9,6 +9,11 @@ Who brings each part back decides what the soak may do after the kill:
 * ``plugin``, ``redis``, ``prometheus`` are restarted by the soak acting as
   the supervisor a cluster has (kubelet restarting a crashed container): after
   a fixed ``restart_delay_s``, same command, same port, same data directory.
+* ``gateway`` (kill -9 of the process serving the gateway and provider, the pid in
+  ``serve.json``) is our system's job too: ``quart-faas up``'s supervisor must restart it
+  and the restarted provider adopt the live replicas (issue 18, finding 1).
+* ``hung_replica`` stops the busiest replica with SIGSTOP for ``HANG_S`` seconds, then
+  SIGCONT: it is not dead, it does not answer; the router must route around it (finding 2).
 
 Recovery of a fault is two instants after the kill, and the later one counts:
 
@@ -26,6 +31,7 @@ a failure outside the injected faults.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -43,9 +49,11 @@ from checks.soak_probe import Target, agent_status, service_pid, stats
 from keys_manager.client import AgentError, call
 from local_provider import plugin_services, prometheus, services
 
-KINDS = ("replica", "zygote", "keys_manager", "plugin", "redis", "prometheus")
+KINDS = ("replica", "zygote", "keys_manager", "plugin", "redis", "prometheus", "hung_replica",
+         "gateway")  # the gateway last: on a system that cannot restart it, the rest is lost
 SUPERVISED = frozenset({"plugin", "redis", "prometheus"})
 BUSY_WAIT_S = 5.0  # a replica kill waits up to this long for a replica with calls in flight
+HANG_S = 10.0  # a hung replica is stopped this long (SIGSTOP, then SIGCONT)
 HEALTH = {
     "replica": "(the busiest, waiting up to 5 s for one with calls in flight) killed pid "
                "gone from the provider's stats and ready >= desired for its function",
@@ -54,6 +62,9 @@ HEALTH = {
     "plugin": "restarted; /healthz leader with Redis up, and a control cycle acted after the kill",
     "redis": "restarted; answers PING, the plugin sees Redis up and completed a cycle after",
     "prometheus": "restarted; /-/ready, and the plugin completed a cycle (not a hold) after",
+    "hung_replica": f"(the busiest) SIGCONT {HANG_S:g}s after SIGSTOP, and ready >= desired "
+                    "for its function",
+    "gateway": "the gateway answers /healthz from a new pid (serve.json) and lists functions",
 }
 
 
@@ -112,6 +123,38 @@ def _kill(pid: int) -> None:
     deadline = time.monotonic() + 5
     while services.pid_alive(pid) and time.monotonic() < deadline:  # reaps our children
         time.sleep(0.01)
+
+
+def _busiest_replica(t: Target, rng: random.Random) -> tuple[str, int, int]:
+    """(function, pid, calls in flight) of the busiest ready replica, waiting up to
+    ``BUSY_WAIT_S`` for one with calls in flight (the worst case: those calls are hit)."""
+    deadline = time.monotonic() + BUSY_WAIT_S
+    while True:
+        s = stats(t) or {}
+        ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
+                 for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
+        busiest = max((n for n, _, _ in ready), default=0)
+        if busiest or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if not ready:
+        raise RuntimeError("no ready replica to kill")
+    _, function, pid = rng.choice(sorted(r for r in ready if r[0] == busiest))
+    return function, pid, busiest
+
+
+def gateway_pid(t: Target, must: bool = True) -> int | None:
+    """The pid serving the gateway (``serve.json``, written by the serving process itself:
+    under a supervisor, the recorded service may be the supervisor)."""
+    try:
+        pid = int(json.loads((Path(t.state_dir) / "serve.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        pid = None
+    if pid is None or not services.pid_alive(pid):
+        pid = service_pid(t, "gateway")
+    if pid is None and must:
+        raise RuntimeError("the gateway is not running")
+    return pid
 
 
 def _decided_after(t: Target, wall: float, s: requests.Session) -> bool:
@@ -184,20 +227,9 @@ class Injector:
 
     def _inject(self, f: Fault) -> None:
         t = self.t
-        if f.kind == "replica":
-            deadline = time.monotonic() + BUSY_WAIT_S  # the worst case: calls in flight die
-            while True:
-                s = stats(t) or {}
-                ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
-                         for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
-                busiest = max((n for n, _, _ in ready), default=0)
-                if busiest or time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-            if not ready:
-                raise RuntimeError("no ready replica to kill")
-            _, f.function, f.pid = self.rng.choice(sorted(r for r in ready if r[0] == busiest))
-            f.target = f"{busiest} call(s) in flight"
+        if f.kind in ("replica", "hung_replica"):
+            f.function, f.pid, busy = _busiest_replica(t, self.rng)
+            f.target = f"{busy} call(s) in flight"
         elif f.kind == "zygote":
             st = agent_status(t) or {}
             cands = sorted((z["function"], int(z["pid"])) for z in st.get("zygotes", [])
@@ -207,12 +239,18 @@ class Injector:
             f.function, f.pid = self.rng.choice(cands)
         elif f.kind == "keys_manager":
             f.pid = int(call(t.keys_socket, {"op": "ping"}, timeout_s=3)["pid"])
+        elif f.kind == "gateway":
+            f.pid = gateway_pid(t)
         else:
             f.pid = service_pid(t, f.kind)
             if f.pid is None:
                 raise RuntimeError(f"{f.kind} is not running")
         f.target = f"{f.function + ' ' if f.function else ''}pid {f.pid}" + \
             (f" ({f.target})" if f.target else "")
+        assert f.pid is not None
+        if f.kind == "hung_replica":
+            self._hang(f, f.pid)
+            return
         _kill(f.pid)
         f.t_kill = self.now()
         self.say(f"fault {f.kind}: kill -9 {f.target} at {f.t_kill:.1f}s")
@@ -222,6 +260,19 @@ class Injector:
             f.t_restart = self.now()
             self.say(f"supervisor (the soak, as a kubelet would): restarted {f.kind} "
                      f"{self.restart_delay_s:g}s after the kill (pid {service_pid(t, f.kind)})")
+
+    def _hang(self, f: Fault, pid: int) -> None:
+        """SIGSTOP, ``HANG_S`` seconds (cut short when the run aborts), SIGCONT."""
+        os.kill(pid, signal.SIGSTOP)
+        f.t_kill = self.now()
+        self.say(f"fault hung_replica: SIGSTOP {f.target} at {f.t_kill:.1f}s")
+        self.abort.wait(HANG_S)
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass  # replaced meanwhile (and killed): nothing to continue
+        f.t_restart = self.now()
+        self.say(f"fault hung_replica: SIGCONT pid {pid} at {f.t_restart:.1f}s")
 
     def _restart(self, kind: str) -> None:
         t, quiet = self.t, (lambda m: None)
@@ -249,6 +300,18 @@ class Injector:
                 return f.pid not in pids and fn.get("availableReplicas", 0) >= \
                     max(1, fn.get("replicas", 1))
             return replica
+        if f.kind == "hung_replica":
+            def continued(s: requests.Session) -> bool:
+                fn = (stats(t, s) or {}).get(f.function)
+                return fn is not None and fn.get("availableReplicas", 0) >= \
+                    max(1, fn.get("replicas", 1))
+            return continued
+        if f.kind == "gateway":
+            def gateway(s: requests.Session) -> bool:
+                pid = gateway_pid(t, must=False)
+                return pid not in (None, f.pid) and s.get(f"{t.gateway}/healthz",
+                                                          timeout=1).ok and stats(t, s) is not None
+            return gateway
         if f.kind == "zygote":
             def zygote(s: requests.Session) -> bool:
                 st = agent_status(t, 1.0) or {}

@@ -92,7 +92,8 @@ def print_replicas(con: Console, per: dict[str, Any]) -> None:
 
 
 def print_faults(con: Console, faults: list[Fault], restart_delay_s: float) -> None:
-    t = Table(title="Faults (kill -9): time to recover and requests lost")
+    t = Table(title="Faults (kill -9; SIGSTOP for hung_replica): time to recover and "
+                    "requests lost")
     for col in ("at s", "kind", "killed", "brought back by", "healthy s", "serving s",
                 "recovery s", "lost", "note"):
         t.add_column(col, justify="right" if col.endswith("s") or col == "lost" else "left")
@@ -102,6 +103,8 @@ def print_faults(con: Console, faults: list[Fault], restart_delay_s: float) -> N
         def rel(x: float | None, kill: float = kill) -> str:
             return "-" if x is None else f"{x - kill:.1f}"
         who = (f"the soak (supervisor), +{restart_delay_s:g}s" if f.kind in SUPERVISED
+               else "SIGCONT (router: eject)" if f.kind == "hung_replica"
+               else "quart-faas up's supervisor" if f.kind == "gateway"
                else "keys_manager" if f.kind == "zygote"
                else "provider's launcher" if f.kind == "keys_manager"
                else "provider reconcile")

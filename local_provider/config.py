@@ -19,7 +19,8 @@ prefixed ``QUART_``.
 | QUART_QUEUE_TIMEOUT_S           | 30                       | longest wait for a free replica (-> 504)      |
 | QUART_UPSTREAM_TIMEOUT_S        | 60                       | longest replica call (-> 504)                 |
 | scale_from_zero                 | true                     | a call to a function at 0 replicas scales it to its minimum (``com.openfaas.scale.min``, at least 1) and waits, within QUART_QUEUE_TIMEOUT_S, as the upstream gateway does |
-| QUART_MAX_BODY_BYTES            | 67108864 (64 MiB)        | request body limit (-> 413)                   |
+| QUART_MAX_BODY_BYTES            | 67108864 (64 MiB)        | request body limit (-> 413); a partitioned stage's own limit is lower (contracts/body_limits.py) |
+| QUART_BODY_BUDGET_BYTES         | 268435456 (256 MiB)      | request bodies held at once by a gateway or provider (-> 429 with Retry-After; local_provider/body_guard.py) |
 | QUART_MAX_REPLICAS              | 32                       | hard cap per function (no CE 5-replica cap)   |
 | QUART_START_TIMEOUT_S           | 120                      | a replica not healthy by then is killed       |
 | QUART_RECONCILE_PERIOD_S        | 0.25                     | replica reconcile loop period                 |
@@ -102,6 +103,7 @@ class ProviderConfig:
     upstream_timeout_s: float = 60.0
     scale_from_zero: bool = True
     max_body_bytes: int = 64 << 20
+    body_budget_bytes: int = 256 << 20
     max_replicas: int = 32
     start_timeout_s: float = 120.0
     reconcile_period_s: float = 0.25
@@ -126,6 +128,7 @@ class ProviderConfig:
             upstream_timeout_s=_float(e, "QUART_UPSTREAM_TIMEOUT_S", 60.0),
             scale_from_zero=_bool(e, "scale_from_zero", True),
             max_body_bytes=_int(e, "QUART_MAX_BODY_BYTES", 64 << 20, minimum=1),
+            body_budget_bytes=_int(e, "QUART_BODY_BUDGET_BYTES", 256 << 20, minimum=1),
             max_replicas=_int(e, "QUART_MAX_REPLICAS", 32, minimum=1),
             start_timeout_s=_float(e, "QUART_START_TIMEOUT_S", 120.0),
             reconcile_period_s=_float(e, "QUART_RECONCILE_PERIOD_S", 0.25),

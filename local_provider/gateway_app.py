@@ -8,12 +8,13 @@ labels stay bounded by the deployed functions.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 import urllib3
@@ -23,7 +24,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from contracts.server_timing import first_seconds as server_timing_first
 from local_provider import info, openapi
 from local_provider.auth import BasicAuth
+from local_provider.body_guard import RETRY_AFTER_S
 from local_provider.config import NAMESPACE
+from local_provider.function_limits import FunctionLimits
 from local_provider.metrics import CONTENT_TYPE, FunctionGauges, GatewayMetrics, function_label
 from local_provider.proxy import (
     InvokeResult,
@@ -36,7 +39,9 @@ from local_provider.proxy import (
 from local_provider.registry import Registry
 from local_provider.web import (
     FUNCTION_METHODS,
+    body_refusal,
     install_basic_auth,
+    install_body_refusal,
     json_error,
     register_error_handlers,
     request_parts,
@@ -62,6 +67,10 @@ class Directory(Protocol):
     def invalidate(self) -> None:
         """A /system/* change went through the gateway: forget cached knowledge."""
 
+    def body_limit(self, name: str) -> int | None:
+        """The largest body ``name`` accepts, if known; asked on waitress' I/O thread, so
+        answered from memory (body_guard.py)."""
+
 
 def _gauges(stats: dict[str, dict[str, int]]) -> dict[str, FunctionGauges]:
     return {function_label(name): FunctionGauges(s.get("availableReplicas", 0),
@@ -73,8 +82,9 @@ def _gauges(stats: dict[str, dict[str, int]]) -> dict[str, FunctionGauges]:
 class LocalDirectory:
     """Gateway and provider in one process: read the registry directly."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, limits: FunctionLimits | None = None) -> None:
         self.registry = registry
+        self.limits = limits or FunctionLimits(registry)
 
     def exists(self, name: str) -> bool:
         return self.registry.exists(name)
@@ -84,6 +94,9 @@ class LocalDirectory:
 
     def invalidate(self) -> None:
         pass
+
+    def body_limit(self, name: str) -> int | None:
+        return self.limits.get(name)
 
 
 class RemoteDirectory:
@@ -125,6 +138,11 @@ class RemoteDirectory:
         with self._lock:
             self._stats = None
 
+    def body_limit(self, name: str) -> int | None:
+        """From the provider's last stats (``maxBodyBytes``), never fetched here."""
+        limit = ((self._stats or {}).get(name) or {}).get("maxBodyBytes")
+        return limit if isinstance(limit, int) and limit > 0 else None
+
 
 def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayMetrics,
                        provider_url: str, auth: BasicAuth | None, max_body_bytes: int,
@@ -133,6 +151,7 @@ def create_gateway_app(invoker: Invoker, directory: Directory, metrics: GatewayM
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     register_error_handlers(app)
     install_basic_auth(app, auth)
+    install_body_refusal(app, skip=("function",))  # the function route counts its own
     system = pooled_session(16)
     provider = provider_url.rstrip("/")
 
@@ -193,15 +212,19 @@ def _function_route(app: Flask, invoker: Invoker, directory: Directory, metrics:
         t0 = time.perf_counter()
         result: InvokeResult | None = None
         try:
-            try:
-                method, query, headers, body = request_parts()
-            except RequestEntityTooLarge:
-                result = InvokeResult.error(413, f"request body larger than {max_body_bytes} "
-                                                 "bytes (QUART_MAX_BODY_BYTES)")
+            refused = body_refusal()
+            if refused is not None:
+                result = _refused_result(refused)
             else:
-                if not any(k.lower() == "x-call-id" for k, _ in headers):
-                    headers.append(("X-Call-Id", str(uuid.uuid4())))
-                result = invoker.invoke(name, path, method, query, headers, body)
+                try:
+                    method, query, headers, body = request_parts()
+                except RequestEntityTooLarge:
+                    result = InvokeResult.error(413, f"request body larger than {max_body_bytes}"
+                                                     " bytes (QUART_MAX_BODY_BYTES)")
+                else:
+                    if not any(k.lower() == "x-call-id" for k, _ in headers):
+                        headers.append(("X-Call-Id", str(uuid.uuid4())))
+                    result = invoker.invoke(name, path, method, query, headers, body)
         except Exception:
             log.exception("invoking %s failed", name)
             result = InvokeResult.error(500, f"gateway error invoking {name}")
@@ -220,7 +243,21 @@ def _function_route(app: Flask, invoker: Invoker, directory: Directory, metrics:
             if own is not None:
                 metrics.computed(label, own)
         result.set_header("X-Duration-Seconds", f"{seconds:.6f}")
+        if status == 429 and result.header("Retry-After") is None:  # a full queue sheds too
+            result.set_header("Retry-After", str(RETRY_AFTER_S))
         return result_response(result)
+
+
+def _refused_result(refused: dict[str, Any]) -> InvokeResult:
+    """The body guard's refusal as the call's answer (counted in the metrics like others)."""
+    status = int(refused.get("status") or 413)
+    extra = {k: v for k, v in refused.items() if k not in ("status", "error")}
+    result = InvokeResult(status, [("Content-Type", "application/json")],
+                          json.dumps({"error": refused.get("error"), **extra}).encode() + b"\n",
+                          "body_budget" if status == 429 else "")
+    if "retry_after" in refused:
+        result.set_header("Retry-After", str(refused["retry_after"]))
+    return result
 
 
 def _info_and_log_routes(app: Flask, provider: str, system: requests.Session,

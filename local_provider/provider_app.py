@@ -14,9 +14,11 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from contracts.jsonbody import BadJSON, parse_json
 from local_provider import openapi
 from local_provider.auth import BasicAuth
 from local_provider.config import NAMESPACE, ProviderConfig
+from local_provider.function_limits import FunctionLimits
 from local_provider.info import ProviderInfo
 from local_provider.logs import LogRequest
 from local_provider.proxy import ReplicaProxy
@@ -40,6 +42,7 @@ from local_provider.types import (
 from local_provider.web import (
     FUNCTION_METHODS,
     install_basic_auth,
+    install_body_refusal,
     json_error,
     register_error_handlers,
     request_parts,
@@ -52,10 +55,10 @@ def _body() -> Any:
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ValidationError("body", "empty; a JSON object is required")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValidationError("body", f"malformed JSON: {e}") from None
+    try:  # nesting and lone surrogates are refused here too, never a 500 later
+        return parse_json(raw)
+    except BadJSON as e:
+        raise ValidationError("body", str(e)) from None
 
 
 def _query_namespace() -> None:
@@ -63,11 +66,13 @@ def _query_namespace() -> None:
 
 
 def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: ProviderConfig,
-                        auth: BasicAuth | None, info: ProviderInfo | None = None) -> Flask:
+                        auth: BasicAuth | None, info: ProviderInfo | None = None,
+                        limits: FunctionLimits | None = None) -> Flask:
     app = Flask("local_provider.provider")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     register_error_handlers(app)
     install_basic_auth(app, auth)
+    install_body_refusal(app)
     provider_info = info or ProviderInfo.ours()
 
     @app.errorhandler(ValidationError)
@@ -90,7 +95,7 @@ def create_provider_app(registry: Registry, proxy: ReplicaProxy, config: Provide
     _system_routes(app, provider_info)
     _secret_routes(app, registry)
     _log_routes(app, registry, config)
-    _quart_routes(app, registry, config)
+    _quart_routes(app, registry, config, limits or FunctionLimits(registry))
 
     # strict_slashes=False: "/function/x" and "/function/x/" both invoke, never a redirect.
     @app.route("/function/<fn>", defaults={"path": ""}, methods=FUNCTION_METHODS,
@@ -160,7 +165,8 @@ def _system_routes(app: Flask, provider_info: ProviderInfo) -> None:
         return jsonify([NAMESPACE])
 
 
-def _quart_routes(app: Flask, registry: Registry, config: ProviderConfig) -> None:
+def _quart_routes(app: Flask, registry: Registry, config: ProviderConfig,
+                  limits: FunctionLimits) -> None:
     """Ours, under /system/quart/: capabilities, simulated nodes, load figures."""
 
     @app.get("/system/quart/capabilities")
@@ -192,8 +198,13 @@ def _quart_routes(app: Flask, registry: Registry, config: ProviderConfig) -> Non
 
     @app.get("/system/quart/stats")
     def stats() -> Response:
-        """Ours: queue depth and in-flight per function, for a gateway in another process."""
-        return jsonify(registry.stats())
+        """Ours: queue depth and in-flight per function, for a gateway in another process,
+        with each function's body limit where it has one (``maxBodyBytes``)."""
+        stats: dict[str, dict[str, Any]] = dict(registry.stats())
+        for name, limit in limits.all().items():
+            if name in stats:
+                stats[name]["maxBodyBytes"] = limit
+        return jsonify(stats)
 
 
 def _ndjson(name: str, messages: list[Any]) -> Iterator[bytes]:

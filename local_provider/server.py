@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,12 @@ from flask import Flask
 from waitress import create_server
 
 from local_provider import auth as auth_mod
+from local_provider import memory
 from local_provider.adopt import PersistentRegistry
+from local_provider.body_guard import BodyBudget, BodyGuard, guarded_channel
 from local_provider.config import ServeConfig
 from local_provider.cpulimit import CpuLimiter
+from local_provider.function_limits import FunctionLimits, path_limits
 from local_provider.gateway_app import (
     LocalDirectory,
     RemoteDirectory,
@@ -44,21 +48,27 @@ ROLES = ("all", "gateway", "provider")
 BUFFER_BYTES = 64 << 20
 
 
-def _server(app: Flask, host: str, port: int, threads: int) -> Any:
+def _server(app: Flask, host: str, port: int, threads: int,
+            guard: BodyGuard | None = None) -> Any:
     # Bound here, then handed over: waitress' create_server starts its request threads
     # before it binds, so a port in use would leave them behind, out of anyone's reach.
     # connection_limit above the thread count: queued calls hold connections too.
     # Buffers: waitress spills bodies over 512 KiB (in) / 1 MiB (out) to temp files;
-    # activations of a 32-sentence batch are ~1.2 MB per hop, so keep them in memory.
+    # activations of a 32-sentence batch are ~1.2 MB per hop, so keep them in memory; what
+    # bodies hold at once is bounded by the guard's budget (QUART_BODY_BUDGET_BYTES).
     # Under local_provider/supervisor.py the listener is the supervisor's, kept across restarts.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = inherited(port) or socket.create_server((host, port), family=family, backlog=2048)
     try:
-        return create_server(app, sockets=[sock], threads=threads,
-                             connection_limit=threads * 2 + 64, backlog=2048,
-                             channel_timeout=300, ident="quart-faas",
-                             clear_untrusted_proxy_headers=True,
-                             inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
+        srv = create_server(app, sockets=[sock], threads=threads,
+                            connection_limit=threads * 2 + 64, backlog=2048,
+                            channel_timeout=300, ident="quart-faas",
+                            clear_untrusted_proxy_headers=True,
+                            inbuf_overflow=BUFFER_BYTES, outbuf_overflow=BUFFER_BYTES)
+        if guard is not None:  # bodies refused or shed while they arrive (body_guard.py)
+            srv.channel_class = guarded_channel(guard)
+        memory.hot_threads_first(srv.task_dispatcher)  # only the threads in use get warm
+        return srv
     except BaseException:
         sock.close()
         raise
@@ -91,14 +101,18 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
     urls: dict[str, str] = {}
     registry: Registry | None = None
     servers = parts.servers
+    budget = BodyBudget(cfg.provider.body_budget_bytes)  # one per process: one memory
+    memory.configure()
 
     if role in ("all", "provider"):
         parts.limiter = _limiter(cfg, launcher)
         registry = parts.registry = PersistentRegistry(cfg.provider, launcher,
                                                        limiter=parts.limiter)
         proxy = ReplicaProxy(registry, cfg.provider, pool_maxsize=64)
-        papp = create_provider_app(registry, proxy, cfg.provider, basic)
-        psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads)
+        limits = FunctionLimits(registry)
+        papp = create_provider_app(registry, proxy, cfg.provider, basic, limits=limits)
+        psrv = _server(papp, cfg.bind, cfg.provider_port, cfg.server_threads,
+                       _guard(cfg, budget, limits.get))
         servers.append(("provider", psrv))
         urls["provider_url"] = _url(cfg.bind, psrv.effective_port)
 
@@ -117,7 +131,8 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
         gapp = create_gateway_app(invoker, directory, metrics, provider_url, basic,
                                   cfg.provider.max_body_bytes,
                                   log_follow_s=cfg.provider.log_follow_s)
-        gsrv = _server(gapp, cfg.bind, cfg.gateway_port, cfg.server_threads)
+        gsrv = _server(gapp, cfg.bind, cfg.gateway_port, cfg.server_threads,
+                       _guard(cfg, budget, directory.body_limit))
         servers.append(("gateway", gsrv))
         msrv = _server(create_metrics_app(metrics), cfg.bind, cfg.metrics_port, 8)
         servers.append(("metrics", msrv))
@@ -128,6 +143,12 @@ def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
             registry.replica_env.setdefault("QUART_GATEWAY_URL", urls["gateway_url"])
 
     return urls
+
+
+def _guard(cfg: ServeConfig, budget: BodyBudget,
+           lookup: Callable[[str], int | None]) -> BodyGuard:
+    limit = cfg.provider.max_body_bytes
+    return BodyGuard(path_limits(lookup, limit), limit, budget)
 
 
 def _limiter(cfg: ServeConfig, launcher: ReplicaLauncher) -> Any:

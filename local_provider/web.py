@@ -7,11 +7,13 @@ API parse JSON, so the 4xx/5xx handlers are replaced once, here.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from local_provider.auth import REALM, BasicAuth
+from local_provider.body_guard import refused_body
 from local_provider.config import NAMESPACE
 from local_provider.proxy import REJECTED_HEADER, InvokeResult
 
@@ -93,6 +95,29 @@ def install_basic_auth(app: Flask, auth: BasicAuth | None, prefix: str = "/syste
             return json_error(401, "unauthorized: basic auth credentials required for /system/",
                               {"WWW-Authenticate": REALM})
         return None
+
+
+def body_refusal() -> dict[str, Any] | None:
+    """The refusal the body guard left on this request (413 or 429), or None."""
+    return refused_body(request.environ)
+
+
+def install_body_refusal(app: Flask, skip: tuple[str, ...] = ()) -> None:
+    """Answer a request whose body the guard refused before any route reads it (the
+    endpoints in ``skip`` answer it themselves)."""
+
+    @app.before_request
+    def _refused() -> Response | None:
+        refused = body_refusal() if request.endpoint not in skip else None
+        if refused is None:
+            return None
+        status = int(refused.get("status") or 413)
+        doc = {"error": refused.get("error"),
+               **{k: v for k, v in refused.items() if k not in ("status", "error")}}
+        resp = Response(json.dumps(doc) + "\n", status=status, mimetype="application/json")
+        if "retry_after" in refused:
+            resp.headers["Retry-After"] = str(refused["retry_after"])
+        return resp
 
 
 FUNCTION_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]

@@ -32,17 +32,20 @@ REPO = Path(__file__).resolve().parents[1]
 def test_parse_schedule_sorts_and_refuses_bad_items():
     fs = parse_schedule(["120:zygote", "60.5:replica"])
     assert [(f.at_s, f.kind) for f in fs] == [(60.5, "replica"), (120.0, "zygote")]
-    for bad in ("60", "x:replica", "-1:replica", "60:gateway", "60:"):
+    assert [f.kind for f in parse_schedule(["9:gateway", "5:hung_replica"])] == \
+        ["hung_replica", "gateway"]
+    for bad in ("60", "x:replica", "-1:replica", "60:provider", "60:"):
         with pytest.raises(ScheduleError):
             parse_schedule([bad])
 
 
 def test_default_schedule_every_kind_once_after_warmup():
-    # 300 s run, 30 s warm-up: slots of 270/6 = 45 s; each fault at 20 % of its slot:
-    # 30 + 9 = 39, 84, 129, 174, 219, 264
+    # 300 s run, 30 s warm-up: slots of 270/8 = 33.75 s; each fault at 20 % of its slot:
+    # 30 + 6.75 = 36.75, 70.5, ... 273; the gateway last, a hung replica before it
     fs = default_schedule(300, 30)
     assert [f.kind for f in fs] == list(KINDS)
-    assert [f.at_s for f in fs] == [39.0, 84.0, 129.0, 174.0, 219.0, 264.0]
+    assert KINDS[-2:] == ("hung_replica", "gateway")
+    assert [f.at_s for f in fs] == [36.8, 70.5, 104.2, 138.0, 171.8, 205.5, 239.2, 273.0]
     with pytest.raises(ScheduleError):
         default_schedule(30, 30)
 

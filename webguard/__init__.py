@@ -16,13 +16,9 @@ Credentials, in the order the OpenFaaS components look for them:
 ``basic_auth=false`` (upstream's knob) is the only way to serve without them: a service that
 finds no password refuses to start rather than leave its doors open.
 
-Bodies: ``parse_json`` checks what ``json.loads`` would push into a 500 or hand on to code
-that breaks later: text that is not UTF-8, nesting deeper than a payload ever needs
-(``'{"a":' * 50000`` raised RecursionError, an HTML 500), and strings holding a lone
-surrogate (``"\\ud800"`` decodes to a str that cannot be encoded again).  The depth is
-counted after parsing, without recursion: a pre-scan of the text for brackets outside
-strings is quadratic on ``"\\"\\"\\"...``, while the parser itself stops cleanly at the
-interpreter's recursion limit.
+Bodies: ``parse_json`` (from ``contracts.jsonbody``, where the local provider reads its
+bodies too) refuses what ``json.loads`` would push into a 500: text that is not UTF-8,
+nesting deeper than a payload needs, strings holding a lone surrogate.
 """
 from __future__ import annotations
 
@@ -36,17 +32,15 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from contracts.basic_auth import REALM, BasicAuth
+from contracts.jsonbody import MAX_DEPTH, BadJSON, nesting_depth, parse_json
 
 log = logging.getLogger("webguard")
 
-MAX_DEPTH = 32  # an AlertManager payload is 4 deep, a scorer request 4
+__all__ = ["MAX_DEPTH", "AuthConfigError", "BadJSON", "auth_enabled", "credentials", "install",
+           "json_error", "nesting_depth", "parse_json", "require", "unauthorized"]
 
 
 class AuthConfigError(ValueError):
-    pass
-
-
-class BadJSON(ValueError):
     pass
 
 
@@ -94,43 +88,8 @@ def require(enabled: bool, user: str, password: str, service: str) -> BasicAuth 
 
 
 # ------------------------------------------------------------------ bodies
-
-def parse_json(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
-    """A JSON document, or BadJSON saying what is wrong with it (the caller answers 400)."""
-    try:
-        text = data.decode("utf-8")  # strict: refuses encoded surrogates and stray bytes
-    except UnicodeDecodeError as e:
-        raise BadJSON(f"body is not UTF-8: {e.reason} at byte {e.start}") from None
-    try:
-        doc = json.loads(text)
-    except RecursionError:  # the C scanner stops at the interpreter's recursion limit
-        raise BadJSON(f"JSON nested deeper than {max_depth}") from None
-    except ValueError as e:
-        raise BadJSON(f"malformed JSON: {e}") from None
-    depth = nesting_depth(doc, max_depth)
-    if depth > max_depth:
-        raise BadJSON(f"JSON nested {depth} deep, more than {max_depth}")
-    try:  # one pass in C over every string and key
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise BadJSON(f"a string holds a lone surrogate ({e.object[e.start:e.end]!r}): "
-                      "not valid Unicode") from None
-    return doc
-
-
-def nesting_depth(doc: Any, stop_after: int = MAX_DEPTH) -> int:
-    """Deepest nesting of lists and objects, walked level by level without recursion;
-    stops once past ``stop_after`` (the answer is then ``stop_after + 1``)."""
-    depth, level = 0, [doc] if isinstance(doc, (dict, list)) else []
-    while level and depth <= stop_after:
-        depth += 1
-        below: list[Any] = []
-        for node in level:
-            below += [c for c in (node.values() if isinstance(node, dict) else node)
-                      if isinstance(c, (dict, list))]
-        level = below
-    return depth
-
+# parse_json, nesting_depth, BadJSON and MAX_DEPTH live in contracts.jsonbody (shared with the
+# local provider) and are re-exported here for the plugin and the scorer.
 
 # ------------------------------------------------------------------ Flask
 

@@ -8,6 +8,9 @@ its header against the buffer, so a hostile payload can at worst be rejected.
 """
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
@@ -21,6 +24,38 @@ class PayloadError(ValueError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+MAX_JSON_DEPTH = 8  # stage 0 takes {"inputs": [...]} or {"prompt": ...}: 2 deep
+
+
+def read_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A stage-0 JSON body, or PayloadError (400) for what json.loads would let through to a
+    500: nesting the parser cannot finish (RecursionError), nesting deeper than a request
+    needs, and a lone surrogate (``"\\ud800"`` decodes to a str the tokenizer refused with
+    TypeError).  The same checks as ``contracts/jsonbody.py``, kept here because this folder
+    ships alone into a function image."""
+    try:
+        doc = json.loads(body.decode("utf-8"))  # strict UTF-8: no encoded surrogates
+    except UnicodeDecodeError as e:
+        raise PayloadError(f"malformed JSON: not UTF-8 ({e.reason} at byte {e.start})") from None
+    except RecursionError:
+        raise PayloadError(f"JSON nested deeper than {max_depth}") from None
+    except ValueError as e:
+        raise PayloadError(f"malformed JSON: {e}") from None
+    depth, level = 0, [doc] if isinstance(doc, (dict, list)) else []
+    while level:  # level by level, no recursion
+        depth += 1
+        if depth > max_depth:
+            raise PayloadError(f"JSON nested more than {max_depth} deep")
+        level = [c for n in level for c in (n.values() if isinstance(n, dict) else n)
+                 if isinstance(c, (dict, list))]
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PayloadError(f"a string holds a lone surrogate ({e.object[e.start:e.end]!r}): "
+                           "not valid Unicode") from None
+    return doc
 
 
 def encode(hidden: torch.Tensor, attention_mask: torch.Tensor, meta: dict[str, str]) -> bytes:
@@ -70,7 +105,6 @@ def decode(data: bytes, hidden_size: int, max_batch: int, max_seq: int,
 
 
 def _metadata(data: bytes) -> dict[str, str]:
-    import json
     import struct
 
     (n,) = struct.unpack("<Q", data[:8])

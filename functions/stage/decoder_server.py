@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import urllib3
 
-from .codec import PayloadError
+from .codec import PayloadError, read_json
 from .compute import ComputeLock
 from .config import StageConfig
 from .decoder_wire import (
@@ -168,10 +168,7 @@ class DecoderServer:
         return self._json(200, gen.summary(), headers=headers)
 
     def _parse_prompt(self, body: bytes) -> tuple[str, int, bool]:
-        try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError(f"malformed JSON: {e}") from e
+        doc = read_json(body)
         if not isinstance(doc, dict) or not isinstance(doc.get("prompt"), str):
             raise PayloadError('body must be a JSON object {"prompt": "text", '
                                '"max_new_tokens": n, "stream": true}')

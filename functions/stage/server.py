@@ -29,7 +29,7 @@ import torch
 import urllib3
 
 from .bert import Stage
-from .codec import CONTENT_TYPE, PayloadError, decode, encode
+from .codec import CONTENT_TYPE, PayloadError, decode, encode, read_json
 from .compute import ComputeLock
 from .config import StageConfig
 
@@ -124,10 +124,7 @@ class StageServer:
                           self.stage.max_seq_length, self.model, self.cfg.stage - 1)
         if ctype == CONTENT_TYPE:
             raise PayloadError('stage 0 takes JSON {"inputs": ["text", ...]}', 415)
-        try:
-            doc = json.loads(event.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PayloadError(f"malformed JSON: {e}") from e
+        doc = read_json(event.body)
         if not isinstance(doc, dict) or "inputs" not in doc:
             raise PayloadError('body must be a JSON object {"inputs": ["text", ...]}')
         inputs = doc["inputs"]
