@@ -8,9 +8,13 @@ a queued call exists only while every replica is full, a freed slot always
 goes to the head on the replica that freed it: O(1) per release.
 
 Per replica (``functions/stage/server.py``): compute is serialised by a lock,
-so a replica is one server; its ``Server-Timing`` clock starts *before* the
-lock, which is why the compute time the gateway reports (and the plugin
-reads as service time) includes waiting for the lock.  A stage that is not
+so a replica is one server; its ``Server-Timing`` clock starts once the lock
+is taken (waiting for it is queueing), so the compute time the gateway
+reports, which the plugin reads as service time, is the compute alone.  On
+an emulated-accelerator stage (``StageSpec.device``) the replica first spends
+its own host CPU (``host_cpu_s``), then takes the lock and its node's device
+(``devices.Devices``) and holds it, asleep, for the drawn time; only that
+time is ``Server-Timing``.  A stage that is not
 the last forwards its activations through the gateway and keeps its slot
 (its waitress thread) until the next stage answers, so stage k's gateway
 latency contains every later stage, as ``gateway_plugin/observe.py`` assumes.
@@ -36,7 +40,7 @@ from typing import Any
 import simpy
 
 from .cluster import Cluster, Node, Replica
-from .runtime import BUCKETS, HopJob, Request, Stage
+from .runtime import BUCKETS, HopJob, HostJob, Request, Stage
 from .spec import SimConfig
 
 __all__ = ["Model"]
@@ -112,6 +116,12 @@ class Model:
         req.held[req.k] = r
         req.tc = self.env.now
         r.holders[req] = None
+        if r.stage.host_work > 0.0:
+            r.node.start(HostJob(req, r), r.stage.host_work)  # type: ignore[arg-type]
+        else:
+            self._lock(req, r)
+
+    def _lock(self, req: Request, r: Replica) -> None:
         if r.busy is None:
             self._compute(r, req)
         else:
@@ -119,11 +129,15 @@ class Model:
 
     def _compute(self, r: Replica, req: Request) -> None:
         r.busy = req
+        req.tc = self.env.now  # Server-Timing starts with the lock taken
         work = r.stage.draw()
         if r.fresh:
             r.fresh = False
             work += r.stage.first_call_s
-        r.node.start(r, work)
+        if r.stage.on_device:
+            r.node.dev.start(r, work)  # type: ignore[union-attr]
+        else:
+            r.node.start(r, work)
 
     def _computed(self, r: Replica) -> None:
         """A replica finished one request's compute (called by its node)."""
@@ -160,9 +174,13 @@ class Model:
         else:
             self.arrive(req, st)
 
-    def _done(self, job: Replica | HopJob) -> None:
-        """A node finished a job: a replica's compute or a hop's CPU."""
-        if job.__class__ is HopJob:
+    def _done(self, job: Replica | HopJob | HostJob) -> None:
+        """A node finished a job: a replica's compute, a hop's CPU or a replica's host CPU."""
+        if job.__class__ is HostJob:
+            r, req = job.replica, job.req  # type: ignore[union-attr]
+            if not r.dead and req.k == r.stage.pos and req.held[req.k] is r:
+                self._lock(req, r)
+        elif job.__class__ is HopJob:
             assert self.gateway is not None
             if self.gw_queue:
                 nxt = self.gw_queue.popleft()
@@ -331,6 +349,8 @@ class Model:
     def _forget(self, r: Replica) -> None:
         st, node = r.stage, r.node
         r.dead = True
+        if node.dev is not None:  # its device and binding are freed (the kernel's locks)
+            node.dev.release(r)
         st.replicas.remove(r)
         del node.replicas[r.uid]
         c = node.counts[st.name] - 1

@@ -13,7 +13,7 @@ from .cluster import Replica
 from .dists import Draws
 from .spec import StageSpec
 
-__all__ = ["BUCKETS", "HopJob", "Request", "Stage"]
+__all__ = ["BUCKETS", "HopJob", "HostJob", "Request", "Stage"]
 
 # the gateway's histogram buckets (local_provider/metrics.py, Prometheus' defaults)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
@@ -36,6 +36,7 @@ class Stage:
         "first_call_s",
         "hop_delay",
         "hop_work",
+        "host_work",
         "ia_last",
         "ia_n",
         "ia_q",
@@ -45,6 +46,7 @@ class Stage:
         "lat_s",
         "name",
         "next",
+        "on_device",
         "pipe",
         "pos",
         "queue",
@@ -69,6 +71,7 @@ class Stage:
         self.cap = min(float(spec.threads), spec.cpu if spec.cpu is not None else math.inf)
         self.draw, self.spawn, self.first_call_s = draw, spawn, first_call_s
         self.hop_delay, self.hop_work = spec.hop_s, spec.hop_cpu_s  # Model may fold work in
+        self.host_work, self.on_device = spec.host_cpu_s, spec.device
         self.ready_n = 0
         self.rs_acc = 0.0  # integral of ready replicas over time
         self.rs_t = 0.0
@@ -95,6 +98,17 @@ class HopJob:
     def __init__(self, req: Request, stage: Stage) -> None:
         self.req, self.stage = req, stage
         self.cap, self.fin, self.speed = 1.0, 0.0, 0.0
+
+
+class HostJob:
+    """A replica's own CPU for one request (``StageSpec.host_cpu_s``), processor-shared on
+    its node; one Python thread: at most one core."""
+
+    __slots__ = ("cap", "fin", "replica", "req", "speed")
+
+    def __init__(self, req: Request, replica: Replica) -> None:
+        self.req, self.replica = req, replica
+        self.cap, self.fin, self.speed = min(1.0, replica.cap), 0.0, 0.0
 
 
 class Request:
