@@ -96,7 +96,7 @@ class Devices:
         ev.callbacks.append(self._fin)
 
     def _fin(self, ev: simpy.events.Event) -> None:
-        k, r, req = ev.value
+        k, r, req = ev.value  # type: ignore[misc]
         if self.busy[k] is not r or r.busy is not req:
             return  # the replica died meanwhile: the device was freed then
         self.busy[k] = None

@@ -36,7 +36,7 @@ from benchmark.systems.base import Autoscaler
 from . import calibration
 from .cluster import Cluster
 from .control import Controller
-from .dists import service_draws
+from .dists import service_draws, with_late
 from .model import Model
 from .prom import Prometheus
 from .recovery import recovery_times
@@ -157,11 +157,15 @@ class _Run:
             row = []
             for k, s in enumerate(p.stages):
                 i = len(stages)
-                prof = calibration.SPAWN.get(s.spawn)
+                prof = calibration.profile(s.spawn)
                 if prof is None:
                     raise ValueError(f"stage {s.name}: unknown spawn profile {s.spawn!r}")
-                st = Stage(i, s, pi, k, service_draws(str(s.dist), s.service_mean_s, s.cv,
-                                                      np.random.default_rng(seqs[2 * i])),
+                draw = service_draws(str(s.dist), s.service_mean_s, s.cv,
+                                     np.random.default_rng(seqs[2 * i]))
+                if s.late_p > 0:  # its own stream: the base draws stay those without it
+                    draw = with_late(draw, s.late_p, s.late_s,
+                                     np.random.default_rng(seqs[2 * i].spawn(1)[0]))
+                st = Stage(i, s, pi, k, draw,
                            calibration.spawn_draws(s.spawn, np.random.default_rng(seqs[2 * i + 1])),
                            prof.first_call_s)
                 stages.append(st)

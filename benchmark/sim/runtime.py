@@ -34,6 +34,7 @@ class Stage:
         "desired",
         "draw",
         "first_call_s",
+        "handoff",
         "hop_delay",
         "hop_work",
         "host_work",
@@ -71,7 +72,8 @@ class Stage:
         self.cap = min(float(spec.threads), spec.cpu if spec.cpu is not None else math.inf)
         self.draw, self.spawn, self.first_call_s = draw, spawn, first_call_s
         self.hop_delay, self.hop_work = spec.hop_s, spec.hop_cpu_s  # Model may fold work in
-        self.host_work, self.on_device = spec.host_cpu_s, spec.device
+        self.host_work, self.on_device, self.handoff = spec.host_cpu_s, spec.device, \
+            spec.handoff_s
         self.ready_n = 0
         self.rs_acc = 0.0  # integral of ready replicas over time
         self.rs_t = 0.0

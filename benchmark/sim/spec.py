@@ -60,6 +60,12 @@ class StageSpec:
     so host contention does not stretch it; ``Server-Timing`` counts only the time the
     device is held.  ``host_cpu_s`` is the replica's own CPU per request (parsing, the
     activation codec, HTTP), processor-shared on its node before the compute lock.
+    ``handoff_s`` is the delay between two back-to-back computations of one replica:
+    the waiting thread must wake and win its process's GIL from the thread that just
+    finished (which goes on encoding and forwarding); measured at saturation.
+    ``late_p``/``late_s``: with probability ``late_p`` a device hold lasts one of the
+    ``late_s`` seconds longer (sampled evenly): the sleeping thread woke late because
+    the host was busy; measured under load.
     """
 
     name: str
@@ -77,6 +83,9 @@ class StageSpec:
     spawn: str = "minilm"
     device: bool = False
     host_cpu_s: float = 0.0
+    handoff_s: float = 0.0
+    late_p: float = 0.0
+    late_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -106,8 +115,14 @@ class StageSpec:
         _pos(o, "hop_s", self.hop_s, zero_ok=True)
         _pos(o, "hop_cpu_s", self.hop_cpu_s, zero_ok=True)
         _pos(o, "host_cpu_s", self.host_cpu_s, zero_ok=True)
+        _pos(o, "handoff_s", self.handoff_s, zero_ok=True)
+        object.__setattr__(self, "late_s", tuple(float(x) for x in self.late_s))
+        if not 0 <= self.late_p <= 1 or (self.late_p > 0 and not self.late_s):
+            raise ValueError(f"{o}: late_p must be in [0, 1], with late_s to sample from")
+        for x in self.late_s:
+            _pos(o, "late_s", x, zero_ok=True)
         if not isinstance(self.device, bool):
-            raise ValueError(f"{o}: device must be a bool, got {self.device!r}")
+            raise TypeError(f"{o}: device must be a bool, got {self.device!r}")
 
     @property
     def cv(self) -> float:
