@@ -21,6 +21,7 @@ second in both).  Goal (issue 15): within 25 %.  The simulated figures pool
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -128,9 +129,18 @@ def simulated(name: str, a: argparse.Namespace, arrivals: Arrivals, host: RigHos
             for i in range(a.sim_seeds)]
 
 
-def compare(name: str, a: argparse.Namespace, arrivals: Arrivals, host: RigHost) -> Row:
+def _timeline(res: RunResult) -> list[tuple[float, str, int, int]]:
+    return [(round(r.t_s, 3), r.stage, r.replicas, r.desired) for r in res.timeline]
+
+
+def compare(name: str, a: argparse.Namespace, arrivals: Arrivals, host: RigHost,
+            traces: dict[str, Any] | None = None) -> Row:
+    """Live then simulated; ``traces`` gets both timelines (ready, desired per stage)."""
     lv = live(name, a, arrivals)
     sims = simulated(name, a, arrivals, host)
+    if traces is not None:
+        traces[name] = {"live": _timeline(lv), "sim": _timeline(sims[0]),
+                        "live_errors": lv.extra.get("driver_errors", [])}
     end = arrivals.duration_s
     sim_lat = np.concatenate([s.latency_s[s.ok] for s in sims])
     starts = [s.actions["cold_start"] + s.extra["fork_start"] for s in sims]
@@ -203,16 +213,19 @@ def main(argv: list[str] | None = None) -> int:
             "sim_seeds": a.sim_seeds, "nice": a.nice, "host_calibration": host.source,
             "arrivals_sha256": arrivals.sha256(), "loadavg_before": os.getloadavg()}
     rows: list[Row] = []
+    traces: dict[str, Any] = {}
     t0 = time.monotonic()
     for name in a.names:
-        rows.append(compare(name, a, arrivals, host))
+        rows.append(compare(name, a, arrivals, host, traces))
         r = rows[-1]
         print(f"{name}: P99 live {r.live_p99:.0f} sim {r.sim_p99:.0f} ms; replica-s live "
               f"{r.live_rs:.0f} sim {r.sim_rs:.0f}", flush=True)
     meta["wall_s"] = time.monotonic() - t0
     meta["loadavg_after"] = os.getloadavg()
     print_table(rows, meta)
-    write(rows, meta, a.out, f"validate_autoscale_cv{a.cv:g}")
+    stem = f"validate_autoscale_cv{a.cv:g}"
+    write(rows, meta, a.out, stem)
+    (a.out / f"{stem}_timelines.json").write_text(json.dumps(traces))
     return 0
 
 
