@@ -168,3 +168,27 @@ def test_prioritise_sets_the_session_autogroup_too() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_cold_starts_share_the_node_cpu(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # a cold start burns 1 core-second (of 1.2 s alone); four at once on one core take
+    # ~4 s of CPU each at a quarter core, then 0.2 s of waiting: ready at ~4.2 s, not 1.2
+    from benchmark.sim import calibration
+
+    monkeypatch.setitem(calibration.SPAWN, "test", calibration.SpawnProfile(
+        0.04, 0.04, 1.2, 1.2, 0.0, "test", cold_cpu_s=1.0))
+    pipe = PipelineSpec("p", tuple(StageSpec(f"p-{k}", 0.01, device=True, spawn="test")
+                                   for k in range(4)), 10.0)
+    want = {f"p-{k}": 2 for k in range(4)}
+    arr = Arrivals(np.array([0.0, 9.0]), np.zeros(2, dtype=np.int32), ("p",),
+                   {"duration_s": 10.0})
+
+    def ready_at(scaleup: str) -> float:
+        res = run(arr, pipe, Hold(scaleup, period_s=1.0, want=want),
+                  cluster=node(16, cores=1.0), config=SimConfig(timeline_s=0.1))
+        full = [r.t_s for r in sorted(res.timeline, key=lambda r: r.t_s)
+                if all(x.replicas == 2 for x in res.timeline if x.t_s == r.t_s)]
+        return min(full) - 1.5  # the system asks at 1.5 s
+
+    assert ready_at("cold") == pytest.approx(4.2, abs=0.15)
+    assert ready_at("fork") == pytest.approx(0.04, abs=0.1)  # forks burn no modelled CPU

@@ -162,10 +162,13 @@ def _scale(live: LivePipeline, fn: str, n: int) -> None:
 
 
 def spawn_times(live: LivePipeline, trials: int, poll_s: float = 0.005,
-                timeout_s: float = 60.0) -> list[float]:
-    """Seconds from the scale call to the gateway counting the new replica available."""
-    out = []
+                timeout_s: float = 60.0) -> tuple[list[float], list[float]]:
+    """Seconds from the scale call to the gateway counting the new replica available, and
+    the CPU seconds the new replica's process had used by then (a cold start imports
+    torch: that CPU competes with everything else on the node)."""
+    out, cpu = [], []
     for _ in tqdm(range(trials), desc="spawn trials", leave=False):
+        before = set(live.replica_pids(SPAWN_STAGE))
         t0 = time.perf_counter()
         _scale(live, SPAWN_STAGE, 2)
         while _available(live, SPAWN_STAGE) < 2:
@@ -173,11 +176,12 @@ def spawn_times(live: LivePipeline, trials: int, poll_s: float = 0.005,
                 raise SystemExit(f"{SPAWN_STAGE}: no second replica after {timeout_s:g} s")
             time.sleep(poll_s)
         out.append(time.perf_counter() - t0)
+        cpu.append(livepipe.cpu_seconds(sorted(set(live.replica_pids(SPAWN_STAGE)) - before)))
         _scale(live, SPAWN_STAGE, 1)
         deadline = time.monotonic() + 30
         while len(live.replica_pids(SPAWN_STAGE)) > 1 and time.monotonic() < deadline:
             time.sleep(0.05)
-    return out
+    return out, cpu
 
 
 def measure(a: argparse.Namespace) -> dict[str, Any]:
@@ -186,14 +190,14 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         if a.nice:
             print(f"{live.prioritise(a.nice)} threads at nice {a.nice}")
         seq = sequential(live, a.requests, a.warmup, a.inputs)
-        fork = spawn_times(live, a.spawn_trials)
+        fork, fork_cpu = spawn_times(live, a.spawn_trials)
         sat = [handoff(live, k, a.clients, a.saturate_s, a.inputs, a.nice)
                for k in range(len(live.functions))]
         model_dir = live.model_dir
     with rigpipe.deployed(a.time_scale, a.devices, "process") as live:
         if a.nice:
             live.prioritise(a.nice)
-        cold = spawn_times(live, a.spawn_trials)
+        cold, cold_cpu = spawn_times(live, a.spawn_trials)
     texts = tuple(rigpipe.texts(a.inputs))
     stages = len(seq["device"])
     cpu = seq["gateway_cpu_s"] + sum(seq["replica_cpu_s"]) + seq["client_cpu_s"]
@@ -219,8 +223,10 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
                                  [cv for _m, cv in model]),
         "hop_cpu_s": seq["gateway_cpu_s"] / stages,
         "hop_s": max(0.0, overhead - cpu) / stages,
-        "spawn": {"fork": {**_stats(fork), "samples_s": fork},
-                  "cold": {**_stats(cold), "samples_s": cold},
+        "spawn": {"fork": {**_stats(fork), "samples_s": fork, "cpu_s": fork_cpu,
+                           "cpu_s_mean": float(np.mean(fork_cpu))},
+                  "cold": {**_stats(cold), "samples_s": cold, "cpu_s": cold_cpu,
+                           "cpu_s_mean": float(np.mean(cold_cpu))},
                   "first_call_s": 0.0,
                   "stage": SPAWN_STAGE, "trials": a.spawn_trials}}
 
@@ -246,7 +252,7 @@ def report(d: dict[str, Any]) -> None:
     for tier in ("fork", "cold"):
         s = d["spawn"][tier]
         print(f"spawn {tier:<5} p50 {s['p50_s'] * 1e3:8.1f} ms  p95 {s['p95_s'] * 1e3:8.1f} ms  "
-              f"({s['n']} trials)")
+              f"CPU {s['cpu_s_mean'] * 1e3:7.1f} ms ({s['n']} trials)")
 
 
 def main(argv: list[str]) -> int:

@@ -56,6 +56,7 @@ class SpawnProfile:
     cold_p95_s: float
     first_call_s: float
     source: str
+    cold_cpu_s: float = 0.0  # core-seconds a cold start burns (importing torch, the stage)
 
 
 SPAWN: dict[str, SpawnProfile] = {
@@ -78,7 +79,8 @@ def rig_spawn(path: Path) -> SpawnProfile | None:
         s = d["spawn"]
         return SpawnProfile(s["fork"]["p50_s"], s["fork"]["p95_s"], s["cold"]["p50_s"],
                             s["cold"]["p95_s"], float(s.get("first_call_s", 0.0)),
-                            f"{d['command']} ({d['measured_at']})")
+                            f"{d['command']} ({d['measured_at']})",
+                            float(s["cold"].get("cpu_s_mean", 0.0)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

@@ -168,6 +168,7 @@ class _Run:
                 st = Stage(i, s, pi, k, draw,
                            calibration.spawn_draws(s.spawn, np.random.default_rng(seqs[2 * i + 1])),
                            prof.first_call_s)
+                st.cold_cpu = prof.cold_cpu_s
                 stages.append(st)
                 row.append(st)
             for a, b in itertools.pairwise(row):

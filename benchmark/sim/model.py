@@ -31,7 +31,7 @@ import simpy
 
 from .cluster import Cluster, Node, Replica
 from .lifecycle import Lifecycle
-from .runtime import BUCKETS, HopJob, HostJob, Request, Stage
+from .runtime import BUCKETS, HopJob, HostJob, Request, SpawnJob, Stage
 from .spec import SimConfig
 
 __all__ = ["Model"]
@@ -177,9 +177,11 @@ class Model(Lifecycle):
         else:
             self.arrive(req, st)
 
-    def _done(self, job: Replica | HopJob | HostJob) -> None:
+    def _done(self, job: Replica | HopJob | HostJob | SpawnJob) -> None:
         """A node finished a job: a replica's compute, a hop's CPU or a replica's host CPU."""
-        if job.__class__ is HostJob:
+        if job.__class__ is SpawnJob:
+            self._spawned(job)  # type: ignore[arg-type]
+        elif job.__class__ is HostJob:
             r, req = job.replica, job.req  # type: ignore[union-attr]
             if not r.dead and req.k == r.stage.pos and req.held[req.k] is r:
                 self._lock(req, r)
