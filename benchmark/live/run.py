@@ -68,6 +68,8 @@ class LiveConfig:
     inputs: int = 4
     same_launcher: bool = False
     timeout_s: float = 60.0
+    nice: int = 0  # CPU priority of the deployment and the load generator (0: as is)
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. the rig's QUART_EMU_*
 
 
 class LiveError(RuntimeError):
@@ -159,6 +161,61 @@ def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
                   model=env.get("QUART_MODEL", "all-MiniLM-L6-v2"))
 
 
+def _descendants(pids: list[int]) -> list[int]:
+    """``pids`` and every process below them (from ``/proc/*/stat``'s parent field)."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def prioritise_deployment(state_dir: Path, nice: int) -> int:
+    """Every process of the deployment (gateway, keys_manager and its zygotes, plugin,
+    Prometheus, Redis, replicas) and this one at priority ``nice``; replicas started
+    later are forked or spawned by them and inherit it.  Why: on a shared machine other
+    programs' threads would otherwise take their CFS share of the cores from the run
+    (``benchmark.sim.livepipe.prioritise``)."""
+    from benchmark.sim.livepipe import prioritise
+
+    roots = [svc.pid for svc in services.recorded(state_dir)]
+    return prioritise(_descendants(roots) + [os.getpid()], nice)
+
+
+class Renicer:
+    """Keeps the deployment at ``nice`` while it runs: every replica is a session of its
+    own (keys_manager and the provider start them with ``setsid``), so a replica started
+    during the run gets an autogroup at nice 0; this puts it at ``nice`` within
+    ``every_s``."""
+
+    def __init__(self, state_dir: Path, nice: int, every_s: float = 0.5) -> None:
+        self.state_dir, self.nice, self.every_s = state_dir, nice, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="renicer", daemon=True)
+
+    def start(self) -> Renicer:
+        prioritise_deployment(self.state_dir, self.nice)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            prioritise_deployment(self.state_dir, self.nice)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def _launcher(system: Autoscaler, cfg: LiveConfig) -> str:
     return "fork" if cfg.same_launcher or system.scaleup == "fork" else "process"
 
@@ -180,10 +237,12 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
     ports = [services.free_port() for _ in range(6)]
     gateway = f"http://127.0.0.1:{ports[0]}"
     launcher = _launcher(system, cfg)
-    saved = {k: os.environ.get(k) for k in ("QUART_LAUNCHER",)}
+    saved = {k: os.environ.get(k) for k in ("QUART_LAUNCHER", *cfg.extra_env)}
+    os.environ.update(cfg.extra_env)
     os.environ["QUART_LAUNCHER"] = launcher
     start_iso = datetime.now(UTC).isoformat(timespec="seconds")
     driver: BaselineDriver | None = None
+    renicer: Renicer | None = None
     finished = False
     try:
         stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
@@ -205,6 +264,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         else:
             driver = BaselineDriver(system, Gateway(ep.gateway, auth), ep.prometheus,
                                     cfg.slo_s, cfg.bounds).start()
+        if cfg.nice:
+            renicer = Renicer(sdir, cfg.nice).start()
         url = f"{ep.gateway}/function/{entry}"
         body = json.dumps({"inputs": SENTENCES[: cfg.inputs]}).encode()
         for _ in range(3):  # warm-up: the same for every system, not counted
@@ -236,6 +297,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         sampler.stop()
         finished = True
     finally:
+        if renicer:
+            renicer.stop()
         if driver:
             driver.stop()
         deploy.down(sdir, say=lambda m: None)

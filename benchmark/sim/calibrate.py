@@ -22,6 +22,7 @@ runnable threads of other programs during the sequential run are sampled
 times (``validate`` does it per load).
 
     python -m benchmark.sim.calibrate --requests 300
+    python -m benchmark.sim.calibrate --rig      # the emu rig instead (calibrate_rig)
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +75,11 @@ def cpu_times(model_dir: Path, inputs: int, reps: int) -> list[list[float]]:
 
 # size: the calibration CLI top to bottom (arguments, runs, table); reworked on branch simval
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--rig" in args:  # the emulated-accelerator rig: its own measurements
+        from .calibrate_rig import main as rig_main
+
+        return rig_main([x for x in args if x != "--rig"])
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)

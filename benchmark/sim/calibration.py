@@ -32,15 +32,18 @@ would cost more: an underestimate).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from .dists import Draws, lognormal_from_quantiles
 from .spec import PipelineSpec, StageSpec
 
-__all__ = ["MINILM", "SPAWN", "SpawnProfile", "StageTiming", "bert_large_pipeline",
-           "minilm_pipeline", "spawn_draws"]
+__all__ = ["MINILM", "RIG_CALIBRATION", "SPAWN", "SpawnProfile", "StageTiming",
+           "bert_large_pipeline", "minilm_pipeline", "profile", "rig_spawn", "spawn_draws"]
 
 MIB = 1 / 1024
 
@@ -53,6 +56,7 @@ class SpawnProfile:
     cold_p95_s: float
     first_call_s: float
     source: str
+    cold_cpu_s: float = 0.0  # core-seconds a cold start burns (importing torch, the stage)
 
 
 SPAWN: dict[str, SpawnProfile] = {
@@ -64,12 +68,36 @@ SPAWN: dict[str, SpawnProfile] = {
 }
 
 
-def spawn_draws(profile: str, rng: np.random.Generator) -> dict[str, Draws]:
-    """Per tier ("T0", "cold") a stream of spawn latencies in seconds."""
+RIG_CALIBRATION = Path(__file__).with_name("rig_calibration.json")
+
+
+@lru_cache(maxsize=4)
+def rig_spawn(path: Path) -> SpawnProfile | None:
+    """The rig's spawn times (``python -m benchmark.sim.calibrate --rig``), if measured."""
     try:
-        p = SPAWN[profile]
-    except KeyError:
-        raise ValueError(f"unknown spawn profile {profile!r}; known: {sorted(SPAWN)}") from None
+        d = json.loads(path.read_text())
+        s = d["spawn"]
+        return SpawnProfile(s["fork"]["p50_s"], s["fork"]["p95_s"], s["cold"]["p50_s"],
+                            s["cold"]["p95_s"], float(s.get("first_call_s", 0.0)),
+                            f"{d['command']} ({d['measured_at']})",
+                            float(s["cold"].get("cpu_s_mean", 0.0)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def profile(name: str) -> SpawnProfile | None:
+    """A spawn profile by name: the table above, or "emulated", the rig's measured one."""
+    if name == "emulated":
+        return rig_spawn(RIG_CALIBRATION)
+    return SPAWN.get(name)
+
+
+def spawn_draws(name: str, rng: np.random.Generator) -> dict[str, Draws]:
+    """Per tier ("T0", "cold") a stream of spawn latencies in seconds."""
+    p = profile(name)
+    if p is None:
+        raise ValueError(f"unknown spawn profile {name!r}; known: {sorted(SPAWN)}, and "
+                         "'emulated' once the rig is calibrated (calibrate --rig)")
     return {"T0": lognormal_from_quantiles(p.t0_p50_s, p.t0_p95_s, rng),
             "cold": lognormal_from_quantiles(p.cold_p50_s, p.cold_p95_s, rng)}
 

@@ -35,6 +35,7 @@ import simpy
 from placement import Node as PNode
 from placement import StageRequest, place
 
+from .devices import Devices
 from .spec import ClusterSpec
 
 __all__ = ["Cluster", "Node", "Replica"]
@@ -100,6 +101,7 @@ class Node:
         "cores",
         "counts",
         "demand",
+        "dev",
         "env",
         "gen",
         "mem_gib",
@@ -133,6 +135,7 @@ class Node:
         self.env = env
         self.on_done = on_done
         self._hold = False
+        self.dev: Devices | None = None  # emulated accelerators (NodeSpec.devices)
 
     # -- processor sharing ----------------------------------------------------
     # Each computing replica carries ``fin``, its completion time at the current rates.
@@ -270,6 +273,8 @@ class Cluster:
                       for n in spec.nodes]
         for node, n in zip(self.nodes, spec.nodes, strict=True):
             node.bg = n.background_at(0.0)
+            if n.devices:
+                node.dev = Devices(n.devices, env, on_done)
         self.by_name = {n.name: n for n in self.nodes}
         self.placement = spec.placement
         self.mem_total = sum(n.mem_gib for n in self.nodes)

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Draws", "lognormal_from_quantiles", "service_draws"]
+__all__ = ["Draws", "lognormal_from_quantiles", "service_draws", "with_late"]
 
 Z95 = 1.6448536269514722
 _MIN_BATCH, _MAX_BATCH = 64, 8192
@@ -69,3 +69,19 @@ def lognormal_from_quantiles(p50_s: float, p95_s: float, rng: np.random.Generato
     sigma = math.log(p95_s / p50_s) / Z95
     mu = math.log(p50_s)
     return Draws(lambda r, n: r.lognormal(mu, sigma, n) if sigma > 0 else np.full(n, p50_s), rng)
+
+
+def with_late(base: Draws, p: float, extra_s: tuple[float, ...],
+              rng: np.random.Generator) -> Draws:
+    """``base`` plus, with probability ``p``, one of ``extra_s`` (each equally likely): a
+    mixture for holds that sometimes end late (``StageSpec.late_p``)."""
+    if p <= 0 or not extra_s:
+        return base
+    pool = np.asarray(extra_s, dtype=float)
+
+    def make(r: np.random.Generator, n: int) -> np.ndarray:
+        xs = np.array([base() for _ in range(n)])
+        hit = r.random(n) < p
+        return xs + np.where(hit, pool[r.integers(0, len(pool), n)], 0.0)
+
+    return Draws(make, rng)

@@ -37,7 +37,7 @@ from . import calibration
 from .cluster import Cluster
 from .concurrency import ConcurrencyMeter
 from .control import Controller
-from .dists import service_draws
+from .dists import service_draws, with_late
 from .model import Model
 from .prom import Prometheus
 from .recovery import recovery_times
@@ -128,6 +128,10 @@ def run(arrivals: Any, pipelines: Sequence[PipelineSpec] | PipelineSpec, system:
         if f.target is not None and ((f.kind == "node" and f.target not in node_names)
                                      or (f.kind == "replica" and f.target not in names)):
             raise ValueError(f"failure at {f.t_s:g}s: unknown {f.kind} {f.target!r}")
+    if any(s.device for p in specs for s in p.stages) and \
+            not all(n.devices for n in cluster.nodes):
+        raise ValueError("a pipeline has emulated-device stages (StageSpec.device): every "
+                         "node needs devices (NodeSpec.devices >= 1)")
     index = {p.name: i for i, p in enumerate(specs)}
     index.update({p.stages[0].name: i for i, p in enumerate(specs)})
     times, pipe = _arrival_arrays(arrivals, index)
@@ -154,13 +158,18 @@ class _Run:
             row = []
             for k, s in enumerate(p.stages):
                 i = len(stages)
-                prof = calibration.SPAWN.get(s.spawn)
+                prof = calibration.profile(s.spawn)
                 if prof is None:
                     raise ValueError(f"stage {s.name}: unknown spawn profile {s.spawn!r}")
-                st = Stage(i, s, pi, k, service_draws(str(s.dist), s.service_mean_s, s.cv,
-                                                      np.random.default_rng(seqs[2 * i])),
+                draw = service_draws(str(s.dist), s.service_mean_s, s.cv,
+                                     np.random.default_rng(seqs[2 * i]))
+                if s.late_p > 0:  # its own stream: the base draws stay those without it
+                    draw = with_late(draw, s.late_p, s.late_s,
+                                     np.random.default_rng(seqs[2 * i].spawn(1)[0]))
+                st = Stage(i, s, pi, k, draw,
                            calibration.spawn_draws(s.spawn, np.random.default_rng(seqs[2 * i + 1])),
                            prof.first_call_s)
+                st.cold_cpu = prof.cold_cpu_s
                 stages.append(st)
                 row.append(st)
             for a, b in itertools.pairwise(row):
@@ -260,11 +269,15 @@ class _Run:
         state = [self.system.initial_state()]
         period = float(self.system.period_s)
 
+        every = self.cfg.timeline_s
+
         def control(now: float) -> None:
             state[0] = self.ctl.step(self.system, state[0], now, time.perf_counter)
-            if self.cfg.timeline:
+            if self.cfg.timeline and every is None:
                 self.ctl.record(now)
         self._every(period + min(self.cfg.scrape_s, period) / 2, period, control)
+        if self.cfg.timeline and every is not None:  # sampled like the live harness
+            self._every(0.0, every, self.ctl.record)
         for f in self.failures:
             self._at(f.t_s, functools.partial(self._fail, f))
         for spec, node in zip(self.cluster_spec.nodes, self.model.cluster.nodes, strict=True):

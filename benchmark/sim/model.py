@@ -8,24 +8,18 @@ a queued call exists only while every replica is full, a freed slot always
 goes to the head on the replica that freed it: O(1) per release.
 
 Per replica (``functions/stage/server.py``): compute is serialised by a lock,
-so a replica is one server; its ``Server-Timing`` clock starts *before* the
-lock, which is why the compute time the gateway reports (and the plugin
-reads as service time) includes waiting for the lock.  A stage that is not
+so a replica is one server; its ``Server-Timing`` clock starts once the lock
+is taken (waiting for it is queueing), so the compute time the gateway
+reports, which the plugin reads as service time, is the compute alone.  On
+an emulated-accelerator stage (``StageSpec.device``) the replica first spends
+its own host CPU (``host_cpu_s``), then takes the lock and its node's device
+(``devices.Devices``) and holds it, asleep, for the drawn time; only that
+time is ``Server-Timing``.  A stage that is not
 the last forwards its activations through the gateway and keeps its slot
 (its waitress thread) until the next stage answers, so stage k's gateway
 latency contains every later stage, as ``gateway_plugin/observe.py`` assumes.
 
-Lifecycle (``local_provider/registry.py``): desired vs live replicas are
-reconciled on every scale call; surplus replicas are chosen not-ready first,
-then by the placement policy; a removed replica drains (no new calls, the
-ones in flight finish) and is killed after the drain timeout.  A dead
-replica is replaced at the next reconcile tick.
-
-Failures: calls computing, waiting for the lock, or waiting downstream on a
-replica that dies get 502, like the live proxy, which retries a call only
-when it never reached the replica (``proxy.py``); nothing is retried here.
-Work already sent downstream continues (it still holds those stages'
-replicas) and is dropped when it returns.
+The replica lifecycle (start, drain, death) is ``lifecycle.Lifecycle``.
 """
 from __future__ import annotations
 
@@ -36,12 +30,13 @@ from typing import Any
 import simpy
 
 from .cluster import Cluster, Node, Replica
-from .runtime import BUCKETS, HopJob, Request, Stage
+from .lifecycle import Lifecycle
+from .runtime import BUCKETS, HopJob, HostJob, Request, SpawnJob, Stage
 from .spec import SimConfig
 
 __all__ = ["Model"]
 
-class Model:
+class Model(Lifecycle):
     def __init__(self, env: simpy.Environment, cfg: SimConfig, pipelines: list[list[Stage]],
                  fork: bool, cluster_of: Any, latency: list[float], ok: list[bool]) -> None:
         self.env = env
@@ -112,6 +107,12 @@ class Model:
         req.held[req.k] = r
         req.tc = self.env.now
         r.holders[req] = None
+        if r.stage.host_work > 0.0:
+            r.node.start(HostJob(req, r), r.stage.host_work)  # type: ignore[arg-type]
+        else:
+            self._lock(req, r)
+
+    def _lock(self, req: Request, r: Replica) -> None:
         if r.busy is None:
             self._compute(r, req)
         else:
@@ -119,11 +120,15 @@ class Model:
 
     def _compute(self, r: Replica, req: Request) -> None:
         r.busy = req
+        req.tc = self.env.now  # Server-Timing starts with the lock taken
         work = r.stage.draw()
         if r.fresh:
             r.fresh = False
             work += r.stage.first_call_s
-        r.node.start(r, work)
+        if r.stage.on_device:
+            r.node.dev.start(r, work)  # type: ignore[union-attr]
+        else:
+            r.node.start(r, work)
 
     def _computed(self, r: Replica) -> None:
         """A replica finished one request's compute (called by its node)."""
@@ -135,7 +140,13 @@ class Model:
         st.c_s += c
         st.c_q += c * c
         if r.lockq:
-            self._compute(r, r.lockq.popleft())
+            nxt = r.lockq.popleft()
+            if st.handoff > 0.0:  # the waiter wakes and takes the GIL: the lock stays taken
+                r.busy = nxt
+                ev = self.env.timeout(st.handoff, (r, nxt))
+                ev.callbacks.append(self._handoff_cb)
+            else:
+                self._compute(r, nxt)
         nxt = st.next
         if nxt is None:
             self.finish(req, st.pos, "200")
@@ -146,6 +157,12 @@ class Model:
                 ev.callbacks.append(self._arrive_cb)
             else:
                 self.enter(req, nxt)
+
+    def _handoff_cb(self, ev: Any) -> None:
+        self.events += 1
+        r, req = ev.value
+        if r.busy is req and not r.dead:
+            self._compute(r, req)
 
     def enter(self, req: Request, st: Stage) -> None:
         """The hop's CPU part on the gateway's node, then arrival.  The embedded gateway is
@@ -160,9 +177,15 @@ class Model:
         else:
             self.arrive(req, st)
 
-    def _done(self, job: Replica | HopJob) -> None:
-        """A node finished a job: a replica's compute or a hop's CPU."""
-        if job.__class__ is HopJob:
+    def _done(self, job: Replica | HopJob | HostJob | SpawnJob) -> None:
+        """A node finished a job: a replica's compute, a hop's CPU or a replica's host CPU."""
+        if job.__class__ is SpawnJob:
+            self._spawned(job)
+        elif job.__class__ is HostJob:
+            r, req = job.replica, job.req
+            if not r.dead and req.k == r.stage.pos and req.held[req.k] is r:
+                self._lock(req, r)
+        elif job.__class__ is HopJob:
             assert self.gateway is not None
             if self.gw_queue:
                 nxt = self.gw_queue.popleft()
@@ -238,142 +261,3 @@ class Model:
             self.finish(req, st.pos, "504")
         if q:
             self._arm_timeout(st, q[0].tc + limit)
-
-    # -- replica lifecycle ------------------------------------------------------------
-
-    def _ready_changed(self, st: Stage, delta: int) -> None:
-        now = self.env.now
-        st.rs_acc += st.ready_n * (now - st.rs_t)
-        st.rs_t = now
-        st.ready_n += delta
-
-    def place(self, st: Stage, ready_now: bool = False) -> bool:
-        """Start one replica of ``st`` on the node placement chooses; False if none fits."""
-        spec = st.spec
-        node = self.cluster.choose(st.name, spec.memory_gib + spec.fork_overhead_gib
-                                   if self.fork else spec.memory_gib, self.fork)
-        if node is None:
-            st.blocked += 1
-            return False
-        warm = self.fork and st.name in node.zygotes
-        if self.fork:
-            if not warm:
-                node.make_room(spec.memory_gib + spec.fork_overhead_gib)
-                node.add_zygote(st.name, spec.memory_gib)
-            mem = spec.fork_overhead_gib
-        else:
-            node.make_room(spec.memory_gib)
-            mem = spec.memory_gib
-        self.uids += 1
-        r = Replica(self.uids, st, node, st.cap, self.env.now, mem, "T0" if warm else "cold")
-        st.replicas.append(r)
-        node.replicas[r.uid] = r
-        node.counts[st.name] = node.counts.get(st.name, 0) + 1
-        node.mem_used += mem
-        if ready_now:
-            r.fresh = False
-            self._set_ready(r)
-            return True
-        self.actions["fork_start" if warm else "cold_start"] += 1
-        ev = self.env.timeout(st.spawn[r.tier](), r)
-        ev.callbacks.append(self._ready_cb)
-        return True
-
-    def _ready_cb(self, ev: Any) -> None:
-        self.events += 1
-        r: Replica = ev.value
-        if not (r.dead or r.draining):
-            self._set_ready(r)
-
-    def _set_ready(self, r: Replica) -> None:
-        r.ready = True
-        st = r.stage
-        self._ready_changed(st, +1)
-        q = st.queue
-        while q:
-            rr = self._pick(st)
-            if rr is None:
-                break
-            self._take(q.popleft(), rr)
-
-    def reconcile(self, st: Stage) -> None:
-        live = [r for r in st.replicas if not r.draining]
-        missing = st.desired - len(live)
-        for _ in range(missing):
-            if not self.place(st):
-                break
-        if missing < 0:
-            starting = sorted((r for r in live if not r.ready), key=lambda r: -r.uid)
-            for r in starting[:-missing]:
-                self.retire(r)
-            left = -missing - len(starting[:-missing])
-            ready = [r for r in live if r.ready]
-            for _ in range(min(left, len(ready))):
-                r = self.cluster.victim(st.name, ready)
-                ready.remove(r)
-                self.drain(r)
-
-    def drain(self, r: Replica) -> None:
-        r.draining = True
-        self._ready_changed(r.stage, -1)
-        if r.inflight == 0:
-            self.retire(r)
-            return
-        ev = self.env.timeout(self.cfg.drain_timeout_s, r)
-        ev.callbacks.append(self._drain_cb)
-
-    def _drain_cb(self, ev: Any) -> None:
-        self.events += 1
-        r: Replica = ev.value
-        if not r.dead:
-            self.kill(r)  # still busy after the drain timeout: stopped anyway
-
-    def _forget(self, r: Replica) -> None:
-        st, node = r.stage, r.node
-        r.dead = True
-        st.replicas.remove(r)
-        del node.replicas[r.uid]
-        c = node.counts[st.name] - 1
-        if c:
-            node.counts[st.name] = c
-        else:
-            del node.counts[st.name]
-        node.mem_used -= r.memory_gib
-
-    def retire(self, r: Replica) -> None:
-        """Gone without losing work: an idle drained replica, or one still starting."""
-        if not r.dead:
-            self._forget(r)
-
-    def kill(self, r: Replica) -> None:
-        """The replica's process is gone: its calls fail with 502."""
-        if r.dead:
-            return
-        if r.ready and not r.draining:
-            self._ready_changed(r.stage, -1)
-        if r.busy is not None:
-            r.node.stop(r)
-            r.busy = None
-        r.lockq.clear()
-        self._forget(r)
-        pos = r.stage.pos
-        for req in list(r.holders):
-            self.rejected["502"] += 1
-            req.held[pos] = None
-            if req.k > pos:  # work already sent on keeps its stages busy; nobody waits for it
-                self._close(req, pos, "502")
-                req.lo = pos + 1
-            else:
-                self.finish(req, pos, "502")
-        r.holders.clear()
-
-    def node_down(self, node: Node) -> list[Stage]:
-        node.up = False
-        hit = []
-        for r in list(node.replicas.values()):
-            if r.stage not in hit:
-                hit.append(r.stage)
-            self.kill(r)
-        for s in list(node.zygotes):
-            node.drop_zygote(s)
-        return hit

@@ -13,7 +13,7 @@ from .cluster import Replica
 from .dists import Draws
 from .spec import StageSpec
 
-__all__ = ["BUCKETS", "HopJob", "Request", "Stage"]
+__all__ = ["BUCKETS", "HopJob", "HostJob", "Request", "SpawnJob", "Stage"]
 
 # the gateway's histogram buckets (local_provider/metrics.py, Prometheus' defaults)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf)
@@ -30,12 +30,15 @@ class Stage:
         "c_s",
         "cap",
         "codes",
+        "cold_cpu",
         "cpu",
         "desired",
         "draw",
         "first_call_s",
+        "handoff",
         "hop_delay",
         "hop_work",
+        "host_work",
         "ia_last",
         "ia_n",
         "ia_q",
@@ -45,6 +48,7 @@ class Stage:
         "lat_s",
         "name",
         "next",
+        "on_device",
         "pipe",
         "pos",
         "queue",
@@ -68,7 +72,10 @@ class Stage:
         self.cpu = spec.cpu
         self.cap = min(float(spec.threads), spec.cpu if spec.cpu is not None else math.inf)
         self.draw, self.spawn, self.first_call_s = draw, spawn, first_call_s
+        self.cold_cpu = 0.0  # core-seconds of a cold start on its node (SpawnProfile)
         self.hop_delay, self.hop_work = spec.hop_s, spec.hop_cpu_s  # Model may fold work in
+        self.host_work, self.on_device, self.handoff = spec.host_cpu_s, spec.device, \
+            spec.handoff_s
         self.ready_n = 0
         self.rs_acc = 0.0  # integral of ready replicas over time
         self.rs_t = 0.0
@@ -94,6 +101,28 @@ class HopJob:
 
     def __init__(self, req: Request, stage: Stage) -> None:
         self.req, self.stage = req, stage
+        self.cap, self.fin, self.speed = 1.0, 0.0, 0.0
+
+
+class HostJob:
+    """A replica's own CPU for one request (``StageSpec.host_cpu_s``), processor-shared on
+    its node; one Python thread: at most one core."""
+
+    __slots__ = ("cap", "fin", "replica", "req", "speed")
+
+    def __init__(self, req: Request, replica: Replica) -> None:
+        self.req, self.replica = req, replica
+        self.cap, self.fin, self.speed = min(1.0, replica.cap), 0.0, 0.0
+
+
+class SpawnJob:
+    """The CPU a cold start burns on its node (one importing thread: at most one core),
+    processor-shared with everything else there; ``rest_s`` of waiting follows."""
+
+    __slots__ = ("cap", "fin", "replica", "rest_s", "speed")
+
+    def __init__(self, replica: Replica, rest_s: float) -> None:
+        self.replica, self.rest_s = replica, rest_s
         self.cap, self.fin, self.speed = 1.0, 0.0, 0.0
 
 

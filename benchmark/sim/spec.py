@@ -53,6 +53,19 @@ class StageSpec:
     gateway is one Python process), when one is named, else as plain delay.
     ``spawn`` names a spawn-latency profile in :mod:`benchmark.sim.calibration`.
     ``dist`` defaults to deterministic without a CV and lognormal with one.
+
+    ``device`` makes the service time *device* time (an emulated accelerator,
+    ``functions/stage/emulated.py``): the replica holds its compute lock and then one of
+    its node's devices (``NodeSpec.devices``) for the drawn time, asleep, using no CPU,
+    so host contention does not stretch it; ``Server-Timing`` counts only the time the
+    device is held.  ``host_cpu_s`` is the replica's own CPU per request (parsing, the
+    activation codec, HTTP), processor-shared on its node before the compute lock.
+    ``handoff_s`` is the delay between two back-to-back computations of one replica:
+    the waiting thread must wake and win its process's GIL from the thread that just
+    finished (which goes on encoding and forwarding); measured at saturation.
+    ``late_p``/``late_s``: with probability ``late_p`` a device hold lasts one of the
+    ``late_s`` seconds longer (sampled evenly): the sleeping thread woke late because
+    the host was busy; measured under load.
     """
 
     name: str
@@ -68,6 +81,11 @@ class StageSpec:
     hop_s: float = 0.0
     hop_cpu_s: float = 0.0
     spawn: str = "minilm"
+    device: bool = False
+    host_cpu_s: float = 0.0
+    handoff_s: float = 0.0
+    late_p: float = 0.0
+    late_s: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -96,6 +114,15 @@ class StageSpec:
         _count(o, "replicas", self.replicas, 0)
         _pos(o, "hop_s", self.hop_s, zero_ok=True)
         _pos(o, "hop_cpu_s", self.hop_cpu_s, zero_ok=True)
+        _pos(o, "host_cpu_s", self.host_cpu_s, zero_ok=True)
+        _pos(o, "handoff_s", self.handoff_s, zero_ok=True)
+        object.__setattr__(self, "late_s", tuple(float(x) for x in self.late_s))
+        if not 0 <= self.late_p <= 1 or (self.late_p > 0 and not self.late_s):
+            raise ValueError(f"{o}: late_p must be in [0, 1], with late_s to sample from")
+        for x in self.late_s:
+            _pos(o, "late_s", x, zero_ok=True)
+        if not isinstance(self.device, bool):
+            raise TypeError(f"{o}: device must be a bool, got {self.device!r}")
 
     @property
     def cv(self) -> float:
@@ -152,12 +179,14 @@ class NodeSpec:
     """A node; ``background`` is the number of runnable threads of *other* programs that
     share its cores with the replicas: 0 on a dedicated node, a constant, or a step
     function ``((t_s, threads), ...)`` replayed over the run (measured on a shared
-    machine by ``benchmark.sim.background``)."""
+    machine by ``benchmark.sim.background``).  ``devices`` is the node's emulated
+    accelerators (``QUART_EMU_DEVICES``), shared by its replicas of ``device`` stages."""
 
     name: str
     memory_gib: float
     cores: float
     background: float | tuple[tuple[float, float], ...] = 0.0
+    devices: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -165,6 +194,7 @@ class NodeSpec:
         o = f"node {self.name}"
         _pos(o, "memory_gib", self.memory_gib)
         _pos(o, "cores", self.cores)
+        _count(o, "devices", self.devices, 0)
         if isinstance(self.background, (int, float)):
             _pos(o, "background", self.background, zero_ok=True)
             return
@@ -213,9 +243,10 @@ class ClusterSpec:
     @classmethod
     def uniform(cls, n: int, memory_gib: float, cores: float,
                 placement: str = "cache-aware",
-                background: float | tuple[tuple[float, float], ...] = 0.0) -> ClusterSpec:
+                background: float | tuple[tuple[float, float], ...] = 0.0,
+                devices: int = 0) -> ClusterSpec:
         _count("cluster", "n", n, 1)
-        return cls(tuple(NodeSpec(f"node-{i}", memory_gib, cores, background)
+        return cls(tuple(NodeSpec(f"node-{i}", memory_gib, cores, background, devices)
                          for i in range(n)), placement)
 
 
@@ -270,7 +301,9 @@ class SimConfig:
     (``gateway_plugin/controller.py``).  ``recovery_window_s`` is the
     rolling window of the recovery-time p99.  ``gateway_node`` names the node whose
     cores the gateway shares (one machine: the only node); ``None`` (a gateway of its
-    own) turns each stage's ``hop_cpu_s`` into delay.
+    own) turns each stage's ``hop_cpu_s`` into delay.  ``timeline_s`` samples the
+    timeline every so many seconds from 0 (as ``benchmark.live``'s sampler does) instead
+    of once per control period.
     """
 
     scrape_s: float = 5.0
@@ -284,8 +317,11 @@ class SimConfig:
     drain_horizon_s: float = 120.0
     timeline: bool = True
     gateway_node: str | None = None
+    timeline_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.timeline_s is not None:
+            _pos("sim config", "timeline_s", self.timeline_s)
         for name in ("scrape_s", "queue_timeout_s", "recovery_window_s"):
             _pos("sim config", name, getattr(self, name))
         for name in ("reconcile_s", "drain_timeout_s", "drain_horizon_s"):
