@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 import requests
-from tqdm import tqdm
 
+from benchmark.report.progress import track
 from local_provider import deploy
 
 from . import livepipe, rigpipe
@@ -77,7 +77,7 @@ def sequential(live: LivePipeline, n: int, warmup: int, inputs: int) -> dict[str
     client = 0.0
     e2e: list[float] = []
     per_stage: list[list[float]] = [[] for _ in live.functions]
-    for _ in tqdm(range(n), desc="sequential requests", leave=False):
+    for _ in track(range(n), "sequential requests", transient=True):
         c0, t0 = time.thread_time(), time.perf_counter()
         r = s.post(live.url, data=payload, headers=hdr, timeout=60)
         e2e.append(time.perf_counter() - t0)
@@ -167,7 +167,7 @@ def spawn_times(live: LivePipeline, trials: int, poll_s: float = 0.005,
     the CPU seconds the new replica's process had used by then (a cold start imports
     torch: that CPU competes with everything else on the node)."""
     out, cpu = [], []
-    for _ in tqdm(range(trials), desc="spawn trials", leave=False):
+    for _ in track(range(trials), "spawn trials", transient=True):
         before = set(live.replica_pids(SPAWN_STAGE))
         t0 = time.perf_counter()
         _scale(live, SPAWN_STAGE, 2)
