@@ -353,6 +353,7 @@ class Registry:
         if ok and handle.alive():
             handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
             pool.set_ready(r)
+            _tell(handle, "on_ready")
             with self.lock:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
@@ -389,6 +390,7 @@ class Registry:
             handle = r.handle
         if handle is None:
             return  # still launching: _bring_up sees ``draining`` and stops it
+        _tell(handle, "on_draining")
 
         def run() -> None:
             if r.ready and not pool.wait_idle(r, self.config.drain_timeout_s):
@@ -428,6 +430,14 @@ class Registry:
             t.join(max(0.0, deadline - time.monotonic()))
         self._workers.join(deadline)  # launches in progress terminate what they started
         log.info("stopped %d replica(s)", len(handles))
+
+
+def _tell(handle: object, hook: str) -> None:
+    """A handle's optional lifecycle hook (a pod publishes its state for the plugin's pod
+    actuator: local_provider/pod_launcher.py); other handles have none."""
+    fn = getattr(handle, hook, None)
+    if callable(fn):
+        fn()
 
 
 def _stop_order(replicas: list[Replica]) -> list[Replica]:
