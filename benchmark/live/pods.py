@@ -65,6 +65,7 @@ class PodSample:
     workers: int | None  # the control endpoint's answer (None: no answer)
     zygote: int | None
     cpu_millis: int | None  # the pod cgroup's quota
+    control_ms: float | None = None  # how long its control endpoint took to answer
 
 
 def stack_doc(cfg: RigConfig, model_dir: Path, device_dir: Path) -> dict[str, Any]:
@@ -129,14 +130,17 @@ class Watcher:
         out = []
         for fn, pods in self.source.pods(self.functions).items():
             for p in pods:
-                workers = zygote = None
+                workers = zygote = took = None
                 if p.ready:
+                    t1 = time.monotonic()
                     try:
                         w = self.control.get(p.control_url)
                         workers, zygote = w.workers, w.pid
                     except ControlError:
                         pass
-                out.append(PodSample(t, fn, p.name, p.ready, workers, zygote, p.cpu_millis))
+                    took = (time.monotonic() - t1) * 1e3
+                out.append(PodSample(t, fn, p.name, p.ready, workers, zygote, p.cpu_millis,
+                                     took))
         return out
 
     def _run(self) -> None:

@@ -13,7 +13,7 @@ Baseline in the same run (``--baseline``, on by default): the same burst with
 ``QUART_ACTUATOR=gateway``, the plugin scaling pods of one worker each (a new pod per
 replica, as a plain autoscaler on faas-netes does), its pods capped at CE's 5.
 
-Defaults: one emulated BERT-large stage (24 layers, ~0.2 s a request on the ``cpu``
+Defaults: one emulated BERT-large stage (24 layers, ~0.27 s a request on the ``cpu``
 profile; a sleep, so workers are capacity on a 2-core host), limits.cpu 500m and 250m
 per worker (2 workers fit, the 3rd needs a resize), at most 3 workers per pod and 3 pods.
 """
@@ -104,9 +104,16 @@ def summary(run: Run) -> dict[str, Any]:
     first = {s: next((round(d["t"] - run.start, 1) for d in run.decisions
                       if s in (d.get("speeds") or ())), None) for s in SPEEDS}
     codes = Counter(r.status if r.status else r.error for r in run.results)
+    ctl = [s.control_ms for s in run.samples if s.control_ms is not None]
+    cycles = np.diff(sorted({round(d["t"], 3) for d in run.decisions if d.get("function")}))
     return {"requests": len(run.results), "ok": len(ok), "p50_ms": _pct(ok, 50),
             "answers": {str(k): v for k, v in sorted(codes.items(), key=str)},
             "p99_ms": _pct(ok, 99), "first_use_s": first,
+            # the control endpoint is served by the pod's workers, behind its queue
+            "control_get_ms": {"p50": _pct([c / 1e3 for c in ctl], 50),
+                               "max": max(ctl, default=float("nan"))},
+            "cycle_gap_s": {"median": float(np.median(cycles)) if len(cycles) else None,
+                            "max": float(cycles.max()) if len(cycles) else None},
             "max_pods": max((len(v) for t in {s.t for s in run.samples}
                              for v in [[s for s in run.samples if s.t == t and s.ready]]),
                             default=0)}
@@ -160,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['p99_ms']:.0f} ms, at most {s['max_pods']} pod(s); first used "
               f"(s after the start): " + ", ".join(f"{k} {v}" for k, v in
                                                    s["first_use_s"].items()))
+        print(f"   control GET p50 {s['control_get_ms']['p50']:.0f} ms, max "
+              f"{s['control_get_ms']['max']:.0f} ms; plugin cycle every "
+              f"{s['cycle_gap_s']['median']:.1f} s (max {s['cycle_gap_s']['max']:.1f} s)")
         doc["runs"].append({"name": run.name, "rows": rows, "summary": s, "decisions": [
             {k: d.get(k) for k in ("t", "function", "from", "replicas", "cpu", "policy",
                                    "speeds", "actuation", "reason")}
