@@ -24,7 +24,7 @@ import dataclasses
 import json
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def render(run: Run, rows: list[dict[str, Any]]) -> str:
 
 
 def summary(run: Run) -> dict[str, Any]:
-    """Whole-run latency, and when each speed was first used (s after the burst began)."""
+    """Whole-run latency, and when each speed was first used (s after the first request)."""
     ok = [r.latency_s for r in run.results if r.status == 200]
     first = {s: next((round(d["t"] - run.start, 1) for d in run.decisions
                       if s in (d.get("speeds") or ())), None) for s in SPEEDS}
@@ -114,13 +114,12 @@ def summary(run: Run) -> dict[str, Any]:
                                "max": max(ctl, default=float("nan"))},
             "cycle_gap_s": {"median": float(np.median(cycles)) if len(cycles) else None,
                             "max": float(cycles.max()) if len(cycles) else None},
-            "max_pods": max((len(v) for t in {s.t for s in run.samples}
-                             for v in [[s for s in run.samples if s.t == t and s.ready]]),
-                            default=0)}
+            "max_pods": max(Counter(s.t for s in run.samples if s.ready).values(), default=0)}
 
 
 def burst(cfg: RigConfig, state: Path, name: str, offsets: np.ndarray,
-          plugin_env: dict[str, str] | None = None, say=print) -> Run:
+          plugin_env: dict[str, str] | None = None,
+          say: Callable[[str], None] = print) -> Run:
     with pod_rig(cfg, state, say=lambda m: None, plugin_extra=plugin_env) as rig:
         say(f"{name}: deployed {', '.join(rig.functions)} as pods; sending "
             f"{len(offsets)} requests over {offsets.max():.0f} s")
@@ -158,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(burst(base, root / "gateway", "baseline: a new pod per replica "
                               "(QUART_ACTUATOR=gateway, 1 worker each)", offsets,
                               {"QUART_ACTUATOR": "gateway"}))
-    doc = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+    doc: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": []}
     for run in runs:
         rows = table(run, args.bucket)
         print(render(run, rows))
         s = summary(run)
         print(f"   {s['ok']}/{s['requests']} ok {s['answers']}, p50 {s['p50_ms']:.0f} ms, p99 "
               f"{s['p99_ms']:.0f} ms, at most {s['max_pods']} pod(s); first used "
-              f"(s after the start): " + ", ".join(f"{k} {v}" for k, v in
+              f"(s after the first request): " + ", ".join(f"{k} {v}" for k, v in
                                                    s["first_use_s"].items()))
         print(f"   control GET p50 {s['control_get_ms']['p50']:.0f} ms, max "
               f"{s['control_get_ms']['max']:.0f} ms; plugin cycle every "
