@@ -25,7 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,9 +175,33 @@ class Pod:
                                         "netns": net.netns, "cgroup": str(cgroup)}
         self._stopped = False
         self.relays: list[LoopbackRelay] = []
+        # told "starting", "ready", "gone" as the pod's state changes (the launcher's
+        # pod directory; on a cluster, what the API server's pod status says)
+        self.announce: Callable[[str], None] = lambda state: None
+        self._announce_lock, self._gone = threading.Lock(), False
 
     def alive(self) -> bool:
         return self._proc.poll() is None
+
+    def on_ready(self) -> None:
+        """The readiness probe passed (the registry's): the pod is Ready."""
+        self.set_state("ready")
+
+    def on_draining(self) -> None:
+        """The pod is being stopped: out of listings now, as a terminating pod is."""
+        self.set_state("gone")
+
+    def set_state(self, state: str) -> None:
+        """In order, and nothing after "gone" (a late "ready" must not list a pod that a
+        drain has already taken out)."""
+        with self._announce_lock:
+            if self._gone:
+                return
+            self._gone = state == "gone"
+            try:
+                self.announce(state)
+            except OSError as e:
+                log.warning("pod %s: state %s not published: %s", self.name, state, e)
 
     def returncode(self) -> int | None:
         return self._proc.poll()
@@ -220,6 +246,7 @@ class Pod:
         if self._stopped:
             return
         self._stopped = True
+        self.set_state("gone")
         if self.alive():
             self._proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s

@@ -24,6 +24,7 @@ from local_provider.records import (
     backoff_s,
     launch_key,
     stop_order,
+    tell,
     victims,
 )
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
@@ -317,6 +318,7 @@ class Registry:
         if ok and handle.alive():
             handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
             pool.set_ready(r)
+            tell(handle, "on_ready")
             with self.lock:
                 rec.failures, rec.not_before = 0, 0.0
             log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
@@ -354,6 +356,7 @@ class Registry:
             handle = r.handle
         if handle is None:
             return  # still launching: _bring_up sees ``draining`` and stops it
+        tell(handle, "on_draining")
 
         def run() -> None:
             if r.ready and not pool.wait_idle(r, self.config.drain_timeout_s):
@@ -393,4 +396,3 @@ class Registry:
             t.join(max(0.0, deadline - time.monotonic()))
         self._workers.join(deadline)  # launches in progress terminate what they started
         log.info("stopped %d replica(s)", len(handles))
-

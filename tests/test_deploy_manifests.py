@@ -485,4 +485,6 @@ def test_the_control_token_secrets_as_the_guide_makes_them(tmp_path):
             kubernetes_validate.validate(secret, version, strict=True)
         assert list(secret["data"]) == ["quart-control-token"]
     assert PluginConfig().control_token_file == "/var/openfaas/secrets/quart-control-token"
-    assert "--secret quart-control-token" in guide and stack["functions"]
+    # the functions mount it by name: stack.yml's pod-mode switch, as the guide sets it
+    assert "QUART_POD_SECRETS='[quart-control-token]'" in guide and stack["functions"]
+    assert "secrets: &pod_secrets ${QUART_POD_SECRETS:-[]}" in (REPO / "stack.yml").read_text()

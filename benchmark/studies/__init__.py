@@ -27,6 +27,8 @@ STUDIES: tuple[Study, ...] = (
           "monolith vs the same model as 1 and 3 functions: what a pipeline costs", ()),
     Study("scaleup", "benchmark.studies.scaleup",
           "time to a new replica: cold start vs keys_manager's T1 map and T0 fork", ()),
+    Study("pod_burst", "benchmark.studies.pod_burst",
+          "a burst on pods: the plugin forks workers, resizes CPU in place, then adds pods"),
     Study("control_cycle", "benchmark.studies.control_cycle",
           "one full plugin control cycle at 1,000 stages (target p50 <= 100 ms)",
           ("--stages", "1000")),
