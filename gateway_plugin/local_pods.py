@@ -15,9 +15,10 @@ Two ways in:
   ``<directory>/<function>/<pod>.json`` (``$QUART_STATE_DIR/pod-registry``) as
   ``{"name", "control_url", "cgroup", "ready", "workers"}`` (``workers``: what the pod
   started with, its QUART_POD_WORKERS; ``ready``: its readiness probe passed) and removes
-  the file when the pod drains or stops.  The control URL is the pod's veth address
-  (10.233.x.y:8080), routed from this machine's own network namespace, where the plugin
-  runs; the token is the launcher's, ``$QUART_STATE_DIR/secrets/quart-control-token``.
+  the file when the pod drains or stops.  The control URL is the pod's veth address and
+  its zygote's control port (10.233.x.y:8082, QUART_CONTROL_PORT), routed from this
+  machine's own network namespace, where the plugin runs; the token is the launcher's,
+  ``$QUART_STATE_DIR/secrets/quart-control-token``.
 """
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ What each pod gets, as faas-netes would give it:
 Where the plugin finds the pods (``QUART_ACTUATOR=pods``, gateway_plugin/local_pods.py):
 ``<state_dir>/pod-registry/<function>/<pod>.json``, one file per pod,
 ``{"name", "control_url", "cgroup", "ready", "workers"}``: what the Kubernetes actuator
-reads from the API server (the pods of a function, each one's IP:8080 and Ready
-condition, its QUART_POD_WORKERS) and, as its resize, the cgroup whose quota is the
+reads from the API server (the pods of a function, each one's IP and Ready condition,
+its QUART_POD_WORKERS; ``control_url`` is the pod's control port, QUART_CONTROL_PORT,
+default 8082, served by its zygote) and, as its resize, the cgroup whose quota is the
 pod's CPU limit. Written when the pod starts (not ready), rewritten when the registry's
 readiness probe passes, removed when the pod starts draining or stops (a terminating pod
 is out of the listing), each write atomic (a reader sees the old file or the new one).
@@ -173,7 +174,7 @@ class PodDirectory:
             path.unlink(missing_ok=True)
             return
         path.parent.mkdir(exist_ok=True, mode=0o700)
-        doc = {"name": pod.name, "control_url": pod.url, "cgroup": str(pod.cgroup),
+        doc = {"name": pod.name, "control_url": pod.control_url, "cgroup": str(pod.cgroup),
                "ready": state == "ready", "workers": workers}
         tmp = path.with_name(path.name + ".tmp")  # not *.json: never listed half-written
         tmp.write_text(json.dumps(doc))

@@ -39,6 +39,7 @@ from local_provider.podnet import NETNS_DIR, LoopbackRelay, PodError, PodNet
 log = logging.getLogger("local_provider.pods")
 REPO = Path(__file__).resolve().parents[1]
 POD_PORT = 8080
+CONTROL_PORT = 8082  # the template's QUART_CONTROL_PORT default (quart_pod/config.py)
 # The template's Dockerfile ENV (the ship stage); stack.yml's environment overrides it.
 IMAGE_ENV = {"cgi_headers": "true", "mode": "http", "upstream_url": "http://127.0.0.1:5000",
              "QUART_LISTEN_HOST": "127.0.0.1", "QUART_LISTEN_PORT": "5000",
@@ -68,6 +69,19 @@ def shrinkwrap(template_dir: Path, handler_dir: Path, dest: Path) -> Path:
     shutil.rmtree(dest / "function", ignore_errors=True)
     shutil.copytree(handler_dir, dest / "function", ignore=skip)
     return dest
+
+
+def control_port(env: dict[str, str]) -> int | None:
+    """The port of the pod's control endpoint (QUART_CONTROL_PORT, default 8082) when it
+    runs in pod mode; None: none (pod mode off, the port turned off with 0, or a value
+    the template refuses at start)."""
+    if not (env.get("QUART_POD_WORKERS") or "").strip():
+        return None
+    try:
+        port = int((env.get("QUART_CONTROL_PORT") or "").strip() or CONTROL_PORT)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
 
 
 class PodCgroups:
@@ -171,6 +185,9 @@ class Pod:
         self.pid = proc.pid  # the watchdog: the container's PID 1
         self.ip, self.port = net.ip, POD_PORT
         self.url = f"http://{self.ip}:{self.port}"
+        # /_/quart/* served by the pod's zygote, not queued behind the watchdog's calls
+        ctl = control_port(spec.env)
+        self.control_url = self.url if ctl is None else f"http://{self.ip}:{ctl}"
         self.info: dict[str, object] = {"tier": "pod", "ip": self.ip, "log": str(self.log),
                                         "netns": net.netns, "cgroup": str(cgroup)}
         self._stopped = False

@@ -210,7 +210,8 @@ def test_the_launcher_lists_its_pods_where_the_pods_actuator_reads_them(tmp_path
         (info,) = wait_until(lambda: [p for p in source.pods([fn])[fn] if p.ready and
                                       p.cpu_millis == 500], 60, "a ready pod listed")
         (pod,) = launcher.pods(fn)
-        assert (info.name, info.control_url, info.new_pod_workers) == (pod.name, pod.url, 2)
+        assert (info.name, info.control_url, info.new_pod_workers) == (
+            pod.name, pod.url.replace(":8080", ":8082"), 2)  # the zygote's control port
         ctl = PodControl(token)
         assert ctl.get(info.control_url).workers == 2
         assert ctl.put(info.control_url, 3).ready == 3
@@ -222,7 +223,7 @@ def test_the_launcher_lists_its_pods_where_the_pods_actuator_reads_them(tmp_path
         assert r.status_code in (200, 202)
         two = wait_until(lambda: len(got := source.pods([fn])[fn]) == 2 and
                          all(p.ready for p in got) and got, 60, "two ready pods listed")
-        assert {p.control_url for p in two} == {p.url for p in launcher.pods(fn)}
+        assert {p.control_url for p in two} == {p.control_url for p in launcher.pods(fn)}
         requests.post(sysurl + "/scale-function/" + fn, json={"serviceName": fn,
                       "replicas": 1}, auth=auth, timeout=10)
         wait_until(lambda: len(source.pods([fn])[fn]) == 1, 20, "the drained pod unlisted")
