@@ -166,10 +166,10 @@ class PodActuator:
     def _observe(self, f: Function, pods: list[PodInfo]) -> tuple[_Seen, int]:
         """Ask every ready pod's control endpoint (in parallel); a pod that does not answer
         is not controllable this cycle and counts as it last answered, else as its initial
-        workers.  Why remember: the endpoint is served by the pod's workers, behind its
-        queue and within the watchdog's ``max_inflight``, so a busy pod may answer late or
-        429; taking its workers for the initial count then would size its CPU for one
-        worker while it runs several."""
+        workers.  Why remember: a pod may miss a cycle (its zygote starved of CPU, a
+        network blip, or a pod reached through its watchdog, where control calls queue
+        behind the calls and get 429); taking its workers for the initial count then would
+        size its CPU for one worker while it runs several."""
         asked = [p for p in pods if p.ready] if self.control else []
         answers = dict(zip([p.name for p in asked], self.pool.map(self._get, asked),
                            strict=True))

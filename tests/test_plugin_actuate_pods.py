@@ -96,10 +96,11 @@ def test_registry_pods_scale_by_fork_and_quota(cgroups, tmp_path):
 
 
 def test_a_busy_pod_keeps_its_workers_and_cpu(cgroups, tmp_path):
-    """The control endpoint sits behind the pod's queue and its watchdog's max_inflight:
-    a saturated pod answers 429.  The plugin then counts it as it last answered (3
-    workers, not its initial 1) and neither cuts its CPU to one worker's nor retires
-    anything; once it answers again, scaling goes on from there."""
+    """A pod that answers its control call 429 (as through the watchdog at its
+    max_inflight; the control port avoids that, but a pod may still miss a cycle).  The
+    plugin then counts it as it last answered (3 workers, not its initial 1) and neither
+    cuts its CPU to one worker's nor retires anything; once it answers again, scaling goes
+    on from there."""
     port = services.free_port()
     reg = tmp_path / "pods"
     (reg / FN).mkdir(parents=True)

@@ -84,8 +84,9 @@ def stack_doc(cfg: RigConfig, model_dir: Path, device_dir: Path) -> dict[str, An
                 "QUART_EMU_DEVICES": "16", "QUART_EMU_DEVICE_DIR": str(device_dir),
                 "QUART_POD_WORKERS": str(cfg.pod_workers),
                 "QUART_POD_MAX_WORKERS": str(cfg.max_workers),
-                # no max_inflight: the watchdog would count the control calls in it, and
-                # 429 them when the pod is busy; the provider keeps 8 calls per pod at most
+                # as stack.yml: the watchdog takes 8 calls (the provider sends a pod 8 at
+                # most); the plugin's control calls go to the zygote's port, not counted here
+                "max_inflight": "8",
                 "read_timeout": "60s", "write_timeout": "60s", "exec_timeout": "60s"},
             "labels": {"com.openfaas.scale.min": "1",
                        "com.openfaas.scale.max": str(cfg.max_pods)},

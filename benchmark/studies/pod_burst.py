@@ -109,7 +109,7 @@ def summary(run: Run) -> dict[str, Any]:
     return {"requests": len(run.results), "ok": len(ok), "p50_ms": _pct(ok, 50),
             "answers": {str(k): v for k, v in sorted(codes.items(), key=str)},
             "p99_ms": _pct(ok, 99), "first_use_s": first,
-            # the control endpoint is served by the pod's workers, behind its queue
+            # the control port is served by the pod's zygote, apart from the calls
             "control_get_ms": {"p50": _pct([c / 1e3 for c in ctl], 50),
                                "max": max(ctl, default=float("nan"))},
             "cycle_gap_s": {"median": float(np.median(cycles)) if len(cycles) else None,
