@@ -8,7 +8,8 @@ This measures both against the cold pod, in one run, with the real of-watchdog.
 
 Pods are local_provider/pods.py's: the upstream fwatchdog in front of ``python index.py``
 in pod mode, each in its own network namespace and CPU cgroup, reached at its IP:8080.
-Every request goes through the watchdog, as the gateway's would.
+Every request goes through the watchdog, as the gateway's would; control calls go to the
+zygote's control port (IP:8082), as the plugin's do.
 
 Per model (the last stage of the partition: MiniLM 3-stage, BERT-large 4-stage = 6 layers):
   worker trial  one pod at 1 worker; ``PUT /_/quart/workers {"workers": 4}`` at t0; its
@@ -87,7 +88,7 @@ class Bench:
 
     def control(self, pod: Pod, n: int | None = None) -> dict[str, Any]:
         body = None if n is None else json.dumps({"workers": n}).encode()
-        r = HTTP.request("GET" if n is None else "PUT", pod.url + "/_/quart/workers",
+        r = HTTP.request("GET" if n is None else "PUT", pod.control_url + "/_/quart/workers",
                          body=body, headers=self.auth, timeout=120)
         if r.status != 200:
             raise RuntimeError(f"{pod.name}: control {r.status} {r.data[:300]!r}")
@@ -108,7 +109,7 @@ class Bench:
 
 
 def metric(pod: Pod, name: str) -> float:
-    text = HTTP.request("GET", pod.url + "/_/quart/metrics", timeout=10).data.decode()
+    text = HTTP.request("GET", pod.control_url + "/_/quart/metrics", timeout=10).data.decode()
     m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     if m is None:
         raise RuntimeError(f"{pod.name}: no {name} in its metrics")

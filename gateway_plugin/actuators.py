@@ -131,6 +131,7 @@ class PodActuator:
         self.settings = settings
         self.seen: dict[str, _Seen] = {}
         self.cpw: dict[str, float] = {}  # CPU per worker last applied, per function
+        self.known: dict[str, Workers] = {}  # each listed pod's last answer (GET or PUT)
         self.warned: set[str] = set()  # (function, reason) pairs already logged
         self.pool = ThreadPoolExecutor(8, thread_name_prefix="pod-control")
 
@@ -150,6 +151,8 @@ class PodActuator:
         except PodSourceError as e:
             log.error("listing pods failed, no pod actuation this cycle: %s", e)
             return functions
+        names = {p.name for pods in listed.values() for p in pods}
+        self.known = {k: w for k, w in self.known.items() if k in names}
         out = []
         for f in functions:
             if f.name not in stages:
@@ -162,7 +165,11 @@ class PodActuator:
 
     def _observe(self, f: Function, pods: list[PodInfo]) -> tuple[_Seen, int]:
         """Ask every ready pod's control endpoint (in parallel); a pod that does not answer
-        counts as its initial workers and is not controllable this cycle."""
+        is not controllable this cycle and counts as it last answered, else as its initial
+        workers.  Why remember: a pod may miss a cycle (its zygote starved of CPU, a
+        network blip, or a pod reached through its watchdog, where control calls queue
+        behind the calls and get 429); taking its workers for the initial count then would
+        size its CPU for one worker while it runs several."""
         asked = [p for p in pods if p.ready] if self.control else []
         answers = dict(zip([p.name for p in asked], self.pool.map(self._get, asked),
                            strict=True))
@@ -174,10 +181,13 @@ class PodActuator:
                 self._warn_once(f"{f.name}:{w.status}", "%s: pod %s control endpoint: %s "
                                 "(workers there stay as they are)", f.name, p.name, w)
             got = w if isinstance(w, Workers) else None
-            views.append(PodView(p.name, got.workers if got else p.new_pod_workers,
+            if got is not None:
+                self.known[p.name] = got
+            last = got or self.known.get(p.name)
+            views.append(PodView(p.name, last.workers if last else p.new_pod_workers,
                                  p.cpu_millis, p.ready, got is not None, p.resizable))
             if p.ready:
-                ready_workers += got.ready if got else p.new_pod_workers
+                ready_workers += last.ready if last else p.new_pod_workers
         return _Seen(f, {p.name: p for p in pods}, views, npw), ready_workers
 
     def _get(self, p: PodInfo) -> Workers | ControlError:
@@ -240,7 +250,7 @@ class PodActuator:
                                                          wait_s=RESIZE_WAIT_S):
                 return f"resize {c.pod} to {up}m pending: its workers stay"
             if c.workers is not None and self.control is not None:
-                self.control.put(pod.control_url, c.workers)
+                self.known[c.pod] = self.control.put(pod.control_url, c.workers)
             if c.cpu_millis is not None and up is None:
                 self.source.resize(function, pod, c.cpu_millis)
         except PodSourceError as e:

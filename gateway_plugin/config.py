@@ -26,12 +26,12 @@
 | QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``/livez``, ``/decisions``, ``POST /system/alert`` |
 | QUART_ACTUATOR                | gateway                  | how decisions are applied (gateway_plugin/actuators.py): ``gateway`` (scale and CPU through the gateway's REST API; CPU only where its status has ``envVars``), ``kubernetes`` (functions in pod mode on faas-netes: workers through each pod's control endpoint, CPU by Pod ``resize``, pods through the gateway), ``pods`` (the same on local pods) |
 | QUART_FUNCTION_NAMESPACE      | openfaas-fn              | where the function pods are (``kubernetes``) |
-| QUART_CONTROL_TOKEN_FILE      | /var/openfaas/secrets/quart-control-token | the token the pods' control endpoints take (the secret the functions mount); absent: workers inside pods are left alone |
-| QUART_POD_CONTROL_PORT        | 8080                     | the pods' watchdog port, where ``/_/quart/workers`` is |
+| QUART_CONTROL_TOKEN_FILE      | /var/openfaas/secrets/quart-control-token; ``pods``: ``$QUART_STATE_DIR/secrets/quart-control-token`` | the token the pods' control endpoints take (the secret the functions mount; for local pods, the one the provider's pod launcher gives them); absent: workers inside pods are left alone |
+| QUART_POD_CONTROL_PORT        | 8082                     | the pods' control port (their QUART_CONTROL_PORT), served by each pod's zygote apart from its calls |
 | QUART_POD_MAX_WORKERS         | 4                        | workers per pod at most (as the functions' own QUART_POD_MAX_WORKERS) |
 | QUART_POD_MAX_CPU             | 8.0                      | CPUs a pod may be resized to in place, at most |
+| QUART_POD_REGISTRY            | $QUART_STATE_DIR/pod-registry | ``pods``: where the local provider's pod launcher (``QUART_LAUNCHER=pod``, same state dir, default ``.quart``) describes its pods (local_pods.py) |
 | QUART_KEYS_SOCKET             | (unset)                  | the node's keys_manager socket, where the plugin runs beside it (one machine): it is told how many workers to keep pre-forked per function (policies/pool_hint.py) |
-| QUART_POD_REGISTRY            | .quart/pods              | ``pods``: the directory where the local pod runner describes its pods (local_pods.py) |
 """
 from __future__ import annotations
 
@@ -82,10 +82,10 @@ class PluginConfig:
     actuator: str = "gateway"
     function_namespace: str = "openfaas-fn"
     control_token_file: str = "/var/openfaas/secrets/quart-control-token"
-    pod_control_port: int = 8080
+    pod_control_port: int = 8082
     pod_max_workers: int = 4
     pod_max_cpu: float = 8.0
-    pod_registry: str = ".quart/pods"
+    pod_registry: str = ".quart/pod-registry"
     keys_socket: str = ""
 
     @classmethod
@@ -102,6 +102,9 @@ class PluginConfig:
         user, password = credentials(e) or (get("QUART_BASIC_AUTH_USER",
                                                   get("basic_auth_user", "admin")), "")
         period_s = num("QUART_CONTROL_PERIOD_S", "5", lo=0.05, hi=3600)
+        state = get("QUART_STATE_DIR", ".quart")  # the local provider's: its pods, its token
+        token = (f"{state}/secrets/quart-control-token" if actuator == "pods"
+                 else "/var/openfaas/secrets/quart-control-token")
         cfg = cls(
             gateway_url=get("OPENFAAS_URL", "http://127.0.0.1:8080").rstrip("/"),
             user=user, password=password, basic_auth=auth_enabled(e),
@@ -130,12 +133,11 @@ class PluginConfig:
             port=num("QUART_PLUGIN_PORT", "8084", int, 0, 65535),
             actuator=actuator,
             function_namespace=get("QUART_FUNCTION_NAMESPACE", "openfaas-fn"),
-            control_token_file=get("QUART_CONTROL_TOKEN_FILE",
-                                   "/var/openfaas/secrets/quart-control-token"),
-            pod_control_port=num("QUART_POD_CONTROL_PORT", "8080", int, 1, 65535),
+            control_token_file=get("QUART_CONTROL_TOKEN_FILE", token),
+            pod_control_port=num("QUART_POD_CONTROL_PORT", "8082", int, 1, 65535),
             pod_max_workers=num("QUART_POD_MAX_WORKERS", "4", int, 1, 1024),
             pod_max_cpu=num("QUART_POD_MAX_CPU", "8.0", lo=0.001),
-            pod_registry=get("QUART_POD_REGISTRY", ".quart/pods"),
+            pod_registry=get("QUART_POD_REGISTRY", f"{state}/pod-registry"),
             keys_socket=get("QUART_KEYS_SOCKET", ""),
         )
         if cfg.min_replicas > cfg.max_replicas:

@@ -6,7 +6,8 @@ Two calls, nothing else, with the official client and the plugin's ServiceAccoun
 - ``GET /api/v1/namespaces/{ns}/pods?labelSelector=faas_function in (...)``: faas-netes
   labels every function pod ``faas_function=NAME`` and names its container after the
   function; a pod is ready when its Ready condition is True, its control endpoint is the
-  watchdog's port on the pod IP;
+  zygote's control port on the pod IP (QUART_CONTROL_PORT, 8082: apart from the
+  watchdog's queue of calls, so a saturated pod still answers);
 - ``PATCH /api/v1/namespaces/{ns}/pods/{name}/resize`` (the Pod ``resize`` subresource,
   Kubernetes 1.33 beta, GA 1.35): a strategic-merge patch of that container's CPU
   ``limits`` and ``requests``.  The request keeps its ratio to the limit, so the pod keeps
@@ -110,14 +111,14 @@ def pod_info(pod: Any, port: int) -> tuple[str, PodInfo] | None:
 class KubernetesPods:
     """A ``PodSource`` over the Kubernetes API."""
 
-    def __init__(self, api: client.CoreV1Api, namespace: str, port: int = 8080,
+    def __init__(self, api: client.CoreV1Api, namespace: str, port: int = 8082,
                  timeout_s: float = 5.0) -> None:
         self.api, self.namespace, self.port, self.timeout_s = api, namespace, port, timeout_s
         self.containers: dict[str, str] = {}  # pod -> function container, from the last list
         self.no_resize = False
 
     @classmethod
-    def from_environment(cls, namespace: str, port: int = 8080,
+    def from_environment(cls, namespace: str, port: int = 8082,
                          token_file: str = SERVICE_TOKEN_FILENAME,
                          cert_file: str = SERVICE_CERT_FILENAME,
                          environ: Mapping[str, str] | None = None) -> KubernetesPods:

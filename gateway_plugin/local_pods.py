@@ -10,10 +10,15 @@ which here is the cgroup's quota, written directly (``cpu.max`` on cgroup v2,
 Two ways in:
 - ``LocalPods(list_pods)``: in process, a callable returning ``LocalPod`` objects, each
   with its own ``resize_cpu(millis)``;
-- ``RegistryPods(directory)``: the pod runner describes each pod in
-  ``<directory>/<function>/<pod>.json`` as
+- ``RegistryPods(directory)``: the local provider's pod launcher
+  (local_provider/pod_launcher.py, ``QUART_LAUNCHER=pod``) describes each pod in
+  ``<directory>/<function>/<pod>.json`` (``$QUART_STATE_DIR/pod-registry``) as
   ``{"name", "control_url", "cgroup", "ready", "workers"}`` (``workers``: what the pod
-  started with, its QUART_POD_WORKERS) and removes the file when the pod goes.
+  started with, its QUART_POD_WORKERS; ``ready``: its readiness probe passed) and removes
+  the file when the pod drains or stops.  The control URL is the pod's veth address and
+  its zygote's control port (10.233.x.y:8082, QUART_CONTROL_PORT), routed from this
+  machine's own network namespace, where the plugin runs; the token is the launcher's,
+  ``$QUART_STATE_DIR/secrets/quart-control-token``.
 """
 from __future__ import annotations
 

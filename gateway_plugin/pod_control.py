@@ -1,6 +1,8 @@
 """The client side of a pod's control endpoint: ``GET/PUT /_/quart/workers``.
 
-Contract (issue 14): on the template's port, through the watchdog;
+Contract (issue 14), on the pod's control port (QUART_CONTROL_PORT, default 8082, served
+by the pod's zygote and not queued behind the calls, so a saturated pod answers at once;
+the same endpoint is also reachable through the watchdog on 8080, behind the calls);
 ``GET`` -> ``{"workers": N, "ready": R, "busy": B, "pid": zygote_pid}``; ``PUT``
 ``{"workers": N}`` -> the same shape once applied; both need ``Authorization: Bearer
 TOKEN``, the token an OpenFaaS secret (``QUART_CONTROL_TOKEN_FILE``, default

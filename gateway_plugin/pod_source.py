@@ -12,7 +12,7 @@ from typing import Protocol
 class PodInfo:
     """A function's pod as the orchestrator reports it."""
     name: str
-    control_url: str  # http://POD_IP:8080: the watchdog, which passes /_/quart/ on
+    control_url: str  # http://POD_IP:8082: the pod zygote's control port (QUART_CONTROL_PORT)
     cpu_millis: int | None  # CPU limit in force (None: none)
     cpu_request_millis: int | None = None
     ready: bool = True

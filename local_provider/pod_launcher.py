@@ -17,11 +17,28 @@ What each pod gets, as faas-netes would give it:
   ``limiter.sync`` every tick, and a changed limit is a resize in place (no restart).
   A new pod runs without a quota until the first tick after its launch (<= 0.25 s, while
   index.py is still importing torch).
+
+Where the plugin finds the pods (``QUART_ACTUATOR=pods``, gateway_plugin/local_pods.py):
+``<state_dir>/pod-registry/<function>/<pod>.json``, one file per pod,
+``{"name", "control_url", "cgroup", "ready", "workers"}``: what the Kubernetes actuator
+reads from the API server (the pods of a function, each one's IP and Ready condition,
+its QUART_POD_WORKERS; ``control_url`` is the pod's control port, QUART_CONTROL_PORT,
+default 8082, served by its zygote) and, as its resize, the cgroup whose quota is the
+pod's CPU limit. Written when the pod starts (not ready), rewritten when the registry's
+readiness probe passes, removed when the pod starts draining or stops (a terminating pod
+is out of the listing), each write atomic (a reader sees the old file or the new one).
+Files rather than an HTTP listing on the provider: the plugin already reads them, the
+cgroup is written by the plugin itself as a kubelet writes it, and the provider gains no
+route, no auth surface and no client. A new launcher empties the directory: pods of an
+earlier run are not its own.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +60,7 @@ class PodLauncher:
         self.runner = runner or PodRunner(self.state_dir)
         self.token_file = self.state_dir / "secrets" / TOKEN_NAME
         self.token = _ensure_token(self.token_file)
+        self.directory = PodDirectory(self.state_dir / "pod-registry")
         self.limiter = PodCpuLimiter(self)
         self._lock = threading.Lock()
         self._pods: dict[tuple[str, int], Pod] = {}
@@ -56,6 +74,9 @@ class PodLauncher:
                                         {TOKEN_NAME: self.token.encode()},
                                         forward_ports=_loopback_ports(spec.env)))
         pod.info.update({"url": pod.url, "pod": name})
+        workers = _initial_workers(spec.env)
+        pod.announce = lambda state: self.directory.publish(spec.function, pod, state, workers)
+        pod.set_state("starting")
         with self._lock:
             self._pods[(spec.function, spec.index)] = pod
         return pod
@@ -136,6 +157,36 @@ class PodCpuLimiter:
 
     def close(self) -> None:
         pass  # each pod removes its own cgroup when it stops
+
+
+class PodDirectory:
+    """``<root>/<function>/<pod>.json`` per live pod, for gateway_plugin/local_pods.py."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True, mode=0o700)
+
+    def publish(self, function: str, pod: Pod, state: str, workers: int) -> None:
+        """``state``: "starting" or "ready" (written), "gone" (removed)."""
+        path = self.root / function / f"{pod.name}.json"
+        if state == "gone":
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(exist_ok=True, mode=0o700)
+        doc = {"name": pod.name, "control_url": pod.control_url, "cgroup": str(pod.cgroup),
+               "ready": state == "ready", "workers": workers}
+        tmp = path.with_name(path.name + ".tmp")  # not *.json: never listed half-written
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+
+def _initial_workers(env: dict[str, str]) -> int:
+    """QUART_POD_WORKERS as the template reads it (blank: pod mode off, one process)."""
+    try:
+        return max(1, int((env.get("QUART_POD_WORKERS") or "").strip() or 1))
+    except ValueError:
+        return 1
 
 
 def _loopback_ports(env: dict[str, str]) -> tuple[int, ...]:

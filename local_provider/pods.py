@@ -25,7 +25,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from local_provider.podnet import NETNS_DIR, LoopbackRelay, PodError, PodNet
 log = logging.getLogger("local_provider.pods")
 REPO = Path(__file__).resolve().parents[1]
 POD_PORT = 8080
+CONTROL_PORT = 8082  # the template's QUART_CONTROL_PORT default (quart_pod/config.py)
 # The template's Dockerfile ENV (the ship stage); stack.yml's environment overrides it.
 IMAGE_ENV = {"cgi_headers": "true", "mode": "http", "upstream_url": "http://127.0.0.1:5000",
              "QUART_LISTEN_HOST": "127.0.0.1", "QUART_LISTEN_PORT": "5000",
@@ -66,6 +69,19 @@ def shrinkwrap(template_dir: Path, handler_dir: Path, dest: Path) -> Path:
     shutil.rmtree(dest / "function", ignore_errors=True)
     shutil.copytree(handler_dir, dest / "function", ignore=skip)
     return dest
+
+
+def control_port(env: dict[str, str]) -> int | None:
+    """The port of the pod's control endpoint (QUART_CONTROL_PORT, default 8082) when it
+    runs in pod mode; None: none (pod mode off, the port turned off with 0, or a value
+    the template refuses at start)."""
+    if not (env.get("QUART_POD_WORKERS") or "").strip():
+        return None
+    try:
+        port = int((env.get("QUART_CONTROL_PORT") or "").strip() or CONTROL_PORT)
+    except ValueError:
+        return None
+    return port if 0 < port < 65536 else None
 
 
 class PodCgroups:
@@ -169,13 +185,40 @@ class Pod:
         self.pid = proc.pid  # the watchdog: the container's PID 1
         self.ip, self.port = net.ip, POD_PORT
         self.url = f"http://{self.ip}:{self.port}"
+        # /_/quart/* served by the pod's zygote, not queued behind the watchdog's calls
+        ctl = control_port(spec.env)
+        self.control_url = self.url if ctl is None else f"http://{self.ip}:{ctl}"
         self.info: dict[str, object] = {"tier": "pod", "ip": self.ip, "log": str(self.log),
                                         "netns": net.netns, "cgroup": str(cgroup)}
         self._stopped = False
         self.relays: list[LoopbackRelay] = []
+        # told "starting", "ready", "gone" as the pod's state changes (the launcher's
+        # pod directory; on a cluster, what the API server's pod status says)
+        self.announce: Callable[[str], None] = lambda state: None
+        self._announce_lock, self._gone = threading.Lock(), False
 
     def alive(self) -> bool:
         return self._proc.poll() is None
+
+    def on_ready(self) -> None:
+        """The readiness probe passed (the registry's): the pod is Ready."""
+        self.set_state("ready")
+
+    def on_draining(self) -> None:
+        """The pod is being stopped: out of listings now, as a terminating pod is."""
+        self.set_state("gone")
+
+    def set_state(self, state: str) -> None:
+        """In order, and nothing after "gone" (a late "ready" must not list a pod that a
+        drain has already taken out)."""
+        with self._announce_lock:
+            if self._gone:
+                return
+            self._gone = state == "gone"
+            try:
+                self.announce(state)
+            except OSError as e:
+                log.warning("pod %s: state %s not published: %s", self.name, state, e)
 
     def returncode(self) -> int | None:
         return self._proc.poll()
@@ -220,6 +263,7 @@ class Pod:
         if self._stopped:
             return
         self._stopped = True
+        self.set_state("gone")
         if self.alive():
             self._proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s

@@ -47,6 +47,14 @@ class FunctionRecord:
         return self.deployment.service
 
 
+def tell(handle: object, hook: str) -> None:
+    """A handle's optional lifecycle hook (a pod publishes its state for the plugin's pod
+    actuator: local_provider/pod_launcher.py); other handles have none."""
+    fn = getattr(handle, hook, None)
+    if callable(fn):
+        fn()
+
+
 def stop_order(replicas: list[Replica]) -> list[Replica]:
     """Which replicas to stop first: not yet ready, then idle, then least busy; newest first."""
     return sorted(replicas, key=lambda r: (r.ready, r.inflight, -r.index))

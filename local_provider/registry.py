@@ -8,6 +8,7 @@ generation and rolls: old replicas keep serving until new ones are ready.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from local_provider.records import (
     backoff_s,
     launch_key,
     stop_order,
+    tell,
     victims,
 )
 from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
@@ -162,10 +164,8 @@ class Registry:
     def statuses(self) -> list[FunctionStatus]:
         out = []
         for name in self.names():
-            try:
+            with contextlib.suppress(FunctionNotFound):  # deleted since names() was read
                 out.append(self.status(name))
-            except FunctionNotFound:
-                pass
         return out
 
     def count_invocation(self, rec: FunctionRecord) -> None:
@@ -176,13 +176,8 @@ class Registry:
         """Per-function load figures for the gateway's metrics."""
         with self.lock:
             recs = list(self._functions.values())
-        out = {}
-        for rec in recs:
-            snap = rec.pool.snapshot()
-            snap["replicas"] = rec.desired
-            snap["invocationCount"] = rec.invocation_count
-            out[rec.name] = snap
-        return out
+        return {rec.name: {**rec.pool.snapshot(), "replicas": rec.desired,
+                           "invocationCount": rec.invocation_count} for rec in recs}
 
     # -- reconcile -----------------------------------------------------------------
 
@@ -321,13 +316,14 @@ class Registry:
             pool.set_ready(r)
             if self.limiter is not None and cpus is None:
                 self.limiter.place(rec.name, r.index, handle.pid, None)
+            tell(handle, "on_ready")
             with self.lock:
                 rec.failures, rec.not_before = 0, 0.0
-            log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name,
-                     time.monotonic() - t0, handle.pid, handle.url, handle.info.get("tier"))
-            note(spec.log_path, f"{spec.function}-{spec.index} ready in "
-                                f"{time.monotonic() - t0:.3f}s (pid {handle.pid}, "
-                                f"{handle.info.get('tier', 'process')})")
+            took, tier = time.monotonic() - t0, handle.info.get("tier", "process")
+            log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name, took,
+                     handle.pid, handle.url, tier)
+            note(spec.log_path, f"{spec.function}-{spec.index} ready in {took:.3f}s "
+                                f"(pid {handle.pid}, {tier})")
             return
         if r.draining or self._stopping.is_set():
             return  # the drain (or shutdown) owns the handle now
@@ -358,6 +354,7 @@ class Registry:
             handle = r.handle
         if handle is None:
             return  # still launching: _bring_up sees ``draining`` and stops it
+        tell(handle, "on_draining")
 
         def run() -> None:
             if r.ready and not pool.wait_idle(r, self.config.drain_timeout_s):
@@ -397,4 +394,3 @@ class Registry:
             t.join(max(0.0, deadline - time.monotonic()))
         self._workers.join(deadline)  # launches in progress terminate what they started
         log.info("stopped %d replica(s)", len(handles))
-

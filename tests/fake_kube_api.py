@@ -150,6 +150,7 @@ class FakePodControl(Recorder):
     def __init__(self, host: str, port: int, token: str | None, workers: int = 1,
                  max_workers: int = 8) -> None:
         self.token, self.workers, self.max_workers = token, workers, max_workers
+        self.saturated = False  # answer as a watchdog at its max_inflight does: 429
         super().__init__(self.handle, host=host, port=port)
 
     def answer(self) -> Response:
@@ -157,6 +158,8 @@ class FakePodControl(Recorder):
                               "pid": 4242})
 
     def handle(self, request: Request) -> Response:
+        if self.saturated:
+            return Response("Concurrent request limit exceeded.", 429)
         if request.path != "/_/quart/workers" or self.token is None:
             return json_response({"error": "not found"}, 404)
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -258,6 +258,7 @@ def test_plugin_settings_come_from_the_manifest(rendered, tmp_path):
                                      "path": "quart-control-token"}]}
     assert cfg.control_token_file == f"{mount['mountPath']}/quart-control-token"
     assert cfg.actuator == "kubernetes" and cfg.function_namespace == "openfaas-fn"
+    assert cfg.pod_control_port == 8082  # the pods' zygotes, not their watchdogs' queue
     assert mount["mountPath"] == "/var/openfaas/secrets"
     assert urlparse(cfg.gateway_url).hostname == "gateway.openfaas"
     assert urlparse(cfg.prometheus_url).hostname == "prometheus.openfaas"
@@ -381,15 +382,11 @@ def test_keys_manager_shares_its_node_paths(rendered):
     assert f"os.chown(d, {_template_uid()}, {_template_uid()})" in script
 
 
-def test_function_patch_mounts_the_same_node_paths(rendered, tmp_path):
-    """deploy/patches/function-node-cache.yaml applied, by kustomize, to a Deployment shaped
-    like the one faas-netes creates for a function: still valid, and it mounts the socket
-    directory and T1 read-only from the DaemonSet's host paths."""
-    fn = "minilm-stage-0"
-    deployment = {
+def faas_netes_deployment(fn: str) -> dict:
+    """A function's Deployment shaped as faas-netes creates it (one container, port 8080)."""
+    return {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": fn, "namespace": "openfaas-fn",
-                     "labels": {"faas_function": fn}},
+        "metadata": {"name": fn, "namespace": "openfaas-fn", "labels": {"faas_function": fn}},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"faas_function": fn}},
                  "template": {
                      "metadata": {"labels": {"faas_function": fn}},
@@ -398,8 +395,13 @@ def test_function_patch_mounts_the_same_node_paths(rendered, tmp_path):
                          "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
                          "readinessProbe": {"httpGet": {"path": "/_/health", "port": 8080}},
                          "securityContext": {"readOnlyRootFilesystem": False}}]}}}}
+
+
+def patched(tmp_path: Path, deployment: dict, patch_name: str) -> dict:
+    """deploy/patches/PATCH_NAME applied by kustomize, then validated strictly."""
+    fn = deployment["metadata"]["name"]
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
-    patch = (DEPLOY / "patches" / "function-node-cache.yaml").read_text()
+    patch = (DEPLOY / "patches" / patch_name).read_text()
     (tmp_path / "patch.yaml").write_text(patch.replace("FUNCTION_NAME", fn))
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(
         {"resources": ["deployment.yaml"],
@@ -407,6 +409,29 @@ def test_function_patch_mounts_the_same_node_paths(rendered, tmp_path):
     (out,) = render(tmp_path)
     for version in VERSIONS:
         kubernetes_validate.validate(out, version, strict=True)
+    return out
+
+
+def test_function_control_port_patch_adds_the_port_and_keeps_8080(tmp_path):
+    """The pod-mode control port, declared beside faas-netes' port, at the port the
+    template serves it on and the plugin calls by default."""
+    deployment = faas_netes_deployment("minilm-stage-1")
+    out = patched(tmp_path, deployment, "function-control-port.yaml")
+    (c,) = out["spec"]["template"]["spec"]["containers"]
+    assert c["ports"] == [{"containerPort": 8082, "name": "quart-control", "protocol": "TCP"},
+                          {"containerPort": 8080, "name": "http", "protocol": "TCP"}]
+    assert c["readinessProbe"] == deployment["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"]
+    cfg_src = (REPO / "template" / "quart-python" / "quart_pod" / "config.py").read_text()
+    assert "CONTROL_PORT = 8082" in cfg_src and PluginConfig().pod_control_port == 8082
+
+
+def test_function_patch_mounts_the_same_node_paths(rendered, tmp_path):
+    """deploy/patches/function-node-cache.yaml applied, by kustomize, to a Deployment shaped
+    like the one faas-netes creates for a function: still valid, and it mounts the socket
+    directory and T1 read-only from the DaemonSet's host paths."""
+    deployment = faas_netes_deployment("minilm-stage-0")
+    out = patched(tmp_path, deployment, "function-node-cache.yaml")
     pod = out["spec"]["template"]["spec"]
     c = pod["containers"][0]
     assert c["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -485,4 +510,6 @@ def test_the_control_token_secrets_as_the_guide_makes_them(tmp_path):
             kubernetes_validate.validate(secret, version, strict=True)
         assert list(secret["data"]) == ["quart-control-token"]
     assert PluginConfig().control_token_file == "/var/openfaas/secrets/quart-control-token"
-    assert "--secret quart-control-token" in guide and stack["functions"]
+    # the functions mount it by name: stack.yml's pod-mode switch, as the guide sets it
+    assert "QUART_POD_SECRETS='[quart-control-token]'" in guide and stack["functions"]
+    assert "secrets: &pod_secrets ${QUART_POD_SECRETS:-[]}" in (REPO / "stack.yml").read_text()

@@ -27,34 +27,70 @@ def command(prefix: str) -> list[str]:
     return shlex.split(line.split(" #")[0])
 
 
-def test_the_deploy_step_sends_env_secret_and_model_path():
-    """`faas-cli up` = build, push, then the deploy that runs here against a gateway that
-    records it: every stage keeps stack.yml's env, gains pod mode and the token, and points
-    at the partition baked into the image."""
+def pod_mode_env() -> dict[str, str]:
+    """The guide's pod-mode switch: its ``export QUART_POD_WORKERS=...`` line."""
+    (line,) = [ln for ln in guide().splitlines() if ln.startswith("export QUART_POD_WORKERS=")]
+    return dict(w.split("=", 1) for w in shlex.split(line)[1:])
+
+
+def deployed(extra_env: dict[str, str]) -> dict[str, dict]:
+    """The bodies `faas-cli deploy` of the guide's `faas-cli up` line sends (with
+    ``extra_env``) to a gateway that records them."""
     up = command("faas-cli up ")
-    (model_dir,) = re.findall(r"^export QUART_MODEL_DIR=(\S+)$", guide(), re.MULTILINE)
     with FakeFaasNetes({}) as fake:
-        env = {**os.environ, "QUART_MODEL_DIR": model_dir, "REGISTRY": "ttl.sh/quart-faas-t"}
+        env = {**os.environ, "REGISTRY": "ttl.sh/quart-faas-t", **extra_env}
+        for k in ("QUART_POD_WORKERS", "QUART_POD_MAX_WORKERS", "QUART_POD_SECRETS",
+                  "QUART_POD_SCRAPE"):
+            env.setdefault(k, "")
         r = subprocess.run([str(openfaas_bin("faas-cli")), "deploy", *up[2:], "--gateway",
                             fake.url], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=120, check=False)
         assert r.returncode == 0, r.stdout + r.stderr
         assert r.stdout.count("Deployed. 202 ACCEPTED.") == 3
-        bodies = {b["service"]: b for b in (c.json() for c in fake.calls("POST"))}
+        return {b["service"]: b for b in (c.json() for c in fake.calls("POST"))}
+
+
+def test_the_deploy_step_sends_env_secret_and_model_path():
+    """`faas-cli up` = build, push, then the deploy that runs here against a gateway that
+    records it: every stage keeps stack.yml's env, gains pod mode, the token and the scrape
+    annotations, and points at the partition baked into the image."""
+    (model_dir,) = re.findall(r"^export QUART_MODEL_DIR=(\S+)$", guide(), re.MULTILINE)
+    bodies = deployed({"QUART_MODEL_DIR": model_dir, **pod_mode_env()})
     assert sorted(bodies) == ["minilm-stage-0", "minilm-stage-1", "minilm-stage-2"]
     for i, (_, b) in enumerate(sorted(bodies.items())):
         e = b["envVars"]
         assert e["QUART_STAGE"] == str(i) and e["QUART_STAGES"] == "3"
         assert e["QUART_MODEL_DIR"] == "/home/app/function/models/minilm-3"
         assert e["QUART_POD_WORKERS"] == "1" and e["QUART_POD_MAX_WORKERS"] == "4"
+        assert int(e["max_inflight"]) >= int(e["QUART_POD_MAX_WORKERS"])  # every worker busy
         assert b["secrets"] == ["quart-control-token"]
         assert b["image"].startswith("ttl.sh/quart-faas-t/")
-        assert b["annotations"]["com.openfaas.quart.pipeline"] == "minilm"
+        a = b["annotations"]
+        assert a["com.openfaas.quart.pipeline"] == "minilm"
+        assert (a["prometheus.io.scrape"], a["prometheus.io.port"], a["prometheus.io.path"]) \
+            == ("true", "8082", "/_/quart/metrics")  # the zygote's control port
     # the partition step writes where that path is inside the image (function/ = the handler)
     part = command("quart-faas partition ")
     out = part[part.index("--out") + 1]
     assert out.startswith("functions/stage/") and model_dir == \
         "/home/app/function/" + out.removeprefix("functions/stage/")
+
+
+def test_without_the_switch_stack_yml_is_as_before():
+    """Unset, the pod-mode variables leave every stage one process per pod, with no secret
+    to create first and nothing to scrape; and `quart-faas up` reads the stack the same way."""
+    from contracts.stack import load_stack
+
+    for name, b in deployed({}).items():
+        assert not b.get("secrets"), name
+        assert not b["envVars"].get("QUART_POD_WORKERS"), name
+        assert b["annotations"]["prometheus.io.scrape"] == "false", name
+    stack = load_stack(REPO / "stack.yml", {})
+    for f in stack.functions.values():
+        assert f.secrets == [] and f.environment["QUART_POD_WORKERS"] == "", f.name
+        assert f.annotations["prometheus.io.scrape"] == "false"
+    on = load_stack(REPO / "stack.yml", pod_mode_env())
+    assert all(f.secrets == ["quart-control-token"] for f in on.functions.values())
 
 
 def test_template_pull_from_a_clone(tmp_path):

@@ -95,6 +95,40 @@ def test_registry_pods_scale_by_fork_and_quota(cgroups, tmp_path):
         assert gw.calls("PUT") == [] and gw.calls("POST") == []
 
 
+def test_a_busy_pod_keeps_its_workers_and_cpu(cgroups, tmp_path):
+    """A pod that answers its control call 429 (as through the watchdog at its
+    max_inflight; the control port avoids that, but a pod may still miss a cycle).  The
+    plugin then counts it as it last answered (3 workers, not its initial 1) and neither
+    cuts its CPU to one worker's nor retires anything; once it answers again, scaling goes
+    on from there."""
+    port = services.free_port()
+    reg = tmp_path / "pods"
+    (reg / FN).mkdir(parents=True)
+    group = cgroups(f"{FN}-0", 1000)
+    with FakePodControl("127.0.0.2", port, TOKEN) as ctl, \
+            FakeFaasNetes({FN: stage(1)}, echo_env=True) as gw:
+        (reg / FN / f"{FN}-0.json").write_text(json.dumps(
+            {"name": f"{FN}-0", "control_url": f"http://127.0.0.2:{port}",
+             "cgroup": str(group), "ready": True, "workers": 1}))
+        (tmp_path / "token").write_text(TOKEN)
+        cfg = PluginConfig(actuator="pods", pod_registry=str(reg),
+                           control_token_file=str(tmp_path / "token"))
+        act = make_actuator(cfg, Gateway(gw.url, None))
+        (f,) = act.view(act.gw.functions())
+        assert act.apply(f, 3, 1.0).speeds == ("workers", "cpu")
+        assert (ctl.workers, read_cpu_millis(group)) == (3, 3000)
+        ctl.saturated = True
+        (f,) = act.view(act.gw.functions())
+        assert (f.replicas, f.available) == (3, 3)  # as it last answered
+        out = act.apply(f, 3, 1.0)
+        assert out.speeds == () and read_cpu_millis(group) == 3000  # not cut to 1000m
+        ctl.saturated = False
+        (f,) = act.view(act.gw.functions())
+        assert act.apply(f, 4, 1.0).speeds == ("workers", "cpu")
+        assert (ctl.workers, read_cpu_millis(group)) == (4, 4000)
+        assert gw.calls("POST") == []
+
+
 def test_in_process_pods_and_a_new_pod(tmp_path):
     """The in-process protocol: pods from a callable, CPU through each pod's own callable;
     a pod at its CPU maximum makes the next worker a new pod through the gateway."""

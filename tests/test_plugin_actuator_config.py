@@ -14,7 +14,7 @@ def test_default_is_the_gateway_actuator(tmp_path):
     assert cfg.actuator == "gateway"
     assert cfg.control_token_file == "/var/openfaas/secrets/quart-control-token"
     assert (cfg.function_namespace, cfg.pod_control_port, cfg.pod_max_workers) == \
-        ("openfaas-fn", 8080, 4)
+        ("openfaas-fn", 8082, 4)
     assert isinstance(make_actuator(cfg, Gateway("http://127.0.0.1:9", None)), GatewayActuator)
 
 

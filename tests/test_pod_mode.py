@@ -78,8 +78,9 @@ def test_a_pod_serves_the_stage_through_the_real_watchdog(stage_pod, body):
     assert lint.returncode == 0, lint.stdout + lint.stderr  # what Prometheus will scrape
 
 
-def test_control_endpoint_refuses_bad_callers_and_bad_bodies(stage_pod):
-    url = stage_pod.url + "/_/quart/workers"
+@pytest.mark.parametrize("way_in", ["url", "control_url"])  # the watchdog's, the zygote's
+def test_control_endpoint_refuses_bad_callers_and_bad_bodies(stage_pod, way_in):
+    url = getattr(stage_pod, way_in) + "/_/quart/workers"
     r = requests.get(url, timeout=10)
     assert r.status_code == 401 and "Bearer" in r.json()["error"]
     assert r.headers["WWW-Authenticate"].startswith("Bearer")
@@ -95,7 +96,7 @@ def test_control_endpoint_refuses_bad_callers_and_bad_bodies(stage_pod):
     assert "1..4" in requests.put(url, json={"workers": 9}, headers=AUTH, timeout=10).text
     r = requests.delete(url, headers=AUTH, timeout=10)
     assert r.status_code == 405 and r.headers["Allow"] == "GET, PUT"
-    assert requests.get(stage_pod.url + "/_/quart/nope", headers=AUTH, timeout=10
+    assert requests.get(getattr(stage_pod, way_in) + "/_/quart/nope", headers=AUTH, timeout=10
                         ).status_code == 404
     assert workers(stage_pod)["workers"] == 2  # nothing above changed anything
 

@@ -173,3 +173,64 @@ def test_a_pipeline_of_pods_calls_the_next_stage_through_the_node_local_gateway(
         stop.set()
         server.join(30)
         launcher.close()
+
+
+def test_the_launcher_lists_its_pods_where_the_pods_actuator_reads_them(tmp_path):
+    """QUART_LAUNCHER=pod publishes each pod as the plugin's ``pods`` actuator lists it
+    (gateway_plugin/local_pods.py): in the state dir the plugin's defaults point at, ready
+    once the readiness probe passes, its control endpoint reachable from this namespace
+    with the launcher's token, its CPU resized in place through the cgroup it names, and
+    out of the listing as soon as it drains."""
+    from gateway_plugin.config import PluginConfig
+    from gateway_plugin.local_pods import RegistryPods
+    from gateway_plugin.pod_control import PodControl, read_token
+
+    launcher = PodLauncher(tmp_path, make_runner(tmp_path))
+    (tmp_path / "pw").write_text(PASSWORD)
+    env = {**os.environ, "QUART_BASIC_AUTH_PASSWORD_FILE": str(tmp_path / "pw")}
+    cfg = ServeConfig.from_env(env, gateway_port=0, provider_port=0, metrics_port=0,
+                               state_dir=tmp_path)
+    stop = threading.Event()
+    server = threading.Thread(target=serve, args=(cfg, "all"), daemon=True,
+                              kwargs={"stop": stop, "launcher": launcher})
+    server.start()
+    plugin = PluginConfig.from_env({"QUART_ACTUATOR": "pods", "QUART_STATE_DIR": str(tmp_path)})
+    source, fn = RegistryPods(plugin.pod_registry), "relay-p"
+    token = read_token(plugin.control_token_file)
+    try:
+        urls = wait_until(lambda: (tmp_path / "serve.json").is_file() and json.loads(
+            (tmp_path / "serve.json").read_text()), 30, "the provider listening")
+        sysurl, auth = urls["gateway_url"] + "/system", ("admin", PASSWORD)
+        assert token == launcher.token
+        dep = {"service": fn, "image": "ttl.sh/test/relay:latest", "limits": {"cpu": "500m"},
+               "envVars": {"QUART_PRELOAD": "", "QUART_POD_WORKERS": "2", "QUART_SLEEP_MS": "1"},
+               "annotations": {ANN_HANDLER: str(REPO / "tests" / "fixtures" / "relay")}}
+        assert requests.post(sysurl + "/functions", json=dep, auth=auth,
+                             timeout=10).status_code in (200, 202)
+        (info,) = wait_until(lambda: [p for p in source.pods([fn])[fn] if p.ready and
+                                      p.cpu_millis == 500], 60, "a ready pod listed")
+        (pod,) = launcher.pods(fn)
+        assert (info.name, info.control_url, info.new_pod_workers) == (
+            pod.name, pod.url.replace(":8080", ":8082"), 2)  # the zygote's control port
+        ctl = PodControl(token)
+        assert ctl.get(info.control_url).workers == 2
+        assert ctl.put(info.control_url, 3).ready == 3
+        pids = set(pod.pids())
+        assert source.resize(fn, info, 750) and pod.cpu_millis() == 750  # in place
+        assert pids <= set(pod.pids()) and pod.alive()
+        r = requests.post(sysurl + "/scale-function/" + fn, json={"serviceName": fn,
+                          "replicas": 2}, auth=auth, timeout=10)
+        assert r.status_code in (200, 202)
+        two = wait_until(lambda: len(got := source.pods([fn])[fn]) == 2 and
+                         all(p.ready for p in got) and got, 60, "two ready pods listed")
+        assert {p.control_url for p in two} == {p.control_url for p in launcher.pods(fn)}
+        requests.post(sysurl + "/scale-function/" + fn, json={"serviceName": fn,
+                      "replicas": 1}, auth=auth, timeout=10)
+        wait_until(lambda: len(source.pods([fn])[fn]) == 1, 20, "the drained pod unlisted")
+        requests.delete(sysurl + "/functions", json={"functionName": fn}, auth=auth, timeout=10)
+        wait_until(lambda: source.pods([fn])[fn] == [], 20, "no pod listed after the delete")
+        assert not list((tmp_path / "pod-registry").glob("*/*.tmp"))
+    finally:
+        stop.set()
+        server.join(30)
+        launcher.close()

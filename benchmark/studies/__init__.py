@@ -29,6 +29,8 @@ STUDIES: tuple[Study, ...] = (
           "time to a new replica: cold start vs keys_manager's T1 map and T0 fork", ()),
     Study("pool", "benchmark.studies.pool",
           "warm pool hand-over vs fork vs cold start, and wake from zero replicas", ()),
+    Study("pod_burst", "benchmark.studies.pod_burst",
+          "a burst on pods: the plugin forks workers, resizes CPU in place, then adds pods"),
     Study("control_cycle", "benchmark.studies.control_cycle",
           "one full plugin control cycle at 1,000 stages (target p50 <= 100 ms)",
           ("--stages", "1000")),

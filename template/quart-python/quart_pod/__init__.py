@@ -11,8 +11,9 @@ and prometheus-client, all in the template's requirements.txt.
       |-- fork --> worker 1  waitress on the shared socket   > connection to a worker
       '-- fork --> worker N-1 ...                           /  with room (worker.py)
 
-Scaling inside a pod takes milliseconds: ``PUT /_/quart/workers`` (control.py) through
-the watchdog reaches any worker, which relays it to the zygote (zygote.py). A worker
+Scaling inside a pod takes milliseconds: ``PUT /_/quart/workers`` (control.py) on the
+control port (QUART_CONTROL_PORT, default 8082), which the zygote serves itself (port.py),
+or through the watchdog, where any worker relays it to the zygote (zygote.py). A worker
 killed by a signal is replaced; when the zygote dies, its workers die with it
 (PR_SET_PDEATHSIG), of-watchdog exits with its fprocess, and the platform restarts the
 pod. Settings: config.py; metrics and the scrape annotations: metrics.py.
@@ -40,6 +41,7 @@ def run(app: Any, sock: socket.socket, server_kw: dict[str, Any]) -> None:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = PodConfig.from_env()
-    except PodConfigError as e:
+        zygote = Zygote(cfg, lambda z, slot: serve(z, slot, app, sock, server_kw))
+    except (PodConfigError, OSError) as e:  # a taken control port included: said, not hidden
         raise SystemExit(f"pod mode: {e}") from None
-    Zygote(cfg, lambda z, slot: serve(z, slot, app, sock, server_kw)).run()
+    zygote.run()

@@ -9,6 +9,10 @@
 | QUART_POD_DRAIN_S          | 30                              | a retired worker's wait for its calls    |
 | QUART_SECRETS_DIR          | /var/openfaas/secrets           | where OpenFaaS mounts the function's secrets |
 | QUART_CONTROL_TOKEN_FILE   | $QUART_SECRETS_DIR/quart-control-token | bearer token of the control endpoint |
+| QUART_CONTROL_PORT         | 8082                            | the zygote's own port for ``/_/quart/*`` (0: none) |
+| QUART_CONTROL_HOST         | 0.0.0.0                         | the address it listens on                |
+
+Why 8082: in a pod, of-watchdog holds 8080 (the function) and 8081 (its metrics).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 
 SECRETS_DIR = "/var/openfaas/secrets"
 TOKEN_NAME = "quart-control-token"
+CONTROL_PORT = 8082
 
 
 class PodConfigError(ValueError):
@@ -67,6 +72,8 @@ class PodConfig:
     drain_s: float = 30.0
     threads: int = 1
     token_file: Path = Path(SECRETS_DIR) / TOKEN_NAME
+    control_port: int = CONTROL_PORT  # 0: control only through the watchdog
+    control_host: str = "0.0.0.0"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PodConfig:
@@ -84,4 +91,14 @@ class PodConfig:
             drain_s=_float(e, "QUART_POD_DRAIN_S", 30.0),
             threads=inflight,  # a worker holds no more connections than that
             token_file=Path(token) if token else secrets_dir(e) / TOKEN_NAME,
+            control_port=control_port(e),
+            control_host=(e.get("QUART_CONTROL_HOST") or "").strip() or "0.0.0.0",
         )
+
+
+def control_port(env: Mapping[str, str] | None = None) -> int:
+    """QUART_CONTROL_PORT (0: no control port); the local pod runner reads it too."""
+    port = _int(os.environ if env is None else env, "QUART_CONTROL_PORT", CONTROL_PORT, 0)
+    if port > 65535:
+        raise PodConfigError(f"QUART_CONTROL_PORT={port} is not a port")
+    return port

@@ -1,4 +1,4 @@
-"""``/_/quart/*`` in a worker: check the caller, then relay to the zygote, which decides.
+"""``/_/quart/*``: check the caller, then let the zygote, which owns the workers, decide.
 
   GET /_/quart/workers              -> {"workers": N, "ready": R, "busy": B, "pid": zygote}
   PUT /_/quart/workers {"workers": N} -> the same, once the change is applied
@@ -7,8 +7,16 @@
 ``/_/quart/workers`` takes ``Authorization: Bearer TOKEN``, TOKEN being the content of
 QUART_CONTROL_TOKEN_FILE (an OpenFaaS secret), read on every request so that a rotated
 secret counts at once. Without that file (or with an empty one) the endpoint does not
-exist (404) and the pod serves as usual. Why relay: every worker accepts on the pod's one
-socket, so a control request lands on any worker, and only the zygote owns the workers.
+exist (404) and the pod serves as usual.
+
+Two ways in, one set of checks (``decide``) and one rendering (``render``):
+- the control port (QUART_CONTROL_PORT, default 8082; port.py): the zygote serves it in
+  its own loop, so it answers at once however busy the workers are. The plugin and
+  Prometheus use it.
+- the function's port, through the watchdog (``handle`` below, in a worker): every worker
+  accepts on the pod's one socket, so the request lands on any worker, which relays it to
+  the zygote. It queues like a call (the watchdog's max_inflight, then the busy workers),
+  so a saturated pod answers it late or with 429: kept for a caller without the port.
 """
 from __future__ import annotations
 
@@ -22,9 +30,11 @@ from typing import Any
 
 MAX_BODY = 4096
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized",
           404: "404 Not Found", 405: "405 Method Not Allowed", 411: "411 Length Required",
-          413: "413 Payload Too Large", 503: "503 Service Unavailable"}
+          413: "413 Payload Too Large", 431: "431 Request Header Fields Too Large",
+          503: "503 Service Unavailable"}
 
 
 class Refused(Exception):
@@ -33,26 +43,50 @@ class Refused(Exception):
         self.status, self.error, self.headers = status, error, headers or []
 
 
+def decide(method: str, path: str, authorization: str, body: Callable[[], bytes],
+           cfg: Any) -> dict[str, Any]:
+    """The zygote request a control call asks for ({"op": "get"|"set"|"metrics"}), or
+    Refused; ``body`` is read only for an authorized PUT."""
+    if path == "/_/quart/metrics":
+        _methods(method, ("GET", "HEAD"))
+        return {"op": "metrics"}
+    if path != "/_/quart/workers":
+        raise Refused(404, f"no such control path {path!r}: /_/quart/workers, "
+                           "/_/quart/metrics")
+    _authorize(authorization, cfg.token_file)
+    _methods(method, ("GET", "PUT"))
+    if method == "GET":
+        return {"op": "get"}
+    return {"op": "set", "workers": parse_workers(body(), cfg.max_workers)}
+
+
+def render(op: dict[str, Any], ans: dict[str, Any]
+           ) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+    """(status, body, content type, headers) of the zygote's answer ``ans`` to ``op``."""
+    if not ans.get("ok"):
+        return refusal(Refused(int(ans.get("status", 503)), str(ans.get("error", "no answer"))))
+    if op["op"] == "metrics":
+        return 200, ans["text"].encode(), PROMETHEUS, []
+    return 200, json.dumps(ans["state"]).encode() + b"\n", JSON, []
+
+
+def refusal(e: Refused) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+    return e.status, json.dumps({"error": e.error}).encode() + b"\n", JSON, e.headers
+
+
 def handle(environ: dict[str, Any], start_response: Callable[..., Any], z: Any
            ) -> Iterable[bytes]:
+    """The watchdog's way in, in a worker: relayed to the zygote over its unix socket."""
     path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
     try:
-        if path == "/_/quart/metrics":
-            _methods(method, ("GET", "HEAD"))
-            text = relay(z, {"op": "metrics"})["text"].encode()
-            return _answer(start_response, 200, text, "text/plain; version=0.0.4; charset=utf-8")
-        if path != "/_/quart/workers":
-            raise Refused(404, f"no such control path {path!r}: /_/quart/workers, "
-                               "/_/quart/metrics")
-        _authorize(environ, z.cfg.token_file)
-        _methods(method, ("GET", "PUT"))
-        if method == "GET":
-            return _json(start_response, 200, relay(z, {"op": "get"})["state"])
-        n = parse_workers(_body(environ), z.cfg.max_workers)
-        return _json(start_response, 200,
-                     relay(z, {"op": "set", "workers": n, "from": os.getpid()})["state"])
+        op = decide(method, path, environ.get("HTTP_AUTHORIZATION", ""),
+                    lambda: _body(environ), z.cfg)
+        if op["op"] == "set":
+            op["from"] = os.getpid()
+        answer = render(op, relay(z, op))
     except Refused as e:
-        return _json(start_response, e.status, {"error": e.error}, e.headers)
+        answer = refusal(e)
+    return _answer(start_response, *answer)
 
 
 def _methods(method: str, allowed: tuple[str, ...]) -> None:
@@ -68,12 +102,12 @@ def read_token(path: Path) -> bytes | None:
     return token or None
 
 
-def _authorize(environ: dict[str, Any], token_file: Path) -> None:
+def _authorize(authorization: str, token_file: Path) -> None:
     token = read_token(token_file)
     if token is None:
         raise Refused(404, f"the control endpoint is off: no token in {token_file} "
                            "(QUART_CONTROL_TOKEN_FILE)")
-    scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    scheme, _, given = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
         raise Refused(401, "a valid 'Authorization: Bearer TOKEN' is required",
                       [("WWW-Authenticate", 'Bearer realm="quart-pod"')])
@@ -115,7 +149,7 @@ def parse_workers(body: bytes, max_workers: int) -> int:
 
 
 def relay(z: Any, doc: dict[str, Any]) -> dict[str, Any]:
-    """One request to the zygote over its control socket; Refused when it says no."""
+    """One request to the zygote over its control socket: its answer (Refused: none)."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(z.cfg.spawn_timeout_s + 10)
@@ -130,18 +164,12 @@ def relay(z: Any, doc: dict[str, Any]) -> dict[str, Any]:
         ans = json.loads(buf or b"{}")
     except (OSError, ValueError) as e:
         raise Refused(503, f"the pod's zygote did not answer: {e}") from None
-    if not ans.get("ok"):
-        raise Refused(int(ans.get("status", 503)), str(ans.get("error", "no answer")))
-    return ans
-
-
-def _json(start_response: Callable[..., Any], status: int, doc: dict[str, Any],
-          headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    return _answer(start_response, status, json.dumps(doc).encode() + b"\n", JSON, headers)
+    return ans if isinstance(ans, dict) else {}
 
 
 def _answer(start_response: Callable[..., Any], status: int, body: bytes, ctype: str,
             headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    start_response(STATUS[status], [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                                    ("Cache-Control", "no-store"), *(headers or [])])
+    start_response(STATUS.get(status, f"{status} Error"),
+                   [("Content-Type", ctype), ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store"), *(headers or [])])
     return [body]

@@ -1,7 +1,8 @@
 """The pod's zygote: it holds the loaded stage and the listening socket, and forks workers.
 
 One thread, one ``selectors`` loop, so fork() never loses a thread that held a lock.
-The loop watches: the control socket (requests its workers relay), the event pipe
+The loop watches: the control socket (requests its workers relay), the control port
+(QUART_CONTROL_PORT: HTTP from the plugin and Prometheus, port.py), the event pipe
 (worker ready / retiring), and a self-pipe that SIGCHLD and SIGTERM write to
 (``signal.set_wakeup_fd``). Each turn it reaps dead workers, forks or retires workers
 until the count matches the target, and answers the ``PUT`` requests whose change is
@@ -19,6 +20,7 @@ and the token check happens in the worker.
 """
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -34,13 +36,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import procs
 from .config import PodConfig
 from .metrics import PodMetrics
+from .port import ControlPort
 from .shared import READY, RETIRING, Events, Slots
 
 log = logging.getLogger("quart.pod")
 MAX_REQUEST = 1 << 16
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Worker:
 class Waiter:
     conn: socket.socket
     deadline: float
+    reply: Callable[[dict], None]  # the answer's way back: the unix socket, or HTTP
 
 
 class Zygote:
@@ -86,6 +90,8 @@ class Zygote:
         self.sel.register(self.ctl, selectors.EVENT_READ, self._accept)
         self.sel.register(self.events.r, selectors.EVENT_READ, self._on_events)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_wake)
+        self.port = None if not cfg.control_port else ControlPort.open(
+            cfg.control_host, cfg.control_port, self.sel, cfg, self.perform)
 
     # -- the loop ----------------------------------------------------------------------
 
@@ -108,6 +114,8 @@ class Zygote:
                 break
             self._reconcile()
             self._answer()
+            if self.port is not None:
+                self.port.expire(time.monotonic())
             for key, _ in self.sel.select(self._timeout()):
                 key.data(key.fileobj)
         log.info("pod zygote pid %d: every worker stopped", self.pid)
@@ -115,6 +123,8 @@ class Zygote:
     def _timeout(self) -> float | None:
         now = time.monotonic()
         due = [w.deadline for w in self.waiters]
+        if self.port is not None and self.port.reading:
+            due.append(self.port.due() or now)
         if self._active_count() < self.target:
             due.append(self.not_before)
         if self.stopping:  # past it, workers were sent SIGKILL: SIGCHLD wakes the loop
@@ -136,7 +146,7 @@ class Zygote:
         if self.stopping:
             if time.monotonic() >= self.stop_deadline:
                 for w in self.workers.values():
-                    _kill(w.pid, signal.SIGKILL)
+                    procs.kill(w.pid, signal.SIGKILL)
             return
         active = self._active()
         if len(active) < self.target and time.monotonic() >= self.not_before:
@@ -149,7 +159,7 @@ class Zygote:
         now = time.monotonic()
         for w in self.workers.values():  # past its drain: not waited for any longer
             if w.retiring and now > w.kill_at:
-                _kill(w.pid, signal.SIGKILL)
+                procs.kill(w.pid, signal.SIGKILL)
 
     def _victims(self, active: list[Worker], k: int) -> list[Worker]:
         """Starting workers first, then idle ones, newest first; the relaying one last."""
@@ -159,7 +169,7 @@ class Zygote:
     def _retire(self, w: Worker) -> None:
         w.retiring = True
         w.kill_at = time.monotonic() + self.cfg.drain_s + 5
-        _kill(w.pid, signal.SIGTERM)
+        procs.kill(w.pid, signal.SIGTERM)
 
     def _fork(self) -> None:
         used = {w.slot for w in self.workers.values()}
@@ -187,16 +197,18 @@ class Zygote:
             signal.set_wakeup_fd(-1)
             for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
                 signal.signal(s, signal.SIG_DFL)
-            _pdeathsig(signal.SIGKILL)  # kill -9 of the zygote takes every worker with it
+            procs.pdeathsig(signal.SIGKILL)  # kill -9 of the zygote takes every worker with it
             if os.getppid() != self.pid:  # it died before the line above
                 os._exit(1)
             for conn in [*self.reading, *(w.conn for w in self.waiters)]:
                 conn.close()
+            if self.port is not None:
+                self.port.close()
             self.sel.close()
             self.ctl.close()
             for fd in (self.events.r, self.wake_r, self.wake_w):
                 os.close(fd)
-            _reseed()
+            procs.reseed()
             self.work(self, slot)
         except BaseException:  # noqa: BLE001 - report, then leave without zygote code
             traceback.print_exc()
@@ -221,7 +233,7 @@ class Zygote:
             self.failures = self.failures + 1 if early else 0
             delay = min(10.0, 0.05 * 2 ** self.failures) if early else 0.0
             self.not_before = time.monotonic() + delay
-            log.warning("pod worker %d exited (%s)%s; replacing it%s", pid, _status(status),
+            log.warning("pod worker %d exited (%s)%s; replacing it%s", pid, procs.status(status),
                         " within a second of its start" if early else "",
                         f" in {delay:.2f}s" if delay else "")
 
@@ -274,13 +286,13 @@ class Zygote:
         keep = []
         for w in self.waiters:
             if self.stopping:
-                _reply(w.conn, {"ok": False, "status": 503, "error": "the pod is stopping"})
+                w.reply({"ok": False, "status": 503, "error": "the pod is stopping"})
             elif settled:
-                _reply(w.conn, {"ok": True, "state": self.state()})
+                w.reply({"ok": True, "state": self.state()})
             elif now >= w.deadline:
-                _reply(w.conn, {"ok": False, "status": 503, "state": self.state(),
-                                "error": f"workers not ready after {self.cfg.spawn_timeout_s:g}s"
-                                         " (see the pod's log)"})
+                w.reply({"ok": False, "status": 503, "state": self.state(),
+                         "error": f"workers not ready after {self.cfg.spawn_timeout_s:g}s"
+                                  " (see the pod's log)"})
             else:
                 keep.append(w)
         self.waiters = keep
@@ -322,24 +334,31 @@ class Zygote:
         self._handle(conn, req if isinstance(req, dict) else {})
 
     def _handle(self, conn: socket.socket, req: dict) -> None:
+        """A request a worker relayed (the watchdog's way in: control.handle)."""
+        self.perform(req, conn, functools.partial(_reply, conn))
+
+    def perform(self, req: dict, conn: socket.socket, reply: Callable[[dict], None]) -> None:
+        """Answer ``req`` through ``reply``: now, or for a change once it is applied (the
+        relayed way and the control port, port.py, alike)."""
         op = req.get("op")
         if op == "get":
-            _reply(conn, {"ok": True, "state": self.state()})
+            reply({"ok": True, "state": self.state()})
         elif op == "metrics":
             s = self.state()
-            _reply(conn, {"ok": True, "text": self.metrics.render(s["workers"], s["ready"],
-                                                                  s["busy"])})
+            reply({"ok": True, "text": self.metrics.render(s["workers"], s["ready"],
+                                                           s["busy"])})
         elif op == "set" and type(req.get("workers")) is int \
                 and 1 <= req["workers"] <= self.cfg.max_workers and not self.stopping:
             if req["workers"] != self.target:
                 log.info("pod workers %d -> %d", self.target, req["workers"])
             self.target, self.keep_pid = req["workers"], int(req.get("from") or 0)
             self.failures, self.not_before = 0, 0.0  # asked anew: no back-off
-            self.waiters.append(Waiter(conn, time.monotonic() + self.cfg.spawn_timeout_s))
+            self.waiters.append(Waiter(conn, time.monotonic() + self.cfg.spawn_timeout_s,
+                                       reply))
         else:
-            _reply(conn, {"ok": False, "status": 503 if self.stopping else 400,
-                          "error": "the pod is stopping" if self.stopping else
-                          f"bad control request {str(req)[:200]}"})
+            reply({"ok": False, "status": 503 if self.stopping else 400,
+                   "error": "the pod is stopping" if self.stopping else
+                   f"bad control request {str(req)[:200]}"})
 
 
 def _reply(conn: socket.socket, doc: dict) -> None:
@@ -351,38 +370,3 @@ def _reply(conn: socket.socket, doc: dict) -> None:
         pass
     finally:
         conn.close()
-
-
-def _kill(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        return f"signal {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit {os.waitstatus_to_exitcode(status)}"
-
-
-def _pdeathsig(sig: int) -> None:
-    import ctypes
-
-    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-
-
-def _reseed() -> None:
-    """Fresh seeds for the RNGs a worker can reach, and its torch thread count (the pool is
-    created in the worker). As keys_manager.zygote does, which a pod's image lacks."""
-    import random
-
-    seed = int.from_bytes(os.urandom(8), "little")
-    random.seed(seed)
-    if "numpy.random" in sys.modules:
-        sys.modules["numpy.random"].seed(seed % 2**32)
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        torch.default_generator.manual_seed(seed)
-        torch.set_num_threads(max(1, int(os.environ.get("QUART_TORCH_THREADS", "1") or 1)))
