@@ -157,7 +157,7 @@ def replay(bodies: list[dict[str, Any]], prom: list[dict[str, bytes]], redis_url
 
     def answer(q: str, params: Any = None) -> Any:
         return json.loads(prom[k[0]][key[q]])["data"]["result"]
-    reader.prom.custom_query = answer  # type: ignore[method-assign]
+    reader.prom.custom_query = answer
     now = [1.7e9]
     conf = PluginConfig(redis_url=redis_url, period_s=PERIOD_S, **{"train_every": 0, **cfg})
     ctl = controller.Controller(conf, gw, reader, Store(redis_url), clock=lambda: now[0])
