@@ -23,6 +23,7 @@
 | QUART_SCALE_DOWN_PERIODS      | 3                        | periods a lower count must persist before scaling down |
 | QUART_SMOOTHING / QUART_CPU_COMPENSATION | 1 / 1         | turn a policy off |
 | QUART_TRAIN_EVERY             | 12                       | retrain the GAT every N periods (0 = never) |
+| QUART_TRAIN_BACKGROUND        | 1                        | train in a separate process, the new model swapped in at the start of a later cycle (gateway_plugin/trainer.py); 0: inline, the cycle waits (seconds) |
 | QUART_PLUGIN_BIND / QUART_PLUGIN_PORT | 127.0.0.1 / 8084 | ``/metrics``, ``/healthz``, ``/livez``, ``/decisions``, ``POST /system/alert`` |
 | QUART_ACTUATOR                | gateway                  | how decisions are applied (gateway_plugin/actuators.py): ``gateway`` (scale and CPU through the gateway's REST API; CPU only where its status has ``envVars``), ``kubernetes`` (functions in pod mode on faas-netes: workers through each pod's control endpoint, CPU by Pod ``resize``, pods through the gateway), ``pods`` (the same on local pods) |
 | QUART_FUNCTION_NAMESPACE      | openfaas-fn              | where the function pods are (``kubernetes``) |
@@ -77,6 +78,7 @@ class PluginConfig:
     smoothing: bool = True
     cpu_compensation: bool = True
     train_every: int = 12
+    train_background: bool = True
     bind: str = "127.0.0.1"
     port: int = 8084
     actuator: str = "gateway"
@@ -129,6 +131,7 @@ class PluginConfig:
             smoothing=flag("QUART_SMOOTHING", "1"),
             cpu_compensation=flag("QUART_CPU_COMPENSATION", "1"),
             train_every=num("QUART_TRAIN_EVERY", "12", int, 0, 10**6),
+            train_background=flag("QUART_TRAIN_BACKGROUND", "1"),
             bind=get("QUART_PLUGIN_BIND", "127.0.0.1"),
             port=num("QUART_PLUGIN_PORT", "8084", int, 0, 65535),
             actuator=actuator,

@@ -33,7 +33,8 @@ from gateway_plugin.policies.pool_hint import pool_hint
 from gateway_plugin.policies.replica_corrector import CorrectorConfig
 from gateway_plugin.policies.steps import Step
 from gateway_plugin.store import Store
-from gateway_plugin.training import MIN_SAMPLES, retrain
+from gateway_plugin.trainer import BackgroundTrainer, Trained, adopt, parse_history, train_on
+from gateway_plugin.training import MIN_SAMPLES
 from gateway_plugin.warm_pool import PoolHints
 
 __all__ = ["MIN_SAMPLES", "Controller", "observation_json", "quart_config"]
@@ -74,6 +75,8 @@ class Controller:
         self.ce: bool | None = None  # detected at the first cycle that reaches the gateway
         self.cpu_actuation, self.cpu_reason = False, "not detected yet"
         self.qcfg = quart_config(cfg, cfg.max_replicas)
+        self.trainer = BackgroundTrainer(cfg.redis_url, store.p) if cfg.train_background \
+            else None
         self.restore()
 
     def _detect(self) -> None:
@@ -142,6 +145,7 @@ class Controller:
         self.metrics.redis_up.set(1 if self.store.up else 0)
         if not leader:
             return {"leader": False, "reason": f"{self.store.leader()} leads; standing by"}
+        self._adopt_trained()
         try:
             functions = self.gw.functions()
         except GatewayError as e:
@@ -166,16 +170,20 @@ class Controller:
         decisions, self.state = chain.decide(obs, self.state, self.qcfg)
         self.cycles += 1
         records = self._apply(pipelines, decisions, obs, trigger, now)
-        self.store.add_history(*(observation_json(o) for o in obs))
-        if self.cfg.train_every and self.cycles % self.cfg.train_every == 0:
+        history = [observation_json(o) for o in obs]
+        due = bool(self.cfg.train_every) and self.cycles % self.cfg.train_every == 0
+        if due and self.trainer is None:
             try:
                 self.train()
             except (ValueError, RuntimeError) as e:
                 # a failed retraining keeps the current predictor; this cycle's state and
                 # decisions must still reach Redis
                 log.error("GAT training failed, keeping %s: %s", self.state.predictor, e)
-        self.store.save_state(self._state_doc(), self.state.gat_checkpoint, self.gat_meta)
-        self.store.record_decisions(records)
+        # one round trip for the cycle's history, state and decisions (store.write_cycle)
+        self.store.write_cycle(self._state_doc(), self.state.gat_checkpoint, self.gat_meta,
+                               history, records)
+        if due and self.trainer is not None and not self.trainer.start(self.state):
+            log.info("GAT training still running from an earlier cycle: this round skipped")
         return {"leader": True, "pipelines": len(pipelines), "decisions": records}
 
     def _hold(self, reason: str, missing: str) -> dict[str, Any]:
@@ -249,17 +257,33 @@ class Controller:
 
     # ------------------------------------------------------------------ learning
 
+    def close(self) -> None:
+        """Stop the training process (a running round is abandoned, not adopted)."""
+        if self.trainer is not None:
+            self.trainer.close()
+
+    def _adopt_trained(self) -> None:
+        """At a cycle's start (under the lock): swap in a finished background round."""
+        if self.trainer is None:
+            return
+        try:
+            done = self.trainer.take()
+        except (ValueError, RuntimeError, OSError) as e:  # TrainingError, a dead worker
+            log.error("GAT training failed, keeping %s: %s: %s", self.state.predictor,
+                      type(e).__name__, e)
+            return
+        if done is not None:
+            self._use(done)
+
     def train(self) -> dict[str, float] | None:
-        """Retrain the GAT on the stored history; the state keeps whichever predictor wins on
-        held-out pipelines, or a lone pipeline's later windows (the GAT only when it beats
-        every baseline)."""
-        hist = []
-        for doc in self.store.history():
-            try:
-                hist.append(PipelineObservation.from_dict(doc))
-            except (KeyError, TypeError, ValueError):
-                continue
-        self.state, rnd = retrain(self.state, hist)
+        """Retrain the GAT on the stored history, here and now (tests, the inline path); the
+        state keeps whichever predictor wins on held-out pipelines, or a lone pipeline's later
+        windows (the GAT only when it beats every baseline)."""
+        return self._use(train_on(self.state, parse_history(self.store.history())))
+
+    def _use(self, t: Trained) -> dict[str, float] | None:
+        """Adopt a round's predictor, checkpoint and reason together; its errors."""
+        self.state, rnd = adopt(self.state, t), t.round
         if rnd.errors is None:
             log.info("GAT: %d training samples from %d pipeline(s), need %d: later",
                      rnd.samples, rnd.pipelines, MIN_SAMPLES)

@@ -62,6 +62,7 @@ def run(cfg: PluginConfig, stop: threading.Event | None = None, ready=None) -> i
         loop(ctl, triggers, health, stop)
     finally:
         srv.close()
+        ctl.close()
         store.resign()
         log.info("plugin stopped")
     return 0

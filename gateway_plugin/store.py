@@ -80,17 +80,23 @@ class Store:
         self.up = False
 
     def flush(self) -> bool:
-        """Write back whatever is pending; True when nothing is left."""
+        """Write back whatever is pending, in one round trip (one MULTI/EXEC: state,
+        history and decisions land together); True when nothing is left."""
+        if self._state is None and not self._decisions and not self._history:
+            self._ok()  # as before: nothing to write costs no round trip
+            return True
         try:
-            if self._state is not None:
-                self._write_state(*self._state)
-                self._state = None
-            if self._decisions:
-                self._write_decisions(list(self._decisions))
-                self._decisions.clear()
-            if self._history:
-                self._write_history(list(self._history))
-                self._history.clear()
+            with self.r.pipeline(transaction=True) as tx:
+                if self._state is not None:
+                    self._write_state(tx, *self._state)
+                if self._history:
+                    self._write_history(tx, list(self._history))
+                if self._decisions:
+                    self._write_decisions(tx, list(self._decisions))
+                tx.execute()
+            self._state = None
+            self._history.clear()
+            self._decisions.clear()
             self._ok()
             return True
         except redis.RedisError as e:
@@ -112,15 +118,23 @@ class Store:
         self._state = (state, checkpoint, gat_meta)
         return self.flush()
 
-    def _write_state(self, state: dict[str, Any], checkpoint: bytes | None,
+    def write_cycle(self, state: dict[str, Any], checkpoint: bytes | None,
+                    gat_meta: dict[str, Any] | None, history: list[dict[str, Any]],
+                    records: list[dict[str, Any]]) -> bool:
+        """Everything a control cycle writes, in one round trip (see ``flush``)."""
+        self._state = (state, checkpoint, gat_meta)
+        self._history.extend(orjson.dumps(x) for x in history)
+        if records:
+            self._decisions.append(records)
+        return self.flush()
+
+    def _write_state(self, tx: Any, state: dict[str, Any], checkpoint: bytes | None,
                      gat_meta: dict[str, Any] | None) -> None:
-        with self.r.pipeline(transaction=True) as tx:
-            tx.set(self.k(STATE), orjson.dumps(state))
-            if checkpoint is not None:
-                tx.set(self.k(GAT), checkpoint)
-            if gat_meta is not None:
-                tx.set(self.k(GAT_META), json.dumps(gat_meta))
-            tx.execute()
+        tx.set(self.k(STATE), orjson.dumps(state))
+        if checkpoint is not None:
+            tx.set(self.k(GAT), checkpoint)
+        if gat_meta is not None:
+            tx.set(self.k(GAT_META), json.dumps(gat_meta))
 
     def load_state(self) -> tuple[dict[str, Any] | None, bytes | None, dict[str, Any] | None]:
         """(state, checkpoint, gat meta); all None when absent or when Redis is down."""
@@ -147,12 +161,10 @@ class Store:
             self._decisions.append(records)
         return self.flush()
 
-    def _write_decisions(self, batches: list[Any]) -> None:
-        with self.r.pipeline(transaction=False) as p:
-            for batch in batches:
-                p.xadd(self.k(DECISIONS), {"json": orjson.dumps(batch)},
-                       maxlen=self.decisions_max, approximate=True)
-            p.execute()
+    def _write_decisions(self, tx: Any, batches: list[Any]) -> None:
+        for batch in batches:
+            tx.xadd(self.k(DECISIONS), {"json": orjson.dumps(batch)},
+                    maxlen=self.decisions_max, approximate=True)
 
     def decisions(self, count: int = 100) -> list[dict[str, Any]]:
         """Newest first, flattened over cycles."""
@@ -174,11 +186,9 @@ class Store:
         self._history.extend(orjson.dumps(x) for x in samples)
         return self.flush()
 
-    def _write_history(self, rows: list[bytes]) -> None:
-        with self.r.pipeline(transaction=True) as tx:
-            tx.rpush(self.k(HISTORY), *rows)
-            tx.ltrim(self.k(HISTORY), -self.history_max, -1)
-            tx.execute()
+    def _write_history(self, tx: Any, rows: list[bytes]) -> None:
+        tx.rpush(self.k(HISTORY), *rows)
+        tx.ltrim(self.k(HISTORY), -self.history_max, -1)
 
     def history(self) -> list[dict[str, Any]]:
         try:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import gc
 import json
@@ -36,18 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from contracts.names import ANN_PIPELINE, ANN_SLO, ANN_STAGE, ANN_STAGES
+from benchmark.studies import cycle_inputs
 from gateway_plugin import controller, observe
-from gateway_plugin.actuate import Gateway
-from gateway_plugin.config import PluginConfig
-from gateway_plugin.metrics_in import QUERIES, PrometheusReader
-from gateway_plugin.policies import chain, cv_predict
-from gateway_plugin.store import Store
+from gateway_plugin.metrics_in import QUERIES
+from gateway_plugin.policies import chain
 from local_provider import plugin_services, services
 
 TARGET_P50_MS = 100.0
-PERIOD_S = 5.0
-WINDOW = f"{int(2 * PERIOD_S)}s"  # what Controller asks PrometheusReader.read for
 GC_S = [0.0, 0.0]  # [seconds spent in the garbage collector, start of the current pass]
 
 
@@ -56,105 +50,6 @@ def _gc_timer(phase: str, info: dict[str, Any]) -> None:
         GC_S[1] = time.perf_counter()
     else:
         GC_S[0] += time.perf_counter() - GC_S[1]
-
-
-class FakeResponse:  # what Gateway and prometheus-api-client use of requests.Response
-    def __init__(self, status: int, content: bytes = b"null") -> None:
-        self.status_code, self.content, self.text = status, content, ""
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-class RecordedGateway(Gateway):
-    """The real ``Gateway`` with the HTTP round trip replaced by recorded answers."""
-
-    def __init__(self, bodies: list[dict[str, Any]]) -> None:
-        super().__init__("http://gateway.invalid", None)
-        self.bodies = {b["name"]: b for b in bodies}
-        self.scales = self.cpus = 0
-        self.prepare()
-
-    def prepare(self) -> None:
-        """Between cycles (untimed): the gateway's next answer, with what was set so far."""
-        self.listing = json.dumps(list(self.bodies.values())).encode()
-
-    def _call(self, method: str, path: str, **kw: Any) -> FakeResponse:  # type: ignore[override]
-        if path == "/system/functions" and method == "GET":
-            return FakeResponse(200, self.listing)
-        if path == "/system/quart/capabilities":
-            return FakeResponse(200, b'{"cpu_limits": {"available": true}}')
-        body = kw["json"]
-        if path.startswith("/system/scale-function/"):
-            self.scales += 1
-            f = self.bodies[body["serviceName"]]
-            f["replicas"] = f["availableReplicas"] = body["replicas"]
-        else:  # PUT /system/functions: a new limits.cpu
-            self.cpus += 1
-            self.bodies[body["service"]]["limits"] = body["limits"]
-        return FakeResponse(202)
-
-
-def function_bodies(n_pipes: int, spp: int, rng: np.random.Generator) -> tuple[
-        list[dict[str, Any]], np.ndarray]:
-    """FunctionStatus JSON per stage, as faas-provider lists it; and service times (s)."""
-    svc = rng.uniform(0.01, 0.08, size=(n_pipes, spp))
-    bodies = []
-    for p in range(n_pipes):
-        slo = round(max(0.1, 4 * float(svc[p].sum())), 3)
-        for s in range(spp):
-            name = f"p{p:03d}-s{s}"
-            bodies.append({
-                "name": name, "image": f"ghcr.io/quart/stage:{s}", "namespace": "openfaas-fn",
-                "envProcess": "python index.py", "envVars": {"STAGE": str(s)},
-                "labels": {"faas_function": name, "com.openfaas.scale.min": "1",
-                           "com.openfaas.scale.max": "20"},
-                "annotations": {ANN_PIPELINE: f"p{p:03d}", ANN_STAGE: str(s),
-                                ANN_STAGES: str(spp), ANN_SLO: str(slo)},
-                "limits": {"cpu": "1000m", "memory": "1Gi"}, "requests": {"memory": "512Mi"},
-                "replicas": 1, "availableReplicas": 1, "invocationCount": 0,
-                "createdAt": "2024-01-01T00:00:00Z", "readOnlyRootFilesystem": False})
-    return bodies, svc
-
-
-def record_prometheus(svc: np.ndarray, cycles: int, rng: np.random.Generator) -> list[
-        dict[str, bytes]]:
-    """Recorded query results for every cycle: a random walk of load on a recorded system."""
-    n_pipes, spp = svc.shape
-    win = 2 * PERIOD_S
-    lam = rng.uniform(5, 40, n_pipes)
-    cv = np.exp(rng.uniform(np.log(0.5), np.log(3.0), n_pipes))
-    scv = rng.uniform(0.2, 1.0, (n_pipes, spp))
-    reps = np.ones((n_pipes, spp))
-    names = [f"p{p:03d}-s{s}.openfaas-fn" for p in range(n_pipes) for s in range(spp)]
-    out = []
-    for k in range(cycles):
-        lam = np.clip(lam * np.exp(rng.normal(0, 0.25, n_pipes)), 0.5, 200)
-        cv = np.clip(cv * np.exp(rng.normal(0, 0.15, n_pipes)), 0.3, 4.0)
-        rho = np.minimum(lam[:, None] * svc / reps, 0.95)
-        ca = np.empty_like(svc)  # QNA-like departure CV feeds the next stage
-        ca[:, 0] = cv
-        for s in range(1, spp):
-            ca[:, s] = np.sqrt(rho[:, s - 1] ** 2 * scv[:, s - 1] ** 2
-                               + (1 - rho[:, s - 1] ** 2) * ca[:, s - 1] ** 2)
-        own = svc * (1 + (ca**2 + scv**2) / 2 * rho / (1 - rho) / reps)
-        lat = np.cumsum(own[:, ::-1], axis=1)[:, ::-1]  # a stage's latency includes downstream
-        lam_s = np.repeat(lam[:, None], spp, 1)
-        n = lam_s * win
-        vals = {"arrivals": lam_s, "lat_sum": lam_s * lat, "lat_count": lam_s,
-                "p99": lat * (1.5 + 0.5 * ca), "queue": np.maximum(0, lam_s * (own - svc)),
-                "inflight": lam_s * lat, "replicas": reps, "ia_n": n, "ia_s": n / lam_s,
-                "ia_q": n / lam_s**2 * (1 + ca**2), "c_n": n, "c_s": n * svc,
-                "c_q": n * svc**2 * (1 + scv**2)}
-        ts = 1.7e9 + k * PERIOD_S
-        out.append({key: ('{"status":"success","data":{"resultType":"vector","result":['
-                          + ",".join(f'{{"metric":{{"function_name":"{nm}"}},'
-                                     f'"value":[{ts},"{v!r}"]}}'
-                                     for nm, v in zip(names, a.ravel().tolist(), strict=True))
-                          + "]}}").encode() for key, a in vals.items()})
-        # the recorded system's own autoscaler, one period behind
-        reps = np.clip(np.ceil(lam[:, None] * svc / 0.5), 1, 20)
-    return out
 
 
 PHASES = {  # label -> the attribute wrapped in a timer ("  of which" rows are nested)
@@ -207,23 +102,11 @@ def instrumented(ctl: controller.Controller, acc: dict[str, float]) -> Iterator[
 
 def run(predictor: str, bodies: list[dict[str, Any]], prom: list[dict[str, bytes]],
         redis_url: str, args: argparse.Namespace, train: bool) -> dict[str, Any]:
-    Store(redis_url).r.flushdb()
-    gw = RecordedGateway(json.loads(json.dumps(bodies)))
-    reader = PrometheusReader("http://prometheus.invalid")
-    key, k = {q.format(w=WINDOW): name for name, q in QUERIES.items()}, [-1]
-    reader.prom.custom_query = (
-        lambda q, params=None: json.loads(prom[k[0]][key[q]])["data"]["result"])
-    now = [1.7e9]
-    cfg = PluginConfig(redis_url=redis_url, period_s=PERIOD_S, train_every=0)
-    ctl = controller.Controller(cfg, gw, reader, Store(redis_url), clock=lambda: now[0])
-    if predictor == "gat":
-        ctl.state = dataclasses.replace(ctl.state, predictor="gat", gat_checkpoint=(
-            cv_predict.checkpoint_to_bytes(cv_predict.CVGAT(hidden=8, heads=2, seed=0))))
+    rp = cycle_inputs.replay(bodies, prom, redis_url, predictor)
+    ctl, gw = rp.ctl, rp.gw
 
     def one() -> tuple[float, float, int, int, float]:
-        k[0] += 1
-        now[0] += PERIOD_S
-        gw.prepare()
+        rp.prepare()
         s0, p0 = gw.scales, gw.cpus
         GC_S[0] = 0.0
         c0, t0 = time.process_time(), time.perf_counter()
@@ -308,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     spp = args.stages_per_pipeline
     n_pipes = math.ceil(args.stages / spp)
     rng = np.random.default_rng(args.seed)
-    bodies, svc = function_bodies(n_pipes, spp, rng)
+    bodies, svc = cycle_inputs.function_bodies(n_pipes, spp, rng)
     t0 = time.perf_counter()
-    prom = record_prometheus(svc, args.warmup + args.cycles + args.instrumented, rng)
+    prom = cycle_inputs.record_prometheus(svc, args.warmup + args.cycles + args.instrumented, rng)
     print(f"{n_pipes} pipelines x {spp} stages = {len(bodies)} functions; recorded "
           f"{len(prom)} cycles x {len(QUERIES)} Prometheus responses "
           f"({sum(map(len, prom[0].values())) / 1e3:.0f} kB/cycle) in "
@@ -322,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-cycle-") as tmp:
         url = f"redis://127.0.0.1:{services.free_port()}/0"  # a redis-server of our own
         try:
-            plugin_services.ensure_redis(Path(tmp), url, lambda _msg: None)
+            url = plugin_services.ensure_redis(Path(tmp), url, lambda _msg: None)
             names = args.predictors.split(",")
             for i, predictor in enumerate(names):  # train once, after the last run
                 rows.append(run(predictor, bodies, prom, url, args,
