@@ -39,13 +39,17 @@ class Result:
 
 def run(url: str, body: bytes, offsets: np.ndarray, workers: int = 64, timeout_s: float = 60.0,
         headers: dict[str, str] | None = None,
-        on_done: Callable[[Result], None] | None = None) -> list[Result]:
+        on_done: Callable[[Result], None] | None = None,
+        start_at: float | None = None) -> list[Result]:
+    """``start_at``: the ``time.perf_counter()`` the offsets count from (default 50 ms after
+    the call); a caller that times other events (faults) passes its own, so both share one
+    clock exactly rather than to within a thread's wake-up."""
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=workers))
     hdrs = headers or {"Content-Type": "application/json"}
     lock = threading.Lock()
     results: list[Result] = []
-    start = time.perf_counter() + 0.05
+    start = time.perf_counter() + 0.05 if start_at is None else start_at
 
     def one(off: float) -> None:
         planned = start + off

@@ -251,8 +251,8 @@ class Injector:
         if f.kind == "hung_replica":
             self._hang(f, f.pid)
             return
+        f.t_kill = self.now()  # before the signal: a call it fails may finish microseconds later
         _kill(f.pid)
-        f.t_kill = self.now()
         self.say(f"fault {f.kind}: kill -9 {f.target} at {f.t_kill:.1f}s")
         if f.kind in SUPERVISED:
             time.sleep(self.restart_delay_s)
@@ -263,8 +263,8 @@ class Injector:
 
     def _hang(self, f: Fault, pid: int) -> None:
         """SIGSTOP, ``HANG_S`` seconds (cut short when the run aborts), SIGCONT."""
-        os.kill(pid, signal.SIGSTOP)
         f.t_kill = self.now()
+        os.kill(pid, signal.SIGSTOP)
         self.say(f"fault hung_replica: SIGSTOP {f.target} at {f.t_kill:.1f}s")
         self.abort.wait(HANG_S)
         try:
