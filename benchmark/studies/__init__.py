@@ -31,6 +31,8 @@ STUDIES: tuple[Study, ...] = (
           "warm pool hand-over vs fork vs cold start, and wake from zero replicas", ()),
     Study("pod_burst", "benchmark.studies.pod_burst",
           "a burst on pods: the plugin forks workers, resizes CPU in place, then adds pods"),
+    Study("replica_memory", "benchmark.studies.replica_memory",
+          "what a forked replica dirties, mapping by mapping (/proc/PID/smaps)"),
     Study("control_cycle", "benchmark.studies.control_cycle",
           "one full plugin control cycle at 1,000 stages (target p50 <= 100 ms)",
           ("--stages", "1000")),
