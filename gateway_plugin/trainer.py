@@ -14,8 +14,11 @@ and at most one round runs at a time (a due round is skipped while one is runnin
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -75,6 +78,26 @@ def _round_in_child(redis_url: str, prefix: str, predictor: str, reason: str,
     return train_on(state, parse_history(Store(redis_url, prefix).history()))
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """The trainer process's initializer: it goes when the plugin goes.  Its task queue
+    holds both ends of its pipe, so a plugin killed with -9 left it waiting forever (one
+    orphan per plugin restart, seen after the soak's plugin kills)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() != parent:  # the plugin died before the signal was armed
+        os._exit(0)
+
+
+def new_pool() -> ProcessPoolExecutor:
+    """One spawned worker that dies with this process (never forked: see the docstring)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with, initargs=(os.getpid(),))
+
+
 class BackgroundTrainer:
     """At most one training round at a time in a spawned worker process."""
 
@@ -92,8 +115,7 @@ class BackgroundTrainer:
         if self._job is not None:
             return False  # running, or finished and not yet taken
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = new_pool()
         self._job = self._pool.submit(_round_in_child, self.redis_url, self.prefix,
                                       state.predictor, state.predictor_reason,
                                       state.gat_checkpoint)
