@@ -13,7 +13,8 @@ Who brings each part back decides what the soak may do after the kill:
   ``serve.json``) is our system's job too: ``quart-faas up``'s supervisor must restart it
   and the restarted provider adopt the live replicas (issue 18, finding 1).
 * ``hung_replica`` stops the busiest replica with SIGSTOP for ``HANG_S`` seconds, then
-  SIGCONT: it is not dead, it does not answer; the router must route around it (finding 2).
+  SIGCONT: it is not dead, it does not answer; the provider must eject and replace it
+  (local_provider/outliers.py; finding 2) long before the SIGCONT.
 
 Recovery of a fault is two instants after the kill, and the later one counts:
 
@@ -62,8 +63,8 @@ HEALTH = {
     "plugin": "restarted; /healthz leader with Redis up, and a control cycle acted after the kill",
     "redis": "restarted; answers PING, the plugin sees Redis up and completed a cycle after",
     "prometheus": "restarted; /-/ready, and the plugin completed a cycle (not a hold) after",
-    "hung_replica": f"(the busiest) SIGCONT {HANG_S:g}s after SIGSTOP, and ready >= desired "
-                    "for its function",
+    "hung_replica": f"(the busiest; SIGCONT {HANG_S:g}s after SIGSTOP) ejected: its pid gone "
+                    "from the provider's stats and ready >= desired for its function",
     "gateway": "the gateway answers /healthz from a new pid (serve.json) and lists functions",
 }
 
@@ -291,7 +292,7 @@ class Injector:
 
     def _check(self, f: Fault, wall: float) -> Callable[[requests.Session], bool]:
         t = self.t
-        if f.kind == "replica":
+        if f.kind in ("replica", "hung_replica"):
             def replica(s: requests.Session) -> bool:
                 fn = (stats(t, s) or {}).get(f.function)
                 if fn is None:
@@ -300,12 +301,6 @@ class Injector:
                 return f.pid not in pids and fn.get("availableReplicas", 0) >= \
                     max(1, fn.get("replicas", 1))
             return replica
-        if f.kind == "hung_replica":
-            def continued(s: requests.Session) -> bool:
-                fn = (stats(t, s) or {}).get(f.function)
-                return fn is not None and fn.get("availableReplicas", 0) >= \
-                    max(1, fn.get("replicas", 1))
-            return continued
         if f.kind == "gateway":
             def gateway(s: requests.Session) -> bool:
                 pid = gateway_pid(t, must=False)

@@ -103,7 +103,7 @@ def print_faults(con: Console, faults: list[Fault], restart_delay_s: float) -> N
         def rel(x: float | None, kill: float = kill) -> str:
             return "-" if x is None else f"{x - kill:.1f}"
         who = (f"the soak (supervisor), +{restart_delay_s:g}s" if f.kind in SUPERVISED
-               else "SIGCONT (router: eject)" if f.kind == "hung_replica"
+               else "provider: ejection" if f.kind == "hung_replica"
                else "quart-faas up's supervisor" if f.kind == "gateway"
                else "keys_manager" if f.kind == "zygote"
                else "provider's launcher" if f.kind == "keys_manager"

@@ -26,6 +26,13 @@ prefixed ``QUART_``.
 | QUART_RECONCILE_PERIOD_S        | 0.25                     | replica reconcile loop period                 |
 | QUART_DRAIN_TIMEOUT_S           | 5                        | wait for in-flight calls before stopping a replica |
 | QUART_STOP_GRACE_S              | 5                        | SIGTERM -> SIGKILL grace of a replica          |
+| QUART_EJECT                     | true                     | eject hung replicas (below); ``false``: never  |
+| QUART_EJECT_MIN_S               | 2                        | a replica with calls in flight and none finished for max(this, QUART_EJECT_FACTOR x p99 of the function's recent calls) is probed, and ejected when ``/_/health`` does not answer (local_provider/outliers.py) |
+| QUART_EJECT_FACTOR              | 10                       | see QUART_EJECT_MIN_S                          |
+| QUART_EJECT_COLD_S              | 30                       | the stall limit before 20 calls of the function have finished |
+| QUART_EJECT_PROBE_TIMEOUT_S     | 1                        | a health probe slower than this fails          |
+| QUART_EJECT_MAX_PERCENT         | 50                       | at most this share of a function's replicas (at least one) ejected per 30 s (Envoy's max_ejection_percent) |
+| QUART_EJECT_GRACE_S             | 0.5                      | SIGTERM -> SIGKILL grace of an ejected replica |
 | QUART_SERVER_THREADS            | QUART_QUEUE_SIZE + 128   | waitress threads of gateway and provider      |
 | QUART_TEMPLATE_DIR              | <repo>/template/quart-python | template used with the handler annotation alone |
 | QUART_BUILD_DIR                 | build                    | where ``faas-cli build --shrinkwrap`` writes ``<function>/``; an image not in ``<state>/images.json`` runs from there (local_provider/images.py) |
@@ -109,6 +116,13 @@ class ProviderConfig:
     reconcile_period_s: float = 0.25
     drain_timeout_s: float = 5.0
     stop_grace_s: float = 5.0
+    eject: bool = True
+    eject_min_s: float = 2.0
+    eject_factor: float = 10.0
+    eject_cold_s: float = 30.0
+    eject_probe_timeout_s: float = 1.0
+    eject_max_percent: float = 50.0
+    eject_grace_s: float = 0.5
     template_dir: Path = DEFAULT_TEMPLATE_DIR
     build_dir: Path = Path("build")
     log_lines: int = 2000
@@ -134,6 +148,13 @@ class ProviderConfig:
             reconcile_period_s=_float(e, "QUART_RECONCILE_PERIOD_S", 0.25),
             drain_timeout_s=_float(e, "QUART_DRAIN_TIMEOUT_S", 5.0),
             stop_grace_s=_float(e, "QUART_STOP_GRACE_S", 5.0),
+            eject=_bool(e, "QUART_EJECT", True),
+            eject_min_s=_float(e, "QUART_EJECT_MIN_S", 2.0),
+            eject_factor=_float(e, "QUART_EJECT_FACTOR", 10.0),
+            eject_cold_s=_float(e, "QUART_EJECT_COLD_S", 30.0),
+            eject_probe_timeout_s=_float(e, "QUART_EJECT_PROBE_TIMEOUT_S", 1.0),
+            eject_max_percent=_float(e, "QUART_EJECT_MAX_PERCENT", 50.0),
+            eject_grace_s=_float(e, "QUART_EJECT_GRACE_S", 0.5),
             template_dir=Path(_get(e, "QUART_TEMPLATE_DIR", str(DEFAULT_TEMPLATE_DIR))),
             build_dir=Path(_get(e, "QUART_BUILD_DIR", "build")),
             log_lines=_int(e, "QUART_LOG_LINES", 2000, minimum=1),

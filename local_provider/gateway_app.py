@@ -75,7 +75,7 @@ class Directory(Protocol):
 def _gauges(stats: dict[str, dict[str, int]]) -> dict[str, FunctionGauges]:
     return {function_label(name): FunctionGauges(s.get("availableReplicas", 0),
                                                  s.get("replicas", 0), s.get("inflight", 0),
-                                                 s.get("queueDepth", 0))
+                                                 s.get("queueDepth", 0), s.get("ejections", 0))
             for name, s in stats.items()}
 
 

@@ -68,6 +68,7 @@ class FunctionGauges:
     desired_replicas: int
     inflight: int
     queue_depth: int
+    ejections: int = 0
 
 
 class GatewayMetrics:
@@ -201,6 +202,10 @@ def _render_gauges(out: _Exposition, gauges: list[tuple[str, FunctionGauges]],
                "Requests turned away by the function's queue (queue_full or timeout)")
     for (fn, reason), n in rejected:
         out.sample("quart_function_rejected_total", (("function_name", fn), ("reason", reason)), n)
+    out.family("quart_replica_ejections_total", "counter",
+               "Replicas taken out of routing and replaced for hanging (outliers.py)")
+    for fn, g in gauges:
+        out.sample("quart_replica_ejections_total", (("function_name", fn),), g.ejections)
 
 
 def _render_moments(out: _Exposition, what: str, moments: list[tuple[str, tuple[float, ...]]],

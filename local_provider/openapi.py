@@ -90,7 +90,7 @@ SCHEMAS: dict[str, Any] = {
                      "invocationCount", "instances"],
         "properties": {**{k: {"type": "integer", "minimum": 0} for k in (
             "inflight", "queueDepth", "availableReplicas", "replicas", "invocationCount",
-            "rejectedQueueFull", "rejectedTimeout")},
+            "rejectedQueueFull", "rejectedTimeout", "ejections")},
             "instances": {"type": "array", "items": {"type": "object"}}}},
 }
 

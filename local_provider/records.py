@@ -3,6 +3,7 @@ pure rules the reconcile loop (registry.py) applies to it: what a replica was st
 which replicas to stop first, how long to wait after failed starts."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,9 +56,17 @@ def tell(handle: object, hook: str) -> None:
         fn()
 
 
-def stop_order(replicas: list[Replica]) -> list[Replica]:
-    """Which replicas to stop first: not yet ready, then idle, then least busy; newest first."""
-    return sorted(replicas, key=lambda r: (r.ready, r.inflight, -r.index))
+# Calls in flight with none finished for this long: a replica stopped first on scale-down (a
+# healthy one finishes a call every service time; a hung one holds its calls until ejected).
+STALLED_S = 1.0
+
+
+def stop_order(replicas: list[Replica], now: float | None = None) -> list[Replica]:
+    """Which replicas to stop first: not yet ready, then stalled, then idle, then least busy;
+    newest first."""
+    t = time.monotonic() if now is None else now
+    return sorted(replicas, key=lambda r: (r.ready, r.stalled_s(t) < STALLED_S, r.inflight,
+                                           -r.index))
 
 
 # the launcher's placement policy, when it has one: (function, ready handles, k) -> k of them
@@ -66,14 +75,16 @@ PickVictims = Callable[[str, list[ReplicaHandle], int], Sequence[ReplicaHandle]]
 
 def victims(function: str, current: list[Replica], k: int,
             pick: PickVictims | None) -> list[Replica]:
-    """The ``k`` replicas to stop: not-ready ones first; among ready ones, the launcher's
-    placement policy decides when it has one (multi-node: keep the stage spread), else
-    newest idle."""
-    order = stop_order(current)
-    starting = [r for r in order if not r.ready or r.handle is None][:k]
+    """The ``k`` replicas to stop: not-ready and stalled ones first; among the others, the
+    launcher's placement policy decides when it has one (multi-node: keep the stage
+    spread), else newest idle."""
+    now = time.monotonic()
+    order = stop_order(current, now)
+    starting = [r for r in order
+                if not r.ready or r.handle is None or r.stalled_s(now) >= STALLED_S][:k]
     if pick is None or len(starting) >= k:
         return order[:k]
-    ready = [r for r in order if r.ready and r.handle is not None]
+    ready = [r for r in order if r not in starting]
     chosen = pick(function, [r.handle for r in ready if r.handle is not None], k - len(starting))
     by_handle = {id(r.handle): r for r in ready}
     return starting + [by_handle[id(h)] for h in chosen if id(h) in by_handle]

@@ -236,38 +236,42 @@ class Registry:
                         rec.name, r.name, r.handle.pid if r.handle else "-", code, r.inflight)
         rec.pool.remove(r)
 
-    def mark_dead(self, name: str, r: Replica, refused: bool = False) -> None:
+    def mark_dead(self, name: str, r: Replica, refused: bool = False, hung: str = "") -> bool:
         """The proxy saw a call to ``r`` fail: if its process has exited, or its port refused
         a connection (its listening socket is closed, so it will never serve again, even
         while the process still looks alive: a killed process closes its sockets last, after
         freeing its memory), stop routing there now, stop what is left of it, and let
-        reconcile replace it before the next tick."""
+        reconcile replace it before the next tick.  ``hung`` (why; local_provider/
+        outliers.py): the same for a live replica that stopped answering, killed at once
+        (calls it never read are then re-sent, local_provider/delivery.py).  True if it
+        acted."""
         try:
             rec = self.get(name)
         except FunctionNotFound:
-            return
+            return False
         handle = r.handle
         with self.lock, rec.pool.cond:
             if handle is None or r.dead or r.draining:
-                return  # already handled, or being stopped by a drain
+                return False  # already handled, or being stopped by a drain
             lingering = handle.alive()
-            if lingering and not refused:
-                return
+            if lingering and not refused and not hung:
+                return False
             if lingering:
                 rec.pool.set_dead(r)
-                log.warning("replica %s%s (pid %d) refuses connections (it died, is dying or "
-                            "is broken): replacing it, %d call(s) in flight", name, r.name,
-                            handle.pid, r.inflight)
+                log.warning("replica %s%s (pid %d) %s: replacing it, %d call(s) in flight", name,
+                            r.name, handle.pid, f"is hung ({hung})" if hung else "refuses "
+                            "connections (it died, is dying or is broken)", r.inflight)
             else:
                 self._died(rec, r)
         if lingering:
             def stop() -> None:  # calls on its open connections may still finish, as in a drain
-                rec.pool.wait_idle(r, self.config.drain_timeout_s)
-                handle.terminate(self.config.stop_grace_s)
+                if not hung:
+                    rec.pool.wait_idle(r, self.config.drain_timeout_s)
+                handle.terminate(self.config.eject_grace_s if hung else self.config.stop_grace_s)
                 rec.pool.remove(r)
 
             self._spawn(stop, f"stop-{name}-{r.index}")
-        self.kick()
+        return True
 
     def _start(self, rec: FunctionRecord) -> None:
         used = {r.index for r in rec.pool.replicas if not r.dead}

@@ -55,6 +55,14 @@ class Replica:
     served: int = 0
     launched_at: float = field(default_factory=time.monotonic)
     uid: int = field(default_factory=lambda: next(_ids))
+    # The last sign of life: a call finished, a call taken while idle, or a health probe
+    # answered (local_provider/outliers.py); and when each call in flight was taken.
+    alive_at: float = field(default_factory=time.monotonic)
+    starts: deque[float] = field(default_factory=deque)
+
+    def stalled_s(self, now: float) -> float:
+        """How long its calls in flight have gone without any of them finishing."""
+        return now - self.alive_at if self.inflight > 0 else 0.0
 
     @property
     def name(self) -> str:
@@ -81,6 +89,8 @@ class FunctionPool:
         self._waiters: deque[object] = deque()
         self._closed = False
         self.rejected = {"queue_full": 0, "timeout": 0}
+        self.durations: deque[float] = deque(maxlen=256)  # recent calls, taken to released
+        self.ejections = 0
 
     # -- routing -------------------------------------------------------------
 
@@ -132,11 +142,19 @@ class FunctionPool:
                     self.cond.notify_all()
 
     def _take(self, r: Replica) -> Replica:
+        now = time.monotonic()
+        if r.inflight == 0:
+            r.alive_at = now
+        r.starts.append(now)
         r.inflight += 1
         return r
 
     def release(self, r: Replica) -> None:
         with self.cond:
+            now = time.monotonic()
+            if r.starts:  # calls finish in about the order they were taken: close enough
+                self.durations.append(now - r.starts.popleft())
+            r.alive_at = now
             r.inflight -= 1
             r.served += 1
             self.cond.notify_all()
@@ -204,6 +222,7 @@ class FunctionPool:
                 "availableReplicas": self.ready_count(),
                 "rejectedQueueFull": self.rejected["queue_full"],
                 "rejectedTimeout": self.rejected["timeout"],
+                "ejections": self.ejections,
                 "instances": [{"index": r.index, "ready": r.ready, "inflight": r.inflight,
                                "served": r.served,
                                **({"pid": r.handle.pid, **r.handle.info} if r.handle else {})}

@@ -36,6 +36,7 @@ from local_provider.gateway_app import (
     create_metrics_app,
 )
 from local_provider.metrics import GatewayMetrics
+from local_provider.outliers import OutlierWatch
 from local_provider.provider_app import create_provider_app
 from local_provider.proxy import HttpInvoker, ReplicaProxy
 from local_provider.registry import Registry
@@ -93,6 +94,7 @@ class _Parts:
     servers: list[tuple[str, Any]] = field(default_factory=list)
     registry: Registry | None = None
     limiter: CpuLimiter | None = None
+    outliers: OutlierWatch | None = None
 
 
 def _build(cfg: ServeConfig, role: str, basic: Any, launcher: ReplicaLauncher,
@@ -224,6 +226,8 @@ def serve(config: ServeConfig | None = None, role: str = "all", *,
         urls = _build(cfg, role, basic, launcher, parts)
         if parts.registry is not None:
             parts.registry.start()
+            parts.outliers = OutlierWatch(parts.registry, cfg.provider)
+            parts.outliers.start()
         for name, srv in parts.servers:
             threading.Thread(target=srv.run, name=f"waitress-{name}", daemon=True).start()
         _write_json(state_file, {**urls, "role": role, "pid": os.getpid(),
@@ -246,6 +250,8 @@ def _shut_down(parts: _Parts, launcher: ReplicaLauncher) -> None:
     """Listeners first (no new calls), then replicas, cgroups, the launcher (e.g. the fork
     launcher's keys_manager), last the request threads.  Each step runs even if one fails."""
     steps: list[Any] = [srv.close for _, srv in parts.servers]
+    if parts.outliers is not None:
+        steps.append(parts.outliers.stop)
     if parts.registry is not None:
         steps.append(parts.registry.stop_all)
     if parts.limiter is not None:

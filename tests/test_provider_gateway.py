@@ -91,6 +91,7 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
         "quart_function_queue_depth": "gauge",
         "quart_function_replicas_desired": "gauge",
         "quart_function_rejected_total": "counter",
+        "quart_replica_ejections_total": "counter",
         "quart_function_interarrival_seconds_count": "counter",
         "quart_function_interarrival_seconds_sum": "counter",
         "quart_function_interarrival_seconds_squares_sum": "counter",
@@ -102,6 +103,7 @@ def test_metrics_exact_names_labels_and_counts(server: Server) -> None:
     assert m.value("quart_function_interarrival_seconds_count", function_name=FN) == \
         sum(sent.values()) - 1
     assert "gateway_function_invocation_started_total" not in r.text
+    assert m.value("quart_replica_ejections_total", function_name=FN) == 0  # a slow call: not hung
     total = sum(sent.values())
     assert m.value("gateway_function_invocation_started", function_name=FN) == total
     for code, n in sent.items():

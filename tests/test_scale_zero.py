@@ -4,6 +4,7 @@ zero replicas after its idle window (keeping zygotes and pooled workers), and on
 through the gateway wakes every stage in turn and is answered."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -117,9 +118,24 @@ def zero_env(tmp_path_factory, minilm3):
         rs.stop()
 
 
+def _why(dep: pipeline_env.Deployment, plugin: Plugin) -> str:
+    """What the plugin last decided and logged: a failure here must say why."""
+    try:
+        ds = [d for d in plugin.decisions(60) if d.get("function") in FN][-2 * len(FN):]
+    except (requests.RequestException, ValueError) as e:
+        ds = [{"error": repr(e)}]
+    keys = ("t", "function", "from", "replicas", "policy", "step", "action", "error", "inputs")
+    return "\n".join([*(json.dumps({k: d.get(k) for k in keys}) for d in ds),
+                      "plugin log:", plugin.log.read_text(errors="replace")[-4000:],
+                      "replicas: " + str({fn: _replicas(dep, fn) for fn in FN})])
+
+
 def test_an_idle_pipeline_goes_to_zero_and_a_request_wakes_it(zero_env) -> None:
     dep, plugin = zero_env
-    wait(lambda: all(_replicas(dep, fn) == 0 for fn in FN), 90, "every stage at zero")
+    try:
+        wait(lambda: all(_replicas(dep, fn) == 0 for fn in FN), 90, "every stage at zero")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_why(dep, plugin)}") from None
     zeroed = [d for d in plugin.decisions() if d.get("policy") == "idle"]
     assert {d["function"] for d in zeroed} == set(FN)
     step = zeroed[0]["step"]

@@ -9,7 +9,7 @@ Environment (all optional):
   QUART_LISTEN_FD     an already-listening socket inherited from the provider
   QUART_LISTEN_HOST / QUART_LISTEN_PORT   otherwise bind here (default 127.0.0.1:5000)
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
-  max_inflight        concurrent requests served by this replica (default 8)
+  max_inflight        calls served at once (default 8), plus a thread for /_/health when busy
   QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
   QUART_POD_WORKERS   pod mode: fork that many workers on one socket (quart_pod/ beside this)
 """
@@ -89,7 +89,7 @@ def call_handler(path: str):
 
 
 def serve_fd(fd: int) -> None:  # on an inherited, already-listening socket
-    threads = int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog's name)
+    threads = 1 + int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog)
     serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
           **BUFFERS)
 
