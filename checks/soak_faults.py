@@ -263,17 +263,22 @@ class Injector:
                      f"{self.restart_delay_s:g}s after the kill (pid {service_pid(t, f.kind)})")
 
     def _hang(self, f: Fault, pid: int) -> None:
-        """SIGSTOP, ``HANG_S`` seconds (cut short when the run aborts), SIGCONT."""
+        """SIGSTOP now, SIGCONT ``HANG_S`` seconds later (sooner when the run aborts) from
+        another thread: recovery (the ejection) is watched from the stop on."""
         f.t_kill = self.now()
         os.kill(pid, signal.SIGSTOP)
         self.say(f"fault hung_replica: SIGSTOP {f.target} at {f.t_kill:.1f}s")
-        self.abort.wait(HANG_S)
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass  # replaced meanwhile (and killed): nothing to continue
-        f.t_restart = self.now()
-        self.say(f"fault hung_replica: SIGCONT pid {pid} at {f.t_restart:.1f}s")
+
+        def resume() -> None:
+            self.abort.wait(HANG_S)
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # ejected meanwhile (killed): nothing to continue
+            f.t_restart = self.now()
+            self.say(f"fault hung_replica: SIGCONT pid {pid} at {f.t_restart:.1f}s")
+
+        threading.Thread(target=resume, daemon=True, name="fault-sigcont").start()
 
     def _restart(self, kind: str) -> None:
         t, quiet = self.t, (lambda m: None)

@@ -27,9 +27,9 @@ prefixed ``QUART_``.
 | QUART_DRAIN_TIMEOUT_S           | 5                        | wait for in-flight calls before stopping a replica |
 | QUART_STOP_GRACE_S              | 5                        | SIGTERM -> SIGKILL grace of a replica          |
 | QUART_EJECT                     | true                     | eject hung replicas (below); ``false``: never  |
-| QUART_EJECT_MIN_S               | 2                        | a replica with calls in flight and none finished for max(this, QUART_EJECT_FACTOR x p99 of the function's recent calls) is probed, and ejected when ``/_/health`` does not answer (local_provider/outliers.py) |
-| QUART_EJECT_FACTOR              | 10                       | see QUART_EJECT_MIN_S                          |
-| QUART_EJECT_COLD_S              | 30                       | the stall limit before 20 calls of the function have finished |
+| QUART_EJECT_MIN_S               | 2                        | a replica with calls in flight and none finished for max(this, QUART_EJECT_FACTOR x p99 of the function's recent gaps between a busy replica's finished calls) is probed, and ejected when ``/_/health`` does not answer (local_provider/outliers.py) |
+| QUART_EJECT_FACTOR              | 5                        | see QUART_EJECT_MIN_S                          |
+| QUART_EJECT_COLD_S              | 30                       | the stall limit before 20 gaps of the function were seen |
 | QUART_EJECT_PROBE_TIMEOUT_S     | 1                        | a health probe slower than this fails          |
 | QUART_EJECT_MAX_PERCENT         | 50                       | at most this share of a function's replicas (at least one) ejected per 30 s (Envoy's max_ejection_percent) |
 | QUART_EJECT_GRACE_S             | 0.5                      | SIGTERM -> SIGKILL grace of an ejected replica |
@@ -118,7 +118,7 @@ class ProviderConfig:
     stop_grace_s: float = 5.0
     eject: bool = True
     eject_min_s: float = 2.0
-    eject_factor: float = 10.0
+    eject_factor: float = 5.0
     eject_cold_s: float = 30.0
     eject_probe_timeout_s: float = 1.0
     eject_max_percent: float = 50.0
@@ -150,7 +150,7 @@ class ProviderConfig:
             stop_grace_s=_float(e, "QUART_STOP_GRACE_S", 5.0),
             eject=_bool(e, "QUART_EJECT", True),
             eject_min_s=_float(e, "QUART_EJECT_MIN_S", 2.0),
-            eject_factor=_float(e, "QUART_EJECT_FACTOR", 10.0),
+            eject_factor=_float(e, "QUART_EJECT_FACTOR", 5.0),
             eject_cold_s=_float(e, "QUART_EJECT_COLD_S", 30.0),
             eject_probe_timeout_s=_float(e, "QUART_EJECT_PROBE_TIMEOUT_S", 1.0),
             eject_max_percent=_float(e, "QUART_EJECT_MAX_PERCENT", 50.0),

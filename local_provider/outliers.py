@@ -3,10 +3,11 @@
 A hung replica (stopped, deadlocked, swapping) answers nothing, so Envoy's usual signal,
 consecutive 5xx, never comes; what it does show is *no progress*: calls go in and none
 come out.  The router keeps, per replica, the last sign of life (a call finished, a call
-taken while idle: ``Replica.alive_at``) and, per function, how long recent calls took.
-A replica whose calls in flight have gone longer than the function ever needs without
-one finishing -- ``max(min_s, factor x p99)``, or ``cold_s`` before enough calls were
-seen -- is a suspect.
+taken while idle: ``Replica.alive_at``) and, per function, the recent gaps between a
+busy replica's signs of life (under load several calls overlap, so a gap is shorter than
+a call; a stage that waits for the next one counts that wait in).  A replica whose calls
+in flight have gone without one finishing for far longer than its function's gaps --
+``max(min_s, factor x p99)``, or ``cold_s`` before enough were seen -- is a suspect.
 
 A stall is also what a replica busy with one very long call looks like, so a suspect is
 probed before it is ejected: ``GET /_/health`` with a short timeout.  The template runs
@@ -24,7 +25,7 @@ at least one, per ``WINDOW_S``.
 
 Kubernetes' liveness probe does the same job by polling on a fixed period; here the
 probe is sent only when the traffic says something is wrong, so a healthy replica is
-never probed and a hung one is caught within about ``min_s`` plus the probe timeout.
+rarely probed and a hung one is caught within about ``min_s`` plus the probe timeout.
 """
 from __future__ import annotations
 
@@ -59,19 +60,19 @@ def quantile(xs: Sequence[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def stall_limit(durations: Sequence[float], cfg: ProviderConfig) -> float:
+def stall_limit(gaps: Sequence[float], cfg: ProviderConfig) -> float:
     """How long calls in flight may go without one finishing before the replica is probed."""
-    if len(durations) < MIN_SAMPLES:
+    if len(gaps) < MIN_SAMPLES:
         return cfg.eject_cold_s
-    return max(cfg.eject_min_s, cfg.eject_factor * quantile(durations, 0.99))
+    return max(cfg.eject_min_s, cfg.eject_factor * quantile(gaps, 0.99))
 
 
-def suspects(stalls: Mapping[int, float], durations: Sequence[float], ejected_recently: int,
+def suspects(stalls: Mapping[int, float], gaps: Sequence[float], ejected_recently: int,
              cfg: ProviderConfig) -> list[Suspect]:
     """Replicas (by uid, stalled for how long) to probe, longest stalled first, within the
     cap.  ``stalls``: every routable replica of one function, 0 for those with nothing in
     flight."""
-    limit = stall_limit(durations, cfg)
+    limit = stall_limit(gaps, cfg)
     over = sorted(((s, uid) for uid, s in stalls.items() if s > limit), reverse=True)
     room = max(1, int(len(stalls) * cfg.eject_max_percent / 100)) - ejected_recently
     return [Suspect(uid, s, limit) for s, uid in over[:max(0, room)]]
@@ -131,11 +132,11 @@ class OutlierWatch:
             with pool.cond:
                 live = {r.uid: r for r in pool.replicas if r.routable}
                 stalls = {uid: r.stalled_s(now) for uid, r in live.items()}
-                durations = list(pool.durations)
+                gaps = list(pool.gaps)
             recent = self._ejected.setdefault(name, deque())
             while recent and now - recent[0] > WINDOW_S:
                 recent.popleft()
-            for s in suspects(stalls, durations, len(recent), self.cfg):
+            for s in suspects(stalls, gaps, len(recent), self.cfg):
                 r = live[s.uid]
                 if r.handle is None or self.probe(r.handle, self.cfg.eject_probe_timeout_s):
                     with pool.cond:  # alive: busy with a long call, not hung

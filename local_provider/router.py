@@ -56,9 +56,8 @@ class Replica:
     launched_at: float = field(default_factory=time.monotonic)
     uid: int = field(default_factory=lambda: next(_ids))
     # The last sign of life: a call finished, a call taken while idle, or a health probe
-    # answered (local_provider/outliers.py); and when each call in flight was taken.
+    # answered (local_provider/outliers.py).
     alive_at: float = field(default_factory=time.monotonic)
-    starts: deque[float] = field(default_factory=deque)
 
     def stalled_s(self, now: float) -> float:
         """How long its calls in flight have gone without any of them finishing."""
@@ -89,7 +88,8 @@ class FunctionPool:
         self._waiters: deque[object] = deque()
         self._closed = False
         self.rejected = {"queue_full": 0, "timeout": 0}
-        self.durations: deque[float] = deque(maxlen=256)  # recent calls, taken to released
+        # recent gaps between a replica's signs of life while it had calls in flight
+        self.gaps: deque[float] = deque(maxlen=256)
         self.ejections = 0
 
     # -- routing -------------------------------------------------------------
@@ -145,15 +145,13 @@ class FunctionPool:
         now = time.monotonic()
         if r.inflight == 0:
             r.alive_at = now
-        r.starts.append(now)
         r.inflight += 1
         return r
 
     def release(self, r: Replica) -> None:
         with self.cond:
             now = time.monotonic()
-            if r.starts:  # calls finish in about the order they were taken: close enough
-                self.durations.append(now - r.starts.popleft())
+            self.gaps.append(now - r.alive_at)
             r.alive_at = now
             r.inflight -= 1
             r.served += 1

@@ -31,22 +31,22 @@ CFG = ProviderConfig()
 
 # -- the rules, on plain data ------------------------------------------------------------
 
-def test_the_stall_limit_is_cold_until_the_function_has_history_then_k_p99_floored() -> None:
+def test_the_stall_limit_is_cold_until_the_function_has_history_then_k_p99_of_gaps() -> None:
     assert stall_limit([0.05] * (MIN_SAMPLES - 1), CFG) == CFG.eject_cold_s
-    assert stall_limit([0.05] * MIN_SAMPLES, CFG) == CFG.eject_min_s  # 10 x 50 ms < 2 s
+    assert stall_limit([0.05] * MIN_SAMPLES, CFG) == CFG.eject_min_s  # 5 x 50 ms < 2 s
     slow = [1.0] * 99 + [0.7]
-    assert stall_limit(slow, CFG) == pytest.approx(10.0)
+    assert stall_limit(slow, CFG) == pytest.approx(5.0)
 
 
 def test_suspects_are_the_longest_stalled_over_the_limit_within_the_cap() -> None:
-    durations = [0.05] * 100  # limit 2 s
+    gaps = [0.05] * 100  # limit 2 s
     stalls = {1: 0.0, 2: 2.5, 3: 9.0, 4: 1.9}
-    got = suspects(stalls, durations, 0, CFG)
+    got = suspects(stalls, gaps, 0, CFG)
     assert [s.uid for s in got] == [3, 2] and got[0].limit_s == 2.0  # 50 % of 4
-    assert [s.uid for s in suspects(stalls, durations, 1, CFG)] == [3]
-    assert suspects(stalls, durations, 2, CFG) == []
+    assert [s.uid for s in suspects(stalls, gaps, 1, CFG)] == [3]
+    assert suspects(stalls, gaps, 2, CFG) == []
     # one replica alone, hung: the cap still lets one go (it is replaced, not dropped)
-    assert [s.uid for s in suspects({7: 3.0}, durations, 0, CFG)] == [7]
+    assert [s.uid for s in suspects({7: 3.0}, gaps, 0, CFG)] == [7]
 
 
 def _replicas(now: float) -> tuple[Replica, Replica]:

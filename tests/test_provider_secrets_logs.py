@@ -123,6 +123,10 @@ def test_logs_are_the_replicas_output_in_faas_provider_format(server: Server) ->
 
 def test_follow_streams_new_lines_until_the_deadline(server: Server) -> None:
     server.deploy("tailed", 1)
+    # Ready (it answered /_/health) comes before its 'ready in' line is read from its log
+    # file; wait for that line, so that tail=1 below is it.
+    wait_for(lambda: any("ready in" in m["text"] for m in _ndjson(_logs(server, name="tailed"))),
+             10, what="the 'ready in' line collected")
     got: list[dict] = []
     t0 = time.monotonic()
 
