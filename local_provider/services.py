@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -118,11 +119,23 @@ def answers(url: str) -> bool:
         return False
 
 
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free now and never handed out before by this process.  Callers pick several
+    before binding any, and the kernel may give a just-closed port again: a test once got
+    the same port for the gateway's metrics and Prometheus, and Prometheus never started."""
+    with _GIVEN_LOCK:
+        for _ in range(100):
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port: int = s.getsockname()[1]
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
+    raise OSError(f"no free port on {host} that was not handed out already")
 
 
 def pid_alive(pid: int) -> bool:
