@@ -133,7 +133,8 @@ def _busiest_replica(t: Target, rng: random.Random) -> tuple[str, int, int]:
     while True:
         s = stats(t) or {}
         ready = [(int(i.get("inflight", 0)), fn, int(i["pid"])) for fn, v in s.items()
-                 for i in v.get("instances", []) if i.get("ready") and i.get("pid")]
+                 for i in v.get("instances", [])
+                 if i.get("ready") and i.get("pid") and not i.get("draining")]
         busiest = max((n for n, _, _ in ready), default=0)
         if busiest or time.monotonic() > deadline:
             break
@@ -253,7 +254,17 @@ class Injector:
             self._hang(f, f.pid)
             return
         f.t_kill = self.now()  # before the signal: a call it fails may finish microseconds later
-        _kill(f.pid)
+        try:
+            _kill(f.pid)
+        except ProcessLookupError:
+            if f.kind != "replica":
+                raise
+            # Stopped by a scale-down between the pick and the kill: pick again, once.
+            f.function, f.pid, busy = _busiest_replica(self.t, self.rng)
+            f.target = f"{f.function} pid {f.pid} ({busy} call(s) in flight; the first pick "\
+                       f"had exited)"
+            f.t_kill = self.now()
+            _kill(f.pid)
         self.say(f"fault {f.kind}: kill -9 {f.target} at {f.t_kill:.1f}s")
         if f.kind in SUPERVISED:
             time.sleep(self.restart_delay_s)

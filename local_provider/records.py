@@ -56,16 +56,18 @@ def tell(handle: object, hook: str) -> None:
         fn()
 
 
-# Calls in flight with none finished for this long: a replica stopped first on scale-down (a
-# healthy one finishes a call every service time; a hung one holds its calls until ejected).
-STALLED_S = 1.0
+# Calls in flight with none finished for this long: a replica stopped first on scale-down.
+# The registry passes the outlier watch's limit for the function (outliers.stall_limit):
+# a suspect, not merely a replica whose one call is slow.
+STALLED_S = 2.0
 
 
-def stop_order(replicas: list[Replica], now: float | None = None) -> list[Replica]:
+def stop_order(replicas: list[Replica], now: float | None = None,
+               stalled_after: float = STALLED_S) -> list[Replica]:
     """Which replicas to stop first: not yet ready, then stalled, then idle, then least busy;
     newest first."""
     t = time.monotonic() if now is None else now
-    return sorted(replicas, key=lambda r: (r.ready, r.stalled_s(t) < STALLED_S, r.inflight,
+    return sorted(replicas, key=lambda r: (r.ready, r.stalled_s(t) < stalled_after, r.inflight,
                                            -r.index))
 
 
@@ -73,15 +75,15 @@ def stop_order(replicas: list[Replica], now: float | None = None) -> list[Replic
 PickVictims = Callable[[str, list[ReplicaHandle], int], Sequence[ReplicaHandle]]
 
 
-def victims(function: str, current: list[Replica], k: int,
-            pick: PickVictims | None) -> list[Replica]:
+def victims(function: str, current: list[Replica], k: int, pick: PickVictims | None,
+            stalled_after: float = STALLED_S) -> list[Replica]:
     """The ``k`` replicas to stop: not-ready and stalled ones first; among the others, the
     launcher's placement policy decides when it has one (multi-node: keep the stage
     spread), else newest idle."""
     now = time.monotonic()
-    order = stop_order(current, now)
+    order = stop_order(current, now, stalled_after)
     starting = [r for r in order
-                if not r.ready or r.handle is None or r.stalled_s(now) >= STALLED_S][:k]
+                if not r.ready or r.handle is None or r.stalled_s(now) >= stalled_after][:k]
     if pick is None or len(starting) >= k:
         return order[:k]
     ready = [r for r in order if r not in starting]

@@ -18,6 +18,7 @@ from local_provider.config import ProviderConfig
 from local_provider.cpulimit import CpuLimiter, cpus_of, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
 from local_provider.logs import LogStore, note
+from local_provider.outliers import stall_limit
 from local_provider.records import (
     FunctionExists,
     FunctionNotFound,
@@ -215,6 +216,7 @@ class Registry:
                         not r.handle.alive():
                     self._died(rec, r)
             live = [r for r in pool.replicas if not r.draining and not r.dead]
+            slow = stall_limit(pool.gaps, self.config)  # stalled this long: stopped first
             current = [r for r in live if r.generation == rec.generation]
             old = [r for r in live if r.generation != rec.generation]
             missing = rec.desired - len(current)
@@ -223,10 +225,10 @@ class Registry:
                     self._start(rec)
             elif missing < 0:
                 pick = getattr(self.launcher, "victims", None)
-                for r in victims(rec.name, current, -missing, pick):
+                for r in victims(rec.name, current, -missing, pick, slow):
                     self._drain(rec, r)
             keep_old = max(0, rec.desired - sum(1 for r in current if r.ready))
-            for r in stop_order(old)[:max(0, len(old) - keep_old)]:
+            for r in stop_order(old, None, slow)[:max(0, len(old) - keep_old)]:
                 self._drain(rec, r)
 
     def _died(self, rec: FunctionRecord, r: Replica) -> None:
@@ -241,10 +243,8 @@ class Registry:
         a connection (its listening socket is closed, so it will never serve again, even
         while the process still looks alive: a killed process closes its sockets last, after
         freeing its memory), stop routing there now, stop what is left of it, and let
-        reconcile replace it before the next tick.  ``hung`` (why; local_provider/
-        outliers.py): the same for a live replica that stopped answering, killed at once
-        (calls it never read are then re-sent, local_provider/delivery.py).  True if it
-        acted."""
+        reconcile replace it before the next tick.  ``hung`` (why: outliers.py): the same
+        for a live replica that stopped answering, killed at once.  True if it acted."""
         try:
             rec = self.get(name)
         except FunctionNotFound:

@@ -222,7 +222,7 @@ class FunctionPool:
                 "rejectedTimeout": self.rejected["timeout"],
                 "ejections": self.ejections,
                 "instances": [{"index": r.index, "ready": r.ready, "inflight": r.inflight,
-                               "served": r.served,
+                               "served": r.served, "draining": r.draining or r.dead,
                                **({"pid": r.handle.pid, **r.handle.info} if r.handle else {})}
                               for r in self.replicas],
             }
