@@ -40,10 +40,13 @@ class Result:
 def run(url: str, body: bytes, offsets: np.ndarray, workers: int = 64, timeout_s: float = 60.0,
         headers: dict[str, str] | None = None,
         on_done: Callable[[Result], None] | None = None,
-        start_at: float | None = None) -> list[Result]:
+        start_at: float | None = None, stop: threading.Event | None = None) -> list[Result]:
     """``start_at``: the ``time.perf_counter()`` the offsets count from (default 50 ms after
     the call); a caller that times other events (faults) passes its own, so both share one
-    clock exactly rather than to within a thread's wake-up."""
+    clock exactly rather than to within a thread's wake-up. ``stop``: once set, no further
+    request is sent (those in flight finish), so a caller whose checks are done need not
+    wait out the schedule."""
+    stop = stop or threading.Event()
     session = requests.Session()
     session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=workers))
     hdrs = headers or {"Content-Type": "application/json"}
@@ -70,7 +73,7 @@ def run(url: str, body: bytes, offsets: np.ndarray, workers: int = 64, timeout_s
         for off in offsets:
             # submit on schedule so that a slow system cannot delay later sends
             wait = start + float(off) - 0.01 - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+            if stop.wait(wait) if wait > 0 else stop.is_set():
+                break
             pool.submit(one, float(off))
     return sorted(results, key=lambda r: r.planned_s)

@@ -96,7 +96,7 @@ def test_live_compare_quart_plugin_and_ce_style_baseline(tmp_path, minilm3):
     env = {**os.environ, "QUART_MODEL_DIR": str(minilm3), "QUART_TEST_MARK": mark.split("=")[1]}
     env.pop("QUART_GATEWAY_URL", None)
     r = subprocess.run(
-        [sys.executable, "-m", "quart_faas.cli", "compare", "--mode", "live", "--duration", "15",
+        [sys.executable, "-m", "quart_faas.cli", "compare", "--mode", "live", "--duration", "6",
          "--rps", "4", "--cv", "4", "--systems", "quart,openfaas-ce", "--name", "live",
          "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

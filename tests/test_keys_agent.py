@@ -87,8 +87,7 @@ def kill_all(status: dict) -> None:
             os.kill(p["pid"], signal.SIGKILL)
 
 
-@pytest.fixture
-def agent(tmp_path_factory):
+def _agent(tmp_path_factory):
     a = Agent(tmp_path_factory.mktemp("ka"))
     a.start()
     yield a
@@ -97,6 +96,11 @@ def agent(tmp_path_factory):
     if st:
         kill_all(st)
     assert not a.shm.exists(), "T1 left behind in /dev/shm"
+
+
+agent = pytest.fixture(_agent)
+# one agent for every bad request in turn: each must leave it serving the next
+shared_agent = pytest.fixture(_agent, scope="module")
 
 
 def test_forked_replicas_share_the_zygote_and_answer_alike(agent, minilm3):
@@ -166,14 +170,15 @@ def test_eviction_respects_the_threshold_and_never_evicts_a_running_stage(tmp_pa
     ({"op": "evict", "stage": "../../etc/passwd--stage-0"}, "invalid"),
     ({"op": "kill", "pid": "1"}, "pid must be an integer"),
 ])
-def test_bad_requests_get_clear_errors_and_the_agent_keeps_serving(agent, doc, needle):
+def test_bad_requests_get_clear_errors_and_the_agent_keeps_serving(shared_agent, doc, needle):
     with pytest.raises(AgentError) as e:
-        agent(doc)
+        shared_agent(doc)
     assert e.value.kind == "bad_request" and needle in str(e.value)
-    assert agent({"op": "ping"})["pid"] == agent.proc.pid
+    assert shared_agent({"op": "ping"})["pid"] == shared_agent.proc.pid
 
 
-def test_invalid_json_and_oversized_lines(agent):
+def test_invalid_json_and_oversized_lines(shared_agent):
+    agent = shared_agent
     import socket as so
 
     for payload in (b"{not json\n", b"x" * ((1 << 20) + 10) + b"\n"):

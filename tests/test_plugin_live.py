@@ -102,9 +102,10 @@ def replicas(dep, fn: str) -> int:
     return int(r.json()["replicas"])
 
 
-def load(dep, rate: float, seconds: float) -> list:
+def load(dep, rate: float, seconds: float, stop: threading.Event | None = None) -> list:
     offsets = openloop.gamma_arrivals(rate, 1.0, int(rate * seconds), seed=3)
-    return openloop.run(f"{dep.gateway}/function/{FN[0]}", b"{}", offsets, workers=64)
+    return openloop.run(f"{dep.gateway}/function/{FN[0]}", b"{}", offsets, workers=64,
+                        stop=stop)
 
 
 def wait(pred, timeout: float, what: str):
@@ -122,11 +123,15 @@ def test_load_step_scales_the_bottleneck_up_then_down(env):
     wait(lambda: plugin.health()["cycles"] >= 1, 20, "a first cycle")
     assert [replicas(dep, f) for f in FN] == [1, 1, 1]
     t0 = time.monotonic()
-    th = threading.Thread(target=load, args=(dep, 16.0, 14.0))
+    done = threading.Event()  # the step lasts until relay-b scaled up, 14 s at most
+    th = threading.Thread(target=load, args=(dep, 16.0, 14.0, done))
     th.start()
-    up_at = wait(lambda: replicas(dep, FN[1]) >= 2 and time.monotonic(), 30,
-                 "relay-b scaled up")
-    th.join()
+    try:
+        up_at = wait(lambda: replicas(dep, FN[1]) >= 2 and time.monotonic(), 30,
+                     "relay-b scaled up")
+    finally:
+        done.set()
+        th.join()
     lag = up_at - t0
     print(f"relay-b scaled up {lag:.1f}s after the load step (period {PERIOD}s)")
     # two control periods, plus the scrape interval and rate() warm-up of Prometheus (2 s)
@@ -199,7 +204,8 @@ def test_redis_down_30s_no_crash_and_state_written_back(env):
 
 def test_kill9_restores_state_and_keeps_steady_load_steady(env):
     dep, rs, plugin, root = env
-    th = threading.Thread(target=load, args=(dep, 4.0, 60.0))
+    done = threading.Event()  # the load runs until the checks are done, at most 60 s
+    th = threading.Thread(target=load, args=(dep, 4.0, 60.0, done))
     th.start()
     try:
         def settled():  # three cycles in a row without a change on any stage
@@ -219,6 +225,7 @@ def test_kill9_restores_state_and_keeps_steady_load_steady(env):
         assert all(d["action"] == "steady" for d in first), first
         assert [replicas(dep, f) for f in FN] == steady
     finally:
+        done.set()
         th.join()
 
 

@@ -2,7 +2,7 @@
 
 The real soak deploys stack.yml fresh (gateway + provider, keys_manager and
 zygotes, Prometheus, Redis, the plugin), sends bursty open-loop load for
-~36 s, kills a replica (the provider must replace it) and the plugin (the
+~27 s, kills a replica (the provider must replace it) and the plugin (the
 soak restarts it as a supervisor would), and checks that both came back, that
 no request failed outside those faults and that ``down`` left nothing behind.
 """
@@ -102,7 +102,7 @@ def test_growth_flags_restarts_and_per_replica_growth():
 def test_short_soak_heals_a_replica_and_the_plugin():
     # a short state path: zygote sockets live under it (Unix socket paths <= 107 bytes)
     sdir = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp")) / "s"
-    cfg = soak.SoakConfig(minutes=0.6, rps=1.5, cv=2.0, seed=3, warmup_s=6, period_s=1.0,
+    cfg = soak.SoakConfig(minutes=0.45, rps=1.5, cv=2.0, seed=3, warmup_s=6, period_s=1.0,
                           restart_delay_s=1.0, faults=parse_schedule(["8:replica", "12:plugin"]),
                           stack_file=str(REPO / "stack.yml"), state_dir=sdir, progress=False)
     try:
