@@ -27,9 +27,9 @@ from keys_manager.segment import (
     StageKey,
     copy_verified,
     map_stage,
-    parse_threshold,
     sha256_of,
 )
+from keys_manager.threshold import parse_threshold
 
 __all__ = ["CacheFull", "Entry", "ParamCache", "StageKey", "map_stage", "parse_threshold"]
 

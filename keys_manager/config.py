@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from keys_manager.segment import node_memory_bytes, parse_threshold
+from keys_manager.threshold import node_memory_bytes, parse_threshold
 
 _N = TypeVar("_N", int, float)
 

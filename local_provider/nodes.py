@@ -27,7 +27,7 @@ from typing import Any
 
 from contracts.manifest import read_manifest
 from keys_manager.client import AgentError, AgentLauncher, ForkedHandle
-from keys_manager.segment import node_memory_bytes, parse_threshold
+from keys_manager.threshold import node_memory_bytes, parse_threshold
 from placement import Node, PlacementConfig, StageRequest, place
 
 log = logging.getLogger("local_provider.nodes")

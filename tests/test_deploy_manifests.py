@@ -19,7 +19,7 @@ import yaml
 
 from gateway_plugin.config import PluginConfig
 from keys_manager.config import AgentConfig
-from keys_manager.segment import parse_threshold
+from keys_manager.threshold import parse_threshold
 from tests.conftest import require_tool
 
 REPO = Path(__file__).resolve().parents[1]
