@@ -41,7 +41,6 @@ from types import TracebackType
 from typing import Any
 
 import torch
-import urllib3
 
 from .bert import BertConfig, Stage, mean_pool_normalize, read_manifest
 from .codec import decode, encode
@@ -49,6 +48,7 @@ from .compute import ComputeLock
 from .config import StageConfig
 from .device import DevicePool
 from .emulated_profile import ProfileError, ServiceModel, ServiceTimes, replica_seed
+from .next_hop import next_hop
 from .server import StageServer, check_manifest
 
 log = logging.getLogger("quart.stage.emulated")
@@ -188,7 +188,7 @@ class EmulatedServer(StageServer):
         self.model, self.n = m["model"], n
         self.device = DevicePool(self.emu.device_dir, self.emu.devices)
         self.lock = EmulatedLock(ComputeLock(cfg.torch_threads), self.device)
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=64, retries=False)
+        self.http = next_hop(cfg)
         if self.emu.load_s > 0:  # a process that imports the stage loads "the model"
             time.sleep(self.emu.load_s)
 

@@ -1,6 +1,6 @@
 """Entry point of every quart-python replica (the of-watchdog upstream in http mode).
 
-Small on purpose, and answering like the upstream python3-http template (format_response).
+Small on purpose, and answering like the upstream python3-http template (lean_http.answer).
 Heavy modules (torch) are imported once, *before* the handler, so that a later zygote can
 fork ready-to-serve children from this process.
 
@@ -9,7 +9,9 @@ Environment (all optional):
   QUART_LISTEN_FD     an already-listening socket inherited from the provider
   QUART_LISTEN_HOST / QUART_LISTEN_PORT   otherwise bind here (default 127.0.0.1:5000)
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
-  max_inflight        calls served at once (default 8), plus a thread for /_/health when busy
+  max_inflight        handler calls served at once (default 8); /_/health is always answered
+  QUART_HTTP_SERVER   lean (default: lean_http.py, keep-alive, no WSGI) or waitress (the Flask
+                      app; pod mode's workers always serve it)
   QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
   QUART_POD_WORKERS   pod mode: fork that many workers on one socket (quart_pod/ beside this)
 """
@@ -29,6 +31,9 @@ from flask import Flask, Response, request
 from waitress import serve
 from werkzeug.datastructures import Headers
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # as `python index.py` has it
+import lean_http  # noqa: E402 - ships beside this file: the replica's HTTP server
+
 # keep activations (MBs) in memory: waitress spills bodies over 512 KiB to temp files
 BUFFERS = {"inbuf_overflow": 64 << 20, "outbuf_overflow": 64 << 20}
 
@@ -45,53 +50,39 @@ def load_handler(handler_dir: Path):
     return importlib.import_module("function.handler")
 
 
-class Event:
-    def __init__(self) -> None:
-        self.body, self.headers, self.method = request.get_data(), request.headers, request.method
-        self.query, self.path = request.args, request.path
-
-
-class Context:
-    def __init__(self) -> None:
-        self.hostname = os.getenv("HOSTNAME", "localhost")
-
-
-def format_response(res) -> Response:
-    """As upstream python3-http: a dict with statusCode (or only body/headers) is a response,
-    its dict or list body sent as JSON; any other dict or list is the JSON answer itself."""
-    if not isinstance(res, dict) or "statusCode" not in res and not (
-            "body" in res and res.keys() <= {"body", "headers"}):
-        res = {"body": res}  # None is an empty 200; str and bytes go out as they are
-    body, headers = res.get("body"), Headers(res.get("headers") or {})
-    if isinstance(body, (dict, list)):
-        body = app.json.dumps(body) + "\n"  # what jsonify sends
-        headers.setdefault("Content-Type", "application/json")
-    elif body is None or not isinstance(body, (str, bytes)) and not hasattr(body, "__next__"):
-        body = "" if body is None else str(body)  # a generator streams; a number is its str
-    return Response(body, status=int(res.get("statusCode", 200)), headers=headers)
-
-
 handler = load_handler(Path(os.getenv("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
-app = Flask(__name__)
+app = Flask(__name__)  # pod mode's workers (quart_pod/) and QUART_HTTP_SERVER=waitress serve it
 
 
-@app.route("/_/<any(health, 'openapi.json'):w>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
-def reserved(w: str):  # the template's, never the handler's (of-watchdog keeps /_/ too)
-    if request.method not in ("GET", "HEAD"):
-        return Response("", 405, {"Allow": "GET, HEAD"})
-    return getattr(handler, "openapi", lambda: ("", 404))() if w != "health" else "OK"
+def reserved(path: str) -> tuple[int, Headers, bytes]:  # of-watchdog keeps /_/ too
+    with app.app_context():  # a dict from openapi() is jsonify'd
+        r = app.make_response(getattr(handler, "openapi", lambda: ("", 404))()
+                              if path != "/_/health" else "OK")
+    return r.status_code, r.headers, r.get_data()
 
 
-@app.route("/", defaults={"path": ""}, methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
-@app.route("/<path:path>", methods=["GET", "PUT", "POST", "PATCH", "DELETE"])
-def call_handler(path: str):
-    return format_response(handler.handle(Event(), Context()))
+@app.route("/", defaults={"path": ""}, methods=list(lean_http.METHODS))
+@app.route("/<path:path>", methods=list(lean_http.METHODS))
+def call_flask(path: str):
+    if request.path in lean_http.RESERVED:
+        if request.method not in ("GET", "HEAD"):
+            return Response("", 405, {"Allow": "GET, HEAD"})
+        status, headers, body = reserved(request.path)
+    else:
+        event = lean_http.Event(request.get_data(), request.headers, request.method,
+                                request.args, request.path)
+        status, headers, body = lean_http.answer(handler.handle(event, lean_http.Context()),
+                                                 app.json.dumps)
+    return Response(body, status=status, headers=headers)
 
 
 def serve_fd(fd: int) -> None:  # on an inherited, already-listening socket
-    threads = 1 + int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog)
-    serve(app, sockets=[socket.socket(fileno=fd)], threads=threads, ident=None, _quiet=True,
-          **BUFFERS)
+    inflight = int(os.environ.get("max_inflight", "8") or 8)  # noqa: SIM112 (of-watchdog)
+    if os.environ.get("QUART_HTTP_SERVER", "lean").strip().lower() == "waitress":
+        return serve(app, sockets=[socket.socket(fileno=fd)], threads=1 + inflight, ident=None,
+                     _quiet=True, **BUFFERS)
+    router = lean_http.Router(handler.handle, reserved, inflight, app.json.dumps)
+    lean_http.serve(socket.socket(fileno=fd), router)
 
 
 def listen_fd() -> int:  # the provider's, else bound here (e.g. on a stock OpenFaaS node)
@@ -106,6 +97,7 @@ def main() -> None:
     if not zygote and not os.environ.get("QUART_POD_WORKERS", "").strip():
         return serve_fd(listen_fd())
     app.test_client().get("/_/health")  # a parent to fork from: build Flask's lazy state once,
+    reserved("/_/health")  # and the lean server's path to it
     getattr(handler, "warmup", lambda: None)()  # and the handler's (e.g. torch kernels)
     if zygote:
         from keys_manager.zygote import serve_zygote  # keys_manager forks replicas from here
