@@ -131,7 +131,9 @@ def test_the_serving_path_needs_only_the_packages_own_dependencies(entry):
     ours = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()} | {"function"}
     for f in _files(entry):
         extra = FOR_AN_EXTRA.get(str(f.relative_to(REPO)))
-        for name in _module_level_imports(f) - set(sys.stdlib_module_names) - ours - {extra}:
+        beside = {p.stem for p in f.parent.glob("*.py")}  # ships with it (the template's)
+        for name in (_module_level_imports(f) - set(sys.stdlib_module_names) - ours - beside
+                     - {extra}):
             dists = {_norm(d) for d in owners.get(name, [name])}
             assert dists & allowed, f"{f.relative_to(REPO)} imports {name} ({dists}) at load"
 
