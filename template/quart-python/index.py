@@ -11,7 +11,7 @@ Environment (all optional):
   QUART_PRELOAD       comma-separated modules to import first (default "torch")
   max_inflight        handler calls served at once (default 8); /_/health is always answered
   QUART_HTTP_SERVER   lean (default: lean_http.py, keep-alive, no WSGI) or waitress (the Flask
-                      app; pod mode's workers always serve it)
+                      app); pod mode's workers serve lean_http, one connection at a time
   QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
   QUART_POD_WORKERS   pod mode: fork that many workers on one socket (quart_pod/ beside this)
 """
@@ -51,7 +51,7 @@ def load_handler(handler_dir: Path):
 
 
 handler = load_handler(Path(os.getenv("QUART_HANDLER_DIR", Path(__file__).parent / "function")))
-app = Flask(__name__)  # pod mode's workers (quart_pod/) and QUART_HTTP_SERVER=waitress serve it
+app = Flask(__name__)  # QUART_HTTP_SERVER=waitress serves it
 
 
 def reserved(path: str) -> tuple[int, Headers, bytes]:  # of-watchdog keeps /_/ too
@@ -81,8 +81,11 @@ def serve_fd(fd: int) -> None:  # on an inherited, already-listening socket
     if os.environ.get("QUART_HTTP_SERVER", "lean").strip().lower() == "waitress":
         return serve(app, sockets=[socket.socket(fileno=fd)], threads=1 + inflight, ident=None,
                      _quiet=True, **BUFFERS)
-    router = lean_http.Router(handler.handle, reserved, inflight, app.json.dumps)
-    lean_http.serve(socket.socket(fileno=fd), router)
+    lean_http.serve(socket.socket(fileno=fd), router(inflight))
+
+
+def router(inflight: int) -> lean_http.Router:
+    return lean_http.Router(handler.handle, reserved, inflight, app.json.dumps)
 
 
 def listen_fd() -> int:  # the provider's, else bound here (e.g. on a stock OpenFaaS node)
@@ -104,7 +107,8 @@ def main() -> None:
         serve_zygote(zygote, serve_fd)
     else:
         import quart_pod  # ships beside this file: the zygote of this pod's workers
-        quart_pod.run(app, socket.socket(fileno=listen_fd()), BUFFERS)
+        quart_pod.run(router(int(os.environ.get("max_inflight", "8") or 8)),  # noqa: SIM112
+                      socket.socket(fileno=listen_fd()))
 
 
 if __name__ == "__main__":

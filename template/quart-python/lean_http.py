@@ -140,11 +140,12 @@ def serve(lsock: socket.socket, dispatch: Dispatch) -> None:
         except InterruptedError:
             continue
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=_connection, args=(conn, dispatch), daemon=True,
+        threading.Thread(target=serve_connection, args=(conn, dispatch), daemon=True,
                          name="http-conn").start()
 
 
-def _connection(conn: socket.socket, dispatch: Dispatch) -> None:
+def serve_connection(conn: socket.socket, dispatch: Dispatch, once: bool = False) -> None:
+    """Requests on ``conn`` until the peer closes it (or after one, ``once``: pod mode)."""
     conn.settimeout(IDLE_S)
     rfile = conn.makefile("rb", buffering=1 << 16)
     try:
@@ -157,6 +158,7 @@ def _connection(conn: socket.socket, dispatch: Dispatch) -> None:
                 return
             if req is None:
                 return
+            req.keep_alive = req.keep_alive and not once
             try:
                 status, headers, body = dispatch(req)
             except Exception:  # dispatch answers the handler's errors; this is a last resort

@@ -3,13 +3,13 @@ workers sharing one listening socket behind of-watchdog (on when QUART_POD_WORKE
 
 Why it lives here, beside index.py, and not in keys_manager: a function image holds the
 template, the handler and their requirements only (faas-cli copies this folder into the
-build context), so what a pod runs must ship with the template. It needs flask, waitress
-and prometheus-client, all in the template's requirements.txt.
+build context), so what a pod runs must ship with the template. It needs lean_http.py
+(beside index.py) and prometheus-client, in the template's requirements.txt.
 
     index.py (zygote)  loads the handler (the stage's weights) once, binds 127.0.0.1:5000
-      |-- fork --> worker 0  waitress on the shared socket  \\  the kernel hands each
-      |-- fork --> worker 1  waitress on the shared socket   > connection to a worker
-      '-- fork --> worker N-1 ...                           /  with room (worker.py)
+      |-- fork --> worker 0  lean_http on the shared socket  \\  the kernel hands each
+      |-- fork --> worker 1  lean_http on the shared socket   > connection to a worker
+      '-- fork --> worker N-1 ...                            /  with room (worker.py)
 
 Scaling inside a pod takes milliseconds: ``PUT /_/quart/workers`` (control.py) on the
 control port (QUART_CONTROL_PORT, default 8082), which the zygote serves itself (port.py),
@@ -30,9 +30,9 @@ from .config import PodConfig, PodConfigError, enabled, secrets_dir
 __all__ = ["PodConfig", "PodConfigError", "enabled", "run", "secrets_dir"]
 
 
-def run(app: Any, sock: socket.socket, server_kw: dict[str, Any]) -> None:
-    """Become the pod's zygote for ``app`` (a WSGI app, already warmed up) listening on
-    ``sock``; returns after SIGTERM once every worker has stopped."""
+def run(router: Any, sock: socket.socket) -> None:
+    """Become the pod's zygote for ``router`` (index.py's lean_http.Router, warmed up)
+    listening on ``sock``; returns after SIGTERM once every worker has stopped."""
     from .worker import serve
     from .zygote import Zygote
 
@@ -41,7 +41,7 @@ def run(app: Any, sock: socket.socket, server_kw: dict[str, Any]) -> None:
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = PodConfig.from_env()
-        zygote = Zygote(cfg, lambda z, slot: serve(z, slot, app, sock, server_kw))
+        zygote = Zygote(cfg, lambda z, slot: serve(z, slot, router, sock))
     except (PodConfigError, OSError) as e:  # a taken control port included: said, not hidden
         raise SystemExit(f"pod mode: {e}") from None
     zygote.run()

@@ -24,7 +24,7 @@ import hmac
 import json
 import os
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,19 +74,19 @@ def refusal(e: Refused) -> tuple[int, bytes, str, list[tuple[str, str]]]:
     return e.status, json.dumps({"error": e.error}).encode() + b"\n", JSON, e.headers
 
 
-def handle(environ: dict[str, Any], start_response: Callable[..., Any], z: Any
-           ) -> Iterable[bytes]:
-    """The watchdog's way in, in a worker: relayed to the zygote over its unix socket."""
-    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "GET")
+def handle(req: Any, z: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """The watchdog's way in, in a worker (a lean_http request): relayed to the zygote over
+    its unix socket."""
+    headers = {k.lower(): v for k, v in req.headers}
     try:
-        op = decide(method, path, environ.get("HTTP_AUTHORIZATION", ""),
-                    lambda: _body(environ), z.cfg)
+        op = decide(req.method, req.path, headers.get("authorization", ""),
+                    lambda: _body(req.body, headers), z.cfg)
         if op["op"] == "set":
             op["from"] = os.getpid()
-        answer = render(op, relay(z, op))
+        status, body, ctype, extra = render(op, relay(z, op))
     except Refused as e:
-        answer = refusal(e)
-    return _answer(start_response, *answer)
+        status, body, ctype, extra = refusal(e)
+    return status, [("Content-Type", ctype), ("Cache-Control", "no-store"), *extra], body
 
 
 def _methods(method: str, allowed: tuple[str, ...]) -> None:
@@ -113,22 +113,13 @@ def _authorize(authorization: str, token_file: Path) -> None:
                       [("WWW-Authenticate", 'Bearer realm="quart-pod"')])
 
 
-def _body(environ: dict[str, Any]) -> bytes:
-    raw = environ.get("CONTENT_LENGTH") or ""
-    if not raw.strip():
-        if environ.get("HTTP_TRANSFER_ENCODING"):  # waitress de-chunks: read what came
-            data = environ["wsgi.input"].read(MAX_BODY + 1)
-            if len(data) > MAX_BODY:
-                raise Refused(413, f"body over {MAX_BODY} bytes")
-            return data
+def _body(body: bytes, headers: dict[str, str]) -> bytes:
+    """The PUT's body, already read by the server (chunked ones de-chunked)."""
+    if "content-length" not in headers and "transfer-encoding" not in headers:
         raise Refused(400, 'PUT needs a JSON body {"workers": N}')
-    try:
-        n = int(raw)
-    except ValueError:
-        raise Refused(400, f"bad Content-Length {raw[:20]!r}") from None
-    if n > MAX_BODY:
-        raise Refused(413, f"body of {n} bytes, over {MAX_BODY}")
-    return environ["wsgi.input"].read(n)
+    if len(body) > MAX_BODY:
+        raise Refused(413, f"body of {len(body)} bytes, over {MAX_BODY}")
+    return body
 
 
 def parse_workers(body: bytes, max_workers: int) -> int:
@@ -165,11 +156,3 @@ def relay(z: Any, doc: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise Refused(503, f"the pod's zygote did not answer: {e}") from None
     return ans if isinstance(ans, dict) else {}
-
-
-def _answer(start_response: Callable[..., Any], status: int, body: bytes, ctype: str,
-            headers: list[tuple[str, str]] | None = None) -> list[bytes]:
-    start_response(STATUS.get(status, f"{status} Error"),
-                   [("Content-Type", ctype), ("Content-Length", str(len(body))),
-                    ("Cache-Control", "no-store"), *(headers or [])])
-    return [body]
