@@ -158,3 +158,27 @@ def test_health_answers_while_every_handler_slot_is_busy(echo):
     assert c.getresponse().read() == b"OK"
     assert not done.is_set()  # the health answer did not wait for the slow call
     assert done.wait(30)
+
+
+def test_connections_past_the_cap_wait_in_the_backlog(tmp_path):
+    """QUART_MAX_CONNECTIONS=2: two idle kept connections fill it, a third call waits until
+    one of them closes, then is answered (not refused, not lost)."""
+    proc, port, sock = _start(tmp_path, ECHO, QUART_MAX_CONNECTIONS="2")
+    try:
+        held = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(2)]
+        for c in held:
+            c.request("GET", "/_/health")
+            assert c.getresponse().read() == b"OK"
+        third = socket.create_connection(("127.0.0.1", port), timeout=1)
+        third.sendall(b"GET /_/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            third.recv(100)
+        held[0].close()
+        third.settimeout(10)
+        assert third.recv(100).startswith(b"HTTP/1.1 200")
+        third.close()
+    finally:
+        proc.kill()
+        proc.wait()
+        sock.close()
+        proc.stderr.close()

@@ -12,6 +12,7 @@ Environment (all optional):
   max_inflight        handler calls served at once (default 8); /_/health is always answered
   QUART_HTTP_SERVER   lean (default: lean_http.py, keep-alive, no WSGI) or waitress (the Flask
                       app); pod mode's workers serve lean_http, one connection at a time
+  QUART_MAX_CONNECTIONS  connections the lean server holds at once (256); more wait
   QUART_ZYGOTE_SOCKET become a zygote serving forks there, if keys_manager is importable
   QUART_POD_WORKERS   pod mode: fork that many workers on one socket (quart_pod/ beside this)
 """

@@ -39,6 +39,8 @@ log = logging.getLogger("quart.http")
 MAX_HEADER_BYTES = 64 << 10  # the request line and headers together
 MAX_BODY_BYTES = 1 << 30  # waitress's default max_request_body_size
 IDLE_S = 120.0  # an idle kept-alive connection is closed (waitress's channel_timeout)
+# threads a replica may hold for connections (waitress allowed 100, plus its 8 threads)
+MAX_CONNECTIONS = max(1, int(os.environ.get("QUART_MAX_CONNECTIONS", "256") or 256))
 INLINE_BODY = 256 << 10  # bodies up to this go out in one send with the head
 NO_BODY = frozenset({204, 304})
 OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -132,16 +134,27 @@ class Router:
 
 
 def serve(lsock: socket.socket, dispatch: Dispatch) -> None:
-    """Accept on ``lsock`` (already listening) forever, a thread per connection."""
+    """Accept on ``lsock`` (already listening) forever, a thread per connection; past
+    ``MAX_CONNECTIONS`` open ones, new connections wait in the listen backlog."""
     lsock.setblocking(True)
+    room = threading.BoundedSemaphore(MAX_CONNECTIONS)
     while True:
+        room.acquire()
         try:
             conn, _ = lsock.accept()
         except InterruptedError:
+            room.release()
             continue
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        threading.Thread(target=serve_connection, args=(conn, dispatch), daemon=True,
+        threading.Thread(target=_held, args=(conn, dispatch, room), daemon=True,
                          name="http-conn").start()
+
+
+def _held(conn: socket.socket, dispatch: Dispatch, room: threading.BoundedSemaphore) -> None:
+    try:
+        serve_connection(conn, dispatch)
+    finally:
+        room.release()
 
 
 def serve_connection(conn: socket.socket, dispatch: Dispatch, once: bool = False) -> None:
