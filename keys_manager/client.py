@@ -236,13 +236,7 @@ class AgentLauncher:
             return False
 
     def launch(self, spec: Any) -> ForkedHandle:
-        doc = {"op": "spawn", "replica": {
-            "function": spec.function, "index": spec.index,
-            "handler_dir": str(Path(spec.handler_dir).absolute()),
-            "template_dir": str(Path(spec.template_dir).absolute()),
-            "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
-            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
-            "mode": self.mode, "weights": self.weights}
+        doc = self._spawn_doc(spec)
         try:
             ans = call(self.socket, doc, timeout_s=600)
         except AgentError as e:
@@ -251,6 +245,32 @@ class AgentLauncher:
             self.ensure_agent()  # not running (first launch, or it died): start it, retry once
             ans = call(self.socket, doc, timeout_s=600)
         return ForkedHandle(self, ans["replica"])
+
+    def take_pooled(self, spec: Any) -> ForkedHandle | None:
+        """A replica at once if the agent has an idle pooled worker for it, else None (no
+        worker ready, no agent running, any refusal): the caller then ``launch``es it,
+        where a fork, a cold start or the error is handled; this never waits for one."""
+        if self.mode != "fork":
+            return None
+        try:
+            ans = call(self.socket, self._spawn_doc(spec, pooled_only=True), timeout_s=10)
+        except AgentError as e:
+            log.debug("no pooled hand-over for %s: %s", spec.function, e)
+            return None
+        rep = ans.get("replica")
+        return ForkedHandle(self, rep) if isinstance(rep, dict) else None
+
+    def _spawn_doc(self, spec: Any, pooled_only: bool = False) -> dict[str, Any]:
+        doc: dict[str, Any] = {"op": "spawn", "replica": {
+            "function": spec.function, "index": spec.index,
+            "handler_dir": str(Path(spec.handler_dir).absolute()),
+            "template_dir": str(Path(spec.template_dir).absolute()),
+            "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
+            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
+            "mode": self.mode, "weights": self.weights}
+        if pooled_only:
+            doc["pooled_only"] = True
+        return doc
 
     def set_pool(self, function: str, size: int) -> None:
         """Keep ``size`` idle workers of ``function`` pre-forked on this node."""
