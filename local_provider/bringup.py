@@ -37,6 +37,29 @@ from local_provider.secret_store import SecretStore
 log = logging.getLogger("local_provider.registry")
 
 
+class Once:
+    """``fn`` run at most once, its error kept for ``done``: what a launcher runs while
+    keys_manager works (``take_pooled``'s ``meanwhile``) must not raise."""
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn, self.ran = fn, False
+        self.error: Exception | None = None
+
+    def __call__(self) -> None:
+        if not self.ran:
+            self.ran = True
+            try:
+                self.fn()
+            except Exception as e:  # noqa: BLE001 - raised by done(), after the hand-over
+                self.error = e
+
+    def done(self) -> None:
+        """Run it now unless it ran; raise its error."""
+        self()
+        if self.error is not None:
+            raise self.error
+
+
 class BringUp:
     """The part of ``Registry`` (registry.py) that starts replicas."""
 
@@ -79,20 +102,24 @@ class BringUp:
         self.logs.watch(rec.name, instance, spec.log_path)
         return r, spec
 
-    def _take_pooled(self, rec: FunctionRecord) -> list[Callable[[], None]]:
+    def _take_pooled(self, rec: FunctionRecord, meanwhile: Once
+                     ) -> tuple[list[Callable[[], None]], bool]:
         """Hand the launcher's idle pooled workers over as the replicas ``rec`` lacks, on this
         thread (see the module's doc); the first one it has not got is launched on a worker
-        thread, and the reconcile kick that follows starts any others.  Returns what the
-        replicas handed over still need (``_after_ready``), for the caller to run later."""
-        take: Callable[[ReplicaSpec], ReplicaHandle | None] | None = \
+        thread.  ``meanwhile`` runs during the first hand-over (keys_manager's part of it).
+        Returns what the replicas handed over still need (``_after_ready``, for the caller
+        to run later), and whether they were all ``rec`` lacked."""
+        take: Callable[..., ReplicaHandle | None] | None = \
             getattr(self.launcher, "take_pooled", None)
         after: list[Callable[[], None]] = []
-        while take is not None and (slot := self._pooled_slot(rec)) is not None:
-            done = self._hand_over(rec, *slot, take)
+        if take is None:
+            return after, False
+        while (slot := self._pooled_slot(rec)) is not None:
+            done = self._hand_over(rec, *slot, lambda spec: take(spec, meanwhile))
             if done is None:
-                break
+                return after, False
             after.append(done)
-        return after
+        return after, True
 
     def _pooled_slot(self, rec: FunctionRecord) -> tuple[Replica, ReplicaSpec] | None:
         """A slot for one more replica, if reconcile would start one now (None: enough)."""

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,13 +114,14 @@ class MultiNodeLauncher:
         node, reason = self._pick(spec)
         return self._placed(spec, self.nodes[node].launcher.launch(spec), node, reason)
 
-    def take_pooled(self, spec: Any) -> ForkedHandle | None:
+    def take_pooled(self, spec: Any,
+                    meanwhile: Callable[[], None] | None = None) -> ForkedHandle | None:
         """A pooled worker on the node placement picks, or None (``AgentLauncher``'s)."""
         try:
             node, reason = self._pick(spec)
         except RuntimeError:
             return None  # ``launch`` says why
-        h = self.nodes[node].launcher.take_pooled(spec)
+        h = self.nodes[node].launcher.take_pooled(spec, meanwhile)
         return self._placed(spec, h, node, reason) if h is not None else None
 
     def _pick(self, spec: Any) -> tuple[str, str]:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from local_provider.bringup import BringUp
+from local_provider.bringup import BringUp, Once
 from local_provider.config import ProviderConfig
 from local_provider.cpulimit import CpuLimiter, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
@@ -59,6 +59,7 @@ class Registry(BringUp):
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
         self._workers = Workers()
+        self._after: list[Callable[[], None]] = []  # for replicas handed over (kick)
 
     # -- desired state (REST handlers) -----------------------------------------
 
@@ -190,17 +191,19 @@ class Registry(BringUp):
     def kick(self, rec: FunctionRecord | None = None) -> None:
         """Reconcile now instead of at the next tick (deploy and scale feel instant).  ``rec``
         wants more replicas: the launcher's idle pooled workers become them first, on this
-        thread, ready before the caller answers (bringup.py); what they still need waits
-        for the reconcile thread, which places them in their cgroups anyway."""
-        ready = self._take_pooled(rec) if rec is not None else []
-        self.changed()
-
-        def run() -> None:
-            self.reconcile_once()
-            for after in ready:
-                after()
-
-        self._spawn(run, "reconcile-kick")
+        thread, ready before the caller answers (bringup.py), and the desired state is saved
+        while keys_manager hands the first one over.  If that was all ``rec`` lacked,
+        nothing is left to make instant: what they still need (an unlimited cgroup, log
+        lines) waits for the loop's next tick, not to take CPU from their first calls."""
+        changed = Once(self.changed)
+        ready, covered = self._take_pooled(rec, changed) if rec is not None else ([], False)
+        with self.lock:
+            self._after += ready
+        try:
+            changed.done()  # saved before reconcile acts (and before the caller answers)
+        finally:
+            if not covered:
+                self._spawn(self.reconcile_once, "reconcile-kick")
 
     def changed(self) -> None:
         """The desired state changed (``kick``): a hook for a registry that keeps it."""
@@ -219,6 +222,13 @@ class Registry(BringUp):
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
             self.limiter.sync(lambda: wanted_quotas(recs))
+        with self.lock:
+            after, self._after = self._after, []
+        for fn in after:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one replica's bookkeeping, not the loop's
+                log.exception("after a pooled hand-over")
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool
