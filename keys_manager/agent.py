@@ -77,6 +77,7 @@ class KeysManager:
         self._threads: list[threading.Thread] = []
         self._closing = False
         self._dirty = False  # state.json is behind (a spawn with defer_save)
+        self._spawned: list[tuple[str, Proc]] = []  # not yet logged (flush)
         self.pool = WarmPool(cfg.pool_size, self._prefork)
         # shutdown() stops the replicas too: `quart-faas down`, or no provider adopted us
         self.stop_replicas_at_shutdown = False
@@ -97,8 +98,8 @@ class KeysManager:
         none is ready as ``req`` needs it, or the function is busy (a zygote or a pooled
         worker being made): the provider calls this inline on its scale call, where a fork
         or a cold start must not run, and then makes the replica the slow way elsewhere.
-        ``defer_save``: ``state.json`` is written by the caller's ``flush()`` (the API,
-        after its reply: 0.5 ms less on the scale-up path)."""
+        ``defer_save``: ``state.json`` is written, and the spawn logged, by the caller's
+        ``flush()`` (the API, after its reply: 0.5 ms less on the scale-up path)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if weights not in WEIGHT_TIERS:
@@ -124,13 +125,11 @@ class KeysManager:
                     self.cache.pin(entry.key)
                 self.replicas[proc.pid] = proc
                 self._dirty = True
-                if not defer_save:
-                    self.flush()
+                self._spawned.append((f"{req.function}-{req.index}", proc))
         finally:
             flock.release()
-        self.on_spawn(tier, proc.spawn_ms / 1e3)
-        log.info("spawned %s-%d pid %d tier %s in %.1f ms", req.function, req.index, proc.pid,
-                 tier, proc.spawn_ms)
+        if not defer_save:
+            self.flush()
         return proc.to_json()
 
     def _make(self, req: ReplicaRequest, mode: str, weights: str,
@@ -410,10 +409,16 @@ class KeysManager:
     # ------------------------------------------------------------------ persistence
 
     def flush(self) -> None:
-        """Write ``state.json`` if a spawn left it behind (``defer_save``)."""
+        """Write ``state.json`` if a spawn left it behind (``defer_save``), and say what was
+        spawned (log, metrics): after the API's answer, none of it delays a replica."""
         with self.lock:
             if self._dirty:
                 self._save()
+            spawned, self._spawned = self._spawned, []
+        for name, proc in spawned:
+            self.on_spawn(proc.tier, proc.spawn_ms / 1e3)
+            log.info("spawned %s pid %d tier %s in %.1f ms", name, proc.pid, proc.tier,
+                     proc.spawn_ms)
 
     def _save(self) -> None:
         with self.lock:
