@@ -10,8 +10,9 @@ more of the 5 ms a pooled replica may take (issue 17).  Anything that may be slo
 cold start, waiting for health) stays on a worker thread.
 
 Both end in ``_serving``; what a ready replica still needs and nobody waits for (an
-unlimited replica's cgroup, whose move takes 5-15 ms on cgroup v1; log lines) runs after,
-on a worker thread (``_after_ready``).
+unlimited replica's cgroup, whose move takes 5-15 ms on cgroup v1; log lines) runs after
+it (``_after_ready``): on the launch's thread, or for a hand-over on the reconcile loop's
+next tick (registry.py ``kick``), away from the scale call and the replica's first calls.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from test_provider_helpers import Server, start_server, wait_for
 
 from keys_manager.client import call
 from keys_manager.config import AgentConfig
+from local_provider.bringup import Once
 
 ENV = {"QUART_LAUNCHER": "fork", "QUART_KEYS_METRICS_PORT": "0", "QUART_KEYS_POOL": "1",
        "QUART_KEYS_REAP_S": "0.1", "QUART_STOP_GRACE_S": "1"}
@@ -72,3 +73,21 @@ def test_without_an_idle_worker_the_replica_is_forked_behind_the_call(server: Se
     server.wait_available("unpooled", 2)
     assert [i["pooled"] for i in instances(server, "unpooled")] == [False, False]
     assert not idle(server, "unpooled")  # pooled_only never forks a worker of its own
+
+
+def test_what_runs_during_a_hand_over_runs_once_and_raises_after_it() -> None:
+    """Registry.kick saves the desired state while keys_manager hands a worker over: a failed
+    save must not abort reading the agent's answer (a replica), only be raised after."""
+    calls: list[int] = []
+
+    def save() -> None:
+        calls.append(1)
+        raise OSError("disk full")
+
+    once = Once(save)
+    once()  # as take_pooled's meanwhile: never raises
+    once()
+    assert calls == [1]
+    with pytest.raises(OSError, match="disk full"):
+        once.done()
+    assert calls == [1]
