@@ -36,24 +36,18 @@ from typing import Any
 from keys_manager import state_file
 from keys_manager.cache import Entry, ParamCache, StageKey
 from keys_manager.config import AgentConfig
-from keys_manager.launch import (
-    SpawnError,
-    fork_replica,
-    recipe,
-    start_process,
-    start_zygote,
-)
+from keys_manager.launch import fork_replica, start_process
 from keys_manager.pool import Pooled, WarmPool, hand_over, prefork
 from keys_manager.procs import Proc
 from keys_manager.request import ReplicaRequest
+from keys_manager.zygotes import Zygotes
 
 log = logging.getLogger("keys_manager.agent")
 MODES = ("fork", "process")
 WEIGHT_TIERS = ("T1", "T2", "T3")
-REWARM_EVERY_S = 10.0  # at most one new zygote per function in this time (crash loops)
 
 
-class KeysManager:
+class KeysManager(Zygotes):
     """Thread-safe; one lock per function so a cold zygote start does not stall the others."""
 
     def __init__(self, cfg: AgentConfig,
@@ -128,6 +122,7 @@ class KeysManager:
                 self._spawned.append((f"{req.function}-{req.index}", proc))
         finally:
             flock.release()
+        self.on_spawn(tier, proc.spawn_ms / 1e3)  # counted once answered
         if not defer_save:
             self.flush()
         return proc.to_json()
@@ -206,48 +201,6 @@ class KeysManager:
         self.heal_zygotes(running)
         return len(dead) + len(deadz)
 
-    def heal_zygotes(self, running: set[str]) -> list[str]:
-        """Warm a zygote again, in the background, for each function in ``running`` (it has
-        live replicas) whose zygote is gone; returns the functions being warmed."""
-        now = time.monotonic()
-        with self.lock:
-            if self._closing:
-                return []
-            self._threads = [t for t in self._threads if t.is_alive()]
-            want = [f for f in sorted(running) if f in self._recipes
-                    and f not in self.zygotes and f not in self._rewarming
-                    and not self._recycling[f]
-                    and now - self._rewarmed.get(f, -REWARM_EVERY_S) >= REWARM_EVERY_S]
-            for f in want:
-                self._rewarming.add(f)
-                self._rewarmed[f] = now
-            for f in want:
-                t = threading.Thread(target=self._rewarm, args=(f,), daemon=True,
-                                     name=f"rewarm-{f}")
-                self._threads.append(t)
-                t.start()
-        return want
-
-    def _rewarm(self, function: str) -> None:
-        try:
-            req = ReplicaRequest.from_json(self._recipes[function])
-            with self._flocks[function]:
-                with self.lock:
-                    z = self.zygotes.get(function)
-                    left = any(r.function == function for r in self.replicas.values())
-                    if not left:  # recycled or scaled to zero since the reaper looked
-                        self._rewarmed.pop(function, None)
-                if z is not None and z.alive() or not left:
-                    return  # a spawn got there first, or nothing runs to warm it for
-                st = req.stage()
-                z, tier = self._zygote_for(req, self.ensure(*st) if st else None)
-            log.info("zygote of %s warm again (pid %d, weights %s)", function, z.pid, tier)
-        except Exception as e:  # noqa: BLE001 - the next spawn starts one the slow way
-            log.error("zygote of %s could not be warmed again: %s", function, e)
-        finally:
-            with self.lock:
-                self._rewarming.discard(function)
-
     def scrub(self) -> list[str]:
         """Full re-hash of T1; zygotes and replicas mapping a rebuilt segment are recycled."""
         rebuilt = self.cache.scrub()
@@ -303,59 +256,6 @@ class KeysManager:
             self._forget(p)
         log.info("stopped %d replica(s)", len(procs))
 
-    # ------------------------------------------------------------------ zygotes
-
-    def _warm_zygote(self, function: str, key: str, entry: Entry | None) -> Proc | None:
-        """The function's zygote if it is alive and made as asked (config ``key``, the T1
-        segment of ``entry``): the T0 tier."""
-        with self.lock:
-            z = self.zygotes.get(function)
-        if z is not None and z.alive() and z.key == key and \
-                (entry is None or z.segment == entry.segment_id):
-            return z
-        return None
-
-    def _zygote_for(self, req: ReplicaRequest, entry: Entry | None) -> tuple[Proc, str]:
-        key = req.config_key()
-        warm = self._warm_zygote(req.function, key, entry)
-        if warm is not None:
-            return warm, "T0"
-        with self.lock:
-            z = self.zygotes.get(req.function)
-        if z is not None:
-            if entry is not None and z.key == key and z.segment != entry.segment_id:
-                log.warning("%s: segment replaced since its zygote mapped it", req.function)
-                self._recycle(z.stage)
-            else:
-                self._stop_zygote(req.function)
-        z = self._start_zygote(req, key, entry)
-        return z, (entry.tier if entry else "cold")
-
-    def _start_zygote(self, req: ReplicaRequest, key: str, entry: Entry | None) -> Proc:
-        z = start_zygote(self.cfg, req, key, entry, self.zygote_dir, lambda: self._closing)
-        with self.lock:
-            closing = self._closing
-            if not closing:
-                self.zygotes[req.function] = z
-                self._recipes[req.function] = recipe(req)
-                self._save()
-        if closing:  # shutdown() has stopped the others: this one must not outlive it
-            z.terminate(2.0)
-            Path(z.sock).unlink(missing_ok=True)
-            raise SpawnError("keys_manager is shutting down")
-        log.info("zygote of %s ready (pid %d, weights %s)", req.function, z.pid,
-                 entry.tier if entry else "none")
-        return z
-
-    def _stop_zygote(self, function: str) -> None:
-        with self.lock:
-            z = self.zygotes.pop(function, None)
-            self._save()
-        self.pool.drain(function)
-        if z is not None:
-            z.terminate(5.0)
-            Path(z.sock).unlink(missing_ok=True)
-
     def _recycle(self, stage: str) -> None:
         """The segment of ``stage`` was replaced: its zygote and the replicas forked from it
         map pages that may be corrupt.  Stop them; the provider replaces the replicas.
@@ -409,14 +309,13 @@ class KeysManager:
     # ------------------------------------------------------------------ persistence
 
     def flush(self) -> None:
-        """Write ``state.json`` if a spawn left it behind (``defer_save``), and say what was
-        spawned (log, metrics): after the API's answer, none of it delays a replica."""
+        """Write ``state.json`` if a spawn left it behind (``defer_save``), and log what was
+        spawned: after the API's answer, none of it delays a replica."""
         with self.lock:
             if self._dirty:
                 self._save()
             spawned, self._spawned = self._spawned, []
         for name, proc in spawned:
-            self.on_spawn(proc.tier, proc.spawn_ms / 1e3)
             log.info("spawned %s pid %d tier %s in %.1f ms", name, proc.pid, proc.tier,
                      proc.spawn_ms)
 
