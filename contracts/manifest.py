@@ -25,3 +25,24 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} not found: run `quart-faas partition` first")
     manifest: dict[str, Any] = json.loads(path.read_text())
     return manifest
+
+
+_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
+def read_manifest_cached(model_dir: str | Path) -> dict[str, Any]:
+    """``read_manifest``, parsed again only when the file changed (inode, size or mtime):
+    keys_manager reads it twice per spawn (the request's stage, the cache's ``ensure``),
+    which is on the scale-up path.  The answer is shared by every caller: never change it."""
+    path = Path(model_dir) / MANIFEST
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: run `quart-faas partition` first") from None
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _parsed.get(path)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    manifest: dict[str, Any] = json.loads(path.read_text())
+    _parsed[path] = (sig, manifest)
+    return manifest

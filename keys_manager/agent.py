@@ -36,24 +36,18 @@ from typing import Any
 from keys_manager import state_file
 from keys_manager.cache import Entry, ParamCache, StageKey
 from keys_manager.config import AgentConfig
-from keys_manager.launch import (
-    SpawnError,
-    fork_replica,
-    recipe,
-    start_process,
-    start_zygote,
-)
+from keys_manager.launch import fork_replica, start_process
 from keys_manager.pool import Pooled, WarmPool, hand_over, prefork
 from keys_manager.procs import Proc
 from keys_manager.request import ReplicaRequest
+from keys_manager.zygotes import Zygotes
 
 log = logging.getLogger("keys_manager.agent")
 MODES = ("fork", "process")
 WEIGHT_TIERS = ("T1", "T2", "T3")
-REWARM_EVERY_S = 10.0  # at most one new zygote per function in this time (crash loops)
 
 
-class KeysManager:
+class KeysManager(Zygotes):
     """Thread-safe; one lock per function so a cold zygote start does not stall the others."""
 
     def __init__(self, cfg: AgentConfig,
@@ -76,6 +70,8 @@ class KeysManager:
         self._recycling: Counter[str] = Counter()  # functions _recycle is stopping
         self._threads: list[threading.Thread] = []
         self._closing = False
+        self._dirty = False  # state.json is behind (a spawn with defer_save)
+        self._spawned: list[tuple[str, Proc]] = []  # not yet logged (flush)
         self.pool = WarmPool(cfg.pool_size, self._prefork)
         # shutdown() stops the replicas too: `quart-faas down`, or no provider adopted us
         self.stop_replicas_at_shutdown = False
@@ -88,24 +84,32 @@ class KeysManager:
         self._drop_evicted(entry.evicted)
         return entry
 
-    def spawn(self, req: ReplicaRequest, mode: str = "fork",
-              weights: str = "T1") -> dict[str, Any]:
-        """Make a replica; returns its record (pid, url, tier, spawn_ms, zygote_pid...)."""
+    def spawn(self, req: ReplicaRequest, mode: str = "fork", weights: str = "T1",
+              pooled_only: bool = False, defer_save: bool = False) -> dict[str, Any] | None:
+        """Make a replica; returns its record (pid, url, tier, spawn_ms, zygote_pid...).
+
+        ``pooled_only``: hand an idle pooled worker over, or do nothing (None) at once when
+        none is ready as ``req`` needs it, or the function is busy (a zygote or a pooled
+        worker being made): the provider calls this inline on its scale call, where a fork
+        or a cold start must not run, and then makes the replica the slow way elsewhere.
+        ``defer_save``: ``state.json`` is written, and the spawn logged, by the caller's
+        ``flush()`` (the API, after its reply: 0.5 ms less on the scale-up path)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
         if weights not in WEIGHT_TIERS:
             raise ValueError(f"weights must be one of {WEIGHT_TIERS}")
         t0 = time.perf_counter()
-        with self._flocks[req.function]:
-            st = req.stage()
-            entry = self.ensure(*st) if st else None
-            if mode == "process":
-                proc = start_process(self.cfg, req, entry, weights)
-                tier = "cold" if weights == "T3" else weights
-            else:
-                z, tier = self._zygote_for(req, entry)
-                proc = (self._from_pool(req, z) if tier == "T0" else None) or \
-                    fork_replica(z, req)
+        flock = self._flocks[req.function]
+        if not pooled_only:
+            flock.acquire()
+        elif mode != "fork" or not self.pool.has_idle(req.function) or \
+                not flock.acquire(blocking=False):
+            return None
+        try:
+            made = self._make(req, mode, weights, pooled_only)
+            if made is None:
+                return None
+            proc, tier, entry = made
             proc.stage = str(entry.key) if entry else ""
             proc.spawn_ms = round((time.perf_counter() - t0) * 1e3, 3)
             proc.tier = tier
@@ -114,11 +118,30 @@ class KeysManager:
                     proc.segment = entry.segment_id
                     self.cache.pin(entry.key)
                 self.replicas[proc.pid] = proc
-                self._save()
-        self.on_spawn(tier, proc.spawn_ms / 1e3)
-        log.info("spawned %s-%d pid %d tier %s in %.1f ms", req.function, req.index, proc.pid,
-                 tier, proc.spawn_ms)
+                self._dirty = True
+                self._spawned.append((f"{req.function}-{req.index}", proc))
+        finally:
+            flock.release()
+        self.on_spawn(tier, proc.spawn_ms / 1e3)  # counted once answered
+        if not defer_save:
+            self.flush()
         return proc.to_json()
+
+    def _make(self, req: ReplicaRequest, mode: str, weights: str,
+              pooled_only: bool) -> tuple[Proc, str, Entry | None] | None:
+        """The replica's process, its tier and its stage's T1 entry (see ``spawn``)."""
+        st = req.stage()
+        entry = self.ensure(*st) if st else None
+        if mode == "process":
+            tier = "cold" if weights == "T3" else weights
+            return start_process(self.cfg, req, entry, weights), tier, entry
+        if pooled_only:
+            z = self._warm_zygote(req.function, req.config_key(), entry)
+            proc = self._from_pool(req, z) if z is not None else None
+            return (proc, "T0", entry) if proc is not None else None
+        z, tier = self._zygote_for(req, entry)
+        proc = (self._from_pool(req, z) if tier == "T0" else None) or fork_replica(z, req)
+        return proc, tier, entry
 
     def _from_pool(self, req: ReplicaRequest, z: Proc) -> Proc | None:
         """A pooled worker of ``z`` handed over as this replica (None: the pool is empty)."""
@@ -178,48 +201,6 @@ class KeysManager:
         self.heal_zygotes(running)
         return len(dead) + len(deadz)
 
-    def heal_zygotes(self, running: set[str]) -> list[str]:
-        """Warm a zygote again, in the background, for each function in ``running`` (it has
-        live replicas) whose zygote is gone; returns the functions being warmed."""
-        now = time.monotonic()
-        with self.lock:
-            if self._closing:
-                return []
-            self._threads = [t for t in self._threads if t.is_alive()]
-            want = [f for f in sorted(running) if f in self._recipes
-                    and f not in self.zygotes and f not in self._rewarming
-                    and not self._recycling[f]
-                    and now - self._rewarmed.get(f, -REWARM_EVERY_S) >= REWARM_EVERY_S]
-            for f in want:
-                self._rewarming.add(f)
-                self._rewarmed[f] = now
-            for f in want:
-                t = threading.Thread(target=self._rewarm, args=(f,), daemon=True,
-                                     name=f"rewarm-{f}")
-                self._threads.append(t)
-                t.start()
-        return want
-
-    def _rewarm(self, function: str) -> None:
-        try:
-            req = ReplicaRequest.from_json(self._recipes[function])
-            with self._flocks[function]:
-                with self.lock:
-                    z = self.zygotes.get(function)
-                    left = any(r.function == function for r in self.replicas.values())
-                    if not left:  # recycled or scaled to zero since the reaper looked
-                        self._rewarmed.pop(function, None)
-                if z is not None and z.alive() or not left:
-                    return  # a spawn got there first, or nothing runs to warm it for
-                st = req.stage()
-                z, tier = self._zygote_for(req, self.ensure(*st) if st else None)
-            log.info("zygote of %s warm again (pid %d, weights %s)", function, z.pid, tier)
-        except Exception as e:  # noqa: BLE001 - the next spawn starts one the slow way
-            log.error("zygote of %s could not be warmed again: %s", function, e)
-        finally:
-            with self.lock:
-                self._rewarming.discard(function)
-
     def scrub(self) -> list[str]:
         """Full re-hash of T1; zygotes and replicas mapping a rebuilt segment are recycled."""
         rebuilt = self.cache.scrub()
@@ -275,49 +256,6 @@ class KeysManager:
             self._forget(p)
         log.info("stopped %d replica(s)", len(procs))
 
-    # ------------------------------------------------------------------ zygotes
-
-    def _zygote_for(self, req: ReplicaRequest, entry: Entry | None) -> tuple[Proc, str]:
-        key = req.config_key()
-        with self.lock:
-            z = self.zygotes.get(req.function)
-        if z is not None and z.alive() and z.key == key and \
-                (entry is None or z.segment == entry.segment_id):
-            return z, "T0"
-        if z is not None:
-            if entry is not None and z.key == key and z.segment != entry.segment_id:
-                log.warning("%s: segment replaced since its zygote mapped it", req.function)
-                self._recycle(z.stage)
-            else:
-                self._stop_zygote(req.function)
-        z = self._start_zygote(req, key, entry)
-        return z, (entry.tier if entry else "cold")
-
-    def _start_zygote(self, req: ReplicaRequest, key: str, entry: Entry | None) -> Proc:
-        z = start_zygote(self.cfg, req, key, entry, self.zygote_dir, lambda: self._closing)
-        with self.lock:
-            closing = self._closing
-            if not closing:
-                self.zygotes[req.function] = z
-                self._recipes[req.function] = recipe(req)
-                self._save()
-        if closing:  # shutdown() has stopped the others: this one must not outlive it
-            z.terminate(2.0)
-            Path(z.sock).unlink(missing_ok=True)
-            raise SpawnError("keys_manager is shutting down")
-        log.info("zygote of %s ready (pid %d, weights %s)", req.function, z.pid,
-                 entry.tier if entry else "none")
-        return z
-
-    def _stop_zygote(self, function: str) -> None:
-        with self.lock:
-            z = self.zygotes.pop(function, None)
-            self._save()
-        self.pool.drain(function)
-        if z is not None:
-            z.terminate(5.0)
-            Path(z.sock).unlink(missing_ok=True)
-
     def _recycle(self, stage: str) -> None:
         """The segment of ``stage`` was replaced: its zygote and the replicas forked from it
         map pages that may be corrupt.  Stop them; the provider replaces the replicas.
@@ -370,8 +308,20 @@ class KeysManager:
 
     # ------------------------------------------------------------------ persistence
 
+    def flush(self) -> None:
+        """Write ``state.json`` if a spawn left it behind (``defer_save``), and log what was
+        spawned: after the API's answer, none of it delays a replica."""
+        with self.lock:
+            if self._dirty:
+                self._save()
+            spawned, self._spawned = self._spawned, []
+        for name, proc in spawned:
+            log.info("spawned %s pid %d tier %s in %.1f ms", name, proc.pid, proc.tier,
+                     proc.spawn_ms)
+
     def _save(self) -> None:
         with self.lock:
+            self._dirty = False
             state_file.save(self.state_file, list(self.zygotes.values()),
                             list(self.replicas.values()), self._recipes)
 

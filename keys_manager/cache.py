@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.manifest import read_manifest
+from contracts.manifest import read_manifest_cached
 from keys_manager.cache_index import INDEX, Record, load_index, save_index
 from keys_manager.segment import (
     TMP_PREFIX,
@@ -131,7 +131,7 @@ class ParamCache:
         still checked) for very large segments.
         """
         origin_dir = Path(origin_dir)
-        manifest = read_manifest(origin_dir)
+        manifest = read_manifest_cached(origin_dir)
         stages = manifest.get("stages", [])
         if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < len(stages):
             raise ValueError(f"stage {stage!r} out of range: {origin_dir} has {len(stages)} stages")

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,10 @@ class AgentError(RuntimeError):
         self.kind = kind
 
 
-def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
-    """One request on the agent's socket; AgentError when it fails or answers ok=false."""
+def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0,
+         meanwhile: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One request on the agent's socket; AgentError when it fails or answers ok=false.
+    ``meanwhile`` runs once the request is sent, while the agent works on it."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout_s)
     try:
@@ -53,6 +56,11 @@ def call(sock: Path | str, doc: dict[str, Any], timeout_s: float = 30.0) -> dict
     try:
         with s:
             s.sendall(json.dumps(doc).encode() + b"\n")
+            if meanwhile is not None:
+                try:
+                    meanwhile()
+                except Exception:  # noqa: BLE001 - the answer may be a replica: read it
+                    log.exception("while keys_manager worked on %s", doc.get("op"))
             buf = bytearray()
             while not buf.endswith(b"\n"):
                 chunk = s.recv(1 << 16)
@@ -236,13 +244,7 @@ class AgentLauncher:
             return False
 
     def launch(self, spec: Any) -> ForkedHandle:
-        doc = {"op": "spawn", "replica": {
-            "function": spec.function, "index": spec.index,
-            "handler_dir": str(Path(spec.handler_dir).absolute()),
-            "template_dir": str(Path(spec.template_dir).absolute()),
-            "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
-            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
-            "mode": self.mode, "weights": self.weights}
+        doc = self._spawn_doc(spec)
         try:
             ans = call(self.socket, doc, timeout_s=600)
         except AgentError as e:
@@ -251,6 +253,36 @@ class AgentLauncher:
             self.ensure_agent()  # not running (first launch, or it died): start it, retry once
             ans = call(self.socket, doc, timeout_s=600)
         return ForkedHandle(self, ans["replica"])
+
+    def take_pooled(self, spec: Any,
+                    meanwhile: Callable[[], None] | None = None) -> ForkedHandle | None:
+        """A replica at once if the agent has an idle pooled worker for it, else None (no
+        worker ready, no agent running, any refusal): the caller then ``launch``es it,
+        where a fork, a cold start or the error is handled; this never waits for one.
+        ``meanwhile`` (which must not raise) runs while the agent hands the worker over,
+        unless no request could be sent."""
+        if self.mode != "fork":
+            return None
+        try:
+            ans = call(self.socket, self._spawn_doc(spec, pooled_only=True), timeout_s=10,
+                       meanwhile=meanwhile)
+        except AgentError as e:
+            log.debug("no pooled hand-over for %s: %s", spec.function, e)
+            return None
+        rep = ans.get("replica")
+        return ForkedHandle(self, rep) if isinstance(rep, dict) else None
+
+    def _spawn_doc(self, spec: Any, pooled_only: bool = False) -> dict[str, Any]:
+        doc: dict[str, Any] = {"op": "spawn", "replica": {
+            "function": spec.function, "index": spec.index,
+            "handler_dir": str(Path(spec.handler_dir).absolute()),
+            "template_dir": str(Path(spec.template_dir).absolute()),
+            "workdir": str(Path(spec.workdir).absolute()), "env": dict(spec.env),
+            "log_path": str(Path(spec.log_path).absolute()), "max_inflight": spec.max_inflight},
+            "mode": self.mode, "weights": self.weights}
+        if pooled_only:
+            doc["pooled_only"] = True
+        return doc
 
     def set_pool(self, function: str, size: int) -> None:
         """Keep ``size`` idle workers of ``function`` pre-forked on this node."""

@@ -162,6 +162,10 @@ class WarmPool:
             w.stop()
         self.refill(function)
 
+    def has_idle(self, function: str) -> bool:
+        with self.lock:
+            return bool(self.idle.get(function))
+
     def take(self, function: str, z: Proc) -> Pooled | None:
         """An idle worker forked by ``z`` as it is now; stale ones are stopped."""
         with self.lock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.manifest import MANIFEST, has_manifest
+from contracts.manifest import MANIFEST, has_manifest, read_manifest_cached
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 PER_REPLICA_ENV = frozenset({"HOSTNAME", "QUART_LISTEN_FD"})
@@ -78,16 +78,16 @@ class ReplicaRequest:
             idx = int(self.env.get("QUART_STAGE") or 0)
         except ValueError:
             raise ValueError(f"QUART_STAGE={self.env['QUART_STAGE']!r} is not an integer") from None
-        if _weightless(origin / "manifest.json", idx):
+        if _weightless(origin, idx):
             return None
         return origin, idx, self.env.get("QUART_MODEL") or None
 
 
-def _weightless(manifest: Path, idx: int) -> bool:
+def _weightless(model_dir: Path, idx: int) -> bool:
     """The manifest says stage ``idx`` has no weight file (``"file": null``: an emulated
     accelerator).  Anything unreadable is left to the cache, which reports it."""
     try:
-        info = json.loads(manifest.read_text())["stages"][idx]
+        info = read_manifest_cached(model_dir)["stages"][idx]
         return isinstance(info, dict) and info.get("file") is None
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False

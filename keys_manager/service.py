@@ -10,8 +10,11 @@ every answer has ``ok`` and, when false, ``error`` and ``kind``):
                                                        -> {"ok", "tier", "path", "bytes", "ms"}
   {"op": "spawn", "replica": {function, index, handler_dir, template_dir, workdir, env,
                               log_path, max_inflight}, "mode"?: "fork"|"process",
-   "weights"?: "T1"|"T2"|"T3"}                         -> {"ok", "replica": {pid, url, tier,
+   "weights"?: "T1"|"T2"|"T3", "pooled_only"?: bool}  -> {"ok", "replica": {pid, url, tier,
                                                            spawn_ms, zygote_pid, ...}}
+                                                          (pooled_only: an idle pooled worker
+                                                          handed over, or "replica": null at
+                                                          once; never a fork or a cold start)
   {"op": "kill", "pid": P, "grace_s"?: S}              -> {"ok", "killed"}
   {"op": "pool", "function": F, "size": N}             -> {"ok"}: keep N idle workers of F
                                                            pre-forked (keys_manager/pool.py)
@@ -89,7 +92,8 @@ def handle(agent: KeysManager, req: Any, stop: threading.Event,
                     "stage": str(e.key), "ms": round((time.perf_counter() - t0) * 1e3, 3)}
         if op == "spawn":
             rep = agent.spawn(ReplicaRequest.from_json(req.get("replica")),
-                              str(req.get("mode", "fork")), str(req.get("weights", "T1")))
+                              str(req.get("mode", "fork")), str(req.get("weights", "T1")),
+                              pooled_only=req.get("pooled_only") is True, defer_save=True)
             return {"ok": True, "replica": rep}
         if op == "kill":
             pid, grace = req.get("pid"), req.get("grace_s", 5.0)
@@ -156,6 +160,7 @@ class _ApiHandler(socketserver.StreamRequestHandler):
             self.wfile.write(json.dumps(ans).encode() + b"\n")
         except OSError:
             pass
+        self.server.agent.flush()  # a spawn's state.json, after its answer (agent.spawn)
 
 
 def _metrics_server(cfg: AgentConfig, metrics: AgentMetrics) -> ThreadingHTTPServer:

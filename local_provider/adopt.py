@@ -44,9 +44,8 @@ class PersistentRegistry(Registry):
         self.records_file = Path(self.config.state_dir) / RECORDS
         self._save_lock = threading.Lock()
 
-    def kick(self) -> None:  # deploy, update, scale and scale-from-zero all end here
+    def changed(self) -> None:  # deploy, update, scale and scale-from-zero: before the reply
         self.save()
-        super().kick()
 
     def delete(self, name: str) -> None:
         super().delete(name)

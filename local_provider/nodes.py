@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,20 +111,36 @@ class MultiNodeLauncher:
     # ------------------------------------------------------------------ ReplicaLauncher
 
     def launch(self, spec: Any) -> ForkedHandle:
+        node, reason = self._pick(spec)
+        return self._placed(spec, self.nodes[node].launcher.launch(spec), node, reason)
+
+    def take_pooled(self, spec: Any,
+                    meanwhile: Callable[[], None] | None = None) -> ForkedHandle | None:
+        """A pooled worker on the node placement picks, or None (``AgentLauncher``'s)."""
+        try:
+            node, reason = self._pick(spec)
+        except RuntimeError:
+            return None  # ``launch`` says why
+        h = self.nodes[node].launcher.take_pooled(spec, meanwhile)
+        return self._placed(spec, h, node, reason) if h is not None else None
+
+    def _pick(self, spec: Any) -> tuple[str, str]:
         key, nbytes = _stage_of(spec)
         constraints = tuple(getattr(spec, "constraints", ()) or ())
         with self.lock:
             view = self._view(spec.function, key)
             [p] = place(view, [StageRequest(spec.function, add=1, bytes=nbytes,
                                             constraints=constraints)], self.cfg)
-            if p.node is None:
-                raise RuntimeError(f"no node for {spec.function}: {p.reason}")
-        h = self.nodes[p.node].launcher.launch(spec)
-        h.info["node"] = p.node
-        h.info["placement"] = p.reason
+        if p.node is None:
+            raise RuntimeError(f"no node for {spec.function}: {p.reason}")
+        return p.node, p.reason
+
+    def _placed(self, spec: Any, h: ForkedHandle, node: str, reason: str) -> ForkedHandle:
+        h.info["node"] = node
+        h.info["placement"] = reason
         with self.lock:
-            self.where[h.pid] = p.node
-        log.info("%s-%d on %s: %s", spec.function, spec.index, p.node, p.reason)
+            self.where[h.pid] = node
+        log.info("%s-%d on %s: %s", spec.function, spec.index, node, reason)
         return h
 
     def victims(self, function: str, handles: list[Any], k: int) -> list[Any]:

@@ -14,22 +14,22 @@ import threading
 import time
 from collections.abc import Callable
 
+from local_provider.bringup import BringUp, Once
 from local_provider.config import ProviderConfig
-from local_provider.cpulimit import CpuLimiter, cpus_of, wanted_quotas
+from local_provider.cpulimit import CpuLimiter, wanted_quotas
 from local_provider.images import ImageResolver, ImageSource
-from local_provider.logs import LogStore, note
+from local_provider.logs import LogStore
 from local_provider.outliers import stall_limit
 from local_provider.records import (
     FunctionExists,
     FunctionNotFound,
     FunctionRecord,
-    backoff_s,
     launch_key,
     stop_order,
     tell,
     victims,
 )
-from local_provider.replicas import ReplicaLauncher, ReplicaSpec, env_for, wait_healthy
+from local_provider.replicas import ReplicaLauncher
 from local_provider.router import FunctionPool, Replica
 from local_provider.secret_store import SecretStore
 from local_provider.types import FunctionDeployment, FunctionStatus, ValidationError
@@ -38,7 +38,7 @@ from local_provider.workers import Workers
 log = logging.getLogger("local_provider.registry")
 
 
-class Registry:
+class Registry(BringUp):
     """In-memory function store; every read and write goes through ``self.lock``."""
 
     def __init__(self, config: ProviderConfig, launcher: ReplicaLauncher,
@@ -59,6 +59,7 @@ class Registry:
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
         self._workers = Workers()
+        self._after: list[Callable[[], None]] = []  # for replicas handed over (kick)
 
     # -- desired state (REST handlers) -----------------------------------------
 
@@ -123,8 +124,8 @@ class Registry:
             if rec is None:
                 raise FunctionNotFound(name)
             old, rec.desired = rec.desired, replicas
+        self.kick(rec if replicas > old else None)
         log.info("scale %s: %d -> %d replica(s)", name, old, replicas)
-        self.kick()
 
     def scale_from_zero(self, rec: FunctionRecord) -> None:
         """A call found ``rec`` at zero replicas: ask for its minimum (label
@@ -135,9 +136,9 @@ class Registry:
             if rec.desired > 0 or self._functions.get(rec.name) is not rec:
                 return
             rec.desired = max(1, rec.deployment.min_replicas)
+        self.kick(rec)
         log.info("scale %s: 0 -> %d replica(s): a call arrived (scale from zero)", rec.name,
                  rec.desired)
-        self.kick()
 
     # -- reads -------------------------------------------------------------------
 
@@ -187,9 +188,25 @@ class Registry:
         self._loop.start()
         self.logs.start()
 
-    def kick(self) -> None:
-        """Reconcile now instead of at the next tick (deploy and scale feel instant)."""
-        self._spawn(self.reconcile_once, "reconcile-kick")
+    def kick(self, rec: FunctionRecord | None = None) -> None:
+        """Reconcile now instead of at the next tick (deploy and scale feel instant).  ``rec``
+        wants more replicas: the launcher's idle pooled workers become them first, on this
+        thread, ready before the caller answers (bringup.py), and the desired state is saved
+        while keys_manager hands the first one over.  If that was all ``rec`` lacked,
+        nothing is left to make instant: what they still need (an unlimited cgroup, log
+        lines) waits for the loop's next tick, not to take CPU from their first calls."""
+        changed = Once(self.changed)
+        ready, covered = self._take_pooled(rec, changed) if rec is not None else ([], False)
+        with self.lock:
+            self._after += ready
+        try:
+            changed.done()  # saved before reconcile acts (and before the caller answers)
+        finally:
+            if not covered:
+                self._spawn(self.reconcile_once, "reconcile-kick")
+
+    def changed(self) -> None:
+        """The desired state changed (``kick``): a hook for a registry that keeps it."""
 
     def _run(self) -> None:
         while not self._stopping.wait(self.config.reconcile_period_s):
@@ -205,6 +222,13 @@ class Registry:
             self._reconcile(rec)
         if self.limiter is not None and not self._stopping.is_set():
             self.limiter.sync(lambda: wanted_quotas(recs))
+        with self.lock:
+            after, self._after = self._after, []
+        for fn in after:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - one replica's bookkeeping, not the loop's
+                log.exception("after a pooled hand-over")
 
     def _reconcile(self, rec: FunctionRecord) -> None:
         pool = rec.pool
@@ -272,81 +296,6 @@ class Registry:
 
             self._spawn(stop, f"stop-{name}-{r.index}")
         return True
-
-    def _start(self, rec: FunctionRecord) -> None:
-        used = {r.index for r in rec.pool.replicas if not r.dead}
-        index = next(i for i in range(len(used) + 1) if i not in used)
-        r = Replica(index=index, generation=rec.generation)
-        rec.pool.add(r)
-        dep, src, instance = rec.deployment, rec.source, f"{rec.name}-{index}"
-        own = {"HOSTNAME": instance,
-               "QUART_SECRETS_DIR": str(self.secrets.mount(rec.name, dep.secrets))}
-        spec = ReplicaSpec(
-            function=rec.name, index=index, handler_dir=src.handler_dir,
-            template_dir=src.template_dir, workdir=src.workdir,
-            env=env_for(dep.env_vars, {**self.replica_env, **own}),
-            log_path=self.config.log_dir / f"{instance}.log",
-            max_inflight=dep.max_inflight, labels=dict(dep.labels),
-            annotations=dict(dep.annotations), constraints=tuple(dep.constraints))
-        self.logs.watch(rec.name, instance, spec.log_path)
-        self._spawn(lambda: self._bring_up(rec, r, spec), f"start-{rec.name}-{index}")
-
-    def _bring_up(self, rec: FunctionRecord, r: Replica, spec: ReplicaSpec) -> None:
-        t0 = time.monotonic()
-        pool = rec.pool
-        try:
-            handle = self.launcher.launch(spec)
-        except Exception as e:  # noqa: BLE001 - any launcher failure means "retry later"
-            log.error("replica %s%s could not be launched: %s", rec.name, r.name, e)
-            pool.set_dead(r)
-            pool.remove(r)
-            self._backoff(rec)
-            return
-        with pool.cond:
-            r.handle = handle
-            abort = r.draining or self._stopping.is_set()
-        if abort:
-            handle.terminate(self.config.stop_grace_s)
-            pool.remove(r)
-            return
-        cpus = cpus_of(rec.deployment.limits)  # a limit bites before it serves (an unlimited
-        if self.limiter is not None and cpus is not None:  # cgroup waits: 10-20 ms on v1)
-            self.limiter.place(rec.name, r.index, handle.pid, cpus)
-        stop = lambda: r.draining or r.dead or self._stopping.is_set()  # noqa: E731
-        ok = handle.info.get("pooled") is True or wait_healthy(  # pooled: warm, probed already
-            handle, self.config.start_timeout_s, stop)
-        if ok and handle.alive():
-            handle.info["ready_ms"] = round((time.monotonic() - t0) * 1e3, 3)
-            pool.set_ready(r)
-            if self.limiter is not None and cpus is None:
-                self.limiter.place(rec.name, r.index, handle.pid, None)
-            tell(handle, "on_ready")
-            with self.lock:
-                rec.failures, rec.not_before = 0, 0.0
-            took, tier = time.monotonic() - t0, handle.info.get("tier", "process")
-            log.info("replica %s%s ready in %.2fs (pid %d, %s, %s)", rec.name, r.name, took,
-                     handle.pid, handle.url, tier)
-            note(spec.log_path, f"{spec.function}-{spec.index} ready in {took:.3f}s "
-                                f"(pid {handle.pid}, {tier})")
-            return
-        if r.draining or self._stopping.is_set():
-            return  # the drain (or shutdown) owns the handle now
-        why = ("exited" if not handle.alive()
-               else f"not healthy after {self.config.start_timeout_s:g}s")
-        log.error("replica %s%s (pid %d) %s during start; see %s", rec.name, r.name, handle.pid,
-                  why, spec.log_path)
-        pool.set_dead(r)
-        handle.terminate(self.config.stop_grace_s)
-        pool.remove(r)
-        self._backoff(rec)
-
-    def _backoff(self, rec: FunctionRecord) -> None:
-        with self.lock:
-            rec.failures += 1
-            delay = backoff_s(rec.failures)
-            rec.not_before = time.monotonic() + delay
-        log.warning("%s: %d failed start(s) in a row; next attempt in %.1fs", rec.name,
-                    rec.failures, delay)
 
     def _drain(self, rec: FunctionRecord, r: Replica) -> None:
         """Stop routing to ``r``, wait for its in-flight calls (bounded), then stop it."""

@@ -140,3 +140,20 @@ def test_a_pool_follows_its_zygote(pooled_agent, minilm3):
     handed = agent.spawn(minilm3, 1, index=1)
     assert handed["pooled"] and handed["pid"] == new["pid"]
     assert embed(handed)["digest"] == embed(r)["digest"]
+
+
+def test_pooled_only_hands_a_worker_over_or_answers_none_at_once(pooled_agent, minilm3):
+    """The provider's scale call asks this on its own thread: a pooled worker, or nothing
+    (no zygote started, no fork), so that it never waits for a slow start there."""
+    agent = pooled_agent
+    assert agent.spawn(minilm3, 1, pooled_only=True) is None  # no zygote yet: none started
+    assert agent({"op": "status"})["status"]["zygotes"] == []
+    first = agent.spawn(minilm3, 1)
+    w = wait_for(lambda: idle(agent, "cow-1"), what="a pooled worker")[0]
+    got = agent.spawn(minilm3, 1, index=1, pooled_only=True)
+    assert got["pid"] == w["pid"] and got["pooled"] and got["tier"] == "T0"
+    agent({"op": "pool", "function": "cow-1", "size": 0})
+    assert agent.spawn(minilm3, 1, index=2, pooled_only=True) is None
+    assert agent.spawn(minilm3, 1, index=2, pooled_only=True, mode="process") is None
+    st = agent({"op": "status"})["status"]
+    assert sorted(r["pid"] for r in st["replicas"]) == sorted([first["pid"], got["pid"]])
