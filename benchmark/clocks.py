@@ -16,8 +16,9 @@ Who reads what in the simulator (``benchmark/sim/engine.py``, ``benchmark/sim/co
 - **openfaas-ce** evaluates its alert rule on the scraped success counter; its tick *is* a
   scrape, so its period is the scrape interval.  Its rule evaluation (15 s), ``for`` (5 s) and
   AlertManager's clocks stay as the chart ships them.
-- **openfaas-pro-rps / -capacity** read the scraped counter / in-flight gauge; the model runs
-  its query once per scrape (its docs give no period), so its period follows the scrape too.
+- **openfaas-pro-rps / -capacity** read the scraped counter / in-flight gauge (the latest
+  scrape at each query), but keep their own 5 s query period: the capacity rule's subquery
+  step, ``max_over_time(inflight[45s:5s])``, is the chart's and does not follow the scrape.
 - **knative-kpa** and **ray-serve** read their platforms' own concurrency meters (0.1 s
   samples, ``benchmark/sim/concurrency.py``), not Prometheus: KPA's 2 s tick and 60 s / 6 s
   windows and Ray Serve's 1 s loop are unchanged.  **static** is sized once.
@@ -46,8 +47,6 @@ QUART_DEFAULT_PERIOD_S = _PLUGIN.period_s  # 5 s
 SCALE_DOWN_S = _PLUGIN.scale_down_periods * QUART_DEFAULT_PERIOD_S  # 3 periods: 15 s
 TRAIN_EVERY_S = _PLUGIN.train_every * QUART_DEFAULT_PERIOD_S  # 12 periods: 60 s
 QUART_MIN_WINDOW_S = 4.0  # gateway_plugin/controller.py: max(2 * period, 4)
-PROMETHEUS_FOLLOWERS = ("openfaas-ce", "openfaas-pro-rps", "openfaas-pro-capacity",
-                        "openfaas-pro-cpu")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,10 +86,8 @@ class Clocks:
             if system != "quart-qna":  # the ablation that never retrains stays so
                 out["train_every"] = max(1, round(TRAIN_EVERY_S / p))
             return out
-        if system == "openfaas-ce":
+        if system == "openfaas-ce":  # its tick is one scrape
             return {"scrape_interval_s": self.scrape_s}
-        if system in PROMETHEUS_FOLLOWERS:
-            return {"period_s": self.scrape_s}
         return {}
 
     def check(self, systems: list[str]) -> None:
@@ -108,9 +105,9 @@ class Clocks:
     def describe(self) -> str:
         q = (f"{QUART_DEFAULT_PERIOD_S:g} (plugin default)" if self.quart_period_s is None
              else f"{self.quart_period_s:g}")
-        return (f"clocks: Prometheus scrape {self.scrape_s:g} s (quart*, openfaas-ce, "
-                f"openfaas-pro-*); quart period {q} s; knative-kpa 2 s and ray-serve 1 s on "
-                "their own meters")
+        return (f"clocks: Prometheus scrape {self.scrape_s:g} s, read by quart*, openfaas-ce "
+                f"(one tick a scrape) and openfaas-pro-* (every 5 s); quart period {q} s; "
+                "knative-kpa 2 s and ray-serve 1 s on their own meters")
 
 
 def from_args(a: argparse.Namespace) -> Clocks:

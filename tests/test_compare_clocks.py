@@ -54,7 +54,7 @@ def test_default_clocks_change_nothing():
         assert c.options(name) == {}
     # the baselines that read Prometheus get today's 5 s, which is their own default
     assert c.options("openfaas-ce") == {"scrape_interval_s": 5.0}
-    assert c.options("openfaas-pro-rps") == {"period_s": 5.0}
+    assert c.options("openfaas-pro-rps") == {}
 
 
 def test_quart_period_keeps_the_plugins_waits_in_seconds():
@@ -92,8 +92,9 @@ def test_a_shorter_scrape_gives_more_samples_and_moves_only_prometheus_readers(t
     assert f["quart"]["period_s"] == 1.0 and s["quart"]["period_s"] == 5.0
     assert f["quart"]["control_ticks"] >= 4 * s["quart"]["control_ticks"]
     assert (s["quart"]["rate_window_s"], f["quart"]["rate_window_s"]) == (10.0, 4.0)
-    for name in ("openfaas-ce", "openfaas-pro-rps"):  # they read Prometheus: one tick a scrape
-        assert (s[name]["period_s"], f[name]["period_s"]) == (5.0, 1.0)
+    assert (s["openfaas-ce"]["period_s"], f["openfaas-ce"]["period_s"]) == (5.0, 1.0)  # a scrape
+    # Pro reads the latest scrape on its own 5 s query period (the chart's [45s:5s] subquery)
+    assert s["openfaas-pro-rps"]["period_s"] == f["openfaas-pro-rps"]["period_s"] == 5.0
     for name, period in (("knative-kpa", 2.0), ("ray-serve", 1.0)):  # their own meters
         assert s[name]["period_s"] == f[name]["period_s"] == period
         assert s[name]["control_ticks"] == f[name]["control_ticks"]
@@ -101,3 +102,16 @@ def test_a_shorter_scrape_gives_more_samples_and_moves_only_prometheus_readers(t
         for metric in ("p99_latency", "replica_seconds"):
             assert slow["summaries"][name][metric] == fast["summaries"][name][metric]
     assert slow["summaries"]["quart"]["p99_latency"] != fast["summaries"]["quart"]["p99_latency"]
+
+
+def test_a_held_out_name_with_dots_keeps_its_name(tmp_path, monkeypatch):
+    """``--name minilm_s2.5_p2.5``: the files are ``minilm_s2.5_p2.5_heldout_<stamp>.md``
+    and ``.json`` (``Path.with_suffix`` used to cut the name at its first dot)."""
+    from benchmark.report import heldout
+
+    monkeypatch.setattr(heldout, "aggregate", lambda runs: {})
+    md, js = heldout.write([(0, 8.0, None), (1, 8.0, None)], tmp_path, "minilm_s2.5_p2.5",
+                           "20260101_000000", command=["quart-faas", "compare"])
+    assert (md.name, js.name) == ("minilm_s2.5_p2.5_heldout_20260101_000000.md",
+                                  "minilm_s2.5_p2.5_heldout_20260101_000000.json")
+    assert md.is_file() and json.loads(js.read_text())["seeds"] == [0, 1]
