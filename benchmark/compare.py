@@ -2,7 +2,8 @@
 
 Flags follow seed 003's ``compare_schedulers.py`` (``--duration``, ``--rps``,
 ``--cv``, ``--name``, ``--centralized-only``, ``--gossip-only``) and add
-``--systems``, ``--mode sim|live``, ``--trace``, ``--seed``, ``--fail-at``.
+``--systems``, ``--mode sim|live``, ``--trace``, ``--seed``, ``--fail-at``, and, for
+simulated runs, ``--scrape-interval`` / ``--control-period`` (``benchmark/clocks.py``).
 
 The arrivals are generated once per CV (or loaded from ``--arrivals`` /
 ``--trace``), saved beside the results and hashed; every system is run on
