@@ -2,7 +2,8 @@
 
 Flags follow seed 003's ``compare_schedulers.py`` (``--duration``, ``--rps``,
 ``--cv``, ``--name``, ``--centralized-only``, ``--gossip-only``) and add
-``--systems``, ``--mode sim|live``, ``--trace``, ``--seed``, ``--fail-at``.
+``--systems``, ``--mode sim|live``, ``--trace``, ``--seed``, ``--fail-at``, and, for
+simulated runs, ``--scrape-interval`` / ``--control-period`` (``benchmark/clocks.py``).
 
 The arrivals are generated once per CV (or loaded from ``--arrivals`` /
 ``--trace``), saved beside the results and hashed; every system is run on
@@ -23,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmark import workloads
+from benchmark import clocks, workloads
 from benchmark.report import files as report_files
 from benchmark.report import plots, table
 from benchmark.report.predictors import predictor_lines
@@ -77,6 +78,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=int, default=None,
                    help="per stage (default: 20 in sim, 5 live: the stack's CE cap)")
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes")
+    clocks.add_arguments(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
     p.add_argument("--dashboard", action="store_true", help="live terminal dashboard")
     p.add_argument("--no-plots", action="store_true")
@@ -191,12 +193,12 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
         node = fails[0][2] if fails else None
         return sched.run(arrivals, scheduler=name, nodes=a.nodes, slo_s=a.slo,
                          fail_at=t_fail, fail_node=node, seed=a.seed)
-    options = None
+    # the scrape interval and Quart's period of a simulated run (benchmark/clocks.py)
+    options = a.clocks.options(name) if a.mode == "sim" else {}
     if name == "static":  # sized once from the workload's own mean rate, per stage
-        rates = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
-                 for t in arrivals.targets for i in range(16)}
-        options = {"static": {"mean_rps": rates}}
-    (system,) = parse_systems(name, bounds, options)
+        options["mean_rps"] = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
+                               for t in arrivals.targets for i in range(16)}
+    (system,) = parse_systems(name, bounds, {name: options} if options else None)
     if a.mode == "live":
         from benchmark.live import LiveConfig, run_live
 
@@ -214,7 +216,8 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
     sim_fails = [(t, kind, what or (cluster.nodes[0].name if kind == "node"
                                     else pipelines[0].stages[0].name)) for t, kind, what in fails]
     return sim.run(arrivals, pipelines, system, cluster=cluster, slo_s=a.slo,
-                   fail_at=sim_fails, seed=a.seed, on_progress=progress)
+                   fail_at=sim_fails, seed=a.seed, config=a.clocks.sim_config(),
+                   on_progress=progress)
 
 
 def _run_systems(names: list[str], arrivals: Any, digest: str, a: argparse.Namespace,
@@ -273,6 +276,9 @@ def _check(a: argparse.Namespace, con: Console) -> tuple[list[str], list[float],
         if a.mode == "live" and a.workload != "minilm":
             raise CompareError("--workload mix/mix-azure runs in the simulator only (--mode sim)")
         fails = failures(a.fail_at, a.duration)
+        a.clocks = clocks.from_args(a)
+        if a.mode == "sim":
+            a.clocks.check(names)
         if a.mode == "live":
             from benchmark.live.run import ensure_partition
 
@@ -319,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if checked is None:
         return 2
     names, cvs, seeds, bounds, fails = checked
+    if a.mode == "sim":
+        con.print(a.clocks.describe())
     if a.mode == "sim" and any(n.startswith("quart") for n in names):
         import torch  # the simulated Quart trains its GAT in this process
 

@@ -43,6 +43,7 @@ __all__ = [
     "write_summary_csv",
 ]
 
+CLOCK_KEYS = ("scrape_s", "scrapes", "period_s", "control_ticks", "rate_window_s")
 _INT_COLUMNS = {
     "total_requests",
     "successful_requests",
@@ -172,6 +173,9 @@ def comparison_document(
             # Quart's CV predictor: rounds won and validation MAE (systems that report one)
             "cv_predictors": {r.system: r.extra["system_report"] for r in results
                               if isinstance(r.extra.get("system_report"), Mapping)},
+            # the simulated clocks each system ran on (benchmark/clocks.py)
+            "clocks": {r.system: {k: r.extra[k] for k in CLOCK_KEYS if k in r.extra}
+                       for r in results if r.mode == "sim"},
             "winners": {
                 row.key: {
                     "label": row.label,

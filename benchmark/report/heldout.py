@@ -138,10 +138,10 @@ def write(runs: Runs, out_dir: Path, name: str, stamp: str,
     doc = aggregate(runs)
     seeds = sorted({s for s, _, _ in runs})
     title = f"{name}: seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds)"
-    base = Path(out_dir) / f"{safe_name(name)}_heldout_{stamp}"
-    md = base.with_suffix(".md")
+    base = f"{safe_name(name)}_heldout_{stamp}"  # a name may hold dots (s2.5): no with_suffix
+    md = Path(out_dir) / f"{base}.md"
     md.write_text(render(doc, title) + f"\ncommand: {' '.join(command)}\n")
-    js = base.with_suffix(".json")
+    js = Path(out_dir) / f"{base}.json"
     js.write_text(json.dumps({"command": list(command), "seeds": seeds, "by_cv": doc},
                              indent=2, default=str) + "\n")
     return md, js

@@ -15,7 +15,10 @@ Clock: the arrivals' own (``times_s``, seconds); initial replicas are ready
 at t = 0 (deployed before the run, zygotes warm for fork platforms);
 Prometheus scrapes at 0, ``scrape_s``, ...; the system decides every
 ``period_s`` half a scrape interval after a scrape, so what it reads is on
-average as stale as live, where the two loops are not aligned.
+average as stale as live, where the two loops are not aligned.  A system on
+its platform's own meter (``reads_concurrency``: KPA, Ray Serve) reads no
+scrape, so its clock does not move with the scrape interval: it first decides
+at 1.5 periods.
 """
 from __future__ import annotations
 
@@ -275,7 +278,9 @@ class _Run:
             state[0] = self.ctl.step(self.system, state[0], now, time.perf_counter)
             if self.cfg.timeline and every is None:
                 self.ctl.record(now)
-        self._every(period + min(self.cfg.scrape_s, period) / 2, period, control)
+        own_meter = getattr(self.system, "reads_concurrency", False)
+        phase = period if own_meter else min(self.cfg.scrape_s, period)
+        self._every(period + phase / 2, period, control)
         if self.cfg.timeline and every is not None:  # sampled like the live harness
             self._every(0.0, every, self.ctl.record)
         for f in self.failures:
@@ -324,7 +329,9 @@ class _Run:
             extra={"events": events, "wall_s": wall, "cpu_s": self.cpu_s,
                    "events_per_s": events / wall if wall else 0,
                    "sim_end_s": now, "decide_s": self.ctl.decide_s, "control_ticks": self.ctl.ticks,
-                   "scrapes": self.prom.scrapes, "fork_start": m.actions["fork_start"],
+                   "scrapes": self.prom.scrapes, "scrape_s": self.cfg.scrape_s,
+                   "period_s": float(self.system.period_s),
+                   "rate_window_s": self.prom.window_s, "fork_start": m.actions["fork_start"],
                    "rejected": dict(m.rejected), "unfinished": m.outstanding,
                    "replica_seconds_exact": sum(s.rs_acc for s in self.stages),
                    "placement": self.cluster_spec.placement,
