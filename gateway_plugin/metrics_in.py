@@ -8,22 +8,47 @@ not; both are folded onto the bare name.
 Missing is not zero: a function without samples gets ``None`` fields, and
 ``MetricsUnavailable`` means Prometheus itself did not answer — the control
 loop then holds its last decision instead of acting on nothing.
+
+A rate needs two samples in its window: a window shorter than two scrape
+intervals (QUART_CONTROL_PERIOD_S=1 against the OpenFaaS chart's 5 s scrape)
+would read no rates at all, silently.  So the window is widened to twice the
+longest scrape interval in Prometheus' loaded configuration
+(``/api/v1/status/config``: known at once, where the targets list fills only after
+discovery; asked every few minutes), and the widening is logged once.
 """
 from __future__ import annotations
 
+import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+import yaml
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from gateway_plugin.arrivals import CvEstimate, cv_from_counts, cv_from_moments, strip_namespace
 
+log = logging.getLogger("quart.plugin.metrics")
+SCRAPE_INTERVAL_MAX_AGE_S = 300.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNIT_S = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+           "y": 31536000.0}
+
 
 class MetricsUnavailable(RuntimeError):
     pass
+
+
+def duration_s(text: str) -> float:
+    """A Prometheus duration ("5s", "1m30s", "500ms") in seconds; ValueError otherwise."""
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Prometheus duration: {text!r}")
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 @dataclass(frozen=True)
@@ -118,6 +143,10 @@ class PrometheusReader:
         # no retries inside a control cycle: a down Prometheus must cost one timeout, not many
         self.prom = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s,
                                       retry=Retry(total=0, connect=0, read=0))
+        self.url, self.timeout_s = url.rstrip("/"), timeout_s
+        self._scrape: tuple[float, float | None] | None = None  # (asked at, interval)
+        self._widened = False
+        self.last_window_s = 0.0
 
     def query(self, q: str) -> list[dict[str, Any]]:
         try:
@@ -125,8 +154,36 @@ class PrometheusReader:
         except Exception as e:  # prometheus-api-client raises several types
             raise MetricsUnavailable(f"Prometheus query failed: {type(e).__name__}: {e}") from e
 
+    def scrape_interval_s(self) -> float | None:
+        """The longest scrape interval of the configured jobs; None when Prometheus does not
+        say (then the window is left as asked)."""
+        now = time.monotonic()
+        if self._scrape is not None:
+            asked, known = self._scrape  # not known (Prometheus down?): asked again sooner
+            if now - asked < (SCRAPE_INTERVAL_MAX_AGE_S if known else 30.0):
+                return known
+        try:
+            r = requests.get(f"{self.url}/api/v1/status/config", timeout=self.timeout_s)
+            cfg = yaml.safe_load(r.json()["data"]["yaml"])
+            found = [duration_s(str(j["scrape_interval"]))
+                     for j in cfg.get("scrape_configs") or [] if j.get("scrape_interval")]
+            interval = max(found) if found else None
+        except (requests.RequestException, yaml.YAMLError, ValueError, KeyError, TypeError,
+                AttributeError):
+            interval = None
+        self._scrape = (now, interval)
+        return interval
+
     def read(self, window_s: float) -> dict[str, FunctionMetrics]:
-        w = f"{max(2, int(round(window_s)))}s"
+        scrape = self.scrape_interval_s()
+        if scrape is not None and window_s < 2 * scrape:
+            if not self._widened:
+                log.warning("rate window %.3gs holds fewer than two scrapes (every %.3gs): "
+                            "reading over %.3gs instead", window_s, scrape, 2 * scrape)
+                self._widened = True
+            window_s = 2 * scrape
+        self.last_window_s = window_s
+        w = f"{max(2, int(math.ceil(window_s)))}s"
         raw = {k: _fold(self.query(q.format(w=w))) for k, q in QUERIES.items()}
         counts = None
         if not raw["ia_n"] and raw["arrivals"]:  # a stock gateway: no moment counters
