@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +57,13 @@ def shrinkwrap(tmp_path: Path, handler_dir: Path) -> Path:
     shutil.rmtree(build / "function")
     shutil.copytree(handler_dir, build / "function", ignore=shutil.ignore_patterns("__pycache__"))
     return build
+
+
+def raw_http(host: str, port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send ``data`` as it is on a new connection and read until the server closes it."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.template_env import REPO, SHAPES_HANDLER, shrinkwrap
+from tests.template_env import REPO, SHAPES_HANDLER, raw_http, shrinkwrap
 
 ECHO = REPO / "tests" / "fixtures" / "echo"
 
@@ -58,13 +58,8 @@ def shapes(tmp_path_factory) -> Iterator[tuple[int, subprocess.Popen]]:
         proc.stderr.close()
 
 
-def _raw(port: int, data: bytes, timeout: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-        return out
+def _raw(port: int, data: bytes) -> bytes:
+    return raw_http("127.0.0.1", port, data)
 
 
 def test_one_connection_carries_many_requests(echo):

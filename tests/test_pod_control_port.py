@@ -22,6 +22,7 @@ import requests
 
 from local_provider.pods import Pod, PodRunner
 from tests.pod_env import AUTH, ECHO, make_runner, start_pod, wait_until
+from tests.template_env import raw_http
 
 SLOW_MS = 4000
 
@@ -97,13 +98,8 @@ def test_control_port_checks_callers_and_bodies(echo_pod):
 
 
 def raw(pod: Pod, data: bytes, wait_s: float = 5) -> bytes:
-    host, port = urlsplit(pod.control_url).hostname, urlsplit(pod.control_url).port
-    with socket.create_connection((host, port), timeout=wait_s) as s:
-        s.sendall(data)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
+    u = urlsplit(pod.control_url)
+    return raw_http(str(u.hostname), int(u.port or 80), data, wait_s)
 
 
 def test_control_port_refuses_what_is_not_a_small_request(echo_pod):

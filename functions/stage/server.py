@@ -152,14 +152,11 @@ class StageServer:
         url = f"{self.cfg.gateway_url}/function/{nxt}"
         try:
             r = self.http.post(f"/function/{nxt}", payload, headers)
-        except Unreachable as e:
-            return self._json(502, {"error": f"next stage {nxt} unreachable at {url}: {e}",
-                                    "stage": self.cfg.stage + 1}, timing)
         except NoAnswer:
             return self._json(504, {"error": f"next stage {nxt} did not answer within "
                                              f"{self.cfg.forward_timeout_s:g}s",
                                     "stage": self.cfg.stage + 1}, timing)
-        except Broken as e:
+        except (Unreachable, Broken) as e:
             return self._json(502, {"error": f"next stage {nxt} unreachable at {url}: {e}",
                                     "stage": self.cfg.stage + 1}, timing)
         down = r.headers.get("Server-Timing")
