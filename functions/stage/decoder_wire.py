@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from .codec import PayloadError, _metadata
+from .codec import PayloadError, _metadata, all_finite
 from .opt import KVCache
 
 STEP_CONTENT_TYPE = "application/vnd.quart.decoder-step+safetensors"
@@ -86,7 +86,7 @@ def decode_step(data: bytes, hidden_size: int, max_positions: int, model: str,
         raise PayloadError(f"positions {pos}..{pos + t - 1} are outside 0..{max_positions - 1}")
     if meta.get("final") not in ("0", "1"):
         raise PayloadError("metadata 'final' must be '0' or '1'")
-    if not bool(torch.isfinite(h).all()):
+    if not all_finite(h):
         raise PayloadError("hidden_states contain NaN or infinity")
     return Step(h, session, pos, meta["final"] == "1")
 
