@@ -3,7 +3,9 @@
 Invocations travel over a urllib3 pool (the one under ``requests``): measured
 on this machine a loopback POST costs 2.09 ms through ``requests.Session`` and
 1.23 ms through urllib3, and a 3-stage pipeline pays it on six calls.
-``/system`` calls, which are rare, keep ``requests``.
+The gateway forwards ``/system`` calls over the same kind of pool: a scale call is
+on the path to a pooled replica's first 5 ms.  Only the gateway's reads of the
+provider's stats (``RemoteDirectory``) keep ``requests``.
 
 ``ReplicaProxy`` is the provider's invoke (queue, pick a replica, forward);
 ``HttpInvoker`` is what a gateway in another process uses to reach it.  Both
@@ -137,19 +139,6 @@ def pooled_session(pool_maxsize: int = 64) -> requests.Session:
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s
-
-
-def http_call(session: requests.Session, method: str, url: str, headers: list[tuple[str, str]],
-              body: bytes, timeout_s: float) -> InvokeResult:
-    """One upstream call, body kept byte-exact (no transparent gzip decoding)."""
-    resp = session.request(method, url, data=body or None, headers=dict(headers),
-                           timeout=(CONNECT_TIMEOUT_S, timeout_s), stream=True,
-                           allow_redirects=False)
-    try:
-        content = resp.raw.read(decode_content=False)
-    finally:
-        resp.raw.release_conn()
-    return InvokeResult(resp.status_code, filter_headers(resp.raw.headers.items()), content)
 
 
 def invoke_pool(maxsize: int = 64) -> urllib3.PoolManager:

@@ -191,10 +191,18 @@ def test_split_gateway_and_provider_processes(tmp_path_factory: pytest.TempPathF
         assert provider.function("remote")["invocationCount"] == 2
         replica_pids = provider.replica_pids()
         assert len(replica_pids) == 1
+        assert provider.stop() == 0
+        provider = None  # the gateway alone: /system/* says so, and it serves on
+        for path in ("/system/functions", "/system/info", "/system/scale-function/remote"):
+            r = gateway.api("POST" if "scale" in path else "GET", path, json={"replicas": 1})
+            assert r.status_code == 502, (path, r.status_code, r.text)
+            assert "unreachable" in r.json()["error"]
+        assert requests.get(gateway.gateway + "/healthz", timeout=10).status_code == 200
     finally:
         if gateway is not None:
             assert gateway.stop() == 0
-        assert provider.stop() == 0
+        if provider is not None:
+            assert provider.stop() == 0
     assert not pid_alive(replica_pids[0])
 
 
