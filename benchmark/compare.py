@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-from benchmark import clocks, workloads
+from benchmark import clocks, rig_workload, workloads
 from benchmark.report import files as report_files
 from benchmark.report import plots, table
 from benchmark.report.predictors import predictor_lines
@@ -67,16 +67,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, metavar="A-B|A,B,...",
                    help="run every CV on each of these seeds (e.g. 100-104, the held-out "
                         "seeds) and add a median/worst-over-seeds table (overrides --seed)")
-    p.add_argument("--workload", choices=("minilm", "mix", "mix-azure"), default="minilm",
+    p.add_argument("--workload", choices=("minilm", "mix", "mix-azure", "rig"), default="minilm",
                    help="minilm: the 3-stage MiniLM pipeline (default); mix: five pipelines "
                         "of depths 2-6 (benchmark/sim/mix.py) with gamma arrivals at --cv; "
-                        "mix-azure: the same pipelines, synthetic Azure minute shapes")
+                        "mix-azure: the same pipelines, synthetic Azure minute shapes; rig: "
+                        "stack.yml's emulated-accelerator pipeline (4 stages, 16 devices), "
+                        "live or simulated (benchmark/rig_workload.py)")
     p.add_argument("--fail-at", action="append", default=[], metavar="T[:KIND[:WHAT]]",
                    help="inject a failure at T seconds: KIND node|replica (default node)")
-    p.add_argument("--slo", type=float, default=0.5, help="end-to-end latency SLO in seconds")
+    p.add_argument("--slo", type=float, default=None,
+                   help="end-to-end latency SLO in seconds (0.5; the rig's 1)")
     p.add_argument("--min-replicas", type=int, default=1)
     p.add_argument("--max-replicas", type=int, default=None,
-                   help="per stage (default: 20 in sim, 5 live: the stack's CE cap)")
+                   help="per stage (default: 20 in sim, 5 live: the stack's CE cap; the "
+                        "rig 5 in both)")
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes")
     clocks.add_arguments(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
@@ -148,14 +152,15 @@ def make_arrivals(a: argparse.Namespace, cv: float, out: Path) -> tuple[Any, Pat
                                    minute_range=(0, max(1, math.ceil(a.duration / 60))))
         if arr.duration_s > a.duration:
             arr = arr.truncate(a.duration)
-    elif a.workload != "minilm":
+    elif a.workload in ("mix", "mix-azure"):
         from benchmark.sim.mix import MIX_SHARE
         from benchmark.workloads.mix import mix_azure, mix_gamma
 
         make = mix_gamma if a.workload == "mix" else mix_azure
         arr = make(a.rps, cv, a.duration, MIX_SHARE, seed=a.seed)
     else:
-        arr = workloads.gamma(a.rps, cv, a.duration, seed=a.seed, target=PIPELINE)
+        target = rig_workload.TARGET if a.workload == "rig" else PIPELINE
+        arr = workloads.gamma(a.rps, cv, a.duration, seed=a.seed, target=target)
     seed = f"_seed{a.seed}" if a.seeds else ""
     path = out / f"{a.name}{seed}_arrivals_cv{cv:g}.json"
     arr.save(path)
@@ -163,7 +168,7 @@ def make_arrivals(a: argparse.Namespace, cv: float, out: Path) -> tuple[Any, Pat
 
 
 def _bounds(a: argparse.Namespace) -> Bounds:
-    top = a.max_replicas or (5 if a.mode == "live" else 20)
+    top = a.max_replicas or (5 if a.mode == "live" or a.workload == "rig" else 20)
     if not 0 <= a.min_replicas <= top or top < 1:
         raise CompareError(f"need 0 <= --min-replicas <= --max-replicas, got "
                            f"{a.min_replicas}..{top}")
@@ -204,19 +209,23 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
 
         # a short state path: zygote sockets live under it (AF_UNIX paths are <= 107 bytes)
         state = Path(tempfile.mkdtemp(prefix="quart-cmp-"))
-        cfg = LiveConfig(stack_file=a.stack, state_dir=state, slo_s=a.slo, bounds=bounds)
+        cfg = rig_workload.live_config(a, bounds, state) if a.workload == "rig" else \
+            LiveConfig(stack_file=a.stack, state_dir=state, slo_s=a.slo, bounds=bounds)
         try:
             return run_live(arrivals, system, cfg, say=lambda m: None, on_update=dash.update)
         finally:
             shutil.rmtree(state, ignore_errors=True)
     from benchmark import sim
 
-    pipelines = _sim_pipelines(arrivals, a.slo, a.workload)
-    cluster = sim.ClusterSpec.uniform(a.nodes, 64.0, 16)
+    if a.workload == "rig":
+        pipelines, cluster, config = rig_workload.sim_parts(a, bounds)
+    else:
+        pipelines = _sim_pipelines(arrivals, a.slo, a.workload)
+        cluster, config = sim.ClusterSpec.uniform(a.nodes, 64.0, 16), a.clocks.sim_config()
     sim_fails = [(t, kind, what or (cluster.nodes[0].name if kind == "node"
                                     else pipelines[0].stages[0].name)) for t, kind, what in fails]
     return sim.run(arrivals, pipelines, system, cluster=cluster, slo_s=a.slo,
-                   fail_at=sim_fails, seed=a.seed, config=a.clocks.sim_config(),
+                   fail_at=sim_fails, seed=a.seed, config=config,
                    on_progress=progress)
 
 
@@ -273,13 +282,19 @@ def _check(a: argparse.Namespace, con: Console) -> tuple[list[str], list[float],
         bounds = _bounds(a)
         if a.duration <= 0 or a.rps <= 0:
             raise CompareError("--duration and --rps must be > 0")
-        if a.mode == "live" and a.workload != "minilm":
+        if a.mode == "live" and a.workload in ("mix", "mix-azure"):
             raise CompareError("--workload mix/mix-azure runs in the simulator only (--mode sim)")
+        if a.slo is None:
+            a.slo = rig_workload.SLO_S if a.workload == "rig" else 0.5
+        if not (math.isfinite(a.slo) and a.slo > 0):
+            raise CompareError(f"--slo must be > 0 seconds, got {a.slo:g}")
         fails = failures(a.fail_at, a.duration)
-        a.clocks = clocks.from_args(a)
+        a.clocks = rig_workload.clocks(a) if a.workload == "rig" else clocks.from_args(a)
         if a.mode == "sim":
             a.clocks.check(names)
-        if a.mode == "live":
+        if a.mode == "live" and a.workload == "rig":
+            rig_workload.ensure_partition(con.print)
+        elif a.mode == "live":
             from benchmark.live.run import ensure_partition
 
             ensure_partition(a.stack, con.print)

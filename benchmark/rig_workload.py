@@ -1,0 +1,76 @@
+"""``quart-faas compare --workload rig``: the emulated-accelerator pipeline, live and simulated.
+
+Why a workload of its own: on this machine's two cores a MiniLM replica adds contention, not
+capacity, so a live comparison of autoscalers says nothing (benchmark/RESULTS.md).  The rig's
+stages (stack.yml's ``emu`` pipeline, docs/emulated-stage.md) hold an emulated device instead of
+computing, so capacity grows with replicas up to the node's device budget, as on a GPU node.
+
+Both modes run the rig as ``python -m benchmark.sim.validate_autoscale`` validated it (every
+system's P99 and replica-seconds within 25 % of live): the same deployment live (fork for
+Quart, a real process start for the baselines), the same model simulated (device times from
+the partition's manifest, host costs and spawn times from ``benchmark/sim/rig_calibration.json``),
+and the same clocks: the local deploy's Prometheus scrapes every second and the live plugin
+decides every ``LiveConfig.quart_period_s``; ``--scrape-interval`` and ``--control-period``
+change them in the simulator only.  Defaults that differ from the MiniLM workload's, because
+the rig's stages take ~100 ms of device time each: an SLO of 1 s and at most 5 replicas per
+stage in both modes (the stack's cap, so that live and simulated bound alike).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.clocks import Clocks, from_args
+from benchmark.systems.base import Bounds
+
+if TYPE_CHECKING:  # the rig's modules load the provider and the simulator: only when used
+    from benchmark.live.run import LiveConfig
+
+TARGET = "emu"  # benchmark.sim.rigpipe.PIPELINE, stack.yml's pipeline
+SLO_S = 1.0
+MAX_REPLICAS = 5
+SCRAPE_S = 1.0  # local_provider/deploy.py's Prometheus
+INPUTS = 4  # sentences per request, as the validation sent
+NICE = -20  # the deployment above other work on the machine, as the validation ran it
+
+
+def clocks(a: argparse.Namespace) -> Clocks:
+    """The rig's clocks: the live deployment's unless the simulator's flags say otherwise."""
+    from benchmark.live.run import LiveConfig
+
+    given = from_args(a)  # checks the flags (and refuses them live)
+    return Clocks(SCRAPE_S if a.scrape_interval is None else given.scrape_s,
+                  LiveConfig.quart_period_s if a.control_period is None
+                  else given.quart_period_s)
+
+
+def sim_parts(a: argparse.Namespace, bounds: Bounds) -> tuple[list[Any], Any, Any]:
+    """Pipelines, cluster and configuration of a simulated rig run."""
+    from benchmark.sim import rigpipe
+    from benchmark.sim.rig import RigHost, rig_cluster, rig_config, rig_pipeline
+
+    rigpipe.ensure_partition(rigpipe.MODEL_DIR, say=lambda s: None)
+    pipe = rig_pipeline(rigpipe.MODEL_DIR, tuple(rigpipe.texts(INPUTS)), rigpipe.TIME_SCALE,
+                        RigHost.load(), replicas=bounds.min_replicas, slo_s=a.slo)
+    return ([pipe], rig_cluster(rigpipe.DEVICES),
+            rig_config(scrape_s=a.clocks.scrape_s, max_replicas=bounds.max_replicas))
+
+
+def live_config(a: argparse.Namespace, bounds: Bounds, state: Path) -> LiveConfig:
+    """The rig deployed from stack.yml on free ports, its knobs in the deployment's env."""
+    from benchmark.live.run import LiveConfig
+    from benchmark.sim import rigpipe
+
+    env = rigpipe.rig_env(rigpipe.TIME_SCALE, rigpipe.DEVICES)
+    env.pop("QUART_LAUNCHER")  # run_live picks it from the system's scale-up (fork or process)
+    assert rigpipe.PIPELINE == TARGET
+    return LiveConfig(stack_file=str(rigpipe.STACK), pipeline=TARGET, state_dir=state,
+                      slo_s=a.slo, bounds=bounds, inputs=INPUTS, nice=NICE, extra_env=env,
+                      timeout_s=120.0)
+
+
+def ensure_partition(say: Any) -> None:
+    from benchmark.sim import rigpipe
+
+    rigpipe.ensure_partition(rigpipe.MODEL_DIR, say)
