@@ -1,0 +1,83 @@
+"""`quart-faas compare --workload rig`: the emulated-accelerator pipeline in both modes.
+
+The rig is where replicas are capacity (benchmark/rig_workload.py): its defaults (SLO 1 s,
+5 replicas per stage, a 1 s scrape and the live plugin's 2 s period) must hold in the
+simulator as live, or the two modes would not be comparing the same thing.  The live test
+deploys stack.yml's ``emu`` pipeline twice (Quart's plugin with forks, static with process
+starts) on free ports.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_compare import REPO, _outputs
+
+from benchmark.compare import _bounds, main, parser
+from benchmark.live.run import LiveConfig
+from benchmark.rig_workload import MAX_REPLICAS, SCRAPE_S, SLO_S, TARGET
+from benchmark.workloads import Arrivals
+
+
+def test_rig_bounds_are_the_same_in_both_modes():
+    for mode in ("sim", "live"):
+        a = parser().parse_args(["--workload", "rig", "--mode", mode])
+        assert _bounds(a).max_replicas == MAX_REPLICAS
+    assert _bounds(parser().parse_args(["--mode", "sim"])).max_replicas == 20  # MiniLM's
+
+
+def test_rig_simulated_runs_on_the_live_deployments_clocks(tmp_path):
+    assert main(["--mode", "sim", "--workload", "rig", "--duration", "40", "--rps", "10",
+                 "--cv", "2", "--systems", "quart,static", "--name", "rig", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    doc, rows = _outputs(tmp_path, "rig")
+    assert set(rows) == {"quart", "static"}
+    for row in rows.values():
+        assert float(row["slo_s"]) == SLO_S
+        assert float(row["success_rate"]) == 1.0
+    assert doc["clocks"]["quart"]["scrape_s"] == SCRAPE_S
+    assert doc["clocks"]["quart"]["period_s"] == LiveConfig.quart_period_s
+    (arrivals,) = tmp_path.glob("rig_arrivals_cv2.json")
+    assert list(Arrivals.load(arrivals).targets) == [TARGET]
+
+
+def test_rig_clock_flags_apply_in_the_simulator(tmp_path):
+    assert main(["--mode", "sim", "--workload", "rig", "--duration", "20", "--rps", "5",
+                 "--cv", "1", "--systems", "quart", "--scrape-interval", "0.5",
+                 "--control-period", "1", "--slo", "2", "--name", "f", "--no-plots",
+                 "--out", str(tmp_path)]) == 0
+    doc, rows = _outputs(tmp_path, "f")
+    assert doc["clocks"]["quart"]["scrape_s"] == 0.5 and doc["clocks"]["quart"]["period_s"] == 1
+    assert float(rows["quart"]["slo_s"]) == 2.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "live", "--scrape-interval", "1"], "simulator only"),
+    (["--slo", "0"], "--slo"),
+    (["--slo", "nan"], "--slo"),
+])
+def test_rig_bad_flags_exit_2(args, message, tmp_path, capsys):
+    assert main(["--workload", "rig", *args, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_rig_live_compare_quart_and_static(tmp_path: Path):
+    env = {**os.environ}
+    env.pop("QUART_GATEWAY_URL", None)
+    r = subprocess.run(
+        [sys.executable, "-m", "quart_faas.cli", "compare", "--mode", "live", "--workload",
+         "rig", "--duration", "8", "--rps", "8", "--cv", "2", "--systems", "quart,static",
+         "--name", "rl", "--no-plots", "--out", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc, rows = _outputs(tmp_path, "rl")
+    assert set(rows) == {"quart", "static"}, r.stdout[-3000:]
+    assert doc["identical_arrivals"] is True
+    for row in rows.values():
+        assert row["mode"] == "live"
+        assert float(row["slo_s"]) == SLO_S
+        assert float(row["success_rate"]) >= 0.9, row
+        assert float(row["replica_seconds"]) > 0
