@@ -199,7 +199,8 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
         return sched.run(arrivals, scheduler=name, nodes=a.nodes, slo_s=a.slo,
                          fail_at=t_fail, fail_node=node, seed=a.seed)
     # the scrape interval and Quart's period of a simulated run (benchmark/clocks.py)
-    options = a.clocks.options(name) if a.mode == "sim" else {}
+    options = {} if a.mode != "sim" else rig_workload.options(a, name) \
+        if a.workload == "rig" else a.clocks.options(name)
     if name == "static":  # sized once from the workload's own mean rate, per stage
         options["mean_rps"] = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
                                for t in arrivals.targets for i in range(16)}
@@ -341,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names, cvs, seeds, bounds, fails = checked
     if a.mode == "sim":
-        con.print(a.clocks.describe())
+        con.print(rig_workload.describe(a) if a.workload == "rig" else a.clocks.describe())
     if a.mode == "sim" and any(n.startswith("quart") for n in names):
         import torch  # the simulated Quart trains its GAT in this process
 

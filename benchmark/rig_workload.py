@@ -36,13 +36,33 @@ NICE = -20  # the deployment above other work on the machine, as the validation 
 
 
 def clocks(a: argparse.Namespace) -> Clocks:
-    """The rig's clocks: the live deployment's unless the simulator's flags say otherwise."""
-    from benchmark.live.run import LiveConfig
-
+    """The rig's clocks: the deployment's 1 s scrape unless ``--scrape-interval`` says
+    otherwise; Quart's period is ``options``' business."""
     given = from_args(a)  # checks the flags (and refuses them live)
     return Clocks(SCRAPE_S if a.scrape_interval is None else given.scrape_s,
-                  LiveConfig.quart_period_s if a.control_period is None
-                  else given.quart_period_s)
+                  given.quart_period_s)
+
+
+def options(a: argparse.Namespace, system: str) -> dict[str, Any]:
+    """A simulated system's build options.  Quart runs as the live plugin does
+    (``benchmark/live/run.py``): ``QUART_CONTROL_PERIOD_S`` of ``LiveConfig.quart_period_s``
+    and the plugin's other settings at their defaults, counted in periods (scale-down after
+    3, a retraining every 12), as ``validate_autoscale`` built it.  ``--control-period``
+    instead keeps those waits in seconds, as everywhere else (``benchmark/clocks.py``)."""
+    from benchmark.live.run import LiveConfig
+
+    if system.startswith("quart") and a.clocks.quart_period_s is None:
+        return {"period_s": LiveConfig.quart_period_s}
+    return a.clocks.options(system)
+
+
+def describe(a: argparse.Namespace) -> str:
+    from benchmark.live.run import LiveConfig
+
+    period = (f"{LiveConfig.quart_period_s:g} (the live plugin's)"
+              if a.clocks.quart_period_s is None else f"{a.clocks.quart_period_s:g}")
+    return (f"clocks (rig): Prometheus scrape {a.clocks.scrape_s:g} s; quart period {period} s; "
+            "openfaas-pro-* every 5 s; knative-kpa 2 s and ray-serve 1 s on their own meters")
 
 
 def sim_parts(a: argparse.Namespace, bounds: Bounds) -> tuple[list[Any], Any, Any]:

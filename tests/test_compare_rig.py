@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_compare import REPO, _outputs
 
@@ -81,3 +82,33 @@ def test_rig_live_compare_quart_and_static(tmp_path: Path):
         assert float(row["slo_s"]) == SLO_S
         assert float(row["success_rate"]) >= 0.9, row
         assert float(row["replica_seconds"]) > 0
+
+
+def test_rig_simulated_quart_is_the_validated_model(tmp_path):
+    """compare's simulated rig and validate_autoscale's give the same run: one model, one
+    Quart (the live plugin's settings), so the validation covers what compare reports."""
+    from benchmark.sim import validate_autoscale as va
+    from benchmark.sim.rig import RigHost
+
+    flags = ["--duration", "120", "--rps", "10", "--cv", "8", "--seed", "7"]
+    assert main(["--mode", "sim", "--workload", "rig", *flags, "--systems", "quart,knative-kpa",
+                 "--name", "v", "--no-plots", "--out", str(tmp_path)]) == 0
+    _, rows = _outputs(tmp_path, "v")
+    a = va.parse([*flags, "--systems", "quart,knative-kpa", "--sim-seeds", "1"])
+    arrivals = va.gamma(a.rps, a.cv, a.duration, seed=a.seed, target=TARGET)
+    for name in ("quart", "knative-kpa"):
+        (sim,) = va.simulated(name, a, arrivals, RigHost.load())
+        assert float(rows[name]["p99_latency"]) == pytest.approx(
+            float(np.percentile(sim.latency_s[sim.ok], 99)) * 1e3, rel=1e-9), name
+
+
+def test_rig_quart_has_the_live_plugins_settings():
+    from benchmark import rig_workload
+    from benchmark.clocks import Clocks
+
+    a = parser().parse_args(["--workload", "rig"])
+    a.clocks = rig_workload.clocks(a)
+    assert rig_workload.options(a, "quart") == {"period_s": LiveConfig.quart_period_s}
+    assert rig_workload.options(a, "openfaas-ce") == {"scrape_interval_s": SCRAPE_S}
+    a.clocks = Clocks(SCRAPE_S, 1.0)  # --control-period 1: waits kept in seconds
+    assert rig_workload.options(a, "quart")["scale_down_periods"] == 15
