@@ -112,3 +112,15 @@ def test_rig_quart_has_the_live_plugins_settings():
     assert rig_workload.options(a, "openfaas-ce") == {"scrape_interval_s": SCRAPE_S}
     a.clocks = Clocks(SCRAPE_S, 1.0)  # --control-period 1: waits kept in seconds
     assert rig_workload.options(a, "quart")["scale_down_periods"] == 15
+
+
+def test_rig_held_out_table_of_short_runs(tmp_path):
+    """Seeds on the rig write the median/worst table; a run shorter than the warm-up shows
+    a dash for "P99 after 120 s", not nan."""
+    assert main(["--mode", "sim", "--workload", "rig", "--duration", "30", "--rps", "8",
+                 "--cv", "2", "--seeds", "1-2", "--systems", "quart,static", "--name", "h",
+                 "--no-plots", "--out", str(tmp_path)]) == 0
+    (md,) = tmp_path.glob("h_heldout_*.md")
+    text = md.read_text()
+    assert "seeds 1-2" in text and "quart vs best baseline (static)" in text
+    assert "nan" not in text and "| — |" in text

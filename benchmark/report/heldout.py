@@ -102,6 +102,11 @@ def _goal(systems: Mapping[str, Mapping[int, Mapping[str, Any]]],
                     and bool(per_seed) and max(per_seed) <= 0.8)}
 
 
+def _ms(v: float) -> str:
+    """A run shorter than the warm-up has no requests after it: a dash, not "nan"."""
+    return "—" if math.isnan(v) else f"{v:.0f}"
+
+
 def render(doc: Mapping[str, Any], title: str) -> str:
     """Markdown: one table per CV, the goal line, the predictor line."""
     out = [f"### {title}", ""]
@@ -113,7 +118,7 @@ def render(doc: Mapping[str, Any], title: str) -> str:
             out.append(f"| {name} | {r['p99_median']:.0f} | {r['p99_worst']:.0f} | "
                        f"{r['slo_median']:.1%} | {r['slo_worst']:.1%} | "
                        f"{r['replica_s_median']:.0f} | {r['replica_s_worst']:.0f} | "
-                       f"{r['p99_after_warmup_median']:.0f} |")
+                       f"{_ms(r['p99_after_warmup_median'])} |")
         g = part["goal"]
         if g:
             out += ["", f"quart vs best baseline ({g['best_baseline']}): median P99 "
