@@ -76,7 +76,7 @@ def create_app(controller, triggers: Triggers, *, auth: BasicAuth | None,
 
     @app.errorhandler(404)
     def not_found(_e):
-        return error(404, "not found: /metrics, /healthz, /livez, /decisions, "
+        return error(404, "not found: /metrics, /healthz, /livez, /decisions, /predictor, "
                           "POST /system/alert, /openapi.json")
 
     _health_routes(app, controller, health)
@@ -106,7 +106,7 @@ def _health_routes(app: Flask, controller: Any, health: Health) -> None:
 
 
 def _read_routes(app: Flask, controller: Any) -> None:
-    """/metrics, /decisions and /openapi.json."""
+    """/metrics, /decisions, /predictor and /openapi.json."""
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -120,6 +120,15 @@ def _read_routes(app: Flask, controller: Any) -> None:
         except ValueError:
             return error(400, "n must be an integer")
         return jsonify(controller.store.decisions(n))
+
+    @app.get("/predictor")
+    def predictor() -> Response:
+        """The CV predictor in use and every validated training round (kept in Redis with
+        the state): what a comparison reports as the GAT's selections and errors."""
+        meta = controller.gat_meta or {}
+        return jsonify({"predictor": controller.state.predictor,
+                        "reason": controller.state.predictor_reason,
+                        "rounds": list(meta.get("rounds", []))})
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:

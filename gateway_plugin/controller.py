@@ -40,6 +40,7 @@ from gateway_plugin.warm_pool import PoolHints
 __all__ = ["MIN_SAMPLES", "Controller", "observation_json", "quart_config"]
 
 log = logging.getLogger("gateway_plugin")
+ROUNDS_KEPT = 200  # validated training rounds kept in gat_meta (GET /predictor)
 
 
 def quart_config(cfg: PluginConfig, max_replicas: int) -> chain.QuartConfig:
@@ -289,11 +290,17 @@ class Controller:
                      rnd.samples, rnd.pipelines, MIN_SAMPLES)
             return None
         errors = dict(rnd.errors)
+        now = self.clock()
+        # every validated round, in Redis with the state (the last ROUNDS_KEPT): which
+        # predictor each selected and why is the GAT's record, read at GET /predictor
+        rounds = list((self.gat_meta or {}).get("rounds", []))[-(ROUNDS_KEPT - 1):] + [{
+            "trained_at": now, "predictor": self.state.predictor, "validation_mae": errors,
+            "holdout": rnd.holdout, "samples": rnd.samples}]
         self.gat_meta = {"validation_mae": errors, "samples": rnd.samples,
-                         "holdout": rnd.holdout, "trained_at":
-                         self.clock(), "predictor": self.state.predictor,
+                         "holdout": rnd.holdout, "trained_at": now,
+                         "predictor": self.state.predictor,
                          "reason": self.state.predictor_reason,
-                         "seconds": round(rnd.seconds, 3)}
+                         "seconds": round(rnd.seconds, 3), "rounds": rounds}
         for name, mae in errors.items():
             self.metrics.gat_mae.labels(predictor=name).set(mae)
         log.info("GAT retrained on %d samples: %s -> using %s", rnd.samples, errors,

@@ -101,6 +101,17 @@ SCHEMAS: dict[str, Any] = {
                                 "function_labels, increment, rollback, give_back"},
                        "reason": {"type": "string"}},
     },
+    "Predictor": {
+        "type": "object",
+        "required": ["predictor", "reason", "rounds"],
+        "properties": {
+            "predictor": {"type": "string", "description": "gat, qna, copy_upstream, ..."},
+            "reason": {"type": "string"},
+            "rounds": {"type": "array", "items": {"type": "object", "properties": {
+                "trained_at": {"type": "number"}, "predictor": {"type": "string"},
+                "validation_mae": {"type": "object",
+                                   "additionalProperties": {"type": "number"}},
+                "holdout": {"type": "string"}, "samples": {"type": "integer"}}}}}},
     "Decision": {
         "type": "object",
         "description": "one stage's decision in one control cycle (newest first)",
@@ -165,6 +176,13 @@ PATHS: dict[str, Any] = {
                                     "items": {"$ref": "#/components/schemas/Decision"}},
                                    "newest first"),
                       "400": _error("n is not an integer"), "401": UNAUTHORIZED}}},
+    "/predictor": {"get": {
+        "operationId": "predictor",
+        "summary": "the CV predictor in use and every validated training round (Redis)",
+        "security": LOCKED,
+        "responses": {"200": _json({"$ref": "#/components/schemas/Predictor"},
+                                   "rounds oldest first, the last 200"),
+                      "401": UNAUTHORIZED}}},
     "/system/alert": {"post": {
         "operationId": "ScaleAlert",
         "summary": "AlertManager webhook: wake the control loop for these functions' pipelines",

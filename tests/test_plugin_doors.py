@@ -78,7 +78,7 @@ def test_documented_security_is_what_the_doors_do(make, doc) -> None:
 
 def test_the_plugin_locks_alerts_and_decisions_and_the_scorer_its_api() -> None:
     assert {(p, m) for p, m, s in _operations(plugin_openapi.document()) if s} == \
-        {("/decisions", "GET"), ("/system/alert", "POST")}
+        {("/decisions", "GET"), ("/predictor", "GET"), ("/system/alert", "POST")}
     assert {(p, m) for p, m, s in _operations(scorer_openapi.document()) if s} == \
         {("/v1/score", "POST"), ("/v1/observe", "POST"), ("/v1/assign", "POST"), ("/", "GET")}
 

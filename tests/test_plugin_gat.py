@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.basic_auth import BasicAuth
 from gateway_plugin.actuate import Gateway
+from gateway_plugin.app import create_app
 from gateway_plugin.config import PluginConfig
 from gateway_plugin.controller import Controller, observation_json
 from gateway_plugin.metrics_in import PrometheusReader
+from gateway_plugin.pacing import Triggers
 from gateway_plugin.policies import chain, pipeline_sim
 from gateway_plugin.policies.observation import PipelineObservation, StageObservation
 from gateway_plugin.store import Store
@@ -73,6 +76,17 @@ def test_training_from_redis_history_and_checkpoint_survives_restart(rs):
     assert again.state.gat_checkpoint == ctl.state.gat_checkpoint
     assert again.state.predictor == ctl.state.predictor
     assert again.gat_meta["validation_mae"] == pytest.approx(errors)
+    # every validated round is kept with the state and read at GET /predictor
+    (first,) = again.gat_meta["rounds"]
+    assert first["predictor"] == ctl.state.predictor
+    assert first["validation_mae"] == pytest.approx(errors)
+    assert again.train() is not None
+    auth = BasicAuth("admin", "pw")
+    client = create_app(again, Triggers(), auth=auth).test_client()
+    assert client.get("/predictor").status_code == 401
+    doc = client.get("/predictor", headers={"Authorization": auth.header()}).json
+    assert doc["predictor"] == again.state.predictor and len(doc["rounds"]) == 2
+    assert doc["rounds"][0]["trained_at"] <= doc["rounds"][1]["trained_at"]
     probe = simulated_history(3, seed=99)
     forced = chain.QuartState(predictor="gat", gat_checkpoint=again.state.gat_checkpoint)
     d1, _ = chain.decide(probe, forced, chain.QuartConfig())
