@@ -82,6 +82,30 @@ def test_rig_live_compare_quart_and_static(tmp_path: Path):
         assert float(row["slo_s"]) == SLO_S
         assert float(row["success_rate"]) >= 0.9, row
         assert float(row["replica_seconds"]) > 0
+    # the live plugin's predictor, read before teardown (8 s: decisions, no round yet)
+    rep = doc["cv_predictors"]["quart"]
+    assert "error" not in rep and rep["smoothing"] is True, rep
+    assert sum(rep["periods_in_use"].values()) >= 2, rep
+    assert "CV predictor" in r.stdout and "static" not in doc["cv_predictors"]
+
+
+def test_live_predictor_report_has_the_simulated_shape():
+    from benchmark.live.plugin_report import summarize
+    from benchmark.report.predictors import predictor_lines
+
+    rounds = [{"predictor": "gat", "validation_mae": {"gat": 0.5, "qna": 0.9},
+               "holdout": "time", "trained_at": 1.0},
+              {"predictor": "qna", "validation_mae": {"gat": 0.8, "qna": 0.7, "x": float("nan")},
+               "holdout": "time", "trained_at": 2.0}]
+    decisions = [{"t": 1.0, "predictor": "qna"}, {"t": 1.0, "predictor": "qna"},
+                 {"t": 3.0, "predictor": "gat"}, {"t": 5.0, "predictor": "gat"}]
+    rep = summarize({"predictor": "qna", "reason": "r", "rounds": rounds}, decisions)
+    assert rep["rounds"] == 2 and rep["selected"] == {"gat": 1, "qna": 1}
+    assert rep["median_validation_mae"] == {"gat": 0.65, "qna": 0.8}
+    assert rep["periods_in_use"] == {"qna": 1, "gat": 2} and rep["holdout"] == ["time"]
+    line = predictor_lines({"quart": rep})
+    assert "2 validated training round(s) (held out by time)" in line
+    assert "quart: the plugin" in predictor_lines({"quart": {"error": "the plugin is gone"}})
 
 
 def test_rig_simulated_quart_is_the_validated_model(tmp_path):

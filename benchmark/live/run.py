@@ -31,6 +31,7 @@ import numpy as np
 import requests
 
 from benchmark import openloop
+from benchmark.live import plugin_report
 from benchmark.live.driver import BaselineDriver
 from benchmark.results import RunResult, TimelineRow
 from benchmark.systems.base import Autoscaler, Bounds
@@ -243,6 +244,7 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
     start_iso = datetime.now(UTC).isoformat(timespec="seconds")
     driver: BaselineDriver | None = None
     renicer: Renicer | None = None
+    plugin_url, report = "", None
     finished = False
     try:
         stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
@@ -259,8 +261,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
                    "QUART_MIN_REPLICAS": str(cfg.bounds.min_replicas),
                    "QUART_MAX_REPLICAS": str(cfg.bounds.max_replicas),
                    **QUART_ENV.get(system.name, {})}
-            plugin_services.start_plugin(sdir, ep.gateway, ep.prometheus, redis_url,
-                                         services.free_port(), say, env)
+            plugin_url = plugin_services.start_plugin(sdir, ep.gateway, ep.prometheus,
+                                                      redis_url, services.free_port(), say, env)
         else:
             driver = BaselineDriver(system, Gateway(ep.gateway, auth), ep.prometheus,
                                     cfg.slo_s, cfg.bounds).start()
@@ -295,6 +297,9 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         results = openloop.run(url, body, offsets, timeout_s=cfg.timeout_s, on_done=on_done)
         time.sleep(cfg.drain_s)
         sampler.stop()
+        if plugin_url:  # what its CV predictor did, read before the deployment goes
+            report = plugin_report.fetch(plugin_url, auth,
+                                         env.get("QUART_SMOOTHING", "1") != "0")
         finished = True
     finally:
         if renicer:
@@ -321,7 +326,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
         start_time=start_iso, end_time=datetime.now(UTC).isoformat(timespec="seconds"),
         extra={"launcher": launcher, "driver_errors": driver.errors[:20] if driver else [],
                "driver_cycles": driver.cycles if driver else None,
-               "errors": sorted({r.error for r in by_planned if r.error})[:10]})
+               "errors": sorted({r.error for r in by_planned if r.error})[:10],
+               **({"system_report": report} if report is not None else {})})
 
 
 def _starts(timeline: list[TimelineRow], launcher: str) -> dict[str, int]:

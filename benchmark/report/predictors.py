@@ -24,6 +24,9 @@ def predictor_lines(reports: Mapping[str, Mapping[str, Any]] | Sequence[Any]) ->
                    if isinstance(r.extra.get("system_report"), Mapping)}
     lines = []
     for system, rep in reports.items():
+        if "error" in rep:  # a live plugin that could not be read
+            lines.append(f"{system}: {rep['error']}")
+            continue
         if not rep.get("smoothing"):
             lines.append(f"{system}: no smoothing, the CV predictor is unused")
             continue
