@@ -42,6 +42,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -253,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     texts = tuple(rigpipe.texts(a.inputs))
     pipe = rig_pipeline(a.model_dir, texts, a.time_scale, host, replicas=a.replicas)
     slowest = max(s.service_mean_s for s in pipe.stages)
-    meta = {"command": "python -m benchmark.sim.validate " + " ".join(argv or []),
+    meta = {"command": "python -m benchmark.sim.validate "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "time_scale": a.time_scale, "devices": a.devices, "replicas": a.replicas,
             "duration_s": a.duration, "seed": a.seed, "sim_seeds": a.sim_seeds,

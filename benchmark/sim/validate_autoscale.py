@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     host = RigHost.load()
     rigpipe.ensure_partition(a.model_dir)
     arrivals = gamma(a.rps, a.cv, a.duration, seed=a.seed, target=rigpipe.PIPELINE)
-    meta = {"command": "python -m benchmark.sim.validate_autoscale " + " ".join(argv or []),
+    meta = {"command": "python -m benchmark.sim.validate_autoscale "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "started": datetime.now(UTC).isoformat(timespec="seconds"), "rps": a.rps,
             "cv": a.cv, "duration_s": a.duration, "time_scale": a.time_scale,
             "slo_s": a.slo, "min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
