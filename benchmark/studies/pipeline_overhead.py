@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         deploy.down(state, say=lambda s: None)
+        shutil.rmtree(tmp, ignore_errors=True)  # two partitions of MiniLM: ~180 MB
 
 
 if __name__ == "__main__":
