@@ -199,8 +199,10 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
         return sched.run(arrivals, scheduler=name, nodes=a.nodes, slo_s=a.slo,
                          fail_at=t_fail, fail_node=node, seed=a.seed)
     # the scrape interval and Quart's period of a simulated run (benchmark/clocks.py)
-    options = {} if a.mode != "sim" else rig_workload.options(a, name) \
-        if a.workload == "rig" else a.clocks.options(name)
+    options: dict[str, Any] = {}
+    if a.mode == "sim":
+        options = rig_workload.options(a, name) if a.workload == "rig" else \
+            a.clocks.options(name)
     if name == "static":  # sized once from the workload's own mean rate, per stage
         options["mean_rps"] = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
                                for t in arrivals.targets for i in range(16)}

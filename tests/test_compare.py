@@ -91,15 +91,22 @@ def _marked(mark: str) -> list[int]:
     return found
 
 
+def compare_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``quart-faas compare ARGS`` as a user runs it, from the repository; asserts it
+    succeeded (its output's tail in the message)."""
+    r = subprocess.run([sys.executable, "-m", "quart_faas.cli", "compare", *args], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
 def test_live_compare_quart_plugin_and_ce_style_baseline(tmp_path, minilm3):
     mark = f"QUART_TEST_MARK=compare-{uuid.uuid4().hex}"
     env = {**os.environ, "QUART_MODEL_DIR": str(minilm3), "QUART_TEST_MARK": mark.split("=")[1]}
     env.pop("QUART_GATEWAY_URL", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "quart_faas.cli", "compare", "--mode", "live", "--duration", "6",
-         "--rps", "4", "--cv", "4", "--systems", "quart,openfaas-ce", "--name", "live",
-         "--out", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = compare_cli(["--mode", "live", "--duration", "6", "--rps", "4", "--cv", "4",
+                     "--systems", "quart,openfaas-ce", "--name", "live", "--out", str(tmp_path)],
+                    env)
     doc, rows = _outputs(tmp_path, "live")
     assert set(rows) == {"quart", "openfaas-ce"}, r.stdout[-3000:]
     assert doc["identical_arrivals"] is True

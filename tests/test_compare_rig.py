@@ -9,13 +9,11 @@ starts) on free ports.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_compare import REPO, _outputs
+from test_compare import _outputs, compare_cli
 
 from benchmark.compare import _bounds, main, parser
 from benchmark.live.run import LiveConfig
@@ -68,12 +66,9 @@ def test_rig_bad_flags_exit_2(args, message, tmp_path, capsys):
 def test_rig_live_compare_quart_and_static(tmp_path: Path):
     env = {**os.environ}
     env.pop("QUART_GATEWAY_URL", None)
-    r = subprocess.run(
-        [sys.executable, "-m", "quart_faas.cli", "compare", "--mode", "live", "--workload",
-         "rig", "--duration", "8", "--rps", "8", "--cv", "2", "--systems", "quart,static",
-         "--name", "rl", "--no-plots", "--out", str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    r = compare_cli(["--mode", "live", "--workload", "rig", "--duration", "8", "--rps", "8",
+                     "--cv", "2", "--systems", "quart,static", "--name", "rl", "--no-plots",
+                     "--out", str(tmp_path)], env)
     doc, rows = _outputs(tmp_path, "rl")
     assert set(rows) == {"quart", "static"}, r.stdout[-3000:]
     assert doc["identical_arrivals"] is True
