@@ -157,9 +157,17 @@ def test_gateway_metrics_have_upstream_names_and_exact_counts(dep):
 
 
 def test_prometheus_returns_the_pipeline_rate(dep):
+    # rate() sees only increases between two scrapes, so Prometheus must hold each counter
+    # before the calls: its first scrape of a fresh deployment came 6 s late on a loaded
+    # machine, and a series first scraped after every call is flat (rate 0)
+    assert invoke(dep, ["rate"]).status_code == 200  # every stage's counter exists
+    m = GatewayMetrics(dep.prometheus)
+    deadline = time.monotonic() + 30
+    while not set(FN) <= set(m.invocations()):
+        assert time.monotonic() < deadline, "Prometheus never scraped the gateway's counters"
+        time.sleep(0.5)
     for _ in range(10):
         assert invoke(dep, ["rate"]).status_code == 200
-    m = GatewayMetrics(dep.prometheus)
     deadline = time.monotonic() + 30
     rates: dict[str, float] = {}
     while time.monotonic() < deadline:
