@@ -82,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
                    help="per stage (default: 20 in sim, 5 live: the stack's CE cap; the "
                         "rig 5 in both)")
     p.add_argument("--nodes", type=int, default=3, help="simulated nodes")
+    p.add_argument("--devices", type=int, default=None,
+                   help="--workload rig: emulated devices on the node (16, the stack's "
+                        "QUART_EMU_DEVICES), live and simulated")
     clocks.add_arguments(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results directory")
     p.add_argument("--dashboard", action="store_true", help="live terminal dashboard")
@@ -287,6 +290,9 @@ def _check(a: argparse.Namespace, con: Console) -> tuple[list[str], list[float],
             raise CompareError("--duration and --rps must be > 0")
         if a.mode == "live" and a.workload in ("mix", "mix-azure"):
             raise CompareError("--workload mix/mix-azure runs in the simulator only (--mode sim)")
+        if a.devices is not None and (a.workload != "rig" or a.devices < 1):
+            raise CompareError("--devices sets the rig's device budget: --workload rig and "
+                               f">= 1, got {a.devices} with --workload {a.workload}")
         if a.slo is None:
             a.slo = rig_workload.SLO_S if a.workload == "rig" else 0.5
         if not (math.isfinite(a.slo) and a.slo > 0):

@@ -35,6 +35,13 @@ INPUTS = 4  # sentences per request, as the validation sent
 NICE = -20  # the deployment above other work on the machine, as the validation ran it
 
 
+def devices(a: argparse.Namespace) -> int:
+    """The node's emulated devices: ``--devices`` or the stack's ``QUART_EMU_DEVICES``."""
+    from benchmark.sim import rigpipe
+
+    return rigpipe.DEVICES if getattr(a, "devices", None) is None else int(a.devices)
+
+
 def clocks(a: argparse.Namespace) -> Clocks:
     """The rig's clocks: the deployment's 1 s scrape unless ``--scrape-interval`` says
     otherwise; Quart's period is ``options``' business."""
@@ -61,7 +68,8 @@ def describe(a: argparse.Namespace) -> str:
 
     period = (f"{LiveConfig.quart_period_s:g} (the live plugin's)"
               if a.clocks.quart_period_s is None else f"{a.clocks.quart_period_s:g}")
-    return (f"clocks (rig): Prometheus scrape {a.clocks.scrape_s:g} s; quart period {period} s; "
+    return (f"rig: {devices(a)} emulated devices on the node\n"
+            f"clocks (rig): Prometheus scrape {a.clocks.scrape_s:g} s; quart period {period} s; "
             "openfaas-pro-* every 5 s; knative-kpa 2 s and ray-serve 1 s on their own meters")
 
 
@@ -73,7 +81,7 @@ def sim_parts(a: argparse.Namespace, bounds: Bounds) -> tuple[list[Any], Any, An
     rigpipe.ensure_partition(rigpipe.MODEL_DIR, say=lambda s: None)
     pipe = rig_pipeline(rigpipe.MODEL_DIR, tuple(rigpipe.texts(INPUTS)), rigpipe.TIME_SCALE,
                         RigHost.load(), replicas=bounds.min_replicas, slo_s=a.slo)
-    return ([pipe], rig_cluster(rigpipe.DEVICES),
+    return ([pipe], rig_cluster(devices(a)),
             rig_config(scrape_s=a.clocks.scrape_s, max_replicas=bounds.max_replicas))
 
 
@@ -82,7 +90,7 @@ def live_config(a: argparse.Namespace, bounds: Bounds, state: Path) -> LiveConfi
     from benchmark.live.run import LiveConfig
     from benchmark.sim import rigpipe
 
-    env = rigpipe.rig_env(rigpipe.TIME_SCALE, rigpipe.DEVICES)
+    env = rigpipe.rig_env(rigpipe.TIME_SCALE, devices(a))
     env.pop("QUART_LAUNCHER")  # run_live picks it from the system's scale-up (fork or process)
     assert rigpipe.PIPELINE == TARGET
     return LiveConfig(stack_file=str(rigpipe.STACK), pipeline=TARGET, state_dir=state,

@@ -57,6 +57,7 @@ def test_rig_clock_flags_apply_in_the_simulator(tmp_path):
     (["--mode", "live", "--scrape-interval", "1"], "simulator only"),
     (["--slo", "0"], "--slo"),
     (["--slo", "nan"], "--slo"),
+    (["--devices", "0"], "--devices"),
 ])
 def test_rig_bad_flags_exit_2(args, message, tmp_path, capsys):
     assert main(["--workload", "rig", *args, "--out", str(tmp_path)]) == 2
@@ -103,13 +104,35 @@ def test_live_predictor_report_has_the_simulated_shape():
     assert "quart: the plugin" in predictor_lines({"quart": {"error": "the plugin is gone"}})
 
 
-def test_rig_simulated_quart_is_the_validated_model(tmp_path):
+def test_devices_belong_to_the_rig(tmp_path, capsys):
+    assert main(["--workload", "minilm", "--devices", "32", "--out", str(tmp_path)]) == 2
+    assert "--devices" in capsys.readouterr().out
+
+
+def test_rig_devices_reach_both_modes(tmp_path):
+    from benchmark import rig_workload
+
+    a = parser().parse_args(["--workload", "rig", "--devices", "32", "--max-replicas", "8",
+                             "--slo", "1"])
+    a.clocks = rig_workload.clocks(a)
+    _, cluster, config = rig_workload.sim_parts(a, _bounds(a))
+    assert {n.devices for n in cluster.nodes} == {32} and config.max_replicas == 8
+    cfg = rig_workload.live_config(a, _bounds(a), tmp_path)
+    assert cfg.extra_env["QUART_EMU_DEVICES"] == "32" and cfg.bounds.max_replicas == 8
+    default = parser().parse_args(["--workload", "rig"])
+    assert rig_workload.live_config(default, _bounds(default), tmp_path).extra_env[
+        "QUART_EMU_DEVICES"] == "16"
+
+
+@pytest.mark.parametrize("room", [[], ["--devices", "32", "--max-replicas", "8"]],
+                         ids=["rig", "rig-with-room"])
+def test_rig_simulated_quart_is_the_validated_model(tmp_path, room):
     """compare's simulated rig and validate_autoscale's give the same run: one model, one
     Quart (the live plugin's settings), so the validation covers what compare reports."""
     from benchmark.sim import validate_autoscale as va
     from benchmark.sim.rig import RigHost
 
-    flags = ["--duration", "120", "--rps", "10", "--cv", "8", "--seed", "7"]
+    flags = ["--duration", "120", "--rps", "10", "--cv", "8", "--seed", "7", *room]
     assert main(["--mode", "sim", "--workload", "rig", *flags, "--systems", "quart,knative-kpa",
                  "--name", "v", "--no-plots", "--out", str(tmp_path)]) == 0
     _, rows = _outputs(tmp_path, "v")
