@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ def _minilm_stack() -> Path:
     tests were written for, text, comments and anchors as they are in stack.yml."""
     text = (REPO / "stack.yml").read_text().split("\n  opt-stage-0:")[0]
     path = Path(tempfile.mkdtemp(prefix="quart-planner-stack-")) / "stack.yml"
+    atexit.register(shutil.rmtree, path.parent, True)  # one per test session, gone after it
     path.write_text(text.rstrip("\n") + "\n")
     return path
 

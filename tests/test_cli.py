@@ -72,6 +72,44 @@ def test_deploy_names_unknown_functions(tmp_path):
         deploy(stack, "http://127.0.0.1:9", ("admin", "x"), only=["minilm-stage-9"])
 
 
+def test_deploy_labels_override_the_stacks_like_faas_cli_label(tmp_path):
+    """A benchmark's cap (``run_live``) reaches the gateway past the stack's CE checks:
+    the PUT bodies, as an HTTP server receives them, carry the override on every function."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from contracts.stack import load_stack
+    from local_provider.deploy import deploy
+
+    bodies = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        stack = load_stack(pipeline_env.REPO / "stack.yml", {})
+        names = [n for n in stack.functions if n.startswith("emu-")]
+        deploy(stack, f"http://127.0.0.1:{srv.server_port}", ("admin", "x"), only=names,
+               labels={"com.openfaas.scale.max": "8"})
+        deploy(stack, f"http://127.0.0.1:{srv.server_port}", ("admin", "x"), only=names[:1])
+    finally:
+        srv.shutdown()
+    assert [b["service"] for b in bodies] == [*names, names[0]]
+    assert {b["labels"]["com.openfaas.scale.max"] for b in bodies[:-1]} == {"8"}
+    assert bodies[-1]["labels"]["com.openfaas.scale.max"] == "5"  # the stack's own
+    assert all(b["labels"]["com.openfaas.scale.min"] == "1" for b in bodies)
+
+
 def test_down_with_nothing_running(tmp_path):
     r = pipeline_env.cli(["down", "--state-dir", str(tmp_path)], env(tmp_path))
     assert r.returncode == 0 and "nothing to stop" in r.stdout

@@ -77,7 +77,6 @@ def test_cv_sweep_writes_the_p99_and_cost_plot(tmp_path):
     assert not list(tmp_path.glob("*.png"))  # --no-plots
 
 
-@pytest.mark.slow
 def _marked(mark: str) -> list[int]:
     """Processes whose environment carries ``mark``: this test's, and only this test's
     (another run of the suite on the same machine has its own ``quart-cmp-`` dirs)."""
@@ -100,6 +99,7 @@ def compare_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedPro
     return r
 
 
+@pytest.mark.slow
 def test_live_compare_quart_plugin_and_ce_style_baseline(tmp_path, minilm3):
     mark = f"QUART_TEST_MARK=compare-{uuid.uuid4().hex}"
     env = {**os.environ, "QUART_MODEL_DIR": str(minilm3), "QUART_TEST_MARK": mark.split("=")[1]}

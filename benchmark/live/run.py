@@ -35,6 +35,7 @@ from benchmark.live import plugin_report
 from benchmark.live.driver import BaselineDriver
 from benchmark.results import RunResult, TimelineRow
 from benchmark.systems.base import Autoscaler, Bounds
+from contracts.names import LABEL_SCALE_MAX
 from gateway_plugin.actuate import Gateway
 from local_provider import deploy, plugin_services, services
 
@@ -249,7 +250,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
     try:
         stack, ep = deploy.up(cfg.stack_file, gateway, sdir, f"http://127.0.0.1:{ports[1]}",
                               say=say, provider_port=ports[2], metrics_port=ports[3],
-                              keys_metrics_port=ports[4], pipeline=cfg.pipeline)
+                              keys_metrics_port=ports[4], pipeline=cfg.pipeline,
+                              labels={LABEL_SCALE_MAX: str(cfg.bounds.max_replicas)})
         auth = (deploy.USER, deploy.password_file(sdir).read_text().strip())
         names = list(stack.functions)
         entry = names[0]
