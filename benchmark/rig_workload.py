@@ -14,6 +14,10 @@ decides every ``LiveConfig.quart_period_s``; ``--scrape-interval`` and ``--contr
 change them in the simulator only.  Defaults that differ from the MiniLM workload's, because
 the rig's stages take ~100 ms of device time each: an SLO of 1 s and at most 5 replicas per
 stage in both modes (the stack's cap, so that live and simulated bound alike).
+``--devices 32 --max-replicas 8`` is the rig with room to scale: a device for every replica
+the cap allows, so each stage is bounded by its cap, not by a device budget shared with the
+others; live, the cap reaches the plugin as the stages' ``com.openfaas.scale.max``
+(``benchmark/live/run.py``).
 """
 from __future__ import annotations
 
