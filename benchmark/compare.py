@@ -209,6 +209,8 @@ def run_one(name: str, arrivals: Any, a: argparse.Namespace, bounds: Bounds,
     if name == "static":  # sized once from the workload's own mean rate, per stage
         options["mean_rps"] = {f"{t}-stage-{i}": len(arrivals.for_target(t)) / arrivals.duration_s
                                for t in arrivals.targets for i in range(16)}
+        if a.workload == "rig":  # and from the profile, not the run's first seconds
+            options["service_time_s"] = rig_workload.profiled_service_s()
     (system,) = parse_systems(name, bounds, {name: options} if options else None)
     if a.mode == "live":
         from benchmark.live import LiveConfig, run_live

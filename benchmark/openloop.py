@@ -37,7 +37,16 @@ class Result:
     error: str = ""
 
 
-def run(url: str, body: bytes, offsets: np.ndarray, workers: int = 64, timeout_s: float = 60.0,
+# Enough threads that the client never bounds what is in flight: a pool of 64 held the
+# 65th request of a CV 8 burst in the client, so the system under test saw the burst
+# clipped to 64 outstanding (its queue, its in-flight metrics, its autoscaler's input)
+# while the simulator, replaying the same arrivals, saw all of it.  Threads are started
+# only as requests are outstanding at once, so a quiet run starts a handful.
+WORKERS = 1024
+
+
+def run(url: str, body: bytes, offsets: np.ndarray, workers: int = WORKERS,
+        timeout_s: float = 60.0,
         headers: dict[str, str] | None = None,
         on_done: Callable[[Result], None] | None = None,
         start_at: float | None = None, stop: threading.Event | None = None) -> list[Result]:

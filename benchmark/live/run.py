@@ -163,34 +163,16 @@ def ensure_partition(stack_file: str, say: Callable[[str], None]) -> None:
                   model=env.get("QUART_MODEL", "all-MiniLM-L6-v2"))
 
 
-def _descendants(pids: list[int]) -> list[int]:
-    """``pids`` and every process below them (from ``/proc/*/stat``'s parent field)."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], list(pids)
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
 def prioritise_deployment(state_dir: Path, nice: int) -> int:
     """Every process of the deployment (gateway, keys_manager and its zygotes, plugin,
     Prometheus, Redis, replicas) and this one at priority ``nice``; replicas started
     later are forked or spawned by them and inherit it.  Why: on a shared machine other
     programs' threads would otherwise take their CFS share of the cores from the run
     (``benchmark.sim.livepipe.prioritise``)."""
-    from benchmark.sim.livepipe import prioritise
+    from benchmark.sim.livepipe import descendants, prioritise
 
     roots = [svc.pid for svc in services.recorded(state_dir)]
-    return prioritise(_descendants(roots) + [os.getpid()], nice)
+    return prioritise(descendants(roots) + [os.getpid()], nice)
 
 
 class Renicer:

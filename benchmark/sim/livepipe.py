@@ -52,8 +52,11 @@ class LivePipeline:
                       for i in stats.get(f, {}).get("instances", []) if "pid" in i)
 
     def gateway_pids(self) -> list[int]:
-        """The gateway + provider process(es) this deployment started."""
-        return [svc.pid for svc in services.recorded(self.state) if svc.name == "gateway"]
+        """The gateway + provider process this deployment started, and the supervisor that
+        restarts it (``local_provider/supervisor.py``): the server is the supervisor's
+        child, so the recorded pid alone would count none of the gateway's CPU."""
+        return descendants([svc.pid for svc in services.recorded(self.state)
+                            if svc.name == "gateway"], depth=1)
 
     def prioritise(self, nice: int) -> int:
         """Gateway, replicas and this process (the load generator) at priority ``nice``."""
@@ -88,6 +91,26 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / tick
     return total
+
+
+def descendants(pids: list[int], depth: int | None = None) -> list[int]:
+    """``pids`` and the processes below them, ``depth`` generations down (all without it),
+    from ``/proc/*/stat``'s parent field."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [(p, 0) for p in pids]
+    while todo:
+        pid, level = todo.pop()
+        out.append(pid)
+        if depth is None or level < depth:
+            todo.extend((c, level + 1) for c in children.get(pid, []))
+    return out
 
 
 def prioritise(pids: list[int], nice: int) -> int:

@@ -36,6 +36,7 @@ import numpy as np
 
 from benchmark.live.run import LiveConfig, run_live
 from benchmark.results import RunResult, TimelineRow
+from benchmark.rig_workload import profiled_service_s
 from benchmark.systems.base import Autoscaler, Bounds
 from benchmark.systems.registry import parse_systems
 from benchmark.workloads import Arrivals, gamma
@@ -99,10 +100,11 @@ def build(name: str, a: argparse.Namespace, arrivals: Arrivals) -> Autoscaler:
     options: dict[str, dict[str, Any]] = {}
     if name.startswith("quart"):
         options[name] = {"period_s": a.quart_period}
-    elif name == "static":  # sized once from the workload's own mean rate, per stage
+    elif name == "static":  # sized once from the mean rate and the profile, per stage
         rate = len(arrivals.times_s) / arrivals.duration_s
         options[name] = {"mean_rps": {f"{rigpipe.PIPELINE}-stage-{i}": rate
-                                      for i in range(rigpipe.STAGES)}}
+                                      for i in range(rigpipe.STAGES)},
+                         "service_time_s": profiled_service_s()}
     (system,) = parse_systems(name, Bounds(a.min_replicas, a.max_replicas), options)
     return system
 
