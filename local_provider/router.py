@@ -75,17 +75,26 @@ class Replica:
 class FunctionPool:
     """The replicas of one function and the requests waiting for them.
 
-    All state is guarded by one Condition; replica lifecycle changes (ready,
+    All state is guarded by one lock (``cond``'s); replica lifecycle changes (ready,
     draining, dead) go through methods here so that waiters are woken.
+
+    Each queued call waits on a condition of its own and only the head of the queue is
+    woken when a slot may have freed (it wakes the next head when it leaves).  One shared
+    condition woken with ``notify_all`` on every release made each release wake every
+    queued thread to find it was not the head: with 250 queued, 250 wake-ups fighting
+    for the GIL per finished call, so a CV 8 burst slowed the gateway it queued in.
+    ``cond`` itself wakes only ``wait_idle`` (a draining replica's last call).
     """
 
     def __init__(self, name: str, max_inflight: int, queue_size: int) -> None:
         self.name = name
         self.max_inflight = max_inflight
         self.queue_size = queue_size
-        self.cond = threading.Condition()
+        self._lock = threading.RLock()
+        self.cond = threading.Condition(self._lock)
         self.replicas: list[Replica] = []
-        self._waiters: deque[object] = deque()
+        self._waiters: deque[threading.Condition] = deque()
+        self.wakeups = 0  # queued calls woken (at most about one per slot freed)
         self._closed = False
         self.rejected = {"queue_full": 0, "timeout": 0}
         # recent gaps between a replica's signs of life while it had calls in flight
@@ -116,8 +125,9 @@ class FunctionPool:
                 self.rejected["queue_full"] += 1
                 raise QueueFull(f"queue of function {self.name} is full "
                                 f"({self.queue_size} waiting); retry later")
-            token = object()
+            token = threading.Condition(self._lock)
             self._waiters.append(token)
+            queued = True
             try:
                 while True:
                     if self._closed:
@@ -126,8 +136,8 @@ class FunctionPool:
                         r = self._pick()
                         if r is not None:
                             self._waiters.popleft()
-                            # The next head may find another free replica right away.
-                            self.cond.notify_all()
+                            queued = False
+                            self._kick()  # the next head may find another free slot
                             return self._take(r)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -135,11 +145,19 @@ class FunctionPool:
                         raise QueueTimeout(
                             f"no replica of {self.name} became free within {timeout_s:g}s "
                             f"(replicas ready: {self.ready_count()})")
-                    self.cond.wait(remaining)
+                    token.wait(remaining)
+                    self.wakeups += 1
             finally:
-                if token in self._waiters:
+                if queued:
+                    head = self._waiters[0] is token
                     self._waiters.remove(token)
-                    self.cond.notify_all()
+                    if head:
+                        self._kick()
+
+    def _kick(self) -> None:
+        """Wake the head of the queue (under the lock): a slot may be free for it."""
+        if self._waiters:
+            self._waiters[0].notify()
 
     def _take(self, r: Replica) -> Replica:
         now = time.monotonic()
@@ -155,7 +173,9 @@ class FunctionPool:
             r.alive_at = now
             r.inflight -= 1
             r.served += 1
-            self.cond.notify_all()
+            self._kick()
+            if r.inflight == 0:
+                self.cond.notify_all()  # wait_idle
 
     # -- lifecycle (called by the registry) ------------------------------------
 
@@ -166,7 +186,7 @@ class FunctionPool:
     def set_ready(self, r: Replica) -> None:
         with self.cond:
             r.ready = True
-            self.cond.notify_all()
+            self._kick()
 
     def set_draining(self, r: Replica) -> None:
         with self.cond:
@@ -184,6 +204,7 @@ class FunctionPool:
         with self.cond:
             if r in self.replicas:
                 self.replicas.remove(r)
+            self._kick()
             self.cond.notify_all()
 
     def wait_idle(self, r: Replica, timeout_s: float) -> bool:
@@ -200,12 +221,14 @@ class FunctionPool:
         """The function is deleted: queued calls get FunctionGone."""
         with self.cond:
             self._closed = True
+            for w in self._waiters:
+                w.notify()
             self.cond.notify_all()
 
     def set_max_inflight(self, n: int) -> None:
         with self.cond:
             self.max_inflight = n
-            self.cond.notify_all()
+            self._kick()
 
     # -- observation -----------------------------------------------------------
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from test_provider_helpers import Server, parse_metrics, pid_alive, start_server, wait_for
 
-from local_provider.router import FunctionPool, QueueFull, QueueTimeout, Replica
+from local_provider.router import FunctionPool, QueueFull, QueueTimeout, Replica, RouteError
 
 ENV = {"QUART_QUEUE_SIZE": "2", "QUART_QUEUE_TIMEOUT_S": "1", "QUART_UPSTREAM_TIMEOUT_S": "2.5",
        "QUART_MAX_BODY_BYTES": "65536"}
@@ -97,6 +97,58 @@ def test_router_waits_for_a_replica_to_become_ready() -> None:
     t0 = time.monotonic()
     assert pool.acquire(2) is r
     assert 0.05 < time.monotonic() - t0 < 1.5
+
+
+def test_a_release_wakes_the_head_of_the_queue_not_every_waiter() -> None:
+    # 100 queued calls drained through one slot: each release wakes the next in line
+    # (a notify_all woke all of them: ~5,000 wake-ups, each taking the GIL for nothing)
+    pool, _ = _pool(1, 1, queue_size=128)
+    first = pool.acquire(0.1)
+    order: list[int] = []
+
+    def waiter(i: int) -> None:
+        r = pool.acquire(30)
+        order.append(i)
+        pool.release(r)
+
+    threads = []
+    for i in range(100):
+        t = threading.Thread(target=waiter, args=(i,))
+        t.start()
+        threads.append(t)
+        wait_for(lambda n=i + 1: pool.snapshot()["queueDepth"] == n, 5)
+    pool.release(first)
+    for t in threads:
+        t.join(30)
+    assert order == list(range(100))
+    assert pool.wakeups <= 110, pool.wakeups
+
+
+def test_freed_capacity_cascades_down_the_queue_and_close_wakes_everyone() -> None:
+    pool = FunctionPool("f", 3, 16)
+    r = Replica(index=0, generation=1, handle=_Handle())
+    pool.add(r)
+    got: list[Replica] = []
+    gone: list[str] = []
+
+    def waiter() -> None:
+        try:
+            got.append(pool.acquire(10))
+        except RouteError as e:
+            gone.append(type(e).__name__)
+
+    threads = [threading.Thread(target=waiter) for _ in range(5)]
+    for i, t in enumerate(threads):
+        t.start()
+        wait_for(lambda n=i + 1: pool.snapshot()["queueDepth"] == n, 2)
+    pool.set_ready(r)  # three slots at once: one wake-up, then each head wakes the next
+    wait_for(lambda: len(got) == 3, 2)
+    pool.set_max_inflight(4)  # one more
+    wait_for(lambda: len(got) == 4, 2)
+    pool.close()  # the last one waiting is told the function is gone, not left to time out
+    for t in threads:
+        t.join(5)
+    assert len(got) == 4 and gone == ["FunctionGone"]
 
 
 # -- real replicas ----------------------------------------------------------------------
