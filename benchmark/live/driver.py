@@ -23,6 +23,8 @@ from gateway_plugin import observe
 from gateway_plugin.actuate import Gateway, GatewayError
 from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
 
+from .meter import LiveConcurrencyMeter
+
 log = logging.getLogger("benchmark.live")
 
 INVOCATIONS = "sum by (function_name, code) (gateway_function_invocation_total)"
@@ -44,8 +46,14 @@ class BaselineDriver:
         self.cycles = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # KPA and Ray Serve read per-second concurrency averages on their platforms, as
+        # the simulator gives them (benchmark/live/meter.py)
+        self.meter = LiveConcurrencyMeter(gateway.url, gateway.auth, clock=clock) \
+            if getattr(system, "reads_concurrency", False) else None
 
     def start(self) -> BaselineDriver:
+        if self.meter is not None:
+            self.meter.start()
         self._thread = threading.Thread(target=self._loop, name=f"driver-{self.system.name}",
                                         daemon=True)
         self._thread.start()
@@ -55,6 +63,8 @@ class BaselineDriver:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=30)
+        if self.meter is not None:
+            self.meter.stop()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -81,8 +91,9 @@ class BaselineDriver:
             name = str(labels.get("function_name", "")).split(".")[0]
             invocations.setdefault(name, {})[str(labels.get("code", ""))] = \
                 float(row["value"][1])
-        return (Tick(now_s=now, pipelines=obs, in_flight=in_flight, invocations=invocations),
-                {f.name: f for f in functions})
+        concurrency = self.meter.drain() if self.meter is not None else {}
+        return (Tick(now_s=now, pipelines=obs, in_flight=in_flight, invocations=invocations,
+                     concurrency=concurrency), {f.name: f for f in functions})
 
     def cycle(self) -> dict[str, int]:
         tick, functions = self.tick()
