@@ -69,3 +69,25 @@ def test_systems_that_read_concurrency_get_a_meter_and_others_do_not() -> None:
         (system,) = parse_systems(name, Bounds(1, 5))
         d = BaselineDriver(system, gw, "http://127.0.0.1:1", 1.0, Bounds(1, 5))
         assert (d.meter is not None) is metered, name
+
+
+def test_a_baseline_first_decides_when_the_simulator_does() -> None:
+    from benchmark.live.run import first_decision_s
+
+    for name, want in (("openfaas-ce", 1.0 + 0.5), ("knative-kpa", 2.0 + 1.0),
+                       ("ray-serve", 1.0 + 0.5), ("openfaas-pro-capacity", 5.0 + 0.5)):
+        opts = {name: {"scrape_interval_s": 1.0}} if name == "openfaas-ce" else None
+        (system,) = parse_systems(name, Bounds(1, 5), opts)
+        assert first_decision_s(system) == pytest.approx(want), name
+
+
+def test_a_driver_stopped_before_it_started_stops_cleanly() -> None:
+    (system,) = parse_systems("knative-kpa", Bounds(1, 5))
+    d = BaselineDriver(system, Gateway("http://127.0.0.1:1", None), "http://127.0.0.1:1", 1.0,
+                       Bounds(1, 5))
+    d.stop()  # a deployment that failed before the load: nothing was started
+    d2 = BaselineDriver(system, Gateway("http://127.0.0.1:1", None), "http://127.0.0.1:1", 1.0,
+                        Bounds(1, 5)).start(first_s=30.0)
+    t0 = time.monotonic()
+    d2.stop()  # waiting for its first decision: stops at once, having made none
+    assert time.monotonic() - t0 < 5 and d2.cycles == 0

@@ -51,11 +51,12 @@ class BaselineDriver:
         self.meter = LiveConcurrencyMeter(gateway.url, gateway.auth, clock=clock) \
             if getattr(system, "reads_concurrency", False) else None
 
-    def start(self) -> BaselineDriver:
+    def start(self, first_s: float = 0.0) -> BaselineDriver:
+        """Act every ``period_s``, the first time ``first_s`` from now."""
         if self.meter is not None:
             self.meter.start()
-        self._thread = threading.Thread(target=self._loop, name=f"driver-{self.system.name}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, args=(first_s,),
+                                        name=f"driver-{self.system.name}", daemon=True)
         self._thread.start()
         return self
 
@@ -66,7 +67,9 @@ class BaselineDriver:
         if self.meter is not None:
             self.meter.stop()
 
-    def _loop(self) -> None:
+    def _loop(self, first_s: float = 0.0) -> None:
+        if first_s > 0 and self._stop.wait(first_s):
+            return
         while not self._stop.is_set():
             t0 = time.monotonic()
             try:

@@ -54,7 +54,8 @@ class LiveConcurrencyMeter:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         nxt = time.monotonic()

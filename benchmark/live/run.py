@@ -6,7 +6,8 @@ warm-up, and the same arrivals sent open-loop (``benchmark/openloop.py``:
 latency is measured from each request's planned send time, so a slow system
 cannot slow the load down and hide its queueing).  Quart runs as the real
 plugin process (Redis and all); the baselines run through
-:class:`~benchmark.live.driver.BaselineDriver`.
+:class:`~benchmark.live.driver.BaselineDriver`, whose first decision comes when the
+simulator's would, counted from the first arrival (``first_decision_s``).
 
 A system's ``scaleup`` decides the launcher: ``fork`` is keys_manager's T0
 fork (Quart ships it), ``cold`` is a fresh process that imports torch and
@@ -200,6 +201,23 @@ class Renicer:
         self._thread.join(timeout=5)
 
 
+OPENLOOP_LEAD_S = 0.05  # openloop.run's first offset counts from 50 ms after the call
+LOCAL_SCRAPE_S = 1.0  # local_provider/deploy.py's Prometheus
+
+
+def first_decision_s(system: Autoscaler, scrape_s: float = LOCAL_SCRAPE_S) -> float:
+    """When a baseline first decides, from the first arrival: as the simulator schedules
+    it (``benchmark/sim/engine.py``: one period, then half a scrape interval, or half a
+    period for a system on its own meter), so that live and simulated runs put the
+    system's clocks (CE's 15 s rule evaluations and 40 s re-notifications, the windows)
+    at the same phase of the same bursts.  Started at deployment instead, a baseline's
+    clocks ran from several seconds before the load, by how long the deployment and the
+    warm-up took: live CE first scaled 26 s later than simulated on the same arrivals."""
+    period = float(system.period_s)
+    own_meter = getattr(system, "reads_concurrency", False)
+    return period + (period if own_meter else min(scrape_s, period)) / 2
+
+
 def _launcher(system: Autoscaler, cfg: LiveConfig) -> str:
     return "fork" if cfg.same_launcher or system.scaleup == "fork" else "process"
 
@@ -249,7 +267,7 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
                                                       redis_url, services.free_port(), say, env)
         else:
             driver = BaselineDriver(system, Gateway(ep.gateway, auth), ep.prometheus,
-                                    cfg.slo_s, cfg.bounds).start()
+                                    cfg.slo_s, cfg.bounds)
         if cfg.nice:
             renicer = Renicer(sdir, cfg.nice).start()
         url = f"{ep.gateway}/function/{entry}"
@@ -278,6 +296,8 @@ def run_live(arrivals: Any, system: Autoscaler, cfg: LiveConfig,
 
         t0 = time.time()
         sampler.start(t0)
+        if driver:
+            driver.start(first_decision_s(system) + OPENLOOP_LEAD_S)
         results = openloop.run(url, body, offsets, timeout_s=cfg.timeout_s, on_done=on_done)
         time.sleep(cfg.drain_s)
         sampler.stop()
