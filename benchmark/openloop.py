@@ -37,12 +37,15 @@ class Result:
     error: str = ""
 
 
-# Enough threads that the client never bounds what is in flight: a pool of 64 held the
-# 65th request of a CV 8 burst in the client, so the system under test saw the burst
-# clipped to 64 outstanding (its queue, its in-flight metrics, its autoscaler's input)
-# while the simulator, replaying the same arrivals, saw all of it.  Threads are started
-# only as requests are outstanding at once, so a quiet run starts a handful.
-WORKERS = 1024
+# At most this many requests outstanding, like a load generator's connections (hey -c,
+# wrk -c): the 65th request of a burst waits in the client, its latency still counted
+# from its planned time.  The rig's simulator models the same bound
+# (``SimConfig.client_slots``, ``benchmark/sim/rig.py``): without it the simulator offered
+# the gateway every request of a CV 8 burst while the live client held all but 64 back.
+# Unbounded (tried with 1,024), a CV 8 burst put ~300 requests at once on the embedded
+# gateway, a Python process whose threads then queue for the GIL: its own API stopped
+# answering within 2-5 s and the baselines could not scale.
+WORKERS = 64
 
 
 def run(url: str, body: bytes, offsets: np.ndarray, workers: int = WORKERS,

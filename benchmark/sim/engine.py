@@ -219,7 +219,7 @@ class _Run:
                 j = idx[i]
                 p = pipes[pipe[j]]
                 model.outstanding += 1
-                model.enter(Request(j, pipe[j], times[j], len(p)), p[0])
+                model.send(Request(j, pipe[j], times[j], len(p)), p[0])
                 i += 1
             pos[0] = i
             if i < n:

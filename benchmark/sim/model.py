@@ -58,6 +58,31 @@ class Model(Lifecycle):
         self.uids = 0
         self.actions = {"serve": 0, "cold_start": 0, "fork_start": 0}
         self.rejected = {"429": 0, "504": 0, "502": 0}
+        self.client_free = cfg.client_slots  # None: the client has no bound
+        self.client_wait: deque[tuple[Request, Stage]] = deque()
+
+    # -- the client -------------------------------------------------------------------
+
+    def send(self, req: Request, st: Stage) -> None:
+        """A request leaves the client (its hop to the gateway already paid), or waits
+        there for a free slot (``SimConfig.client_slots``)."""
+        if self.client_free is None:
+            self.enter(req, st)
+        elif self.client_free > 0:
+            self.client_free -= 1
+            self.enter(req, st)
+        else:
+            self.client_wait.append((req, st))
+
+    def _client_release(self) -> None:
+        """An answer came back: the slot goes to the request that waited longest, which
+        now makes its hop to the gateway."""
+        if self.client_wait:
+            req, st = self.client_wait.popleft()
+            ev = self.env.timeout(st.hop_delay, (req, st))
+            ev.callbacks.append(self._arrive_cb)
+        else:
+            self.client_free += 1  # type: ignore[operator]
 
     # -- the request path ----------------------------------------------------------
 
@@ -223,6 +248,8 @@ class Model(Lifecycle):
 
     def _result(self, req: Request, good: bool) -> None:
         self.outstanding -= 1
+        if self.client_free is not None:
+            self._client_release()
         if good:
             self.latency[req.i] = self.env.now - req.t0
             self.ok[req.i] = True

@@ -133,6 +133,9 @@ def rig_cluster(devices: int = 16, cores: float | None = None,
 
 
 def rig_config(**overrides: Any) -> SimConfig:
-    """The local deploy's metrics (1 s scrapes), the gateway on the node, 1 s timeline."""
+    """The local deploy's metrics (1 s scrapes), the gateway on the node, 1 s timeline, and
+    the live harness's load generator: ``openloop.WORKERS`` requests outstanding at most."""
+    from benchmark.openloop import WORKERS
+
     return SimConfig(**{"scrape_s": 1.0, "gateway_node": "node-0", "timeline_s": 1.0,
-                        **overrides})
+                        "client_slots": WORKERS, **overrides})

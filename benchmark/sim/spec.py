@@ -303,7 +303,10 @@ class SimConfig:
     cores the gateway shares (one machine: the only node); ``None`` (a gateway of its
     own) turns each stage's ``hop_cpu_s`` into delay.  ``timeline_s`` samples the
     timeline every so many seconds from 0 (as ``benchmark.live``'s sampler does) instead
-    of once per control period.
+    of once per control period.  ``client_slots`` bounds the requests the load generator
+    has outstanding (``benchmark/openloop.py``'s worker threads, each holding its request
+    until the answer): a request due while all are busy waits in the client, its latency
+    still counted from its planned time; ``None`` is a client without a bound.
     """
 
     scrape_s: float = 5.0
@@ -318,8 +321,11 @@ class SimConfig:
     timeline: bool = True
     gateway_node: str | None = None
     timeline_s: float | None = None
+    client_slots: int | None = None
 
     def __post_init__(self) -> None:
+        if self.client_slots is not None:
+            _count("sim config", "client_slots", self.client_slots, 1)
         if self.timeline_s is not None:
             _pos("sim config", "timeline_s", self.timeline_s)
         for name in ("scrape_s", "queue_timeout_s", "recovery_window_s"):
