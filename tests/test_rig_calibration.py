@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_calibration_charges_requests_the_gateways_cpu_and_not_its_idle_clock() 
     # recorded pid alone burns nothing, so a calibration that read it charged 0 ms a hop
     with rigpipe.deployed(time_scale=5.0, say=lambda s: None) as live:
         pids = live.gateway_pids()
-        cmdlines = [open(f"/proc/{p}/cmdline", "rb").read().replace(b"\0", b" ")
+        cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")
                     for p in pids]
         assert any(b"local_provider.supervisor" in c for c in cmdlines)
         assert any(b"-m local_provider --role all" in c for c in cmdlines)
