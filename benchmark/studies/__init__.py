@@ -37,7 +37,7 @@ STUDIES: tuple[Study, ...] = (
           "one full plugin control cycle at 1,000 stages (target p50 <= 100 ms)",
           ("--stages", "1000")),
     Study("queue_drain", "benchmark.studies.queue_drain",
-          "a function's queue draining after a burst: wake the head vs wake every waiter", ()),
+          "a function's queue draining after a burst: wake the head vs wake every waiter"),
     Study("decoder", "benchmark.studies.decoder",
           "TTFT and per-token latency of the streaming decoder pipeline (opt)", ()),
     Study("placement", "benchmark.studies.placement",
