@@ -65,3 +65,27 @@ def test_calibration_charges_requests_the_gateways_cpu_and_not_its_idle_clock() 
     assert 0.0 <= seq["idle_cpu_per_s"]["gateway"] < 0.5
     assert len(seq["replica_cpu_s"]) == rigpipe.STAGES
     assert all(0.0 < c < 0.1 for c in seq["replica_cpu_s"])
+
+
+def test_the_bulk_check_predicts_cores_shared_by_every_start() -> None:
+    from benchmark.sim.calibrate_rig import predicted_makespan
+
+    cold = {"cpu_s_mean": 1.0, "p50_s": 1.2}  # 1 s of CPU, then 0.2 s of waiting
+    assert predicted_makespan(cold, 16, 2.0) == pytest.approx(8.2)  # 16 s of CPU on 2 cores
+    assert predicted_makespan(cold, 1, 2.0) == pytest.approx(1.2)  # one core at most
+    # more CPU than wall time (a busy probe): the model charges no more than the wall
+    assert predicted_makespan({"cpu_s_mean": 2.0, "p50_s": 1.5}, 4, 2.0) == pytest.approx(3.0)
+
+
+@pytest.mark.slow
+def test_bulk_cold_starts_are_real_processes_each_importing_the_stage() -> None:
+    from benchmark.sim.calibrate_rig import bulk_spawn
+
+    with rigpipe.deployed(time_scale=5.0, launcher="process", say=lambda s: None) as live:
+        b = bulk_spawn(live, 3, 1)
+        left = live.replica_pids("emu-stage-3")
+    assert b["starts"] == 3 and len(b["cpu_s"]) == 3 and len(b["makespan_s"]) == 1
+    # each a fresh interpreter that imported the stage: a good part of a CPU-second each
+    assert all(c > 0.2 for c in b["cpu_s"]), b
+    assert b["makespan_s"][0] >= max(b["cpu_s"]) / 2  # nobody finishes before its own CPU
+    assert len(left) == 1  # scaled back to one afterwards

@@ -206,6 +206,46 @@ def spawn_times(live: LivePipeline, trials: int, poll_s: float = 0.005,
     return out, cpu
 
 
+def bulk_spawn(live: LivePipeline, starts: int, trials: int, poll_s: float = 0.05,
+               timeout_s: float = 180.0) -> dict[str, Any]:
+    """``starts`` cold starts at once (one scale call from 1 to 1 + ``starts``), as an
+    autoscaler asks for them in a burst: each new replica's CPU once all are available,
+    and the seconds until the last was.  A check of the simulator's cold-start model,
+    which charges every start the CPU of one alone on the node's shared cores
+    (``lifecycle.place``): if importing processes slowed each other beyond sharing the
+    cores, the makespan would exceed ``predicted_makespan``."""
+    cpu: list[float] = []
+    span: list[float] = []
+    for _ in track(range(trials), f"{starts} cold starts at once", transient=True):
+        before = set(live.replica_pids(SPAWN_STAGE))
+        t0 = time.perf_counter()
+        _scale(live, SPAWN_STAGE, 1 + starts)
+        while _available(live, SPAWN_STAGE) < 1 + starts:
+            if time.perf_counter() - t0 > timeout_s:
+                raise SystemExit(f"{SPAWN_STAGE}: {starts} starts not ready after {timeout_s:g} s")
+            time.sleep(poll_s)
+        span.append(time.perf_counter() - t0)
+        cpu += [livepipe.cpu_seconds([p]) for p in
+                sorted(set(live.replica_pids(SPAWN_STAGE)) - before)]
+        _scale(live, SPAWN_STAGE, 1)
+        deadline = time.monotonic() + 60
+        while len(live.replica_pids(SPAWN_STAGE)) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return {"starts": starts, "trials": trials, "cores": os.cpu_count(), "cpu_s": cpu,
+            "cpu_s_mean": float(np.mean(cpu)), "makespan_s": span}
+
+
+def measure_bulk(a: argparse.Namespace) -> dict[str, Any]:
+    """Only the bulk cold starts (``--bulk-only``): added to an existing calibration, with
+    the command and time of this measurement."""
+    with rigpipe.deployed(a.time_scale, a.devices, "process") as live:
+        if a.nice:
+            live.prioritise(a.nice)
+        bulk = bulk_spawn(live, a.bulk_spawn, a.bulk_trials)
+    return {**bulk, "command": "python -m benchmark.sim.calibrate --rig " + " ".join(a.argv),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
 def measure(a: argparse.Namespace) -> dict[str, Any]:
     load0 = os.getloadavg()
     with rigpipe.deployed(a.time_scale, a.devices, "fork") as live:
@@ -220,6 +260,7 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         if a.nice:
             live.prioritise(a.nice)
         cold, cold_cpu = spawn_times(live, a.spawn_trials)
+        bulk = bulk_spawn(live, a.bulk_spawn, a.bulk_trials) if a.bulk_spawn > 1 else None
     texts = tuple(rigpipe.texts(a.inputs))
     stages = len(seq["device"])
     cpu = seq["gateway_cpu_s"] + sum(seq["replica_cpu_s"]) + seq["client_cpu_s"]
@@ -248,7 +289,8 @@ def measure(a: argparse.Namespace) -> dict[str, Any]:
         "spawn": {"fork": {**_stats(fork), "samples_s": fork, "cpu_s": fork_cpu,
                            "cpu_s_mean": float(np.mean(fork_cpu))},
                   "cold": {**_stats(cold), "samples_s": cold, "cpu_s": cold_cpu,
-                           "cpu_s_mean": float(np.mean(cold_cpu))},
+                           "cpu_s_mean": float(np.mean(cold_cpu)),
+                           **({"bulk": bulk} if bulk else {})},
                   "first_call_s": 0.0,
                   "stage": SPAWN_STAGE, "trials": a.spawn_trials}}
 
@@ -275,6 +317,26 @@ def report(d: dict[str, Any]) -> None:
         s = d["spawn"][tier]
         print(f"spawn {tier:<5} p50 {s['p50_s'] * 1e3:8.1f} ms  p95 {s['p95_s'] * 1e3:8.1f} ms  "
               f"CPU {s['cpu_s_mean'] * 1e3:7.1f} ms ({s['n']} trials)")
+    report_bulk(d["spawn"]["cold"])
+
+
+def predicted_makespan(cold: dict[str, Any], starts: int, cores: float) -> float:
+    """When the simulator has ``starts`` cold starts launched at once on an idle node all
+    ready: each burns the CPU of one alone, the cores processor-shared (one core at most
+    each), then waits the rest of one alone's wall time."""
+    cpu = min(cold["cpu_s_mean"], cold["p50_s"])
+    return starts * cpu / min(float(starts), cores) + (cold["p50_s"] - cpu)
+
+
+def report_bulk(cold: dict[str, Any]) -> None:
+    b = cold.get("bulk")
+    if b:
+        cores = float(b.get("cores") or os.cpu_count() or 1)
+        got, want = float(np.median(b["makespan_s"])), predicted_makespan(cold, b["starts"],
+                                                                          cores)
+        print(f"spawn cold x{b['starts']} at once: CPU {b['cpu_s_mean'] * 1e3:7.1f} ms each "
+              f"(alone {cold['cpu_s_mean'] * 1e3:.1f}); all ready in {got:.2f} s (median of "
+              f"{b['trials']}), the model's charge predicts {want:.2f} s ({got / want:.2f}x)")
 
 
 def main(argv: list[str]) -> int:
@@ -290,6 +352,11 @@ def main(argv: list[str]) -> int:
                     help="seconds of no load first: each process group's idle CPU rate, "
                          "taken off its per-request CPU")
     ap.add_argument("--spawn-trials", type=int, default=10)
+    ap.add_argument("--bulk-spawn", type=int, default=16,
+                    help="cold starts launched at once for the bulk trial (0: none)")
+    ap.add_argument("--bulk-trials", type=int, default=2)
+    ap.add_argument("--bulk-only", action="store_true",
+                    help="measure only the bulk cold starts, into the existing --out")
     ap.add_argument("--saturate-s", type=float, default=25.0,
                     help="seconds of saturation per stage (the hand-over measurement)")
     ap.add_argument("--clients", type=int, default=8,
@@ -301,7 +368,19 @@ def main(argv: list[str]) -> int:
             or a.time_scale <= 0 or a.devices < 1 or a.idle_s < 0:
         ap.error("--requests >= 10, --warmup >= 0, --inputs >= 1, --spawn-trials >= 2, "
                  "--time-scale > 0, --devices >= 1, --idle-s >= 0")
+    if a.bulk_spawn < 0 or a.bulk_trials < 1 or (a.bulk_only and a.bulk_spawn < 2):
+        ap.error("--bulk-spawn >= 0 (>= 2 with --bulk-only), --bulk-trials >= 1")
     a.argv = argv
+    if a.bulk_only:
+        try:
+            d = json.loads(a.out.read_text())
+            d["spawn"]["cold"]["bulk"] = measure_bulk(a)
+        except (OSError, ValueError, KeyError) as e:
+            ap.error(f"--bulk-only adds to a calibration: {a.out}: {e}")
+        report_bulk(d["spawn"]["cold"])
+        a.out.write_text(json.dumps(d, indent=1) + "\n")
+        print(f"\nwrote {a.out}")
+        return 0
     d = measure(a)
     report(d)
     a.out.write_text(json.dumps(d, indent=1) + "\n")
