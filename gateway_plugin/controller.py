@@ -26,6 +26,7 @@ from gateway_plugin.config import PluginConfig
 from gateway_plugin.metrics_in import MetricsUnavailable, PrometheusReader
 from gateway_plugin.plugin_metrics import PluginMetrics
 from gateway_plugin.policies import chain, idle
+from gateway_plugin.policies.burst import rate_window_s
 from gateway_plugin.policies.cpu_compensation import CPUConfig
 from gateway_plugin.policies.observation import PipelineObservation
 from gateway_plugin.policies.pid import PIDConfig
@@ -43,13 +44,17 @@ log = logging.getLogger("gateway_plugin")
 ROUNDS_KEPT = 200  # validated training rounds kept in gat_meta (GET /predictor)
 
 
-def quart_config(cfg: PluginConfig, max_replicas: int) -> chain.QuartConfig:
+def quart_config(cfg: PluginConfig, max_replicas: int,
+                 period_s: float | None = None) -> chain.QuartConfig:
+    """The policies' settings; ``period_s`` when the caller runs at another period than
+    ``cfg``'s (the simulator's ``QuartSystem``): the rates' window follows it."""
     return chain.QuartConfig(
         corrector=CorrectorConfig(
             pid=PIDConfig(kp=cfg.kp, ki=cfg.ki, kd=cfg.kd),
             min_replicas=min(cfg.min_replicas, max_replicas), max_replicas=max_replicas,
             tolerance=cfg.tolerance, scale_down_periods=cfg.scale_down_periods,
-            latency_statistic=cfg.latency_statistic),
+            latency_statistic=cfg.latency_statistic,
+            rate_window_s=rate_window_s(cfg.period_s if period_s is None else period_s)),
         cpu=CPUConfig(min_cpu=cfg.min_cpu, max_cpu=cfg.max_cpu,
                       increment_ratio=cfg.increment_ratio),
         smoothing=cfg.smoothing, cpu_compensation=cfg.cpu_compensation)
@@ -160,7 +165,7 @@ class Controller:
         if not pipelines:
             return {"leader": True, "pipelines": 0, "reason": "no annotated pipelines"}
         try:
-            fm = self.reader.read(max(2 * self.cfg.period_s, 4.0))
+            fm = self.reader.read(rate_window_s(self.cfg.period_s))
             self.metrics.prometheus_up.set(1)
         except MetricsUnavailable as e:
             self.metrics.prometheus_up.set(0)

@@ -56,3 +56,38 @@ def test_bursty_history_holds_replicas_through_idle_gaps_steady_history_does_not
     slow = _periods_until_scale_down(bursty, 1.0)
     assert quick == 3
     assert slow is not None and slow >= 8  # the spread of past rates says "bursty"
+
+
+def test_burstiness_is_the_index_of_dispersion_of_the_rates_own_window() -> None:
+    # rates counted over 10 s windows, read every 5 s (the plugin reads max(2 x period, 4 s)):
+    # the estimate must be the IDC of 10 s counts, computed here from the arrivals directly.
+    # Scaling the rates' spread by the period instead read half of it.
+    from gateway_plugin.policies import burst
+
+    cv, lam, window, dt = 4.0, 5.0, 10.0, 5.0
+    for seed in range(3):
+        t = np.cumsum(np.random.default_rng(seed).gamma(1 / cv**2, cv**2 / lam, 200_000))
+        ends = np.arange(window, t[-1], dt)
+        counts = np.searchsorted(t, ends) - np.searchsorted(t, ends - window)
+        direct = counts.var() / counts.mean()  # Var(N_T) / E[N_T]
+        cfg = CorrectorConfig(rate_window_s=window, max_down_delay_s=4000.0)
+        st = CorrectorState()
+        for n in counts:
+            st = CorrectorState(rate_avg=burst.rate_avg(n / window, st, dt, cfg),
+                                rate_sq_avg=burst.rate_sq_avg(n / window, st, dt, cfg))
+        got = burst.burstiness(None, None, st, dt, cfg) ** 2
+        assert abs(got / direct - 1) < 0.2, (seed, got, direct)
+        per_period = burst.burstiness(None, None, st, dt,
+                                      CorrectorConfig(max_down_delay_s=4000.0)) ** 2
+        assert abs(per_period / got - dt / window) < 1e-9
+
+
+def test_the_plugin_and_its_corrector_use_one_rate_window() -> None:
+    from gateway_plugin.config import PluginConfig
+    from gateway_plugin.controller import quart_config
+    from gateway_plugin.policies.burst import rate_window_s
+
+    assert rate_window_s(5.0) == 10.0 and rate_window_s(1.0) == 4.0
+    cfg = PluginConfig(period_s=5.0)
+    assert quart_config(cfg, 8).corrector.rate_window_s == 10.0
+    assert quart_config(cfg, 8, period_s=2.0).corrector.rate_window_s == 4.0

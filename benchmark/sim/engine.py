@@ -35,6 +35,7 @@ import simpy
 
 from benchmark.results import RunResult
 from benchmark.systems.base import Autoscaler
+from gateway_plugin.policies.burst import rate_window_s
 
 from . import calibration
 from .cluster import Cluster
@@ -181,7 +182,7 @@ class _Run:
         self.stages = stages
         self.model = Model(self.env, cfg, pipes, system.scaleup == "fork",
                            lambda done: Cluster(cluster, self.env, done), self.latency, self.ok)
-        window = cfg.rate_window_s or max(2 * float(system.period_s), 4.0)
+        window = cfg.rate_window_s or rate_window_s(float(system.period_s))
         self.prom = Prometheus(stages, window, cfg.scrape_s)
         self.ctl = Controller(self.model, self.prom, specs, stages)
         self.hop0 = [p[0].hop_delay for p in self.model.pipes]

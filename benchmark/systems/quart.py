@@ -137,7 +137,7 @@ class QuartSystem:
         self.smoothing = smoothing
         self.cpu_compensation = cpu_compensation
         self.plugin_config = cfg
-        self.config = quart_config(cfg, bounds.max_replicas)
+        self.config = quart_config(cfg, bounds.max_replicas, self.period_s)
 
     @property
     def trains(self) -> bool:

@@ -22,6 +22,8 @@ class CorrectorConfig(Protocol):
     def burst_z(self) -> float: ...
     @property
     def max_down_delay_s(self) -> float: ...
+    @property
+    def rate_window_s(self) -> float | None: ...
 
 
 class CorrectorState(Protocol):
@@ -34,7 +36,8 @@ class CorrectorState(Protocol):
     @property
     def rate_sq_avg(self) -> float: ...
 
-__all__ = ["burst_cv", "burstiness", "down_delay_periods", "rate_avg", "rate_sq_avg"]
+__all__ = ["burst_cv", "burstiness", "down_delay_periods", "rate_avg", "rate_sq_avg",
+           "rate_window_s"]
 
 
 def down_delay_periods(arrival_rate: float | None, arrival_cv: float | None,
@@ -99,17 +102,33 @@ def rate_sq_avg(rate: float | None, prev: CorrectorState, dt_s: float | None,
 
 def burstiness(rate: float | None, observed_cv: float | None, prev: CorrectorState,
                dt_s: float | None, config: CorrectorConfig) -> float:
-    """sqrt of the index of dispersion of per-period counts, or the window's CV if larger.
+    """sqrt of the index of dispersion of the rate window's counts, or the window's CV if
+    larger.
 
     One window's inter-arrival CV misses clumping at longer time scales (a 10 s
-    window inside a CV-8 gamma process reads ~3); the spread of the per-period
-    rates does not: IDC(dt) = Var(N_dt) / E[N_dt] = dt * Var(rate) / mean(rate),
-    which tends to c² for a renewal process (Cox & Lewis 1966, §4.5).
+    window inside a CV-8 gamma process reads ~3); the spread of the measured
+    rates does not.  Each rate counts the arrivals N_T of a window of T =
+    ``config.rate_window_s`` seconds and divides by T, so Var(rate) = Var(N_T) / T²
+    and mean(rate) = E[N_T] / T, and the index of dispersion of counts is
+
+        IDC(T) = Var(N_T) / E[N_T] = T * Var(rate) / mean(rate),
+
+    which tends to c² for a renewal process (Cox & Lewis 1966, §4.5).  T is the
+    rate's window, not the period between samples: the plugin reads rates over
+    max(2 × period, 4 s), and taking T = period halved the IDC (c² read 32 for 64 at
+    CV 8), so the scale-down delay below came out half of what it derives.
     """
     avg = rate_avg(rate, prev, dt_s, config)
     sq = rate_sq_avg(rate, prev, dt_s, config)
     cv = burst_cv(observed_cv, prev)
-    if avg <= 0 or not dt_s or dt_s <= 0:
+    window = config.rate_window_s or dt_s
+    if avg <= 0 or not window or window <= 0:
         return cv
-    idc = dt_s * max(0.0, sq - avg * avg) / avg
+    idc = window * max(0.0, sq - avg * avg) / avg
     return max(cv, math.sqrt(idc))
+
+
+def rate_window_s(period_s: float) -> float:
+    """The window the plugin reads rates and quantiles over (``controller.Controller``):
+    two periods, so that every rate spans at least two 1 s scrapes, and at least 4 s."""
+    return max(2.0 * period_s, 4.0)

@@ -73,6 +73,9 @@ class CorrectorConfig:
     # on a rate drop, and the longest the delay may grow to.
     burst_z: float = 2.0
     max_down_delay_s: float = 120.0
+    # The window each arrival rate is counted over (``burst.rate_window_s`` of the period);
+    # None: the period.  The burstiness estimate scales the rates' spread by it.
+    rate_window_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
@@ -85,6 +88,8 @@ class CorrectorConfig:
             raise ValueError("latency_statistic must be 'mean' or 'p99'")
         if not (self.burst_z >= 0 and self.max_down_delay_s >= 0):
             raise ValueError("burst_z and max_down_delay_s must be >= 0")
+        if self.rate_window_s is not None and not self.rate_window_s > 0:
+            raise ValueError("rate_window_s must be > 0 or None")
 
 
 @dataclass(frozen=True, kw_only=True)
