@@ -14,6 +14,7 @@ steady load stays steady across a ``kill -9``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -84,6 +85,14 @@ class Controller:
         self.trainer = BackgroundTrainer(cfg.redis_url, store.p) if cfg.train_background \
             else None
         self.restore()
+
+    def _rate_window(self, window_s: float) -> None:
+        """The corrector judges burstiness by the window the rates were read over: the
+        reader widens it to two scrape intervals where the period's is shorter."""
+        c = self.qcfg.corrector
+        if window_s > 0 and window_s != c.rate_window_s:
+            self.qcfg = dataclasses.replace(
+                self.qcfg, corrector=dataclasses.replace(c, rate_window_s=window_s))
 
     def _detect(self) -> None:
         """CE caps replicas at 5 and enforces limits.cpu through the orchestrator; the
@@ -171,6 +180,7 @@ class Controller:
             self.metrics.prometheus_up.set(0)
             return self._hold(f"metrics unavailable ({e}): holding the last decision",
                               "prometheus")
+        self._rate_window(getattr(self.reader, "last_window_s", 0.0))
         now = self.clock()
         obs = [observe.build(p, fm, now, self.cfg.slo_s, self.memory) for p in pipelines]
         decisions, self.state = chain.decide(obs, self.state, self.qcfg)

@@ -96,3 +96,15 @@ def test_training_from_redis_history_and_checkpoint_survives_restart(rs):
     assert [x.predicted_cv for v in d1.values() for x in v] == \
         [x.predicted_cv for v in d2.values() for x in v]
     assert {x.predictor for v in d1.values() for x in v} == {"gat"}
+
+
+def test_the_corrector_judges_burstiness_by_the_window_the_rates_were_read_over(rs):
+    # the period's window (2 x 5 s) until the reader says it read over another one: with
+    # a 5 s scrape and a 1 s period it widens 4 s to 10 s (test_plugin_rate_window.py)
+    ctl = controller(rs)
+    assert ctl.qcfg.corrector.rate_window_s == 10.0
+    ctl._rate_window(12.0)
+    assert ctl.qcfg.corrector.rate_window_s == 12.0
+    assert ctl.qcfg.corrector.max_replicas == ctl.cfg.max_replicas  # the rest kept
+    ctl._rate_window(0.0)  # nothing read yet: left alone
+    assert ctl.qcfg.corrector.rate_window_s == 12.0
