@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway_plugin.config import PluginConfig
+from gateway_plugin.policies.burst import rate_window_s
 
 if TYPE_CHECKING:
     from benchmark.sim.spec import SimConfig
@@ -46,7 +47,6 @@ QUART_DEFAULT_PERIOD_S = _PLUGIN.period_s  # 5 s
 # the plugin's defaults counted in periods, as seconds at its default period
 SCALE_DOWN_S = _PLUGIN.scale_down_periods * QUART_DEFAULT_PERIOD_S  # 3 periods: 15 s
 TRAIN_EVERY_S = _PLUGIN.train_every * QUART_DEFAULT_PERIOD_S  # 12 periods: 60 s
-QUART_MIN_WINDOW_S = 4.0  # gateway_plugin/controller.py: max(2 * period, 4)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,10 +95,10 @@ class Clocks:
         if not any(n.startswith("quart") for n in systems):
             return
         period = QUART_DEFAULT_PERIOD_S if self.quart_period_s is None else self.quart_period_s
-        window = max(2 * period, QUART_MIN_WINDOW_S)
+        window = rate_window_s(period)
         if window < 2 * self.scrape_s:
             raise ValueError(
-                f"Quart's rate window, max(2 x {period:g}, {QUART_MIN_WINDOW_S:g}) = {window:g} s, "
+                f"Quart's rate window at a {period:g} s period, {window:g} s, "
                 f"holds fewer than two scrapes {self.scrape_s:g} s apart, so rate() would answer "
                 f"nothing: use --scrape-interval <= {window / 2:g} or a longer --control-period")
 

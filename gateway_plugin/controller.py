@@ -180,7 +180,7 @@ class Controller:
             self.metrics.prometheus_up.set(0)
             return self._hold(f"metrics unavailable ({e}): holding the last decision",
                               "prometheus")
-        self._rate_window(getattr(self.reader, "last_window_s", 0.0))
+        self._rate_window(self.reader.last_window_s)
         now = self.clock()
         obs = [observe.build(p, fm, now, self.cfg.slo_s, self.memory) for p in pipelines]
         decisions, self.state = chain.decide(obs, self.state, self.qcfg)

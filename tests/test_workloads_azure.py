@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +16,7 @@ from benchmark.workloads import (
     write_samples,
 )
 from benchmark.workloads.azure import SPACINGS
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "benchmark" / "workloads" / "samples"
-MINUTES_CSV = SAMPLES / "invocations_per_function_md.anon.synthetic.csv"
-INVOCATIONS_TXT = SAMPLES / "AzureFunctionsInvocationTrace.synthetic.txt"
-
-
-def gap_cv(t: np.ndarray) -> float:
-    g = np.diff(t)
-    return float(g.std() / g.mean())
-
-
+from tests.test_workloads import INVOCATIONS_TXT, MINUTES_CSV, SAMPLES, gap_cv
 
 # --- Azure traces ------------------------------------------------------------------------
 
